@@ -192,12 +192,57 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_depend_on_every_part() {
-        let a = Event::new(EventType::GeofenceEntered, "t", "d", None, Some("g"), 5, 0, serde_json::json!({}));
-        let b = Event::new(EventType::GeofenceEntered, "t", "d", None, Some("g"), 5, 0, serde_json::json!({}));
+        let a = Event::new(
+            EventType::GeofenceEntered,
+            "t",
+            "d",
+            None,
+            Some("g"),
+            5,
+            0,
+            serde_json::json!({}),
+        );
+        let b = Event::new(
+            EventType::GeofenceEntered,
+            "t",
+            "d",
+            None,
+            Some("g"),
+            5,
+            0,
+            serde_json::json!({}),
+        );
         assert_eq!(a.id, b.id);
-        let c = Event::new(EventType::GeofenceExited, "t", "d", None, Some("g"), 5, 0, serde_json::json!({}));
-        let d = Event::new(EventType::GeofenceEntered, "t", "d", None, Some("g"), 6, 0, serde_json::json!({}));
-        let e = Event::new(EventType::GeofenceEntered, "t", "dg", None, None, 5, 0, serde_json::json!({}));
+        let c = Event::new(
+            EventType::GeofenceExited,
+            "t",
+            "d",
+            None,
+            Some("g"),
+            5,
+            0,
+            serde_json::json!({}),
+        );
+        let d = Event::new(
+            EventType::GeofenceEntered,
+            "t",
+            "d",
+            None,
+            Some("g"),
+            6,
+            0,
+            serde_json::json!({}),
+        );
+        let e = Event::new(
+            EventType::GeofenceEntered,
+            "t",
+            "dg",
+            None,
+            None,
+            5,
+            0,
+            serde_json::json!({}),
+        );
         assert_ne!(a.id, c.id);
         assert_ne!(a.id, d.id);
         assert_ne!(a.id, e.id, "field boundaries are part of the hash");
@@ -206,7 +251,16 @@ mod tests {
 
     #[test]
     fn envelope_matches_the_contract() {
-        let e = Event::new(EventType::GeofenceEntered, "acme", "truck-17", Some("SHP-1"), Some("yingkou-port"), 1_795_421_731_000, 0, serde_json::json!({}));
+        let e = Event::new(
+            EventType::GeofenceEntered,
+            "acme",
+            "truck-17",
+            Some("SHP-1"),
+            Some("yingkou-port"),
+            parse_rfc3339("2026-11-24T08:15:31Z").unwrap(),
+            0,
+            serde_json::json!({}),
+        );
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "geofence.entered");
         assert_eq!(v["ts"], "2026-11-24T08:15:31.000Z");

@@ -14,7 +14,9 @@
 //! `geofence`, `fence_index`, `route`, `positions` (geometry), `shipment` and `eta` (shipment
 //! rules), `tracker` (the state machine tying them together), `settings`.
 
+pub mod device;
 pub mod error;
+pub mod eta;
 pub mod event;
 pub mod fence_index;
 pub mod geodesy;
@@ -22,8 +24,14 @@ pub mod geofence;
 pub mod positions;
 pub mod reading;
 pub mod route;
+pub mod settings;
+pub mod shipment;
+pub mod tracker;
 
 pub use error::TrackerError;
 pub use event::{Event, EventType};
 pub use geofence::{GeofenceDef, Shape};
 pub use reading::{Fix, Reading, TimestampMs};
+pub use settings::{EtaSettings, TrackerSettings};
+pub use shipment::{Eta, EtaMethod, Place, ShipmentDef, ShipmentState, ShipmentStatus};
+pub use tracker::{Applied, DeviceSlot, DeviceView, Tracker, TrackerSnapshot};

@@ -1,0 +1,121 @@
+//! `[mqtt]`: the embedded broker and the ingestor's MQTT client.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+use crate::validate::{Problems, split_url};
+
+/// The `[mqtt]` section, for the ingestor (and the embedded broker it may start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Start the embedded broker (rumqttd) inside the service.
+    pub embedded: bool,
+    /// Address the embedded broker listens on; unused when `embedded = false`.
+    pub listen: SocketAddr,
+    /// Broker the ingestor connects to, `mqtt://host:port` or `tcp://host:port` (port 1883 when
+    /// left out). Absent: the embedded broker at `listen`; see [`MqttConfig::broker_url`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// User name for the broker; absent or empty = connect without credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for `username`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// MQTT client id of the ingestor; with its persistent session the broker keeps QoS 1
+    /// messages for this id while the service is down, so it must be stable across restarts.
+    pub client_id: String,
+    /// MQTT keep-alive interval; see [`MqttConfig::keep_alive`].
+    pub keep_alive_seconds: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            embedded: true,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)),
+            url: None,
+            username: None,
+            password: None,
+            client_id: "landport-ingest".to_string(),
+            keep_alive_seconds: 30,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The MQTT port when a URL leaves it out.
+    pub const DEFAULT_PORT: u16 = 1883;
+
+    /// The URL the ingestor connects to: `url`, or else the embedded broker at `listen`
+    /// (an unspecified listen address such as `0.0.0.0` is reached over loopback).
+    pub fn broker_url(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => {
+                let ip = match self.listen.ip() {
+                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    ip => ip,
+                };
+                format!("mqtt://{}", SocketAddr::new(ip, self.listen.port()))
+            }
+        }
+    }
+
+    /// Host and port of [`MqttConfig::broker_url`] (IPv6 hosts without brackets). `None` only
+    /// when the URL is malformed, which [`Config::validate`](crate::Config::validate) rejects.
+    pub fn broker_host_port(&self) -> Option<(String, u16)> {
+        let (scheme, host, port) = split_url(&self.broker_url())?;
+        matches!(scheme.as_str(), "mqtt" | "tcp")
+            .then(|| (host, port.unwrap_or(Self::DEFAULT_PORT)))
+    }
+
+    /// User name and password to connect with, when a non-empty user name is set
+    /// (the password is then `""` if none is set).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        let user = self.username.as_deref().filter(|u| !u.is_empty())?;
+        Some((user, self.password.as_ref().map_or("", Secret::expose)))
+    }
+
+    /// `keep_alive_seconds` as a [`Duration`].
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_seconds.into())
+    }
+
+    pub(crate) fn validate(&self, p: &mut Problems) {
+        match &self.url {
+            None if !self.embedded => p.push("mqtt.url", "required when embedded = false"),
+            None => {}
+            Some(_) if self.broker_host_port().is_none() => p.push(
+                "mqtt.url",
+                format!(
+                    "must be an mqtt:// or tcp:// URL such as \"mqtt://broker:1883\", got {:?}",
+                    self.broker_url()
+                ),
+            ),
+            Some(_) => {}
+        }
+        let has_user = self.username.as_deref().is_some_and(|u| !u.is_empty());
+        let has_password = self.password.as_ref().is_some_and(|p| !p.is_empty());
+        p.check(
+            has_user || !has_password,
+            "mqtt.password",
+            "set without mqtt.username",
+        );
+        p.check(
+            !self.client_id.trim().is_empty(),
+            "mqtt.client_id",
+            "must not be empty",
+        );
+        p.check(
+            self.keep_alive_seconds >= 5,
+            "mqtt.keep_alive_seconds",
+            "must be between 5 and 65535",
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! The embedded store: the service's source of truth (SPEC 7), one SQLite database
+//! (`landport.db`, WAL mode) in the storage directory.
+//!
+//! # Tables
+//!
+//! | table | key | what | written by |
+//! | --- | --- | --- | --- |
+//! | `telemetry` | `id` (rowid, `AUTOINCREMENT`) | every accepted reading, in typed columns | pipeline ([`Store::commit`]) |
+//! | `events` | `seq` (`AUTOINCREMENT`), `id` unique | the event envelope as JSON, plus tenant, device, shipment, geofence, type, ts columns | pipeline ([`Store::commit`]) |
+//! | `cursors` | `name` | how far each tailing consumer got (rowid or seq) | InfluxDB sink, MQTT outbox |
+//! | `snapshots` | `id` | the last two tracker snapshots and the telemetry rowid each covers | pipeline |
+//! | `tenants`, `api_keys` | `id` | tenants; API keys as SHA-256 hashes, never the key | API |
+//! | `devices`, `geofences`, `shipments` | `(tenant, id)` | the registry; definitions as JSON | API (shipment status: pipeline too) |
+//! | `share_tokens` | `token_hash` | public tracking links, hashed like keys | API |
+//!
+//! Layout: `schema` (DDL and migrations by `PRAGMA user_version`), `telemetry`, `events`,
+//! `cursor`, `snapshot`, `tenants` (tenants and API keys), `devices`, `geofences`, `shipments`
+//! (shipments and share tokens), `error`.
+//!
+//! # What is durable when
+//!
+//! A write is durable when the method that made it returns `Ok`: each is one transaction. The
+//! journal is a WAL with `synchronous=NORMAL`: a commit appends to the WAL with `write(2)`
+//! before returning, and the WAL is `fsync`ed only at checkpoints. A process that dies (panic,
+//! `kill -9`, OOM killer) loses nothing it committed, since the data is already in the
+//! kernel's page cache, which is what SPEC 10 asks. An OS crash or power cut can roll back the
+//! last few commits (never corrupt the file); `synchronous=FULL` would close that window at
+//! the price of one `fsync` per commit.
+//!
+//! # At-least-once, with de-duplication
+//!
+//! 1. The pipeline applies a batch of readings to the in-memory tracker, then calls
+//!    [`Store::commit`] with the readings and the events they produced: one transaction.
+//!    Only after it returns does it acknowledge the MQTT messages. A crash before the commit
+//!    loses nothing: the broker redelivers the unacknowledged messages.
+//! 2. A crash after the commit but before the acknowledgement makes the broker redeliver
+//!    readings that are already stored. The duplicate check of `commit` (same tenant, device and
+//!    `ts`, and same `seq` when both carry one: SPEC 11) drops them, and the events they might
+//!    produce again carry the same deterministic ids, which `INSERT OR IGNORE` drops.
+//! 3. Now and then the pipeline saves a tracker snapshot with the highest telemetry rowid it has
+//!    applied ([`Store::save_snapshot`], [`Committed::last_rowid`]). On restart it restores the
+//!    latest snapshot and replays [`Store::readings_after`] that rowid through the tracker, in
+//!    rowid order (the order they were applied in). Re-derived events are ignored by id, so no
+//!    event is lost and none appears twice with different ids.
+//! 4. The InfluxDB sink and the MQTT event publisher tail `telemetry` / `events` from a
+//!    persisted cursor ([`Store::cursor`]): read a page, deliver it, and only once the far side
+//!    has confirmed it, [`Store::set_cursor`]. A crash in between delivers the page again:
+//!    InfluxDB overwrites a point with the same series and time, and MQTT consumers
+//!    de-duplicate by event id. The cursor update therefore is *not* part of `commit`'s
+//!    transaction: moving it with the data would mark rows delivered before they were
+//!    (at-most-once). The store is their spool and outbox: nothing is lost while InfluxDB or the
+//!    broker is down, as long as retention does not overtake the cursor.
+//!
+//! # Connections and threads
+//!
+//! A [`Store`] wraps one SQLite connection: it is `Send` but not `Sync`, and its methods block.
+//! Call them from a dedicated thread (or `spawn_blocking`), never while holding an async lock.
+//! Several connections may be open at once: [`Store::open`] again for another writer (SQLite
+//! serializes writers; the loser waits up to the busy timeout), [`Store::reader`] /
+//! [`Store::open_reader`] for a read-only connection that runs beside the writer, as WAL allows.
+//! Keep read transactions short: a reader that never finishes stops checkpoints from recycling
+//! the WAL.
+//!
+//! # Tenancy
+//!
+//! Every registry method takes the tenant (a record's `tenant` field, for inserts and
+//! updates) and filters by it: a row of another tenant looks exactly like a missing one, and a
+//! share token can only be made for a shipment of its own tenant. The exceptions are the
+//! look-ups by secret ([`Store::lookup_key_hash`], [`Store::lookup_share`]), which is how the
+//! tenant is learnt. List methods and [`EventFilter`] take `Option<&str>` / `Option<String>`:
+//! `None` means every tenant and is for admin keys (and the pipeline) only. Registry rows need
+//! no tenant row (an auto-registered device's tenant may exist only in topics); API keys do.
+
+mod cursor;
+mod devices;
+mod error;
+mod events;
+mod geofences;
+mod schema;
+mod shipments;
+mod snapshot;
+mod telemetry;
+mod tenants;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use devices::DeviceRecord;
+pub use error::StoreError;
+pub use events::EventFilter;
+pub use geofences::GeofenceRecord;
+pub use schema::SCHEMA_VERSION;
+pub use shipments::{ShareToken, ShipmentRecord};
+pub use telemetry::{Committed, PRUNE_CHUNK_ROWS, TelemetryRow};
+pub use tenants::{ApiKey, KeyHash, Tenant};
+
+/// File name of the database inside the storage directory.
+pub const DB_FILE: &str = "landport.db";
+
+/// How long a connection waits for another connection's write lock before failing with
+/// `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The WAL is copied back into the database (a checkpoint, with two `fsync`s, run by the
+/// commit that crosses the mark) once it holds this many pages (4 KiB each): about 40 MiB.
+/// SQLite's default of 1,000 checkpoints ten times as often; a page that many commits touch
+/// (the tail of a device's index run) is copied back once per checkpoint, not once per
+/// commit, which roughly doubled the commit rate of the bench.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
+/// Once a checkpoint has copied the WAL back, the WAL file is truncated to at most this size.
+const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Prepared statements kept per connection (the event filters alone have 16 variants).
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// One connection to the store. See the module docs.
+pub struct Store {
+    /// The SQLite connection; `Send`, not `Sync`.
+    conn: Connection,
+    /// The storage directory, so that [`Store::reader`] can open the same database.
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir` for reading and writing, creating the directory and
+    /// `landport.db` when missing and migrating the schema.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut conn = Connection::open(dir.join(DB_FILE))?;
+        if let Ok(v) = std::env::var("XP_PAGE") { conn.pragma_update(None, "page_size", v.parse::<i64>().unwrap())?; }
+        configure(&conn)?;
+        if let Ok(v) = std::env::var("XP_CKPT") { conn.pragma_update(None, "wal_autocheckpoint", v.parse::<i64>().unwrap())?; }
+        // Persistent: once set, every later connection to the file uses WAL too.
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::WalUnavailable(mode));
+        }
+        schema::migrate(&mut conn)?;
+        Ok(Store {
+            conn,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Opens a read-only connection to an existing store (one that [`Store::open`] has
+    /// created), for the HTTP API: WAL lets it read while the pipeline writes. Writes through
+    /// it fail with [`StoreError::Sqlite`].
+    pub fn open_reader(dir: &Path) -> Result<Store, StoreError> {
+        // Opened read-write without CREATE, then `query_only`: a connection opened with
+        // SQLITE_OPEN_READ_ONLY cannot create the WAL index (`-shm`) when no writer is open.
+        let conn = Connection::open_with_flags(
+            dir.join(DB_FILE),
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        conn.pragma_update(None, "query_only", true)?;
+        let found = schema::version(&conn)?;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::SchemaVersion {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(Store {
+            conn,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// A new read-only connection to the same store (see [`Store::open_reader`]).
+    pub fn reader(&self) -> Result<Store, StoreError> {
+        Store::open_reader(&self.dir)
+    }
+
+    /// The storage directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `PRAGMA integrity_check`; `Ok(())` when SQLite reports `ok`, else the problems it
+    /// lists, one per line.
+    pub fn integrity_check(&self) -> Result<Result<(), String>, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let lines = stmt
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if lines.len() == 1 && lines[0] == "ok" {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(lines.join("\n")))
+        }
+    }
+}
+
+/// The `WHERE` clause of a list scoped to one tenant (bound as `?1`, e.g. with
+/// `params_from_iter(tenant)`), or to every tenant for `None`. Two statements rather than
+/// `?1 IS NULL OR tenant = ?1`, which would scan every tenant's rows for one tenant's list.
+fn tenant_scope(tenant: Option<&str>) -> &'static str {
+    match tenant {
+        Some(_) => "WHERE tenant = ?1",
+        None => "",
+    }
+}
+
+/// Per-connection settings, for writers and readers alike.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Durable against the death of the process (kill -9), which is what SPEC 10 asks; not
+    // against an OS crash or power cut, which may roll back the last commits. See the module
+    // docs, "What is durable when".
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Store>();
+    }
+
+    #[test]
+    fn open_creates_the_directory_in_wal_mode_at_the_current_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        let store = Store::open(&dir).unwrap();
+        assert!(dir.join(DB_FILE).exists());
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "NORMAL");
+        assert_eq!(schema::version(&store.conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.integrity_check().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn opening_twice_migrates_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Store::open(tmp.path()).unwrap();
+        let b = Store::open(tmp.path()).unwrap();
+        assert_eq!(schema::version(&b.conn).unwrap(), SCHEMA_VERSION);
+        drop((a, b));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        store
+            .conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(store);
+        let err = Store::open(tmp.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaVersion { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
+        assert!(matches!(
+            Store::open_reader(tmp.path()).unwrap_err(),
+            StoreError::SchemaVersion { .. }
+        ));
+    }
+
+    #[test]
+    fn a_reader_cannot_write_and_needs_an_existing_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(Store::open_reader(tmp.path()).is_err());
+        let writer = Store::open(tmp.path()).unwrap();
+        let mut reader = writer.reader().unwrap();
+        let err = reader.set_cursor("x", 1).unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
+    }
+}

@@ -1,0 +1,217 @@
+//! Shipments ([`ShipmentDef`] JSON plus a status column) and their share tokens.
+//!
+//! A share token is a secret in a public URL (`/v1/public/{token}`), stored hashed like an API
+//! key ([`KeyHash`]). It opens one shipment of one tenant, and goes when the shipment does.
+
+use landport_tracker::{ShipmentDef, ShipmentStatus};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+
+use super::{KeyHash, Store, StoreError};
+
+/// A stored shipment. Its id is `def.id`, its device `def.device`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipmentRecord {
+    pub tenant: String,
+    pub def: ShipmentDef,
+    pub status: ShipmentStatus,
+    /// When it was created or last changed, server clock, epoch milliseconds.
+    pub updated_ms: i64,
+}
+
+/// What a share token opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareToken {
+    pub tenant: String,
+    pub shipment: String,
+    pub created_ms: i64,
+}
+
+const COLUMNS: &str = "tenant, def, status, updated_ms";
+
+type RawShipment = (String, String, String, i64);
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<RawShipment> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn decode((tenant, def, status, updated_ms): RawShipment) -> Result<ShipmentRecord, StoreError> {
+    Ok(ShipmentRecord {
+        tenant,
+        def: serde_json::from_str(&def)?,
+        status: parse_status(&status)?,
+        updated_ms,
+    })
+}
+
+fn parse_status(status: &str) -> Result<ShipmentStatus, StoreError> {
+    // through serde, so that a status added to the tracker needs no change here
+    serde_json::from_value(serde_json::Value::String(status.to_owned())).map_err(|_| {
+        StoreError::Corrupt {
+            table: "shipments",
+            reason: format!("unknown status {status:?}"),
+        }
+    })
+}
+
+impl Store {
+    /// Adds a shipment; [`StoreError::AlreadyExists`] when the tenant has one with that id.
+    pub fn insert_shipment(&mut self, shipment: &ShipmentRecord) -> Result<(), StoreError> {
+        let def = serde_json::to_string(&shipment.def)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO shipments (tenant, id, device, def, status, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                shipment.tenant,
+                shipment.def.id,
+                shipment.def.device,
+                def,
+                shipment.status.as_str(),
+                shipment.updated_ms
+            ])
+            .map_err(|e| StoreError::conflict(e, "shipment", &shipment.def.id))?;
+        Ok(())
+    }
+
+    /// Replaces the definition and status of a shipment of `shipment.tenant`; `false` when
+    /// the tenant has no shipment with that id.
+    pub fn update_shipment(&mut self, shipment: &ShipmentRecord) -> Result<bool, StoreError> {
+        let def = serde_json::to_string(&shipment.def)?;
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE shipments SET device = ?3, def = ?4, status = ?5, updated_ms = ?6
+                 WHERE tenant = ?1 AND id = ?2",
+            )?
+            .execute(params![
+                shipment.tenant,
+                shipment.def.id,
+                shipment.def.device,
+                def,
+                shipment.status.as_str(),
+                shipment.updated_ms
+            ])?
+            > 0)
+    }
+
+    /// Sets only the status (the pipeline, when the tracker moves a shipment on); `false` when
+    /// the tenant has no shipment with that id.
+    pub fn set_shipment_status(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        status: ShipmentStatus,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE shipments SET status = ?3, updated_ms = ?4 WHERE tenant = ?1 AND id = ?2",
+            )?
+            .execute(params![tenant, id, status.as_str(), now_ms])?
+            > 0)
+    }
+
+    pub fn get_shipment(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<ShipmentRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM shipments WHERE tenant = ?1 AND id = ?2"
+            ))?
+            .query_row(params![tenant, id], from_row)
+            .optional()?
+            .map(decode)
+            .transpose()
+    }
+
+    /// The shipments of `tenant` (`None` = every tenant: admin, and the pipeline when it
+    /// builds the tracker without a snapshot), by tenant and id.
+    pub fn list_shipments(&self, tenant: Option<&str>) -> Result<Vec<ShipmentRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM shipments {} ORDER BY tenant, id",
+            super::tenant_scope(tenant)
+        ))?;
+        let rows = stmt.query_map(params_from_iter(tenant), from_row)?;
+        rows.map(|row| decode(row?)).collect()
+    }
+
+    /// The shipments a device of `tenant` carries or carried, by id.
+    pub fn shipments_of_device(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Vec<ShipmentRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM shipments WHERE tenant = ?1 AND device = ?2 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params![tenant, device], from_row)?;
+        rows.map(|row| decode(row?)).collect()
+    }
+
+    /// Deletes a shipment and its share tokens; `false` when the tenant has no shipment with
+    /// that id.
+    pub fn delete_shipment(&mut self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached("DELETE FROM share_tokens WHERE tenant = ?1 AND shipment = ?2")?
+            .execute(params![tenant, id])?;
+        let existed = tx
+            .prepare_cached("DELETE FROM shipments WHERE tenant = ?1 AND id = ?2")?
+            .execute(params![tenant, id])?
+            > 0;
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Stores a share token of a shipment by its hash; `false` (and nothing stored) when
+    /// `share.tenant` has no shipment `share.shipment`, so a token can only ever open a
+    /// shipment of the tenant that made it.
+    pub fn create_share(&mut self, share: &ShareToken, hash: &KeyHash) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "INSERT INTO share_tokens (token_hash, tenant, shipment, created_ms)
+                 SELECT ?1, ?2, ?3, ?4
+                 WHERE EXISTS (SELECT 1 FROM shipments WHERE tenant = ?2 AND id = ?3)",
+            )?
+            .execute(params![
+                hash.0,
+                share.tenant,
+                share.shipment,
+                share.created_ms
+            ])
+            .map_err(|e| StoreError::conflict(e, "share token", &hash.to_hex()))?
+            > 0)
+    }
+
+    /// What the token with this hash opens (no tenant is known yet: the token decides it).
+    pub fn lookup_share(&self, hash: &KeyHash) -> Result<Option<ShareToken>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT tenant, shipment, created_ms FROM share_tokens WHERE token_hash = ?1",
+            )?
+            .query_row(params![hash.0], |row| {
+                Ok(ShareToken {
+                    tenant: row.get(0)?,
+                    shipment: row.get(1)?,
+                    created_ms: row.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Revokes one share token of `tenant`; `false` when the tenant has no such token.
+    pub fn revoke_share(&mut self, tenant: &str, hash: &KeyHash) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM share_tokens WHERE tenant = ?1 AND token_hash = ?2")?
+            .execute(params![tenant, hash.0])?
+            > 0)
+    }
+}

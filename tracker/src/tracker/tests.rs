@@ -1,0 +1,888 @@
+//! Rule tests: one behaviour each, with small builders. Server time equals device time unless
+//! a test says otherwise.
+
+use super::*;
+use crate::geofence::Shape;
+use geo_types::{LineString, MultiPolygon, Point, Polygon};
+
+const T0: i64 = 1_795_400_000_000; // 2026-11-24 (ms)
+const T: &str = "acme";
+
+fn tracker() -> Tracker {
+    Tracker::new(TrackerSettings::default())
+}
+
+fn square(id: &str, lon: f64, lat: f64, half_deg: f64) -> GeofenceDef {
+    let ring = LineString::from(vec![
+        (lon - half_deg, lat - half_deg),
+        (lon + half_deg, lat - half_deg),
+        (lon + half_deg, lat + half_deg),
+        (lon - half_deg, lat + half_deg),
+        (lon - half_deg, lat - half_deg),
+    ]);
+    GeofenceDef {
+        id: id.into(),
+        name: id.to_uppercase(),
+        kind: "warehouse".into(),
+        shape: Shape::Area(MultiPolygon(vec![Polygon::new(ring, vec![])])),
+        confirm_seconds: None,
+        dwell_seconds: None,
+    }
+}
+
+/// A fix at `(lon, lat)`, `t` seconds after T0.
+fn fix(lon: f64, lat: f64, t: i64) -> Reading {
+    Reading::at(T0 + t * 1000).with_position(lon, lat)
+}
+
+fn apply(tr: &mut Tracker, dev: &str, r: Reading) -> Vec<Event> {
+    let slot = tr.device_slot(T, dev);
+    let mut out = Vec::new();
+    tr.apply(slot, &r, r.ts_ms, &mut out);
+    out
+}
+
+fn kinds(events: &[Event]) -> Vec<EventType> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+/// Fence "wh" around (123.0, 41.0), 0.01 degrees each side (~840 m x 1.1 km).
+fn with_fence() -> Tracker {
+    let mut tr = tracker();
+    tr.upsert_geofence(T, square("wh", 123.0, 41.0, 0.01))
+        .unwrap();
+    tr
+}
+
+const OUT: (f64, f64) = (123.05, 41.0);
+const IN: (f64, f64) = (123.0, 41.0);
+
+#[test]
+fn entry_fires_only_after_the_confirmation_window() {
+    let mut tr = with_fence();
+    assert!(apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0)).is_empty());
+    assert!(apply(&mut tr, "t1", fix(IN.0, IN.1, 10)).is_empty());
+    assert!(
+        apply(&mut tr, "t1", fix(IN.0, IN.1, 30)).is_empty(),
+        "20 s < 30 s window"
+    );
+    assert!(
+        tr.device(T, "t1").unwrap().geofences.is_empty(),
+        "not inside before confirmation"
+    );
+    let ev = apply(&mut tr, "t1", fix(IN.0, IN.1, 40));
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+    assert_eq!(ev[0].geofence.as_deref(), Some("wh"));
+    assert_eq!(tr.device(T, "t1").unwrap().geofences, ["wh"]);
+    assert_eq!(tr.devices_in_geofence(T, "wh").unwrap(), ["t1"]);
+}
+
+#[test]
+fn jitter_at_the_boundary_fires_nothing() {
+    let mut tr = with_fence();
+    let edge = 123.01;
+    let mut all = apply(&mut tr, "t1", fix(edge + 0.001, 41.0, 0));
+    for i in 1..40 {
+        let lon = if i % 2 == 0 {
+            edge + 0.0005
+        } else {
+            edge - 0.0005
+        };
+        all.extend(apply(&mut tr, "t1", fix(lon, 41.0, i * 10)));
+    }
+    assert!(all.is_empty(), "{:?}", kinds(&all));
+}
+
+#[test]
+fn exit_fires_after_the_window_with_an_interpolated_crossing_time() {
+    let mut tr = with_fence();
+    apply(&mut tr, "t1", fix(123.05, 41.0, 0));
+    apply(&mut tr, "t1", fix(123.0, 41.0, 10));
+    apply(&mut tr, "t1", fix(123.0, 41.0, 60));
+    // From 123.0 (0.01 deg = ~840 m inside) to 123.02 (~840 m outside): crossing halfway.
+    assert!(apply(&mut tr, "t1", fix(123.02, 41.0, 100)).is_empty());
+    let ev = apply(&mut tr, "t1", fix(123.03, 41.0, 130));
+    assert_eq!(kinds(&ev), [EventType::GeofenceExited]);
+    let crossing = ev[0].ts_ms;
+    assert!(
+        (crossing - (T0 + 80_000)).abs() <= 1_000,
+        "crossing {}",
+        crossing - T0
+    );
+    assert!(tr.device(T, "t1").unwrap().geofences.is_empty());
+}
+
+fn tracker_fence_zero_confirm() -> Tracker {
+    let mut tr = tracker();
+    let mut f = square("wh", 123.0, 41.0, 0.01);
+    f.confirm_seconds = Some(0);
+    tr.upsert_geofence(T, f).unwrap();
+    tr
+}
+
+#[test]
+fn entry_crossing_time_lies_between_the_last_outside_and_first_inside_reading() {
+    let mut tr = tracker_fence_zero_confirm();
+    apply(&mut tr, "t1", fix(123.03, 41.0, 0)); // ~1.7 km outside the east edge
+    let ev = apply(&mut tr, "t1", fix(123.00, 41.0, 100)); // ~840 m inside
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+    let frac = (ev[0].ts_ms - T0) as f64 / 100_000.0;
+    assert!(
+        (frac - 2.0 / 3.0).abs() < 0.02,
+        "crossing at {frac} of the interval"
+    );
+}
+
+#[test]
+fn zero_confirm_seconds_fires_at_once() {
+    let mut tr = tracker_fence_zero_confirm();
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0));
+    assert_eq!(
+        kinds(&apply(&mut tr, "t1", fix(IN.0, IN.1, 1))),
+        [EventType::GeofenceEntered]
+    );
+    assert_eq!(
+        kinds(&apply(&mut tr, "t1", fix(OUT.0, OUT.1, 2))),
+        [EventType::GeofenceExited]
+    );
+}
+
+#[test]
+fn first_fix_inside_is_inside_at_once_and_announced_once_confirmed() {
+    let mut tr = with_fence();
+    assert!(apply(&mut tr, "t1", fix(IN.0, IN.1, 0)).is_empty());
+    assert_eq!(tr.device(T, "t1").unwrap().geofences, ["wh"]);
+    assert_eq!(tr.devices_in_geofence(T, "wh").unwrap(), ["t1"]);
+    assert!(apply(&mut tr, "t1", fix(IN.0, IN.1, 20)).is_empty());
+    let ev = apply(&mut tr, "t1", fix(IN.0, IN.1, 30));
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+    assert_eq!(ev[0].ts_ms, T0, "entered at the first fix");
+    assert!(
+        apply(&mut tr, "t1", fix(IN.0, IN.1, 90)).is_empty(),
+        "announced once"
+    );
+}
+
+#[test]
+fn a_reading_less_accurate_than_its_distance_to_the_boundary_changes_nothing() {
+    let mut tr = tracker_fence_zero_confirm();
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0));
+    // 50 m inside the east edge (0.01 deg of lon at 41N is ~840 m), accuracy 200 m.
+    let near = 123.01 - 50.0 / 84_000.0 * 0.01 * 100.0;
+    let ev = apply(&mut tr, "t1", fix(near, 41.0, 10).with_accuracy(200.0));
+    assert!(ev.is_empty());
+    assert!(tr.device(T, "t1").unwrap().geofences.is_empty());
+    // The same point with 20 m accuracy decides.
+    let ev = apply(&mut tr, "t1", fix(near, 41.0, 20).with_accuracy(20.0));
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+}
+
+#[test]
+fn an_inaccurate_reading_does_not_cancel_a_pending_exit() {
+    let mut tr = with_fence();
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0));
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 10));
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 50)); // entered
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 100)); // exit pending
+    let near_inside = 123.0099;
+    assert!(
+        apply(
+            &mut tr,
+            "t1",
+            fix(near_inside, 41.0, 110).with_accuracy(500.0)
+        )
+        .is_empty()
+    );
+    let ev = apply(&mut tr, "t1", fix(OUT.0, OUT.1, 130));
+    assert_eq!(kinds(&ev), [EventType::GeofenceExited]);
+}
+
+#[test]
+fn duplicates_are_dropped_but_a_repeated_seq_alone_is_not_a_duplicate() {
+    let mut tr = with_fence();
+    let slot = tr.device_slot(T, "t1");
+    let mut out = Vec::new();
+    let r = fix(OUT.0, OUT.1, 0).with_seq(7);
+    assert_eq!(tr.apply(slot, &r, T0, &mut out), Applied::Current);
+    assert_eq!(tr.apply(slot, &r, T0, &mut out), Applied::Duplicate);
+    let same_ts_other_seq = fix(OUT.0, OUT.1, 0).with_seq(8);
+    assert_eq!(
+        tr.apply(slot, &same_ts_other_seq, T0, &mut out),
+        Applied::Current
+    );
+    let rebooted = fix(OUT.0, OUT.1, 5).with_seq(7);
+    assert_eq!(tr.apply(slot, &rebooted, T0, &mut out), Applied::Current);
+    // A duplicate of an older reading (not the latest) is still recognised.
+    assert_eq!(tr.apply(slot, &r, T0, &mut out), Applied::Duplicate);
+}
+
+#[test]
+fn a_late_reading_is_reported_and_moves_nothing() {
+    let mut tr = tracker_fence_zero_confirm();
+    let slot = tr.device_slot(T, "t1");
+    let mut out = Vec::new();
+    tr.apply(slot, &fix(OUT.0, OUT.1, 100), T0, &mut out);
+    assert_eq!(
+        tr.apply(slot, &fix(IN.0, IN.1, 50), T0, &mut out),
+        Applied::Late
+    );
+    assert!(out.is_empty());
+    let d = tr.device(T, "t1").unwrap();
+    assert_eq!(d.fix.unwrap().lon, OUT.0);
+    assert_eq!(d.last_seen_ms, Some(T0 + 100_000));
+}
+
+#[test]
+fn a_store_and_forward_batch_is_applied_in_time_order() {
+    let mut tr = tracker_fence_zero_confirm();
+    let slot = tr.device_slot(T, "t1");
+    let mut out = Vec::new();
+    let mut batch = vec![
+        fix(OUT.0, OUT.1, 30),
+        fix(IN.0, IN.1, 10),
+        fix(OUT.0, OUT.1, 0),
+        fix(IN.0, IN.1, 20),
+    ];
+    let applied = tr.apply_batch(slot, &mut batch, T0 + 60_000, &mut out);
+    assert_eq!(applied, vec![Applied::Current; 4]);
+    assert_eq!(
+        kinds(&out),
+        [EventType::GeofenceEntered, EventType::GeofenceExited]
+    );
+    assert!(out[0].ts_ms < out[1].ts_ms);
+}
+
+#[test]
+fn dwell_fires_once_after_dwell_seconds_from_a_reading_or_a_timer() {
+    let mut tr = tracker();
+    let mut f = square("wh", 123.0, 41.0, 0.01);
+    f.confirm_seconds = Some(0);
+    f.dwell_seconds = Some(600);
+    tr.upsert_geofence(T, f).unwrap();
+    apply(&mut tr, "a", fix(OUT.0, OUT.1, 0));
+    apply(&mut tr, "a", fix(IN.0, IN.1, 10));
+    let ev = apply(&mut tr, "a", fix(IN.0, IN.1, 700));
+    assert_eq!(kinds(&ev), [EventType::GeofenceDwell]);
+    assert!(apply(&mut tr, "a", fix(IN.0, IN.1, 900)).is_empty());
+
+    // Device "b" goes quiet inside: the timer fires the dwell.
+    apply(&mut tr, "b", fix(OUT.0, OUT.1, 0));
+    let entered = apply(&mut tr, "b", fix(IN.0, IN.1, 10));
+    let crossing = entered[0].ts_ms;
+    let mut out = Vec::new();
+    tr.on_timer(crossing + 599_000, &mut out);
+    assert!(out.iter().all(|e| e.kind != EventType::GeofenceDwell));
+    tr.on_timer(crossing + 601_000, &mut out);
+    let dwell: Vec<_> = out
+        .iter()
+        .filter(|e| e.kind == EventType::GeofenceDwell)
+        .collect();
+    assert_eq!(dwell.len(), 1);
+    assert_eq!(dwell[0].kind, EventType::GeofenceDwell);
+    assert_eq!(dwell[0].ts_ms, crossing + 600_000);
+}
+
+#[test]
+fn silent_device_goes_offline_on_the_timer_and_online_with_its_next_reading() {
+    let mut tr = tracker();
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0));
+    assert_eq!(tr.next_deadline(), Some(T0 + 300_000));
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 299_999, &mut out);
+    assert!(out.is_empty());
+    tr.on_timer(T0 + 300_000, &mut out);
+    assert_eq!(kinds(&out), [EventType::DeviceOffline]);
+    assert!(!tr.device(T, "t1").unwrap().online);
+    let ev = apply(&mut tr, "t1", fix(OUT.0, OUT.1, 400));
+    assert_eq!(kinds(&ev), [EventType::DeviceOnline]);
+    assert!(tr.device(T, "t1").unwrap().online);
+}
+
+#[test]
+fn a_reporting_device_never_goes_offline() {
+    let mut tr = tracker();
+    let mut out = Vec::new();
+    for i in 0..20 {
+        apply(&mut tr, "t1", fix(OUT.0, OUT.1, i * 60));
+        tr.on_timer(T0 + i * 60_000 + 30_000, &mut out);
+    }
+    assert!(out.is_empty());
+}
+
+fn shipment(id: &str, origin: Option<Place>, destination: Place) -> ShipmentDef {
+    ShipmentDef {
+        id: id.into(),
+        device: "t1".into(),
+        reference: Some("PO-1".into()),
+        origin,
+        destination,
+        route: None,
+        route_corridor_m: None,
+        deadline_ms: None,
+        temp_range_c: None,
+        max_speed_kmh: None,
+    }
+}
+
+#[test]
+fn shipment_departs_its_origin_and_arrives_at_its_destination() {
+    let mut tr = tracker();
+    let mut a = square("origin", 123.0, 41.0, 0.01);
+    a.confirm_seconds = Some(0);
+    let mut b = square("dest", 123.5, 41.0, 0.01);
+    b.confirm_seconds = Some(0);
+    tr.upsert_geofence(T, a).unwrap();
+    tr.upsert_geofence(T, b).unwrap();
+    let def = shipment(
+        "S1",
+        Some(Place::Geofence("origin".into())),
+        Place::Geofence("dest".into()),
+    );
+    tr.upsert_shipment(T, def).unwrap();
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::Planned
+    );
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    let ev = apply(&mut tr, "t1", fix(123.1, 41.0, 600));
+    assert_eq!(
+        kinds(&ev),
+        [EventType::GeofenceExited, EventType::ShipmentDeparted]
+    );
+    assert_eq!(ev[1].shipment.as_deref(), Some("S1"));
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::InTransit
+    );
+    let eta = tr.shipment_eta(T, "S1").unwrap();
+    assert_eq!(eta.method, EtaMethod::Direct);
+    assert!(eta.p10_ms <= eta.eta_ms && eta.eta_ms <= eta.p90_ms);
+    let ev = apply(&mut tr, "t1", fix(123.5, 41.0, 3000));
+    assert_eq!(
+        kinds(&ev),
+        [EventType::GeofenceEntered, EventType::ShipmentArrived]
+    );
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::Arrived
+    );
+    assert!(tr.shipment_eta(T, "S1").is_none());
+}
+
+#[test]
+fn point_places_use_the_place_radius() {
+    let mut tr = tracker();
+    let def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 123.2,
+            lat: 41.0,
+        },
+    );
+    tr.upsert_shipment(T, def).unwrap();
+    assert!(apply(&mut tr, "t1", fix(123.0, 41.001, 0)).is_empty()); // ~110 m from origin
+    let ev = apply(&mut tr, "t1", fix(123.01, 41.0, 60));
+    assert_eq!(kinds(&ev), [EventType::ShipmentDeparted]);
+    let ev = apply(&mut tr, "t1", fix(123.2, 41.002, 900));
+    assert_eq!(kinds(&ev), [EventType::ShipmentArrived]);
+}
+
+/// A straight route east along 41N from 123.0 to 124.0 (~84 km).
+fn east_route() -> LineString<f64> {
+    LineString::from(vec![(123.0, 41.0), (123.5, 41.0), (124.0, 41.0)])
+}
+
+#[test]
+fn eta_follows_the_route_and_eta_changed_fires_when_it_moves_enough() {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(east_route());
+    tr.upsert_shipment(T, def).unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0).with_speed(0.0));
+    let mut all = Vec::new();
+    // 60 km/h for 10 minutes: 10 km, about 0.119 deg of longitude at 41N.
+    for i in 1..=60 {
+        let lon = 123.0 + 0.119 * i as f64 / 60.0;
+        all.extend(apply(
+            &mut tr,
+            "t1",
+            fix(lon, 41.0, i * 10).with_speed(60.0),
+        ));
+    }
+    assert!(kinds(&all).contains(&EventType::ShipmentDeparted));
+    let eta = tr.shipment_eta(T, "S1").unwrap();
+    assert_eq!(eta.method, EtaMethod::Route);
+    assert!((eta.remaining_m - 74_000.0).abs() < 1_500.0, "{eta:?}");
+    let hours = eta.remaining_s / 3600.0;
+    assert!((hours - 74.0 / 60.0).abs() < 0.1, "{hours} h");
+    // The truck stops for half an hour: the ETA slips and eta_changed fires.
+    let mut stopped = Vec::new();
+    for i in 61..=240 {
+        stopped.extend(apply(
+            &mut tr,
+            "t1",
+            fix(123.119, 41.0, i * 10).with_speed(0.0),
+        ));
+    }
+    let changed: Vec<_> = stopped
+        .iter()
+        .filter(|e| e.kind == EventType::ShipmentEtaChanged)
+        .collect();
+    assert!(!changed.is_empty());
+    assert!(
+        changed[0].data["eta"].as_str().unwrap() > changed[0].data["previous"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn late_risk_fires_once_when_the_eta_passes_the_deadline() {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(east_route());
+    def.deadline_ms = Some(T0 + 3_600_000); // 84 km in an hour needs 84 km/h
+    tr.upsert_shipment(T, def).unwrap();
+    let mut all = apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    for i in 1..=30 {
+        let lon = 123.0 + 0.0119 * i as f64 / 6.0; // 60 km/h
+        all.extend(apply(
+            &mut tr,
+            "t1",
+            fix(lon, 41.0, i * 10).with_speed(60.0),
+        ));
+    }
+    let late: Vec<_> = all
+        .iter()
+        .filter(|e| e.kind == EventType::ShipmentLateRisk)
+        .collect();
+    assert_eq!(late.len(), 1, "{:?}", kinds(&all));
+    assert!(late[0].data["late_by_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn leaving_the_route_corridor_fires_deviated_then_rejoined() {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(east_route());
+    def.route_corridor_m = Some(500.0);
+    tr.upsert_shipment(T, def).unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    apply(&mut tr, "t1", fix(123.1, 41.0, 300));
+    // 0.02 deg north = 2.2 km off the route.
+    assert!(
+        apply(&mut tr, "t1", fix(123.2, 41.02, 600))
+            .iter()
+            .all(|e| e.kind != EventType::RouteDeviated)
+    );
+    let ev = apply(&mut tr, "t1", fix(123.21, 41.02, 640));
+    assert!(
+        kinds(&ev).contains(&EventType::RouteDeviated),
+        "{:?}",
+        kinds(&ev)
+    );
+    let dev = ev
+        .iter()
+        .find(|e| e.kind == EventType::RouteDeviated)
+        .unwrap();
+    assert_eq!(dev.ts_ms, T0 + 600_000);
+    assert!(dev.data["off_route_m"].as_f64().unwrap() > 2_000.0);
+    apply(&mut tr, "t1", fix(123.3, 41.001, 900));
+    let ev = apply(&mut tr, "t1", fix(123.31, 41.0, 940));
+    assert!(
+        kinds(&ev).contains(&EventType::RouteRejoined),
+        "{:?}",
+        kinds(&ev)
+    );
+}
+
+#[test]
+fn overspeed_fires_once_per_episode() {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        None,
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.max_speed_kmh = Some(80.0);
+    tr.upsert_shipment(T, def).unwrap();
+    let speeds = [70.0, 85.0, 90.0, 79.0, 85.0, 70.0, 95.0];
+    let mut fired = Vec::new();
+    for (i, v) in speeds.iter().enumerate() {
+        let ev = apply(
+            &mut tr,
+            "t1",
+            fix(123.0 + i as f64 * 0.01, 41.0, i as i64 * 10).with_speed(*v),
+        );
+        fired.extend(
+            ev.into_iter()
+                .filter(|e| e.kind == EventType::DeviceOverspeed),
+        );
+    }
+    // 85 starts an episode; 79 is within the hysteresis band, 70 ends it; 95 starts another.
+    assert_eq!(fired.len(), 2);
+    assert_eq!(fired[0].data["limit_kmh"], 80.0);
+    assert_eq!(fired[0].shipment.as_deref(), Some("S1"));
+}
+
+fn reefer() -> Tracker {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        None,
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.temp_range_c = Some([-25.0, -15.0]);
+    tr.upsert_shipment(T, def).unwrap();
+    tr
+}
+
+fn temp(t: i64, c: f64) -> Reading {
+    Reading::at(T0 + t * 1000).with_temp(c)
+}
+
+#[test]
+fn a_short_temperature_blip_is_not_an_excursion() {
+    let mut tr = reefer();
+    let mut all = Vec::new();
+    for (t, c) in [
+        (0, -18.0),
+        (60, -12.0),
+        (200, -10.0),
+        (250, -18.0),
+        (900, -18.0),
+    ] {
+        all.extend(apply(&mut tr, "t1", temp(t, c)));
+    }
+    assert!(all.is_empty(), "{:?}", kinds(&all));
+}
+
+#[test]
+fn excursion_fires_after_the_grace_period_and_recovery_reports_begin_end_duration_peak() {
+    let mut tr = reefer();
+    let mut all = Vec::new();
+    for (t, c) in [
+        (0, -18.0),
+        (60, -12.0),
+        (200, -9.5),
+        (300, -11.0),
+        (400, -13.0),
+        (700, -17.0),
+    ] {
+        all.extend(apply(&mut tr, "t1", temp(t, c)));
+    }
+    assert_eq!(
+        kinds(&all),
+        [
+            EventType::TemperatureExcursion,
+            EventType::TemperatureRecovered
+        ]
+    );
+    let exc = &all[0];
+    assert_eq!(exc.ts_ms, T0 + 360_000, "begin + 300 s grace");
+    assert_eq!(exc.data["begin"], format_rfc3339(T0 + 60_000));
+    let rec = &all[1];
+    assert_eq!(rec.data["end"], format_rfc3339(T0 + 700_000));
+    assert_eq!(rec.data["duration_s"], 640.0);
+    assert_eq!(rec.data["peak_c"], -9.5);
+    assert_eq!(rec.shipment.as_deref(), Some("S1"));
+}
+
+#[test]
+fn an_excursion_is_confirmed_by_the_timer_when_readings_stop() {
+    let mut tr = reefer();
+    apply(&mut tr, "t1", temp(0, -18.0));
+    apply(&mut tr, "t1", temp(60, -5.0));
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 359_000, &mut out);
+    out.retain(|e| e.kind != EventType::DeviceOffline);
+    assert!(out.is_empty());
+    tr.on_timer(T0 + 360_000, &mut out);
+    out.retain(|e| e.kind != EventType::DeviceOffline);
+    assert_eq!(kinds(&out), [EventType::TemperatureExcursion]);
+    // The same episode seen by a reading gets the same id.
+    let mut tr2 = reefer();
+    apply(&mut tr2, "t1", temp(0, -18.0));
+    apply(&mut tr2, "t1", temp(60, -5.0));
+    let ev = apply(&mut tr2, "t1", temp(400, -5.0));
+    assert_eq!(ev[0].id, out[0].id);
+}
+
+#[test]
+fn a_device_profile_range_watches_a_cold_room_without_a_shipment() {
+    let mut tr = tracker();
+    tr.set_device_profile(
+        T,
+        "coldroom",
+        DeviceProfile {
+            temp_range_c: Some([0.0, 4.0]),
+            max_speed_kmh: None,
+        },
+    );
+    let mut all = Vec::new();
+    for (t, c) in [(0, 3.0), (10, 6.0), (400, 6.5), (500, 3.0)] {
+        all.extend(apply(&mut tr, "coldroom", temp(t, c)));
+    }
+    assert_eq!(
+        kinds(&all),
+        [
+            EventType::TemperatureExcursion,
+            EventType::TemperatureRecovered
+        ]
+    );
+    assert_eq!(all[0].shipment, None);
+}
+
+#[test]
+fn weight_steps_report_load_and_unload_with_the_geofence() {
+    let mut tr = tracker_fence_zero_confirm();
+    let w = |t: i64, lon: f64, kg: f64| fix(lon, 41.0, t).with_weight(kg);
+    assert!(apply(&mut tr, "t1", w(0, 123.05, 8_000.0)).is_empty());
+    apply(&mut tr, "t1", w(10, 123.0, 8_050.0)); // noise, and entering the warehouse
+    let ev = apply(&mut tr, "t1", w(600, 123.0, 26_000.0));
+    assert_eq!(kinds(&ev), [EventType::WeightChanged]);
+    assert_eq!(ev[0].geofence.as_deref(), Some("wh"));
+    assert_eq!(ev[0].data["direction"], "load");
+    assert_eq!(ev[0].data["delta_kg"], 18_000.0);
+    let ev = apply(&mut tr, "t1", w(3_000, 123.05, 8_100.0));
+    let wc: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventType::WeightChanged)
+        .collect();
+    assert_eq!(wc[0].data["direction"], "unload");
+    assert_eq!(wc[0].geofence, None, "unloaded outside any fence");
+}
+
+#[test]
+fn fences_crossing_the_antimeridian_work() {
+    let mut tr = tracker();
+    let ring = LineString::from(vec![
+        (179.5, -17.0),
+        (-179.5, -17.0),
+        (-179.5, -16.0),
+        (179.5, -16.0),
+        (179.5, -17.0),
+    ]);
+    let def = GeofenceDef {
+        id: "fiji".into(),
+        name: "Fiji".into(),
+        kind: "port".into(),
+        shape: Shape::Area(MultiPolygon(vec![Polygon::new(ring, vec![])])),
+        confirm_seconds: Some(0),
+        dwell_seconds: None,
+    };
+    tr.upsert_geofence(T, def).unwrap();
+    apply(&mut tr, "ship", fix(178.0, -16.5, 0));
+    assert_eq!(
+        kinds(&apply(&mut tr, "ship", fix(179.9, -16.5, 60))),
+        [EventType::GeofenceEntered]
+    );
+    assert!(
+        apply(&mut tr, "ship", fix(-179.9, -16.5, 120)).is_empty(),
+        "still inside across the line"
+    );
+    assert_eq!(
+        kinds(&apply(&mut tr, "ship", fix(-178.0, -16.5, 180))),
+        [EventType::GeofenceExited]
+    );
+}
+
+#[test]
+fn circle_and_corridor_fences_fire_like_polygons() {
+    let mut tr = tracker();
+    tr.upsert_geofence(
+        T,
+        GeofenceDef {
+            id: "yard".into(),
+            name: "Yard".into(),
+            kind: "depot".into(),
+            shape: Shape::Circle {
+                center: Point::new(123.0, 41.0),
+                radius_m: 500.0,
+            },
+            confirm_seconds: Some(0),
+            dwell_seconds: None,
+        },
+    )
+    .unwrap();
+    tr.upsert_geofence(
+        T,
+        GeofenceDef {
+            id: "g15".into(),
+            name: "Expressway".into(),
+            kind: "corridor".into(),
+            shape: Shape::Corridor {
+                line: LineString::from(vec![(123.1, 41.0), (123.1, 41.5)]),
+                corridor_m: 200.0,
+            },
+            confirm_seconds: Some(0),
+            dwell_seconds: None,
+        },
+    )
+    .unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.01, 0)); // 1.1 km north of the yard centre
+    let ev = apply(&mut tr, "t1", fix(123.0, 41.004, 10)); // 444 m
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+    let ev = apply(&mut tr, "t1", fix(123.1 + 0.002, 41.2, 600)); // ~170 m from the road
+    assert_eq!(
+        kinds(&ev),
+        [EventType::GeofenceExited, EventType::GeofenceEntered]
+    );
+    assert_eq!(ev[1].geofence.as_deref(), Some("g15"));
+}
+
+#[test]
+fn tenants_do_not_see_each_others_fences_or_devices() {
+    let mut tr = tracker_fence_zero_confirm();
+    let slot = tr.device_slot("other", "t1");
+    let mut out = Vec::new();
+    tr.apply(slot, &fix(OUT.0, OUT.1, 0), T0, &mut out);
+    tr.apply(slot, &fix(IN.0, IN.1, 10), T0 + 10_000, &mut out);
+    assert!(out.is_empty());
+    assert!(tr.device(T, "t1").is_none());
+    assert!(tr.in_bbox(T, [122.0, 40.0, 124.0, 42.0]).is_empty());
+    assert_eq!(tr.in_bbox("other", [122.0, 40.0, 124.0, 42.0]).len(), 1);
+    assert!(tr.geofence("other", "wh").is_none());
+}
+
+#[test]
+fn deleting_a_geofence_drops_its_members_silently() {
+    let mut tr = tracker_fence_zero_confirm();
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0));
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 10));
+    assert!(tr.remove_geofence(T, "wh"));
+    assert!(tr.device(T, "t1").unwrap().geofences.is_empty());
+    assert!(apply(&mut tr, "t1", fix(OUT.0, OUT.1, 20)).is_empty());
+    assert!(tr.devices_in_geofence(T, "wh").is_none());
+}
+
+#[test]
+fn spatial_queries_return_the_tenants_live_positions() {
+    let mut tr = tracker();
+    apply(&mut tr, "a", fix(123.0, 41.0, 0));
+    apply(&mut tr, "b", fix(123.01, 41.0, 0));
+    apply(&mut tr, "c", fix(125.0, 41.0, 0));
+    apply(&mut tr, "a", fix(123.002, 41.0, 10)); // moved
+    let ids: Vec<_> = tr
+        .in_bbox(T, [122.9, 40.9, 123.1, 41.1])
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    let near = tr.nearby(T, 123.0, 41.0, 2_000.0, 10);
+    assert_eq!(
+        near.iter().map(|(d, _)| d.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!((near[0].1 - 168.3).abs() < 1.0, "{}", near[0].1);
+}
+
+fn scripted(tr: &mut Tracker) -> Vec<Event> {
+    let mut all = Vec::new();
+    for i in 0..200i64 {
+        let lon = 122.95 + 0.001 * i as f64;
+        let r = fix(lon, 41.0, i * 15).with_temp(if (80..120).contains(&i) { -5.0 } else { -20.0 });
+        all.extend(apply(tr, "t1", r));
+    }
+    all
+}
+
+#[test]
+fn replaying_the_same_readings_gives_the_same_events_and_ids() {
+    let mut a = with_fence();
+    let mut b = with_fence();
+    a.upsert_shipment(T, {
+        let mut s = shipment(
+            "S1",
+            None,
+            Place::Point {
+                lon: 124.0,
+                lat: 41.0,
+            },
+        );
+        s.temp_range_c = Some([-25.0, -15.0]);
+        s
+    })
+    .unwrap();
+    b.upsert_shipment(T, a.shipment(T, "S1").unwrap().def.clone())
+        .unwrap();
+    let ea = scripted(&mut a);
+    let eb = scripted(&mut b);
+    assert!(ea.len() >= 4, "{:?}", kinds(&ea));
+    assert_eq!(ea, eb);
+}
+
+#[test]
+fn a_restored_snapshot_continues_without_refiring() {
+    let mut tr = with_fence();
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0));
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 10));
+    let entered = apply(&mut tr, "t1", fix(IN.0, IN.1, 50));
+    assert_eq!(kinds(&entered), [EventType::GeofenceEntered]);
+    let json = serde_json::to_string(&tr.snapshot()).unwrap();
+    let mut restored = Tracker::restore(serde_json::from_str(&json).unwrap()).unwrap();
+    for t in [60, 70] {
+        assert_eq!(
+            apply(&mut tr, "t1", fix(IN.0, IN.1, t)),
+            apply(&mut restored, "t1", fix(IN.0, IN.1, t))
+        );
+    }
+    let a = apply(&mut tr, "t1", fix(OUT.0, OUT.1, 100));
+    let b = apply(&mut restored, "t1", fix(OUT.0, OUT.1, 100));
+    assert_eq!(a, b);
+    let a = apply(&mut tr, "t1", fix(OUT.0, OUT.1, 200));
+    let b = apply(&mut restored, "t1", fix(OUT.0, OUT.1, 200));
+    assert_eq!(kinds(&a), [EventType::GeofenceExited]);
+    assert_eq!(a, b);
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    tr.on_timer(T0 + 10_000_000, &mut ta);
+    restored.on_timer(T0 + 10_000_000, &mut tb);
+    assert_eq!(kinds(&ta), [EventType::DeviceOffline]);
+    assert_eq!(ta, tb);
+}
+
+#[test]
+fn a_device_with_no_readings_has_no_position() {
+    let mut tr = tracker();
+    tr.device_slot(T, "idle");
+    let d = tr.device(T, "idle").unwrap();
+    assert!(d.fix.is_none() && !d.online && d.last_seen_ms.is_none());
+}
