@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use landport_config::Config;
 
+mod run;
+
 /// Live logistics telemetry: MQTT in, geofences, ETAs and events out, over HTTP.
 #[derive(Debug, Parser)]
 #[command(name = "landport", version, about)]
@@ -19,6 +21,15 @@ struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: MQTT ingest, tracking, storage, HTTP.
+    ///
+    /// With no config file: embedded MQTT broker on 127.0.0.1:1883, HTTP on 127.0.0.1:8080,
+    /// embedded store in ./landport-data. LANDPORT_SECTION__KEY variables override the file.
+    Run {
+        /// The TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load and validate a config file (with LANDPORT_* environment overrides applied).
     ///
     /// Exits 0 and prints a one-line summary when it is valid; otherwise prints each problem
@@ -36,6 +47,36 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
+        Command::Run { config } => run_service(config.as_deref()),
+    }
+}
+
+/// `landport run [--config FILE]`.
+fn run_service(file: Option<&Path>) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(error) => {
+            for problem in error.problems() {
+                eprintln!("{problem}");
+            }
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    run::init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("landport: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,1 +1,132 @@
-//! landport-api
+//! # landport-api
+//!
+//! The HTTP side of Landport (axum). Today: the operational endpoints `GET /healthz` (the
+//! process is up), `GET /readyz` (connected to the broker and the pipeline running: send
+//! traffic) and `GET /metrics` (Prometheus text). The REST API under `/v1`, SSE, auth, OpenAPI
+//! and the live map build on this router.
+//!
+//! The API never reaches into the pipeline's locks: it reads the metrics, and (later) the
+//! store through its own read connection and the tracker through the pipeline's handle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use landport_ingest::metrics::Metrics;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    /// Set by the binary when the broker connection and the pipeline are up.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        let body = json!({"error": {"code": "not_ready",
+            "message": "not connected to the MQTT broker yet, or the pipeline is not running"}});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Binds the HTTP listener, naming the address in the error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding HTTP on {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app(ready: bool) -> (Router, Arc<Metrics>) {
+        let metrics = Metrics::new();
+        let state = AppState {
+            metrics: metrics.clone(),
+            ready: Arc::new(AtomicBool::new(ready)),
+        };
+        (router(state), metrics)
+    }
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String) {
+        let res = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_is_always_ok_and_readiness_follows_the_flag() {
+        let (status, _) = get(app(false).0, "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = get(app(false).0, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("not_ready"));
+        assert_eq!(get(app(true).0, "/readyz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_render_the_counters() {
+        let (router, metrics) = app(true);
+        metrics.reject("invalid_json");
+        let (status, body) = get(router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("landport_rejected_total{reason=\"invalid_json\"} 1"),
+            "{body}"
+        );
+    }
+}

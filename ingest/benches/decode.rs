@@ -8,7 +8,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use landport_ingest::decode::{Limits, decode_native, decode_owntracks, decode_senml};
+use landport_ingest::decode::{
+    DecodeOutcome, Limits, Rejection, decode_native, decode_owntracks, decode_senml,
+};
+
+type Decoder = fn(&[u8], &Limits, i64) -> Result<DecodeOutcome, Rejection>;
 
 /// The server clock: 2026-11-18T11:06:40Z.
 const NOW: i64 = 1_795_000_000_000;
@@ -44,29 +48,32 @@ fn decode(c: &mut Criterion) {
     let batch = native_batch(100);
     let mut g = c.benchmark_group("decode");
 
-    let cases: [(&str, &[u8], fn(&[u8], &Limits, i64) -> (usize, usize)); 5] = [
-        ("native_single_rfc3339", NATIVE_RFC3339.as_bytes(), |p, l, now| {
-            decode_native(p, l, now).map_or((0, 1), |o| (o.readings.len(), o.rejections.len()))
-        }),
-        ("native_single_epoch_ms", NATIVE_EPOCH_MS.as_bytes(), |p, l, now| {
-            decode_native(p, l, now).map_or((0, 1), |o| (o.readings.len(), o.rejections.len()))
-        }),
-        ("native_batch_100", batch.as_bytes(), |p, l, now| {
-            decode_native(p, l, now).map_or((0, 1), |o| (o.readings.len(), o.rejections.len()))
-        }),
-        ("senml_pack_5_records", SENML_PACK.as_bytes(), |p, l, now| {
-            decode_senml(p, l, now).map_or((0, 1), |o| (o.readings.len(), o.rejections.len()))
-        }),
-        ("owntracks_location", OWNTRACKS.as_bytes(), |p, l, now| {
-            decode_owntracks(p, l, now).map_or((0, 1), |o| (o.readings.len(), o.rejections.len()))
-        }),
+    let cases: [(&str, &[u8], Decoder); 5] = [
+        (
+            "native_single_rfc3339",
+            NATIVE_RFC3339.as_bytes(),
+            decode_native,
+        ),
+        (
+            "native_single_epoch_ms",
+            NATIVE_EPOCH_MS.as_bytes(),
+            decode_native,
+        ),
+        ("native_batch_100", batch.as_bytes(), decode_native),
+        ("senml_pack_5_records", SENML_PACK.as_bytes(), decode_senml),
+        ("owntracks_location", OWNTRACKS.as_bytes(), decode_owntracks),
     ];
-    for (name, payload, run) in cases {
+    for (name, payload, decoder) in cases {
         // Every payload decodes in full: the bench measures the path readings take.
-        let (readings, rejections) = run(payload, &limits, NOW);
-        assert!(readings > 0 && rejections == 0, "{name}: {readings} readings, {rejections} rejections");
-        g.throughput(Throughput::Elements(readings as u64));
-        g.bench_function(name, |b| b.iter(|| run(black_box(payload), &limits, NOW)));
+        let out = decoder(payload, &limits, NOW).expect(name);
+        assert!(
+            !out.readings.is_empty() && out.rejections.is_empty(),
+            "{name}: {out:?}"
+        );
+        g.throughput(Throughput::Elements(out.readings.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| decoder(black_box(payload), &limits, NOW))
+        });
     }
     g.finish();
 }

@@ -2,7 +2,7 @@
 //! events, into a store on disk (WAL, `synchronous=NORMAL`). Two fleets: 100 devices sending 10
 //! readings each per batch, and 1,000 devices sending one each. The second is slower: each
 //! device's readings extend its own run of the `(tenant, device, ts)` index, so a commit
-//! writes about one 4 KiB page per distinct device to the WAL.
+//! writes about one page (2 KiB) per distinct device to the WAL.
 //!
 //! `cargo bench -p landport-ingest --bench store`
 

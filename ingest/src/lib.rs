@@ -17,5 +17,9 @@
 //! thin drivers around them.
 
 pub mod decode;
+pub mod metrics;
+pub mod mqtt;
+pub mod pipeline;
+pub mod sink;
 pub mod store;
 pub mod topic;

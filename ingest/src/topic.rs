@@ -21,7 +21,11 @@ use crate::decode::Rejection;
 use crate::decode::rejection::excerpt;
 
 /// Topic filters the ingestor subscribes to.
-pub const SUBSCRIPTIONS: [&str; 3] = ["landport/+/+/telemetry", "landport/+/+/senml", "owntracks/+/+"];
+pub const SUBSCRIPTIONS: [&str; 3] = [
+    "landport/+/+/telemetry",
+    "landport/+/+/senml",
+    "owntracks/+/+",
+];
 
 /// Longest tenant, device or user id, characters.
 pub const MAX_ID_CHARS: usize = 64;
@@ -47,7 +51,9 @@ impl Default for OwnTracksTenants {
 impl OwnTracksTenants {
     /// The tenant of `user`'s devices.
     pub fn tenant_for(&self, user: &str) -> &str {
-        self.by_user.get(user).map_or(&self.default_tenant, String::as_str)
+        self.by_user
+            .get(user)
+            .map_or(&self.default_tenant, String::as_str)
     }
 }
 
@@ -146,7 +152,10 @@ impl<'a> TopicKind<'a> {
 pub fn check_id(what: &'static str, id: &str) -> Result<(), Rejection> {
     let reason = if id.is_empty() {
         "is empty"
-    } else if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    } else if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         match c {
             '+' | '#' => "holds an MQTT wildcard (+ or #)",
             _ if !c.is_ascii() => "holds a non-ASCII character",
@@ -210,7 +219,10 @@ mod tests {
     #[test]
     fn owntracks_devices_are_user_dash_device_in_the_users_tenant() {
         let kind = parse("owntracks/ja/phone").unwrap();
-        assert_eq!(kind, TopicKind::OwnTracks(DeviceRef::new("acme", "ja-phone")));
+        assert_eq!(
+            kind,
+            TopicKind::OwnTracks(DeviceRef::new("acme", "ja-phone"))
+        );
         let kind = parse("owntracks/bo/tablet").unwrap();
         assert_eq!(kind.device(), Some(&DeviceRef::new("default", "bo-tablet")));
     }
@@ -249,12 +261,30 @@ mod tests {
     fn bad_ids_are_refused_with_the_reason() {
         let long = "x".repeat(65);
         let cases = [
-            ("landport//b/telemetry".to_owned(), "topic: tenant id \"\" is empty"),
-            ("landport/a/+/telemetry".to_owned(), "topic: device id \"+\" holds an MQTT wildcard (+ or #)"),
-            ("landport/a#/b/senml".to_owned(), "topic: tenant id \"a#\" holds an MQTT wildcard (+ or #)"),
-            ("landport/a/trück/telemetry".to_owned(), "topic: device id \"trück\" holds a non-ASCII character"),
-            ("landport/a/b c/telemetry".to_owned(), "topic: device id \"b c\" holds a character outside A-Z a-z 0-9 . _ -"),
-            (format!("landport/a/{long}/telemetry"), "is longer than 64 characters"),
+            (
+                "landport//b/telemetry".to_owned(),
+                "topic: tenant id \"\" is empty",
+            ),
+            (
+                "landport/a/+/telemetry".to_owned(),
+                "topic: device id \"+\" holds an MQTT wildcard (+ or #)",
+            ),
+            (
+                "landport/a#/b/senml".to_owned(),
+                "topic: tenant id \"a#\" holds an MQTT wildcard (+ or #)",
+            ),
+            (
+                "landport/a/trück/telemetry".to_owned(),
+                "topic: device id \"trück\" holds a non-ASCII character",
+            ),
+            (
+                "landport/a/b c/telemetry".to_owned(),
+                "topic: device id \"b c\" holds a character outside A-Z a-z 0-9 . _ -",
+            ),
+            (
+                format!("landport/a/{long}/telemetry"),
+                "is longer than 64 characters",
+            ),
             ("landport/../b/telemetry".to_owned(), "is . or .."),
         ];
         for (topic, want) in cases {
@@ -285,8 +315,14 @@ mod tests {
 
     #[test]
     fn output_topics() {
-        assert_eq!(rejected_topic("acme", "truck-17"), "landport/acme/truck-17/rejected");
-        assert_eq!(events_topic("acme", "truck-17"), "landport/acme/truck-17/events");
+        assert_eq!(
+            rejected_topic("acme", "truck-17"),
+            "landport/acme/truck-17/rejected"
+        );
+        assert_eq!(
+            events_topic("acme", "truck-17"),
+            "landport/acme/truck-17/events"
+        );
         let tenants = OwnTracksTenants::default();
         for t in [rejected_topic("a", "b"), events_topic("a", "b")] {
             assert_eq!(TopicKind::parse(&t, &tenants), Ok(TopicKind::Ignored));

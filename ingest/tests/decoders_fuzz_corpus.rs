@@ -25,7 +25,13 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         for entry in entries {
             let path = entry.expect("seed entry").path();
             let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            seeds.push((format!("{target}/{}", path.file_name().unwrap_or_default().to_string_lossy()), bytes));
+            seeds.push((
+                format!(
+                    "{target}/{}",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ),
+                bytes,
+            ));
         }
     }
     seeds.sort();
@@ -35,7 +41,11 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn every_fuzz_body_passes_on_every_seed() {
     let seeds = seeds();
-    assert!(seeds.len() >= 20, "seed corpus went missing: {} seeds", seeds.len());
+    assert!(
+        seeds.len() >= 20,
+        "seed corpus went missing: {} seeds",
+        seeds.len()
+    );
     for (name, bytes) in &seeds {
         for (target, body) in BODIES {
             let run = std::panic::catch_unwind(|| body(bytes));
@@ -52,13 +62,19 @@ fn every_fuzz_body_passes_on_cut_and_flipped_seeds() {
         for (target, body) in BODIES {
             for cut in 0..=bytes.len() {
                 let run = std::panic::catch_unwind(|| body(&bytes[..cut]));
-                assert!(run.is_ok(), "fuzz body {target} failed on {name} cut at {cut}");
+                assert!(
+                    run.is_ok(),
+                    "fuzz body {target} failed on {name} cut at {cut}"
+                );
             }
             for i in 0..bytes.len() {
                 let mut flipped = bytes.clone();
                 flipped[i] ^= 0x20;
                 let run = std::panic::catch_unwind(|| body(&flipped));
-                assert!(run.is_ok(), "fuzz body {target} failed on {name} with byte {i} flipped");
+                assert!(
+                    run.is_ok(),
+                    "fuzz body {target} failed on {name} with byte {i} flipped"
+                );
             }
         }
     }

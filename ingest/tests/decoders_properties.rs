@@ -6,7 +6,9 @@
 mod fuzz_bodies;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
-use landport_ingest::decode::{Limits, MIN_TS_MS, decode_native, decode_senml, encode_native, encode_native_batch};
+use landport_ingest::decode::{
+    Limits, MIN_TS_MS, decode_native, decode_senml, encode_native, encode_native_batch,
+};
 use landport_tracker::{Fix, Reading};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -154,7 +156,8 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(key, inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(key, inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -169,7 +172,9 @@ fn valid_reading() -> impl Strategy<Value = Reading> {
         prop::option::of(0.0f64..360.0),
         prop::option::of(0.0f64..5_000.0),
     )
-        .prop_filter("not null island", |(lat, lon, ..)| !(*lat == 0.0 && *lon == 0.0))
+        .prop_filter("not null island", |(lat, lon, ..)| {
+            !(*lat == 0.0 && *lon == 0.0)
+        })
         .prop_map(|(lat, lon, speed_kmh, heading_deg, accuracy_m)| Fix {
             lat,
             lon,
@@ -185,12 +190,14 @@ fn valid_reading() -> impl Strategy<Value = Reading> {
         prop::option::of(-1e3f64..1e6),
         prop::option::of(0.0f64..=100.0),
     )
-        .prop_map(|(ts_ms, seq, fix, temp_c, weight_kg, battery_pct)| Reading {
-            ts_ms,
-            seq,
-            fix,
-            temp_c,
-            weight_kg,
-            battery_pct,
-        })
+        .prop_map(
+            |(ts_ms, seq, fix, temp_c, weight_kg, battery_pct)| Reading {
+                ts_ms,
+                seq,
+                fix,
+                temp_c,
+                weight_kg,
+                battery_pct,
+            },
+        )
 }

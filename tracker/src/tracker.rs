@@ -161,6 +161,11 @@ impl Tracker {
         &self.settings
     }
 
+    /// Replaces the rule settings (a restored snapshot runs under today's configuration).
+    pub fn set_settings(&mut self, settings: TrackerSettings) {
+        self.settings = settings;
+    }
+
     /// Tenant names known to the tracker (any tenant that has a device, fence or shipment).
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
         self.tenants.iter().map(|t| t.name.as_str())
@@ -215,6 +220,21 @@ impl Tracker {
     pub fn set_device_profile(&mut self, tenant: &str, device: &str, profile: DeviceProfile) {
         let slot = self.device_slot(tenant, device);
         self.devices[slot.0 as usize].profile = profile;
+    }
+
+    /// The shipment a device's readings belong to now: its first in-transit shipment, else its
+    /// first planned one (an InfluxDB tag and a dashboard filter).
+    pub fn device_shipment(&self, device: DeviceSlot) -> Option<&str> {
+        let d = &self.devices[device.0 as usize];
+        let active = |want: ShipmentStatus| {
+            d.shipments
+                .iter()
+                .filter_map(|&s| self.shipments[s as usize].as_ref())
+                .find(|s| s.status == want)
+        };
+        active(ShipmentStatus::InTransit)
+            .or_else(|| active(ShipmentStatus::Planned))
+            .map(|s| s.def.id.as_str())
     }
 
     /// Forgets a device's live state (its shipments stay, waiting for a device of that id).

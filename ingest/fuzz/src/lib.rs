@@ -8,8 +8,8 @@
 //! one the tracker may take (finite values in range, a time in the accepted window).
 
 use landport_ingest::decode::{
-    DecodeOutcome, Limits, MIN_TS_MS, Rejection, decode, decode_native, decode_owntracks, decode_senml,
-    encode_native_batch,
+    DecodeOutcome, Limits, MIN_TS_MS, Rejection, decode, decode_native, decode_owntracks,
+    decode_senml, encode_native_batch,
 };
 use landport_ingest::topic::{MAX_ID_CHARS, OwnTracksTenants, TopicKind};
 use landport_tracker::Reading;
@@ -20,18 +20,29 @@ pub const NOW_MS: i64 = 1_795_000_000_000;
 /// Native JSON: decode, check, and re-encode the readings: decoding that gives them back.
 pub fn native(data: &[u8]) {
     let limits = Limits::default();
-    if let Some(out) = checked(decode_native(data, &limits, NOW_MS), &limits) {
-        if !out.readings.is_empty() {
-            // Re-encoding may write numbers longer than they came (`1e2` -> `100.0`).
-            let unlimited = Limits {
-                max_payload_bytes: usize::MAX,
-                ..limits
-            };
-            let again = decode_native(encode_native_batch(&out.readings).as_bytes(), &unlimited, NOW_MS)
-                .expect("re-encoded readings decode");
-            assert!(again.rejections.is_empty(), "re-encoded readings refused: {:?}", again.rejections);
-            assert_eq!(again.readings, out.readings, "encode -> decode changed the readings");
-        }
+    if let Some(out) = checked(decode_native(data, &limits, NOW_MS), &limits)
+        && !out.readings.is_empty()
+    {
+        // Re-encoding may write numbers longer than they came (`1e2` -> `100.0`).
+        let unlimited = Limits {
+            max_payload_bytes: usize::MAX,
+            ..limits
+        };
+        let again = decode_native(
+            encode_native_batch(&out.readings).as_bytes(),
+            &unlimited,
+            NOW_MS,
+        )
+        .expect("re-encoded readings decode");
+        assert!(
+            again.rejections.is_empty(),
+            "re-encoded readings refused: {:?}",
+            again.rejections
+        );
+        assert_eq!(
+            again.readings, out.readings,
+            "encode -> decode changed the readings"
+        );
     }
 }
 
@@ -62,7 +73,10 @@ pub fn topic(data: &[u8]) {
         Ok(kind) => kind,
         Err(rejection) => {
             assert!(
-                matches!(rejection, Rejection::UnknownTopic { .. } | Rejection::BadId { .. }),
+                matches!(
+                    rejection,
+                    Rejection::UnknownTopic { .. } | Rejection::BadId { .. }
+                ),
                 "topic refused with {rejection:?}"
             );
             return;
@@ -72,7 +86,8 @@ pub fn topic(data: &[u8]) {
         for id in [&device.tenant, &device.device] {
             assert!((1..=MAX_ID_CHARS).contains(&id.len()), "id length: {id:?}");
             assert!(
-                id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
                 "id characters: {id:?}"
             );
         }
@@ -100,23 +115,49 @@ fn checked(result: Result<DecodeOutcome, Rejection>, limits: &Limits) -> Option<
         assert_in_range(r, limits);
     }
     for rejection in &out.rejections {
-        assert!(Rejection::CODES.contains(&rejection.code()), "unlisted code {}", rejection.code());
+        assert!(
+            Rejection::CODES.contains(&rejection.code()),
+            "unlisted code {}",
+            rejection.code()
+        );
     }
     Some(out)
 }
 
 /// Every reading a decoder returns must pass these; the tracker relies on them.
 pub fn assert_in_range(r: &Reading, limits: &Limits) {
-    assert!(r.ts_ms >= MIN_TS_MS && r.ts_ms <= NOW_MS + limits.max_future_ms, "ts {}", r.ts_ms);
+    assert!(
+        r.ts_ms >= MIN_TS_MS && r.ts_ms <= NOW_MS + limits.max_future_ms,
+        "ts {}",
+        r.ts_ms
+    );
     let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
-    assert!(finite(r.temp_c) && finite(r.weight_kg) && finite(r.battery_pct), "{r:?}");
+    assert!(
+        finite(r.temp_c) && finite(r.weight_kg) && finite(r.battery_pct),
+        "{r:?}"
+    );
     assert!(r.temp_c.is_none_or(|t| t >= -273.15), "{r:?}");
-    assert!(r.battery_pct.is_none_or(|b| (0.0..=100.0).contains(&b)), "{r:?}");
+    assert!(
+        r.battery_pct.is_none_or(|b| (0.0..=100.0).contains(&b)),
+        "{r:?}"
+    );
     if let Some(f) = r.fix {
-        assert!((-90.0..=90.0).contains(&f.lat) && (-180.0..=180.0).contains(&f.lon), "{f:?}");
+        assert!(
+            (-90.0..=90.0).contains(&f.lat) && (-180.0..=180.0).contains(&f.lon),
+            "{f:?}"
+        );
         assert!(!(f.lat == 0.0 && f.lon == 0.0), "null island");
-        assert!(f.speed_kmh.is_none_or(|s| s.is_finite() && s >= 0.0), "{f:?}");
-        assert!(f.accuracy_m.is_none_or(|a| a.is_finite() && a >= 0.0), "{f:?}");
-        assert!(f.heading_deg.is_none_or(|h| (0.0..360.0).contains(&h)), "{f:?}");
+        assert!(
+            f.speed_kmh.is_none_or(|s| s.is_finite() && s >= 0.0),
+            "{f:?}"
+        );
+        assert!(
+            f.accuracy_m.is_none_or(|a| a.is_finite() && a >= 0.0),
+            "{f:?}"
+        );
+        assert!(
+            f.heading_deg.is_none_or(|h| (0.0..360.0).contains(&h)),
+            "{f:?}"
+        );
     }
 }

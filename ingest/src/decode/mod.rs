@@ -100,6 +100,18 @@ pub fn decode(
     }
 }
 
+/// A serde_json error as a rejection: `non_finite` for a number too large for an f64,
+/// `invalid_json` for anything else. (serde_json has no public error code for the former;
+/// its message is stable.)
+fn json_error(e: serde_json::Error, at: FieldPath) -> Rejection {
+    let detail = e.to_string();
+    if detail.starts_with("number out of range") {
+        Rejection::NonFinite { at, detail }
+    } else {
+        Rejection::InvalidJson { at, detail }
+    }
+}
+
 /// The checks every format starts with: size, UTF-8, not blank. Drops a leading UTF-8 byte
 /// order mark, which RFC 8259 lets a reader ignore and some device stacks send.
 fn payload_text<'a>(payload: &'a [u8], limits: &Limits) -> Result<&'a str, Rejection> {
@@ -144,7 +156,10 @@ mod tests {
 
     #[test]
     fn a_byte_order_mark_is_dropped() {
-        assert_eq!(payload_text(b"\xEF\xBB\xBF[1]", &Limits::default()), Ok("[1]"));
+        assert_eq!(
+            payload_text(b"\xEF\xBB\xBF[1]", &Limits::default()),
+            Ok("[1]")
+        );
         let err = payload_text(b"\xEF\xBB\xBF", &Limits::default()).unwrap_err();
         assert_eq!(err.code(), "empty_payload");
     }
@@ -154,12 +169,28 @@ mod tests {
         let dev = DeviceRef::new("acme", "truck-17");
         let now = 1_795_000_000_000;
         let native = br#"{"ts": 1794996000000, "temp_c": 3}"#;
-        let out = decode(&TopicKind::Native(dev.clone()), native, &Limits::default(), now).unwrap();
+        let out = decode(
+            &TopicKind::Native(dev.clone()),
+            native,
+            &Limits::default(),
+            now,
+        )
+        .unwrap();
         assert_eq!(out.readings.len(), 1);
-        let err = decode(&TopicKind::Senml(dev.clone()), native, &Limits::default(), now).unwrap_err();
+        let err = decode(
+            &TopicKind::Senml(dev.clone()),
+            native,
+            &Limits::default(),
+            now,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "wrong_type", "SenML wants an array");
         let err = decode(&TopicKind::OwnTracks(dev), native, &Limits::default(), now).unwrap();
-        assert_eq!(err.rejections[0].code(), "missing_field", "OwnTracks wants _type");
+        assert_eq!(
+            err.rejections[0].code(),
+            "missing_field",
+            "OwnTracks wants _type"
+        );
         let out = decode(&TopicKind::Ignored, b"\xff", &Limits::default(), now).unwrap();
         assert_eq!(out, DecodeOutcome::ignored());
     }

@@ -31,14 +31,16 @@
 //! payload (size, UTF-8, JSON syntax, an empty array, a top level that is neither an object nor
 //! an array) is the `Err`.
 //!
-//! Speed: the payload is read in one pass, straight into a borrowed [`Wire`] per record (no
-//! `serde_json::Value`, no string copies), each known field as a [`Scalar`] so that a wrong type
+//! Speed: the payload is read in one pass, straight into a borrowed `Wire` per record (no
+//! `serde_json::Value`, no string copies), each known field as a `Scalar` so that a wrong type
 //! is a fact for validation rather than a serde error that would end the pass. The only thing
 //! that fails one record mid-pass is a number no f64 holds (`1e400`); a batch then goes through
 //! a slower second pass that splits it into records first, so only that record is refused.
 
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 use std::fmt;
 
@@ -47,7 +49,7 @@ use landport_tracker::{Reading, TimestampMs};
 use super::rejection::{FieldPath, Quantity, Rejection};
 use super::scalar::{Scalar, number, read_field};
 use super::validate::{Values, build_reading, check_ts, parse_rfc3339_ms};
-use super::{DecodeOutcome, Limits, payload_text};
+use super::{DecodeOutcome, Limits, json_error, payload_text};
 
 /// The list name in messages about a record of a batch: `readings[3].lat`.
 const LIST: &str = "readings";
@@ -67,7 +69,9 @@ pub fn decode_native(
         now_ms,
         out: &mut out,
     };
-    let shape = top.deserialize(&mut de).and_then(|shape| de.end().map(|()| shape));
+    let shape = top
+        .deserialize(&mut de)
+        .and_then(|shape| de.end().map(|()| shape));
     match shape {
         Ok(Shape::Single | Shape::Batch) => Ok(out),
         Ok(Shape::EmptyBatch) => Err(Rejection::EmptyBatch),
@@ -76,7 +80,9 @@ pub fn decode_native(
             expected: "a JSON object (one reading) or an array of them",
             found: found.to_owned(),
         }),
-        Err(e) if text.trim_start().starts_with('[') => split_batch(text, limits, now_ms).ok_or_else(|| whole(e)),
+        Err(e) if text.trim_start().starts_with('[') => {
+            split_batch(text, limits, now_ms).ok_or_else(|| whole(e))
+        }
         Err(e) => Err(whole(e)),
     }
 }
@@ -90,7 +96,9 @@ fn split_batch(text: &str, limits: &Limits, now_ms: TimestampMs) -> Option<Decod
     for (i, raw) in records.iter().enumerate() {
         match serde_json::from_str::<Wire<'_>>(raw.get()) {
             Ok(wire) => out.push(validate(wire, Some(i), limits, now_ms)),
-            Err(e) => out.rejections.push(record_error(e, FieldPath::item(LIST, i, ""))),
+            Err(e) => out
+                .rejections
+                .push(json_error(e, FieldPath::item(LIST, i, ""))),
         }
     }
     Some(out)
@@ -98,19 +106,7 @@ fn split_batch(text: &str, limits: &Limits, now_ms: TimestampMs) -> Option<Decod
 
 /// A serde_json error as a rejection of the whole payload.
 fn whole(e: serde_json::Error) -> Rejection {
-    record_error(e, FieldPath::PAYLOAD)
-}
-
-/// A serde_json error as a rejection: `non_finite` for a number too large for an f64,
-/// `invalid_json` for anything else. (serde_json has no public error code for the former;
-/// its message is stable.)
-pub(crate) fn record_error(e: serde_json::Error, at: FieldPath) -> Rejection {
-    let detail = e.to_string();
-    if detail.starts_with("number out of range") {
-        Rejection::NonFinite { at, detail }
-    } else {
-        Rejection::InvalidJson { at, detail }
-    }
+    json_error(e, FieldPath::PAYLOAD)
 }
 
 /// What the top level of the payload turned out to be.
@@ -145,7 +141,8 @@ impl<'de> Visitor<'de> for Top<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Shape, A::Error> {
         let wire = Wire::from_map(map)?;
-        self.out.push(validate(wire, None, self.limits, self.now_ms));
+        self.out
+            .push(validate(wire, None, self.limits, self.now_ms));
         Ok(Shape::Single)
     }
 
@@ -155,10 +152,15 @@ impl<'de> Visitor<'de> for Top<'_> {
         }
         let mut index = 0;
         while let Some(wire) = seq.next_element::<Wire<'de>>()? {
-            self.out.push(validate(wire, Some(index), self.limits, self.now_ms));
+            self.out
+                .push(validate(wire, Some(index), self.limits, self.now_ms));
             index += 1;
         }
-        Ok(if index == 0 { Shape::EmptyBatch } else { Shape::Batch })
+        Ok(if index == 0 {
+            Shape::EmptyBatch
+        } else {
+            Shape::Batch
+        })
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape, E> {
@@ -326,7 +328,10 @@ fn validate(
             detail: format!("{ms} ms since the epoch is out of range"),
         })?,
         other => {
-            return Err(other.wrong_type(path("ts"), "an RFC 3339 string or integer epoch milliseconds"));
+            return Err(other.wrong_type(
+                path("ts"),
+                "an RFC 3339 string or integer epoch milliseconds",
+            ));
         }
     };
     let ts_ms = check_ts(ts_ms, || path("ts"), limits, now_ms)?;
@@ -469,8 +474,14 @@ mod tests {
         );
         let out = decode(&json).unwrap();
         assert_eq!(out.readings.len(), 2);
-        assert_eq!(codes(&out), ["lat_out_of_range", "wrong_type", "wrong_type"]);
-        assert_eq!(out.rejections[0].to_string(), "readings[1].lat: 91.2 is outside [-90, 90]");
+        assert_eq!(
+            codes(&out),
+            ["lat_out_of_range", "wrong_type", "wrong_type"]
+        );
+        assert_eq!(
+            out.rejections[0].to_string(),
+            "readings[1].lat: 91.2 is outside [-90, 90]"
+        );
         assert_eq!(
             out.rejections[2].to_string(),
             "readings[3]: expected a JSON object (one reading), found array"
@@ -479,11 +490,17 @@ mod tests {
 
     #[test]
     fn a_huge_number_in_a_batch_refuses_only_its_record() {
-        let json = format!(r#"[{{"ts": {T}, "temp_c": 1}}, {{"ts": {T}, "temp_c": 1e400}}, {{"ts": {T}}}]"#);
+        let json = format!(
+            r#"[{{"ts": {T}, "temp_c": 1}}, {{"ts": {T}, "temp_c": 1e400}}, {{"ts": {T}}}]"#
+        );
         let out = decode(&json).unwrap();
         assert_eq!(out.readings.len(), 2);
         assert_eq!(codes(&out), ["non_finite"]);
-        assert!(out.rejections[0].to_string().starts_with("readings[1]: "), "{}", out.rejections[0]);
+        assert!(
+            out.rejections[0].to_string().starts_with("readings[1]: "),
+            "{}",
+            out.rejections[0]
+        );
     }
 
     #[test]
@@ -496,7 +513,10 @@ mod tests {
     fn a_duplicate_field_refuses_its_record() {
         let out = decode(&format!(r#"{{"ts": {T}, "lat": 1, "lon": 2, "lat": 3}}"#)).unwrap();
         assert_eq!(codes(&out), ["duplicate_field"]);
-        assert_eq!(out.rejections[0].to_string(), "lat: appears twice in the same object");
+        assert_eq!(
+            out.rejections[0].to_string(),
+            "lat: appears twice in the same object"
+        );
     }
 
     #[test]
@@ -546,7 +566,11 @@ mod tests {
     #[test]
     fn encode_then_decode_gives_the_same_readings() {
         let readings = [
-            Reading::at(T).with_position(122.9946, 41.1087).with_speed(63.2).with_accuracy(4.5).with_seq(3),
+            Reading::at(T)
+                .with_position(122.9946, 41.1087)
+                .with_speed(63.2)
+                .with_accuracy(4.5)
+                .with_seq(3),
             Reading::at(T + 1).with_temp(-18.4).with_weight(0.1),
         ];
         let out = decode(&encode_native_batch(&readings)).unwrap();

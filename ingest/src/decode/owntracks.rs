@@ -23,7 +23,7 @@ use landport_tracker::{Reading, TimestampMs};
 use super::rejection::{FieldPath, Quantity, Rejection};
 use super::scalar::{Scalar, number, read_field};
 use super::validate::{Values, build_reading, check_ts, seconds_to_ms};
-use super::{DecodeOutcome, Limits, payload_text};
+use super::{DecodeOutcome, Limits, json_error, payload_text};
 
 /// Decodes an OwnTracks message.
 pub fn decode_owntracks(
@@ -36,7 +36,7 @@ pub fn decode_owntracks(
     let msg = MessageSeed
         .deserialize(&mut de)
         .and_then(|msg| de.end().map(|()| msg))
-        .map_err(|e| super::native::record_error(e, FieldPath::PAYLOAD))?;
+        .map_err(|e| json_error(e, FieldPath::PAYLOAD))?;
     let msg = match msg {
         Top::Object(msg) => msg,
         Top::Other(found) => {
@@ -173,7 +173,10 @@ fn validate(msg: &Message<'_>, limits: &Limits, now_ms: TimestampMs) -> Result<R
 
 /// A quantity's OwnTracks field, for messages.
 fn wire_path(q: Quantity) -> FieldPath {
-    let name = FIELDS.iter().find(|(_, fq)| *fq == q).map_or("", |(name, _)| *name);
+    let name = FIELDS
+        .iter()
+        .find(|(_, fq)| *fq == q)
+        .map_or("", |(name, _)| *name);
     FieldPath::single(name)
 }
 
@@ -289,13 +292,17 @@ mod tests {
     fn other_types_are_ignored_not_rejected() {
         for t in ["transition", "lwt", "waypoint", "card", "status"] {
             let out = decode(&format!(r#"{{"_type":"{t}","tst":1794996000}}"#)).unwrap();
-            assert!(out.ignored && out.readings.is_empty() && out.rejections.is_empty(), "{t}");
+            assert!(
+                out.ignored && out.readings.is_empty() && out.rejections.is_empty(),
+                "{t}"
+            );
         }
     }
 
     #[test]
     fn unknown_speed_and_course_are_dropped() {
-        let json = r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":1794996000,"vel":-1,"cog":-1}"#;
+        let json =
+            r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":1794996000,"vel":-1,"cog":-1}"#;
         let fix = decode(json).unwrap().readings[0].fix.unwrap();
         assert_eq!((fix.speed_kmh, fix.heading_deg), (None, None));
     }
@@ -304,21 +311,48 @@ mod tests {
     fn refusals_name_the_owntracks_field() {
         let json = r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":1794996000,"batt":140}"#;
         let out = decode(json).unwrap();
-        assert_eq!(out.rejections[0].to_string(), "batt: 140 is outside [0, 100]");
-        assert_eq!(code(r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":1794996000,"acc":-5}"#), "accuracy_out_of_range");
-        assert_eq!(code(r#"{"_type":"location","lat":41.1,"tst":1794996000}"#), "missing_field");
-        assert_eq!(code(r#"{"_type":"location","lat":41.1,"lon":122.9}"#), "missing_field");
-        assert_eq!(code(r#"{"_type":"location","lat":0,"lon":0,"tst":1794996000}"#), "null_island");
-        assert_eq!(code(r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":1794996000000}"#), "ts_too_far_ahead");
-        assert_eq!(code(r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":"1794996000"}"#), "wrong_type");
+        assert_eq!(
+            out.rejections[0].to_string(),
+            "batt: 140 is outside [0, 100]"
+        );
+        assert_eq!(
+            code(r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":1794996000,"acc":-5}"#),
+            "accuracy_out_of_range"
+        );
+        assert_eq!(
+            code(r#"{"_type":"location","lat":41.1,"tst":1794996000}"#),
+            "missing_field"
+        );
+        assert_eq!(
+            code(r#"{"_type":"location","lat":41.1,"lon":122.9}"#),
+            "missing_field"
+        );
+        assert_eq!(
+            code(r#"{"_type":"location","lat":0,"lon":0,"tst":1794996000}"#),
+            "null_island"
+        );
+        assert_eq!(
+            code(r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":1794996000000}"#),
+            "ts_too_far_ahead"
+        );
+        assert_eq!(
+            code(r#"{"_type":"location","lat":41.1,"lon":122.9,"tst":"1794996000"}"#),
+            "wrong_type"
+        );
         assert_eq!(code(r#"{"_type":5}"#), "wrong_type");
         assert_eq!(code(r#"{"lat":41.1}"#), "missing_field");
-        assert_eq!(code(r#"{"_type":"encrypted","data":"abc"}"#), "owntracks_encrypted");
+        assert_eq!(
+            code(r#"{"_type":"encrypted","data":"abc"}"#),
+            "owntracks_encrypted"
+        );
     }
 
     #[test]
     fn a_non_object_is_refused_whole() {
         assert_eq!(decode("[1]").unwrap_err().code(), "wrong_type");
-        assert_eq!(decode(r#"{"_type":"location""#).unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            decode(r#"{"_type":"location""#).unwrap_err().code(),
+            "invalid_json"
+        );
     }
 }

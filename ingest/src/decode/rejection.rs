@@ -380,7 +380,10 @@ mod tests {
     fn paths_read_like_the_payload() {
         assert_eq!(FieldPath::PAYLOAD.to_string(), "payload");
         assert_eq!(FieldPath::single("lat").to_string(), "lat");
-        assert_eq!(FieldPath::item("readings", 3, "lat").to_string(), "readings[3].lat");
+        assert_eq!(
+            FieldPath::item("readings", 3, "lat").to_string(),
+            "readings[3].lat"
+        );
         assert_eq!(FieldPath::item("records", 0, "").to_string(), "records[0]");
     }
 
@@ -422,7 +425,11 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for code in Rejection::CODES {
             assert!(seen.insert(code), "{code} twice");
-            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{code}");
+            assert!(
+                code.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{code}"
+            );
         }
     }
 

@@ -215,6 +215,9 @@ mod tests {
     fn wrong_types_describe_what_was_found() {
         let err = number(&parse(r#""NaN""#), || FieldPath::single("lat")).unwrap_err();
         assert_eq!(err.code(), "wrong_type");
-        assert_eq!(err.to_string(), r#"lat: expected a number, found string "NaN""#);
+        assert_eq!(
+            err.to_string(),
+            r#"lat: expected a number, found string "NaN""#
+        );
     }
 }

@@ -37,14 +37,16 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 
 use landport_tracker::TimestampMs;
 
 use super::rejection::{FieldPath, Quantity, Rejection, excerpt};
 use super::scalar::{Scalar, number, read_field};
 use super::validate::{Values, build_reading, check_ts, seconds_to_ms};
-use super::{DecodeOutcome, Limits, payload_text};
+use super::{DecodeOutcome, Limits, json_error, payload_text};
 
 /// The list name in messages: `records[3].t`.
 const LIST: &str = "records";
@@ -78,7 +80,7 @@ pub fn decode_senml(
             expected: "a SenML pack (a JSON array of records)",
             found: found.to_owned(),
         }),
-        Err(e) => Err(super::native::record_error(e, FieldPath::PAYLOAD)),
+        Err(e) => Err(json_error(e, FieldPath::PAYLOAD)),
     }
 }
 
@@ -106,7 +108,11 @@ struct Record<'a> {
 
 impl Record<'_> {
     fn has_base_field(&self) -> bool {
-        self.bn.is_some() || self.bt.is_some() || self.bu.is_some() || self.bv.is_some() || self.bver.is_some()
+        self.bn.is_some()
+            || self.bt.is_some()
+            || self.bu.is_some()
+            || self.bv.is_some()
+            || self.bver.is_some()
     }
 
     fn has_regular_field(&self) -> bool {
@@ -176,7 +182,9 @@ impl<'a, 'l> Pack<'a, 'l> {
         if let Some(label) = &rec.must_understand {
             return Err(Rejection::SenmlUnsupported {
                 at: at(""),
-                detail: format!("label {label:?} ends in '_' so it must be understood (RFC 8428 section 4.4); Landport does not know it"),
+                detail: format!(
+                    "label {label:?} ends in '_' so it must be understood (RFC 8428 section 4.4); Landport does not know it"
+                ),
             });
         }
         if let Some(field) = rec.duplicate {
@@ -190,14 +198,20 @@ impl<'a, 'l> Pack<'a, 'l> {
     }
 
     /// Applies the record's base fields to it and to every later record.
-    fn base_fields(&mut self, rec: &Record<'a>, at: impl Fn(&'static str) -> FieldPath) -> Result<(), Rejection> {
+    fn base_fields(
+        &mut self,
+        rec: &Record<'a>,
+        at: impl Fn(&'static str) -> FieldPath,
+    ) -> Result<(), Rejection> {
         match &rec.bver {
             None => {}
             Some(Scalar::U64(v)) if *v <= MAX_VERSION => {}
             Some(Scalar::U64(v)) => {
                 return Err(Rejection::SenmlUnsupported {
                     at: at("bver"),
-                    detail: format!("version {v}: Landport reads SenML versions up to {MAX_VERSION}"),
+                    detail: format!(
+                        "version {v}: Landport reads SenML versions up to {MAX_VERSION}"
+                    ),
                 });
             }
             Some(other) => return Err(other.wrong_type(at("bver"), "a positive integer")),
@@ -228,7 +242,10 @@ impl<'a, 'l> Pack<'a, 'l> {
     /// record only.
     fn regular_fields(&mut self, i: usize, rec: Record<'a>) -> Result<(), Rejection> {
         let at = |field| FieldPath::item(LIST, i, field);
-        let values = [&rec.v, &rec.vs, &rec.vb, &rec.vd].iter().filter(|v| v.is_some()).count();
+        let values = [&rec.v, &rec.vs, &rec.vb, &rec.vd]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
         if values == 0 {
             if rec.s.is_some() {
                 return Err(Rejection::SenmlUnsupported {
@@ -315,12 +332,18 @@ impl<'a, 'l> Pack<'a, 'l> {
     /// RFC 8428 section 4.5.1: the name `bn` + `n` is not empty, starts with a letter or digit
     /// and holds only `A-Z a-z 0-9 - : . / _`.
     fn check_name(&self, n: &str, at: impl Fn(&'static str) -> FieldPath) -> Result<(), Rejection> {
-        let invalid = |detail: String| Rejection::SenmlInvalid { at: at("n"), detail };
+        let invalid = |detail: String| Rejection::SenmlInvalid {
+            at: at("n"),
+            detail,
+        };
         let full = || excerpt(&format!("{}{n}", self.bn), 64);
         match self.bn.chars().chain(n.chars()).next() {
             None => return Err(invalid("no name: bn + n is empty".to_owned())),
             Some(c) if !c.is_ascii_alphanumeric() => {
-                return Err(invalid(format!("name {:?} must start with a letter or a digit", full())));
+                return Err(invalid(format!(
+                    "name {:?} must start with a letter or a digit",
+                    full()
+                )));
             }
             Some(_) => {}
         }
@@ -364,7 +387,12 @@ impl<'a, 'l> Pack<'a, 'l> {
                         index.insert(ts_ms, at);
                     }
                     None if self.groups.len() > LINEAR_GROUPS => {
-                        let index = self.groups.iter().enumerate().map(|(at, g)| (g.ts_ms, at)).collect();
+                        let index = self
+                            .groups
+                            .iter()
+                            .enumerate()
+                            .map(|(at, g)| (g.ts_ms, at))
+                            .collect();
                         self.group_index = Some(index);
                     }
                     None => {}
@@ -408,9 +436,15 @@ fn last_segment<'s>(bn: &'s str, n: &'s str) -> Cow<'s, str> {
     }
 }
 
+/// Converts a SenML value to its Landport field's unit.
+type Convert = fn(f64) -> f64;
+
 /// The field a record fills, and how its value converts to that field's unit (see the table
 /// in the module docs). `segment` gives the name's last segment, computed only when needed.
-fn field_for<'s>(unit: Option<&str>, segment: impl FnOnce() -> Cow<'s, str>) -> Option<(Quantity, fn(f64) -> f64)> {
+fn field_for<'s>(
+    unit: Option<&str>,
+    segment: impl FnOnce() -> Cow<'s, str>,
+) -> Option<(Quantity, Convert)> {
     fn same(v: f64) -> f64 {
         v
     }
@@ -442,7 +476,9 @@ fn field_for<'s>(unit: Option<&str>, segment: impl FnOnce() -> Cow<'s, str>) -> 
         Some(_) => return None,
         None => {
             let segment = segment();
-            let q = Quantity::ALL.into_iter().find(|q| q.native_name() == segment)?;
+            let q = Quantity::ALL
+                .into_iter()
+                .find(|q| q.native_name() == segment)?;
             (q, same)
         }
     })
@@ -626,7 +662,11 @@ impl<'de> Visitor<'de> for PackSeed<'_, 'de, '_> {
                 return Err(de::Error::custom("pack refused"));
             }
         }
-        Ok(if self.pack.records == 0 { Shape::Empty } else { Shape::Pack })
+        Ok(if self.pack.records == 0 {
+            Shape::Empty
+        } else {
+            Shape::Pack
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
@@ -673,7 +713,10 @@ mod tests {
         let out = decode(r#"[{"n":"temp_c","v":4.5},{"n":"temp_c","t":-60,"v":4.0}]"#).unwrap();
         assert_eq!(
             out.readings,
-            vec![Reading::at(NOW).with_temp(4.5), Reading::at(NOW - 60_000).with_temp(4.0)]
+            vec![
+                Reading::at(NOW).with_temp(4.5),
+                Reading::at(NOW - 60_000).with_temp(4.0)
+            ]
         );
     }
 
@@ -690,7 +733,10 @@ mod tests {
         let fix = r.fix.unwrap();
         assert!((r.temp_c.unwrap() - -18.0).abs() < 1e-9);
         assert_eq!(r.weight_kg, Some(1.5));
-        assert_eq!((fix.lat, fix.lon, fix.speed_kmh, fix.accuracy_m), (41.1, 122.9, Some(36.0), Some(4.0)));
+        assert_eq!(
+            (fix.lat, fix.lon, fix.speed_kmh, fix.accuracy_m),
+            (41.1, 122.9, Some(36.0), Some(4.0))
+        );
         assert_eq!(fix.heading_deg, Some(180.0));
         assert_eq!(r.battery_pct, Some(50.0));
         assert_eq!(r.ts_ms, 1_794_996_000_000);
@@ -702,7 +748,13 @@ mod tests {
             {"n":"temp","t":10,"v":-0.5}]"#;
         let out = decode(json).unwrap();
         let temps: Vec<_> = out.readings.iter().map(|r| (r.ts_ms, r.temp_c)).collect();
-        assert_eq!(temps, [(1_794_996_000_000, Some(21.5)), (1_794_996_010_000, Some(19.5))]);
+        assert_eq!(
+            temps,
+            [
+                (1_794_996_000_000, Some(21.5)),
+                (1_794_996_010_000, Some(19.5))
+            ]
+        );
     }
 
     #[test]
@@ -716,7 +768,8 @@ mod tests {
         for (json, want) in cases {
             assert_eq!(codes(&decode(json).unwrap()), [want], "{json}");
         }
-        let out = decode(r#"[{"bn":"urn:dev:ow:10e2073a01080063:","n":"t","u":"Cel","v":1}]"#).unwrap();
+        let out =
+            decode(r#"[{"bn":"urn:dev:ow:10e2073a01080063:","n":"t","u":"Cel","v":1}]"#).unwrap();
         assert_eq!(out.readings.len(), 1);
     }
 
@@ -732,13 +785,21 @@ mod tests {
             out.rejections[0].to_string(),
             r#"records[0].u: unit "%RH" in "hum": Landport has no field for it"#
         );
-        assert!(out.rejections[5].to_string().contains("a second temp_c"), "{}", out.rejections[5]);
+        assert!(
+            out.rejections[5].to_string().contains("a second temp_c"),
+            "{}",
+            out.rejections[5]
+        );
     }
 
     #[test]
     fn record_level_rfc_violations() {
         let out = decode(r#"[{"n":"temp_c"},{"n":"temp_c","v":1,"vs":"x"},{"bn":"x:"}]"#).unwrap();
-        assert_eq!(codes(&out), ["senml_invalid", "senml_invalid"], "a base-only record is fine");
+        assert_eq!(
+            codes(&out),
+            ["senml_invalid", "senml_invalid"],
+            "a base-only record is fine"
+        );
     }
 
     #[test]
@@ -765,17 +826,26 @@ mod tests {
         let out = decode(r#"[{"bt":1794996000,"u":"lat","n":"p","v":41},{"n":"p","u":"lat","t":1,"v":41},{"n":"p","u":"lon","t":1,"v":122}]"#).unwrap();
         assert_eq!(out.readings.len(), 1);
         assert_eq!(codes(&out), ["missing_field"]);
-        assert_eq!(out.rejections[0].to_string(), "records[0].lon: missing (required with lat)");
+        assert_eq!(
+            out.rejections[0].to_string(),
+            "records[0].lon: missing (required with lat)"
+        );
         let out = decode(r#"[{"n":"p","u":"lat","v":0},{"n":"p","u":"lon","v":0}]"#).unwrap();
         assert_eq!(codes(&out), ["null_island"]);
         let out = decode(r#"[{"n":"p","u":"lat","v":95},{"n":"p","u":"lon","v":0}]"#).unwrap();
-        assert_eq!(out.rejections[0].to_string(), "records[0].lat: 95 is outside [-90, 90]");
+        assert_eq!(
+            out.rejections[0].to_string(),
+            "records[0].lat: 95 is outside [-90, 90]"
+        );
     }
 
     #[test]
     fn times_are_checked_per_record() {
         let out = decode(r#"[{"bt":5e8,"n":"temp_c","v":1},{"bt":4e9,"n":"temp_c","v":1},{"bt":1e30,"n":"temp_c","v":1}]"#).unwrap();
-        assert_eq!(codes(&out), ["ts_too_old", "ts_too_far_ahead", "ts_invalid"]);
+        assert_eq!(
+            codes(&out),
+            ["ts_too_old", "ts_too_far_ahead", "ts_invalid"]
+        );
     }
 
     #[test]
@@ -791,7 +861,11 @@ mod tests {
         let out = decode(&format!("[{}]", records.join(","))).unwrap();
         assert!(out.rejections.is_empty());
         assert_eq!(out.readings.len(), 100);
-        assert!(out.readings.iter().all(|r| r.temp_c.is_some() && r.weight_kg == Some(1.0)));
+        assert!(
+            out.readings
+                .iter()
+                .all(|r| r.temp_c.is_some() && r.weight_kg == Some(1.0))
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub(crate) fn check_ts(
 
 /// An RFC 3339 time with any offset (`2026-11-24T08:15:30.250Z`, `...+08:00`) as ms since the
 /// epoch, UTC. Digits past the millisecond are dropped (rounded toward the past).
-pub(crate) fn parse_rfc3339_ms(s: &str, at: impl FnOnce() -> FieldPath) -> Result<TimestampMs, Rejection> {
+pub(crate) fn parse_rfc3339_ms(
+    s: &str,
+    at: impl FnOnce() -> FieldPath,
+) -> Result<TimestampMs, Rejection> {
     match DateTime::parse_from_rfc3339(s) {
         Ok(t) => Ok(t.timestamp_millis()),
         Err(e) => Err(Rejection::TsInvalid {
@@ -46,7 +49,10 @@ pub(crate) fn parse_rfc3339_ms(s: &str, at: impl FnOnce() -> FieldPath) -> Resul
 }
 
 /// Seconds since the epoch (SenML, OwnTracks) as ms, refusing what an i64 of ms cannot hold.
-pub(crate) fn seconds_to_ms(secs: f64, at: impl FnOnce() -> FieldPath) -> Result<TimestampMs, Rejection> {
+pub(crate) fn seconds_to_ms(
+    secs: f64,
+    at: impl FnOnce() -> FieldPath,
+) -> Result<TimestampMs, Rejection> {
     let ms = (secs * 1000.0).round();
     // i64::MAX as f64 rounds up to 2^63, which does not fit: keep strictly below it.
     if ms.is_finite() && ms >= -(2f64.powi(63)) && ms < 2f64.powi(63) {
@@ -114,14 +120,20 @@ pub(crate) fn build_reading(
                 lat,
                 lon,
                 speed_kmh: values.get(Quantity::SpeedKmh),
-                heading_deg: values.get(Quantity::HeadingDeg).map(|h| if h == 360.0 { 0.0 } else { h }),
+                heading_deg: values
+                    .get(Quantity::HeadingDeg)
+                    .map(|h| if h == 360.0 { 0.0 } else { h }),
                 accuracy_m: values.get(Quantity::AccuracyM),
             })
         }
         (Some(_), None) => return Err(missing(&path, Quantity::Lon, Quantity::Lat)),
         (None, Some(_)) => return Err(missing(&path, Quantity::Lat, Quantity::Lon)),
         (None, None) => {
-            for q in [Quantity::SpeedKmh, Quantity::HeadingDeg, Quantity::AccuracyM] {
+            for q in [
+                Quantity::SpeedKmh,
+                Quantity::HeadingDeg,
+                Quantity::AccuracyM,
+            ] {
                 if values.get(q).is_some() {
                     return Err(missing(&path, Quantity::Lat, q));
                 }
@@ -139,7 +151,11 @@ pub(crate) fn build_reading(
     })
 }
 
-fn missing(path: &impl Fn(Quantity) -> FieldPath, absent: Quantity, present: Quantity) -> Rejection {
+fn missing(
+    path: &impl Fn(Quantity) -> FieldPath,
+    absent: Quantity,
+    present: Quantity,
+) -> Rejection {
     Rejection::MissingField {
         at: path(absent),
         required_with: Some(path(present).field),
@@ -215,22 +231,35 @@ mod tests {
 
     #[test]
     fn speed_without_a_position_is_refused() {
-        let err = build_reading(NOW, None, values(&[(Quantity::SpeedKmh, 5.0)]), native).unwrap_err();
+        let err =
+            build_reading(NOW, None, values(&[(Quantity::SpeedKmh, 5.0)]), native).unwrap_err();
         assert_eq!(err.to_string(), "lat: missing (required with speed_kmh)");
     }
 
     #[test]
     fn null_island_is_refused_but_zero_on_one_axis_is_fine() {
-        assert_eq!(code(values(&[(Quantity::Lat, 0.0), (Quantity::Lon, 0.0)])), "null_island");
-        assert_eq!(code(values(&[(Quantity::Lat, -0.0), (Quantity::Lon, 0.0)])), "null_island");
+        assert_eq!(
+            code(values(&[(Quantity::Lat, 0.0), (Quantity::Lon, 0.0)])),
+            "null_island"
+        );
+        assert_eq!(
+            code(values(&[(Quantity::Lat, -0.0), (Quantity::Lon, 0.0)])),
+            "null_island"
+        );
         let ok = values(&[(Quantity::Lat, 0.0), (Quantity::Lon, 9.5)]);
         assert!(build_reading(NOW, None, ok, native).is_ok());
     }
 
     #[test]
     fn non_finite_values_are_refused() {
-        assert_eq!(code(values(&[(Quantity::TempC, f64::INFINITY)])), "non_finite");
-        assert_eq!(code(values(&[(Quantity::WeightKg, f64::NAN)])), "non_finite");
+        assert_eq!(
+            code(values(&[(Quantity::TempC, f64::INFINITY)])),
+            "non_finite"
+        );
+        assert_eq!(
+            code(values(&[(Quantity::WeightKg, f64::NAN)])),
+            "non_finite"
+        );
     }
 
     #[test]
@@ -244,12 +273,20 @@ mod tests {
         let limits = Limits::default();
         let at = || FieldPath::single("ts");
         assert_eq!(check_ts(MIN_TS_MS, at, &limits, NOW), Ok(MIN_TS_MS));
-        assert_eq!(check_ts(MIN_TS_MS - 1, at, &limits, NOW).unwrap_err().code(), "ts_too_old");
+        assert_eq!(
+            check_ts(MIN_TS_MS - 1, at, &limits, NOW)
+                .unwrap_err()
+                .code(),
+            "ts_too_old"
+        );
         let edge = NOW + limits.max_future_ms;
         assert_eq!(check_ts(edge, at, &limits, NOW), Ok(edge));
         let err = check_ts(edge + 1, at, &limits, NOW).unwrap_err();
         assert_eq!(err.code(), "ts_too_far_ahead");
-        assert!(check_ts(i64::MAX, at, &limits, i64::MAX).is_ok(), "no overflow");
+        assert!(
+            check_ts(i64::MAX, at, &limits, i64::MAX).is_ok(),
+            "no overflow"
+        );
     }
 
     #[test]
@@ -257,11 +294,31 @@ mod tests {
         let at = || FieldPath::single("ts");
         let utc = parse_rfc3339_ms("2026-11-24T08:15:30.250Z", at).unwrap();
         assert_eq!(utc, 1_795_508_130_250);
-        assert_eq!(parse_rfc3339_ms("2026-11-24T16:15:30.250+08:00", at), Ok(utc));
-        assert_eq!(parse_rfc3339_ms("2026-11-24T03:15:30.250-05:00", at), Ok(utc));
-        assert_eq!(parse_rfc3339_ms("2026-11-24T08:15:30.2509Z", at), Ok(utc), "sub-ms dropped");
-        for bad in ["2026-11-24", "2026-11-24T08:15:30", "yesterday", "2026-13-01T00:00:00Z", ""] {
-            assert_eq!(parse_rfc3339_ms(bad, at).unwrap_err().code(), "ts_invalid", "{bad}");
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-24T16:15:30.250+08:00", at),
+            Ok(utc)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-24T03:15:30.250-05:00", at),
+            Ok(utc)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-24T08:15:30.2509Z", at),
+            Ok(utc),
+            "sub-ms dropped"
+        );
+        for bad in [
+            "2026-11-24",
+            "2026-11-24T08:15:30",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "",
+        ] {
+            assert_eq!(
+                parse_rfc3339_ms(bad, at).unwrap_err().code(),
+                "ts_invalid",
+                "{bad}"
+            );
         }
     }
 
@@ -270,6 +327,9 @@ mod tests {
         let at = || FieldPath::single("t");
         assert_eq!(seconds_to_ms(1.276020076001e9, at), Ok(1_276_020_076_001));
         assert_eq!(seconds_to_ms(1e300, at).unwrap_err().code(), "ts_invalid");
-        assert_eq!(seconds_to_ms(f64::NAN, at).unwrap_err().code(), "ts_invalid");
+        assert_eq!(
+            seconds_to_ms(f64::NAN, at).unwrap_err().code(),
+            "ts_invalid"
+        );
     }
 }

@@ -103,12 +103,19 @@ pub const DB_FILE: &str = "landport.db";
 /// `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Page size of a new database (SQLite's default is 4 KiB; an existing file keeps its own).
+/// A commit writes every page it touched to the WAL, and a batch from N devices touches about
+/// N leaf pages of the `(tenant, device, ts)` index, one per device: halving the page halves
+/// those writes. In the bench, 1,000 readings from 1,000 devices commit about 1.4 times as
+/// fast as with 4 KiB pages, and 1,000 from 100 devices as fast (1 KiB pages lost there).
+const PAGE_SIZE_BYTES: i64 = 2048;
+
 /// The WAL is copied back into the database (a checkpoint, with two `fsync`s, run by the
-/// commit that crosses the mark) once it holds this many pages (4 KiB each): about 40 MiB.
-/// SQLite's default of 1,000 checkpoints ten times as often; a page that many commits touch
+/// commit that crosses the mark) once it holds this many pages: about 40 MiB. SQLite's
+/// default of 1,000 pages checkpoints twenty times as often; a page that many commits touch
 /// (the tail of a device's index run) is copied back once per checkpoint, not once per
 /// commit, which roughly doubled the commit rate of the bench.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 
 /// Once a checkpoint has copied the WAL back, the WAL file is truncated to at most this size.
 const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
@@ -139,9 +146,9 @@ impl Store {
             source,
         })?;
         let mut conn = Connection::open(dir.join(DB_FILE))?;
-        if let Ok(v) = std::env::var("XP_PAGE") { conn.pragma_update(None, "page_size", v.parse::<i64>().unwrap())?; }
         configure(&conn)?;
-        if let Ok(v) = std::env::var("XP_CKPT") { conn.pragma_update(None, "wal_autocheckpoint", v.parse::<i64>().unwrap())?; }
+        // Only takes effect on a new, empty file; must precede the switch to WAL.
+        conn.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
         // Persistent: once set, every later connection to the file uses WAL too.
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -254,6 +261,11 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1, "NORMAL");
+        let page: i64 = store
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, PAGE_SIZE_BYTES);
         assert_eq!(schema::version(&store.conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(store.integrity_check().unwrap(), Ok(()));
     }

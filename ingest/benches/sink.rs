@@ -1,0 +1,2 @@
+//! Line protocol encoding of the InfluxDB sink (placeholder, filled in below).
+fn main() {}

@@ -1,0 +1,925 @@
+//! The MQTT source: a driver ([`MqttSource::run`]) that owns rumqttc's event loops, and a cheap
+//! handle ([`MqttClient`]) the pipeline uses to acknowledge and to publish.
+//!
+//! Two connections to the same broker:
+//! - **subscriber** (`client_id`): persistent session, manual acks, QoS 1 subscriptions (made
+//!   again on every CONNACK whose `session_present` is false). Each PUBLISH becomes an
+//!   [`Inbound`] on a bounded channel; `send().await` on a full channel parks the event loop,
+//!   which stops reading the socket: the broker keeps the rest (backpressure).
+//! - **publisher** (`{client_id}-pub`): events and dead letters. Kept apart because rumqttc
+//!   serves a connection's outgoing requests only from inside `poll()`: with one connection,
+//!   a parked subscriber would block the pipeline's publishes, the pipeline would stop
+//!   draining the inbound channel, and nothing would ever unpark (a deadlock); and a full
+//!   outgoing QoS 1 window would hold back our PUBACKs.
+//!
+//! Acknowledgements. [`AckToken`] carries the packet id and the *generation* of the
+//! connection the message came on. The broker resends un-acked messages on a resumed session,
+//! with new tokens; a PUBACK from an older connection could instead acknowledge a different
+//! message that reuses its packet id if the session was lost. So acks of an older generation
+//! are dropped (counted as `acks_stale`). The generation check and rumqttc's request queue are
+//! kept consistent under one mutex (see [`AckGate`]). Acks reach the driver through an
+//! unbounded channel so that [`MqttClient::ack`] never waits on a parked event loop; its
+//! length is bounded by the broker's in-flight window (a token exists only for a message
+//! the broker is waiting on).
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
+    Publish, QoS, Request, Subscribe, SubscribeFilter, SubscribeReasonCode,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::MqttError;
+use super::backoff::Backoff;
+use super::stats::MqttStats;
+use super::url::BrokerUrl;
+
+/// The topics Landport reads (SPEC §4).
+pub const DEFAULT_SUBSCRIPTIONS: [&str; 3] = [
+    "landport/+/+/telemetry",
+    "landport/+/+/senml",
+    "owntracks/+/+",
+];
+
+/// Settings of one source. Defaults in [`MqttSourceConfig::default`].
+#[derive(Debug, Clone)]
+pub struct MqttSourceConfig {
+    /// Broker host name or IP.
+    pub host: String,
+    /// Broker TCP port.
+    pub port: u16,
+    /// Client id of the subscribing connection; the broker keeps our session under it. The
+    /// publisher connection uses `{client_id}-pub`. No `+ # / $` (rumqttd refuses them).
+    pub client_id: String,
+    /// Broker login, if it wants one.
+    pub username: Option<String>,
+    /// Needs `username` (MQTT 3.1.1 has no password without a user name).
+    pub password: Option<String>,
+    /// MQTT keep-alive, whole seconds 1..=65535. A subscriber parked by backpressure for more
+    /// than 1.5x this is dropped by the broker; it then reconnects and gets the un-acked
+    /// messages again.
+    pub keep_alive: Duration,
+    /// Topic filters, each subscribed with QoS 1.
+    pub subscriptions: Vec<String>,
+    /// Capacity of the inbound channel (messages). Small is fine: the broker holds the rest.
+    pub channel_capacity: usize,
+    /// Most un-acked QoS 1 publishes *we* send (events, dead letters) at a time.
+    pub max_inflight: u16,
+    /// Largest packet either connection reads or writes, in bytes. rumqttc drops the
+    /// connection on a larger one, and the broker redelivers it (QoS 1) after the reconnect: a
+    /// loop. So the broker must refuse anything larger first (embedded: its own limit is
+    /// below this; mosquitto: `max_packet_size` / `message_size_limit`).
+    pub max_packet_bytes: usize,
+    /// First reconnect delay ceiling; it doubles per failure ...
+    pub reconnect_initial: Duration,
+    /// ... up to this. Each delay is drawn uniformly below the ceiling (full jitter).
+    pub reconnect_max: Duration,
+    /// On shutdown, how long to keep the connections up for the last acks and publishes.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for MqttSourceConfig {
+    fn default() -> Self {
+        MqttSourceConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 1883,
+            client_id: "landport-ingest".to_owned(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            subscriptions: DEFAULT_SUBSCRIPTIONS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            channel_capacity: 1024,
+            max_inflight: 100,
+            // 1 MiB of payload (the embedded broker's limit) + the longest topic + headers.
+            max_packet_bytes: 1024 * 1024 + 65_535 + 64,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl MqttSourceConfig {
+    /// The defaults, pointed at `url` (`mqtt://host:port`).
+    pub fn from_url(url: &str) -> Result<Self, MqttError> {
+        let BrokerUrl { host, port } = BrokerUrl::parse(url)?;
+        Ok(MqttSourceConfig {
+            host,
+            port,
+            ..Default::default()
+        })
+    }
+
+    /// Checks every value rumqttc or tokio would panic on; errors name the field (`mqtt.*`).
+    pub fn validate(&self) -> Result<(), MqttError> {
+        let err = |f: &str, r: &str| Err(MqttError::config(format!("mqtt.{f}"), r));
+        if self.host.trim().is_empty() {
+            return err("host", "must not be empty");
+        }
+        if self.port == 0 {
+            return err("port", "must be 1..=65535");
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 64 {
+            return err("client_id", "must be 1..=64 bytes");
+        }
+        if self
+            .client_id
+            .chars()
+            .any(|c| matches!(c, '+' | '#' | '/' | '$') || c.is_control() || c.is_whitespace())
+        {
+            return err(
+                "client_id",
+                "must not hold + # / $, spaces or control characters",
+            );
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return err("password", "needs a username (MQTT 3.1.1)");
+        }
+        let ka = self.keep_alive;
+        if ka < Duration::from_secs(1) || ka > Duration::from_secs(u64::from(u16::MAX)) {
+            return err("keep_alive", "must be 1..=65535 seconds");
+        }
+        if self.subscriptions.is_empty() {
+            return err("subscriptions", "must not be empty");
+        }
+        for (i, f) in self.subscriptions.iter().enumerate() {
+            if !rumqttc::valid_filter(f) {
+                return Err(MqttError::config(
+                    format!("mqtt.subscriptions[{i}]"),
+                    format!("{f:?} is not a valid MQTT topic filter"),
+                ));
+            }
+        }
+        if self.channel_capacity == 0 {
+            return err("channel_capacity", "must be at least 1");
+        }
+        if self.max_inflight == 0 {
+            return err("max_inflight", "must be at least 1");
+        }
+        if !(1024..=268_435_455).contains(&self.max_packet_bytes) {
+            return err(
+                "max_packet_bytes",
+                "must be 1 KiB..=256 MiB (the MQTT maximum)",
+            );
+        }
+        if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
+            return err(
+                "reconnect_max",
+                "needs 0 < reconnect_initial <= reconnect_max",
+            );
+        }
+        Ok(())
+    }
+
+    fn options(&self, client_id: String, manual_acks: bool) -> MqttOptions {
+        let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
+        o.set_keep_alive(Duration::from_secs(self.keep_alive.as_secs()))
+            .set_clean_session(false)
+            .set_manual_acks(manual_acks)
+            .set_inflight(self.max_inflight)
+            .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
+        if let Some(user) = &self.username {
+            o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
+        }
+        o
+    }
+}
+
+/// One message from the broker.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The topic it was published to.
+    pub topic: String,
+    /// Its payload, as the device sent it.
+    pub payload: Bytes,
+    /// 0 or 1 (2 only if a broker ignores our QoS 1 subscription).
+    pub qos: u8,
+    /// `Some` for QoS 1 and 2: give it to [`MqttClient::ack`] once the message is durable.
+    /// Dropping it unacknowledged is safe: the broker sends the message again on the next
+    /// session.
+    pub ack: Option<AckToken>,
+    /// Server time it arrived, epoch milliseconds.
+    pub received_ms: i64,
+}
+
+/// Acknowledges one QoS 1 message, once. Not `Clone` so it can't be acked twice.
+#[derive(Debug)]
+pub struct AckToken {
+    pkid: u16,
+    qos: QoS,
+    /// The subscriber connection it came on; acks of an older one are dropped.
+    generation: u64,
+}
+
+/// The generation of the subscriber connection, and the rule that guards it: a PUBACK enters
+/// rumqttc's request queue only while holding `generation` and only if its token is of the
+/// current generation; the driver bumps the generation and purges queued PUBACKs
+/// (`EventLoop::clean`) while holding it too. So no PUBACK of an older connection is ever
+/// written to a newer one.
+#[derive(Debug, Default)]
+struct AckGate {
+    /// Held only for a check and a non-blocking `try_ack` / `clean`, never across `.await`.
+    generation: Mutex<u64>,
+    /// Signalled after each event-loop step, so a forwarder facing a full request queue
+    /// knows when to try again.
+    progressed: Notify,
+}
+
+impl AckGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        // A panic while holding it can't leave the number half-written.
+        self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Cheap handle to the source: acknowledge what the pipeline made durable, publish events and
+/// dead letters. Clone freely; the driver finishes its shutdown once every clone is gone.
+#[derive(Clone, Debug)]
+pub struct MqttClient {
+    acks: mpsc::UnboundedSender<AckToken>,
+    publisher: AsyncClient,
+    stats: Arc<MqttStats>,
+}
+
+impl MqttClient {
+    /// Acknowledges a QoS 1 message to the broker. Call it only once the message's readings
+    /// are durable: after that the broker forgets it. Never waits for the network; if the
+    /// connection it came on is gone, the ack is dropped (the broker redelivers the message).
+    pub async fn ack(&self, token: AckToken) {
+        // Err only if the driver has stopped: then there is no connection to ack on.
+        let _ = self.acks.send(token);
+    }
+
+    /// Publishes on the publisher connection, QoS 1 (`qos1`) or 0. `Ok` means handed to the
+    /// client: it is written as soon as the connection is up and, with QoS 1, retransmitted
+    /// after a reconnect if the broker kept our session. It waits while the client's queue is
+    /// full (broker down or slow). Errors: an invalid topic, or the driver has stopped.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos1: bool,
+    ) -> Result<(), MqttError> {
+        if !rumqttc::valid_topic(topic) {
+            return Err(MqttError::InvalidTopic {
+                topic: topic.to_owned(),
+            });
+        }
+        let qos = if qos1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        self.publisher
+            .publish(topic, qos, false, payload)
+            .await
+            .map_err(|_| MqttError::Closed)
+    }
+
+    /// The source's counters.
+    pub fn stats(&self) -> &Arc<MqttStats> {
+        &self.stats
+    }
+}
+
+/// The driver: owns both event loops. Spawn [`MqttSource::run`].
+pub struct MqttSource {
+    cfg: MqttSourceConfig,
+    subscriber: EventLoop,
+    /// Used by the driver for PUBACKs (via the forwarder) and the final DISCONNECT.
+    subscriber_client: AsyncClient,
+    publisher: EventLoop,
+    publisher_client: AsyncClient,
+    inbound: mpsc::Sender<Inbound>,
+    acks: mpsc::UnboundedReceiver<AckToken>,
+    gate: Arc<AckGate>,
+    stats: Arc<MqttStats>,
+}
+
+impl std::fmt::Debug for MqttSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSource")
+            .field("cfg", &self.cfg)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttSource {
+    /// Builds the driver, its handle and the inbound channel (bounded by
+    /// `channel_capacity`). Nothing connects until [`MqttSource::run`].
+    pub fn new(
+        cfg: MqttSourceConfig,
+    ) -> Result<(MqttSource, MqttClient, mpsc::Receiver<Inbound>), MqttError> {
+        cfg.validate()?;
+        // Request queues: PUBACKs (bounded by the broker's window) and our publishes.
+        let queue = cfg.channel_capacity.max(64);
+        let (subscriber_client, subscriber) =
+            AsyncClient::new(cfg.options(cfg.client_id.clone(), true), queue);
+        let (publisher_client, publisher) =
+            AsyncClient::new(cfg.options(format!("{}-pub", cfg.client_id), false), queue);
+        let (inbound, rx) = mpsc::channel(cfg.channel_capacity);
+        let (acks_tx, acks) = mpsc::unbounded_channel();
+        let stats = Arc::new(MqttStats::default());
+        let client = MqttClient {
+            acks: acks_tx,
+            publisher: publisher_client.clone(),
+            stats: stats.clone(),
+        };
+        let source = MqttSource {
+            cfg,
+            subscriber,
+            subscriber_client,
+            publisher,
+            publisher_client,
+            inbound,
+            acks,
+            gate: Arc::new(AckGate::default()),
+            stats,
+        };
+        Ok((source, client, rx))
+    }
+
+    /// The source's counters (the same as [`MqttClient::stats`]).
+    pub fn stats(&self) -> Arc<MqttStats> {
+        self.stats.clone()
+    }
+
+    /// Runs both connections until `shutdown`, reconnecting with backoff. On shutdown it
+    /// stops taking messages in (those not yet handed over stay with the broker), waits up to
+    /// `shutdown_grace` for every [`MqttClient`] to be dropped so the last acks and
+    /// publishes go out, then disconnects cleanly.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let MqttSource {
+            cfg,
+            subscriber,
+            subscriber_client,
+            publisher,
+            publisher_client,
+            inbound,
+            acks,
+            gate,
+            stats,
+        } = self;
+        // Set when every MqttClient is gone and all their acks are queued.
+        let clients_gone = CancellationToken::new();
+        // Set when the subscriber loop has ended: nothing more can be acked.
+        let subscriber_done = CancellationToken::new();
+        let seed = seed(&cfg.client_id);
+
+        let forwarder = forward_acks(
+            acks,
+            subscriber_client.clone(),
+            &gate,
+            &stats,
+            &clients_gone,
+            &subscriber_done,
+        );
+        let sub = async {
+            let mut link = Link {
+                name: "subscriber",
+                client: subscriber_client,
+                backoff: Backoff::new(cfg.reconnect_initial, cfg.reconnect_max, seed),
+                log: LogLimiter::new(Duration::from_secs(30)),
+                stats: &stats,
+            };
+            drive_subscriber(
+                subscriber,
+                &mut link,
+                &cfg,
+                inbound,
+                &gate,
+                &shutdown,
+                &clients_gone,
+            )
+            .await;
+            stats.set_connected(false);
+            subscriber_done.cancel();
+        };
+        let publ = async {
+            let mut link = Link {
+                name: "publisher",
+                client: publisher_client,
+                backoff: Backoff::new(cfg.reconnect_initial, cfg.reconnect_max, seed ^ 0x9e37_79b9),
+                log: LogLimiter::new(Duration::from_secs(30)),
+                stats: &stats,
+            };
+            drive_publisher(publisher, &mut link, &cfg, &shutdown, &clients_gone).await;
+            stats.set_publisher_connected(false);
+        };
+        tokio::join!(forwarder, sub, publ);
+    }
+}
+
+/// What both connection loops share: their name for logs, the client used for the final
+/// DISCONNECT, the reconnect backoff, and a limiter for connection-error logs.
+struct Link<'a> {
+    name: &'static str,
+    client: AsyncClient,
+    backoff: Backoff,
+    log: LogLimiter,
+    stats: &'a MqttStats,
+}
+
+impl Link<'_> {
+    /// Counts and logs (rate-limited) a connection error; returns the delay before the next
+    /// attempt.
+    fn failed(&mut self, e: &ConnectionError, was_connected: bool) -> Duration {
+        self.stats.add_connection_error();
+        let delay = self.backoff.next_delay();
+        if let Some(suppressed) = self.log.allow() {
+            if was_connected {
+                tracing::warn!(connection = self.name, error = %e, suppressed, "MQTT connection lost; reconnecting in {delay:?}");
+            } else {
+                tracing::warn!(connection = self.name, error = %e, suppressed, attempt = self.backoff.attempt(), "MQTT connect failed; retrying in {delay:?}");
+            }
+        }
+        delay
+    }
+
+    /// Counts and logs a successful connect; `ever` says whether this is a reconnect.
+    fn connected(&mut self, ever: &mut bool, session_present: bool) {
+        if *ever {
+            self.stats.add_reconnect();
+        }
+        *ever = true;
+        tracing::info!(
+            connection = self.name,
+            session_present,
+            after_failures = self.backoff.attempt(),
+            "MQTT connected"
+        );
+        self.backoff.reset();
+        self.log.reset();
+    }
+}
+
+/// How a loop iteration ended when the loop has to decide what comes next.
+enum Step {
+    Continue,
+    Stop,
+}
+
+/// The subscriber's loop. See the module docs.
+async fn drive_subscriber(
+    mut el: EventLoop,
+    link: &mut Link<'_>,
+    cfg: &MqttSourceConfig,
+    inbound: mpsc::Sender<Inbound>,
+    gate: &AckGate,
+    shutdown: &CancellationToken,
+    clients_gone: &CancellationToken,
+) {
+    let filters: Vec<SubscribeFilter> = cfg
+        .subscriptions
+        .iter()
+        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+        .collect();
+    let mut inbound = Some(inbound);
+    let mut generation = *gate.lock();
+    let mut connected = false;
+    let mut ever_connected = false;
+    // Whether this process has seen our SUBACK on the broker's current session.
+    let mut session_subscribed = false;
+    let mut drain = Drain::default();
+
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !drain.active => {
+                // Stop taking messages in; keep the connection for the last acks.
+                inbound = None;
+                if !connected {
+                    return;
+                }
+                drain.start(cfg.shutdown_grace);
+                continue;
+            }
+            _ = drain.expired() => {
+                tracing::warn!("MQTT subscriber: shutdown grace over; closing with acks pending");
+                return;
+            }
+            _ = clients_gone.cancelled(), if drain.may_disconnect() => {
+                drain.try_disconnect(&link.client);
+                continue;
+            }
+            polled = el.poll() => polled,
+        };
+        gate.progressed.notify_one();
+        drain.progressed();
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                connected = true;
+                link.stats.set_connected(true);
+                link.connected(&mut ever_connected, ack.session_present);
+                if ack.session_present && session_subscribed {
+                    link.stats.set_subscribed(true);
+                } else {
+                    // A new session; or a resumed one this process has not seen a SUBACK on
+                    // (a previous run may have died between CONNECT and SUBACK, and the
+                    // broker can't tell us). Re-subscribing an existing filter replaces it
+                    // and keeps the session's queued messages; only retained messages come
+                    // again (duplicates, dropped downstream).
+                    session_subscribed = false;
+                    el.pending
+                        .push_front(Request::Subscribe(Subscribe::new_many(filters.clone())));
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused: Vec<&str> = ack
+                    .return_codes
+                    .iter()
+                    .zip(&cfg.subscriptions)
+                    .filter(|(c, _)| matches!(c, SubscribeReasonCode::Failure))
+                    .map(|(_, f)| f.as_str())
+                    .collect();
+                if refused.is_empty() {
+                    session_subscribed = true;
+                    link.stats.set_subscribed(true);
+                } else {
+                    link.stats.add_subscribe_failure();
+                    tracing::error!(?refused, "MQTT broker refused subscriptions");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let Some(tx) = &inbound else {
+                    // Shutting down: not acked, so the broker keeps it for the next session.
+                    continue;
+                };
+                if let Step::Stop = deliver(p, tx, generation, link.stats, shutdown).await {
+                    inbound = None;
+                    drain.start(cfg.shutdown_grace);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::PubAck(_) | Outgoing::PubRec(_))) => {
+                link.stats.add_acked()
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                if drain.active {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let was_connected = connected;
+                connected = false;
+                link.stats.set_connected(false);
+                {
+                    // See AckGate: no PUBACK of this connection may reach the next one.
+                    let mut g = gate.lock();
+                    *g += 1;
+                    generation = *g;
+                    el.clean();
+                }
+                if drain.active {
+                    return;
+                }
+                let delay = link.failed(&e, was_connected);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Hands one publish to the pipeline, waiting (backpressure) while the channel is full.
+async fn deliver(
+    p: Publish,
+    tx: &mpsc::Sender<Inbound>,
+    generation: u64,
+    stats: &MqttStats,
+    shutdown: &CancellationToken,
+) -> Step {
+    let (qos, ack) = match p.qos {
+        QoS::AtMostOnce => (0, None),
+        q => (
+            if q == QoS::AtLeastOnce { 1 } else { 2 },
+            Some(AckToken {
+                pkid: p.pkid,
+                qos: q,
+                generation,
+            }),
+        ),
+    };
+    let msg = Inbound {
+        topic: p.topic,
+        payload: p.payload,
+        qos,
+        ack,
+        received_ms: now_ms(),
+    };
+    stats.add_received();
+    tokio::select! {
+        biased;
+        sent = tx.send(msg) => match sent {
+            Ok(()) => Step::Continue,
+            Err(_) => {
+                tracing::warn!("MQTT inbound channel closed; the source stops taking messages");
+                Step::Stop
+            }
+        },
+        // The message is dropped un-acked: the broker redelivers it next session.
+        _ = shutdown.cancelled() => Step::Stop,
+    }
+}
+
+/// The publisher's loop: keeps the connection up; rumqttc does the rest.
+async fn drive_publisher(
+    mut el: EventLoop,
+    link: &mut Link<'_>,
+    cfg: &MqttSourceConfig,
+    shutdown: &CancellationToken,
+    clients_gone: &CancellationToken,
+) {
+    let mut connected = false;
+    let mut ever_connected = false;
+    let mut drain = Drain::default();
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !drain.active => {
+                if !connected {
+                    return;
+                }
+                drain.start(cfg.shutdown_grace);
+                continue;
+            }
+            _ = drain.expired() => {
+                tracing::warn!("MQTT publisher: shutdown grace over; closing with publishes pending");
+                return;
+            }
+            _ = clients_gone.cancelled(), if drain.may_disconnect() => {
+                drain.try_disconnect(&link.client);
+                continue;
+            }
+            polled = el.poll() => polled,
+        };
+        drain.progressed();
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                connected = true;
+                link.stats.set_publisher_connected(true);
+                link.connected(&mut ever_connected, ack.session_present);
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(_))) => link.stats.add_published(),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                if drain.active {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let was_connected = connected;
+                connected = false;
+                link.stats.set_publisher_connected(false);
+                if drain.active {
+                    return;
+                }
+                let delay = link.failed(&e, was_connected);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Shutdown of one connection: a deadline, and a DISCONNECT queued behind the last requests
+/// once every client handle is gone.
+#[derive(Default)]
+struct Drain {
+    active: bool,
+    deadline: Option<tokio::time::Instant>,
+    /// The DISCONNECT is in rumqttc's queue.
+    queued: bool,
+    /// The last try found the queue full; wait for the event loop to move before retrying.
+    blocked: bool,
+}
+
+impl Drain {
+    fn start(&mut self, grace: Duration) {
+        self.active = true;
+        self.deadline = Some(tokio::time::Instant::now() + grace);
+    }
+
+    async fn expired(&self) {
+        match self.deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn may_disconnect(&self) -> bool {
+        self.active && !self.queued && !self.blocked
+    }
+
+    /// Queues DISCONNECT *behind* whatever is queued (the last PUBACKs and publishes).
+    fn try_disconnect(&mut self, client: &AsyncClient) {
+        match client.try_disconnect() {
+            Ok(()) => self.queued = true,
+            Err(ClientError::TryRequest(_) | ClientError::Request(_)) => self.blocked = true,
+        }
+    }
+
+    fn progressed(&mut self) {
+        self.blocked = false;
+    }
+}
+
+/// Moves acks from the handles into the subscriber's request queue, dropping those of older
+/// connections. Runs until every [`MqttClient`] is gone or the subscriber loop ends.
+async fn forward_acks(
+    mut acks: mpsc::UnboundedReceiver<AckToken>,
+    client: AsyncClient,
+    gate: &AckGate,
+    stats: &MqttStats,
+    clients_gone: &CancellationToken,
+    subscriber_done: &CancellationToken,
+) {
+    loop {
+        let token = tokio::select! {
+            t = acks.recv() => t,
+            _ = subscriber_done.cancelled() => break,
+        };
+        let Some(token) = token else { break };
+        let mut publish = Publish::new("", token.qos, Vec::<u8>::new());
+        publish.pkid = token.pkid;
+        loop {
+            let sent = {
+                let g = gate.lock();
+                if *g != token.generation {
+                    stats.add_ack_stale();
+                    break;
+                }
+                client.try_ack(&publish)
+            };
+            match sent {
+                Ok(()) => break,
+                // Queue full: the event loop is parked or busy. Wait for it to move.
+                Err(_) => tokio::select! {
+                    _ = gate.progressed.notified() => {}
+                    _ = subscriber_done.cancelled() => {
+                        clients_gone.cancel();
+                        return;
+                    }
+                },
+            }
+        }
+    }
+    clients_gone.cancel();
+}
+
+/// Lets one log line through per interval and counts the rest.
+struct LogLimiter {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    fn new(interval: Duration) -> Self {
+        LogLimiter {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` if this one may be logged.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.last = None;
+        self.suppressed = 0;
+    }
+}
+
+/// Server time, epoch milliseconds.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A jitter seed that differs between processes and between clients.
+fn seed(client_id: &str) -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(client_id.as_bytes());
+    h.write_i64(now_ms());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_subscribe_to_the_spec_topics() {
+        let c = MqttSourceConfig::default();
+        c.validate().unwrap();
+        assert_eq!(
+            c.subscriptions,
+            [
+                "landport/+/+/telemetry",
+                "landport/+/+/senml",
+                "owntracks/+/+"
+            ]
+        );
+    }
+
+    #[test]
+    fn from_url_takes_host_and_port() {
+        let c = MqttSourceConfig::from_url("tcp://broker:1884").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("broker", 1884));
+        assert!(MqttSourceConfig::from_url("broker:1884").is_err());
+    }
+
+    #[test]
+    fn values_rumqttc_or_tokio_panic_on_are_refused_with_the_field_path() {
+        let bad = |f: fn(&mut MqttSourceConfig), field: &str| {
+            let mut c = MqttSourceConfig::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("mqtt.{field}: ")), "{field}: {e}");
+            // And `new` refuses it rather than panicking.
+            assert!(MqttSource::new(c).is_err());
+        };
+        bad(|c| c.channel_capacity = 0, "channel_capacity");
+        bad(|c| c.max_inflight = 0, "max_inflight");
+        bad(|c| c.keep_alive = Duration::from_millis(500), "keep_alive");
+        bad(|c| c.keep_alive = Duration::from_secs(70_000), "keep_alive");
+        bad(|c| c.client_id = String::new(), "client_id");
+        bad(|c| c.client_id = "a/b".into(), "client_id");
+        bad(|c| c.port = 0, "port");
+        bad(|c| c.host = " ".into(), "host");
+        bad(|c| c.password = Some("x".into()), "password");
+        bad(|c| c.subscriptions.clear(), "subscriptions");
+        bad(|c| c.subscriptions.push("a/#/b".into()), "subscriptions[3]");
+        bad(|c| c.max_packet_bytes = 10, "max_packet_bytes");
+        bad(
+            |c| c.reconnect_max = Duration::from_millis(1),
+            "reconnect_max",
+        );
+    }
+
+    #[test]
+    fn log_limiter_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let mut l = LogLimiter::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        l.reset();
+        assert_eq!(l.allow(), Some(0));
+        let mut l = LogLimiter::new(Duration::ZERO);
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn acks_of_an_older_connection_are_dropped() {
+        let (source, client, _rx) = MqttSource::new(MqttSourceConfig::default()).unwrap();
+        let MqttSource {
+            subscriber_client,
+            acks,
+            gate,
+            stats,
+            ..
+        } = source;
+        *gate.lock() = 2;
+        client
+            .ack(AckToken {
+                pkid: 7,
+                qos: QoS::AtLeastOnce,
+                generation: 1,
+            })
+            .await;
+        drop(client);
+        let (gone, done) = (CancellationToken::new(), CancellationToken::new());
+        forward_acks(acks, subscriber_client, &gate, &stats, &gone, &done).await;
+        assert_eq!(stats.acks_stale(), 1);
+        assert!(gone.is_cancelled());
+    }
+}

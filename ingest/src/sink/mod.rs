@@ -1,0 +1,186 @@
+//! The InfluxDB sink (SPEC 7): every stored reading and event, as line protocol, to InfluxDB
+//! 1.x (`/write`) or anything speaking the v2 write API (InfluxDB 2.x, 3.x, Cloud,
+//! VictoriaMetrics).
+//!
+//! # Data flow
+//!
+//! ```text
+//! store (telemetry rowids, event seqs)
+//!   -> reader thread: rows after the cursors -> line protocol -> batches   (own connection)
+//!   -> [bounded channel, 1 batch]
+//!   -> poster task: POST, retry with backoff, split refused batches
+//!   -> cursors `influx_telemetry` / `influx_events` moved once InfluxDB said 2xx
+//! ```
+//!
+//! The store is the spool: the sink never holds rows of its own, it tails what the pipeline
+//! committed. While InfluxDB is down, rows wait in SQLite behind the cursors, and a restart of
+//! the service resumes from the persisted cursors. A crash between a write and its cursor
+//! update writes that batch again, which InfluxDB absorbs (a point with the same measurement,
+//! tags and time is overwritten, not doubled). Tracking never waits on InfluxDB: the pipeline
+//! does not know the sink exists.
+//!
+//! - A batch is posted when it holds `batch_max_lines` lines, or `flush_interval` after its
+//!   first row was read. Readings and events go in batches of their own (one cursor each).
+//! - A failed write (no answer, 401/403, 404, 429, 5xx) is retried with exponential backoff
+//!   and jitter, up to `retry_max_delay` between attempts, for as long as it takes. A cursor
+//!   never moves before InfluxDB accepted the lines behind it.
+//! - A refused write (400, 413, 422) is a data problem, not an outage: the batch is split in
+//!   halves until the bad lines stand alone; they are logged with the server's message,
+//!   skipped and counted ([`SinkStats::refused_lines`]); every other line is delivered.
+//!   401/403 are *not* treated so, although they are 4xx: a wrong token would otherwise
+//!   discard every reading as "bad data".
+//! - The spool is bounded by `spool_max_bytes` (see [`spool`]): past it, the oldest rows are
+//!   given up (still in the store, not in InfluxDB) and counted ([`SinkStats::dropped_rows`]).
+//!
+//! Metrics: `sink_lines` (lines accepted), `sink_errors` (failed or refused posts),
+//! `sink_queue_depth` (readings behind the telemetry cursor).
+//!
+//! # Layout
+//!
+//! - [`line`]: the line protocol encoder (pure, unit-tested, benched in `benches/sink.rs`).
+//! - `batch`: batches of lines and the cursors they move.
+//! - `reader`: the blocking thread that reads the store and fills batches.
+//! - `driver`: [`InfluxSink`] and its poster (retries, splitting, cursors).
+//! - [`client`]: HTTP, v1 with reqwest, v2 with the `influxdb2` crate.
+//! - [`backoff`], [`spool`]: the pure rules for retry delays and the spool bound.
+//!
+//! # Wiring (the binary)
+//!
+//! This crate does not depend on `landport-config`; the binary maps the `[influxdb]` section:
+//!
+//! ```ignore
+//! let c: &landport_config::InfluxDbConfig = ...;
+//! let api = match c.api {
+//!     InfluxApi::V1 => WriteApi::V1 {
+//!         database: c.database.clone(),
+//!         credentials: c.v1_credentials().map(|(u, p)| (u.to_owned(), p.to_owned())),
+//!     },
+//!     InfluxApi::V2 => WriteApi::V2 {
+//!         org: c.org.clone(),
+//!         bucket: c.bucket.clone(),
+//!         token: c.token.expose().to_owned(),
+//!     },
+//! };
+//! let mut sink_config = SinkConfig::new(&c.url, api);
+//! sink_config.batch_max_lines = NonZeroUsize::new(c.batch_max_lines).unwrap_or(...);
+//! sink_config.flush_interval = c.flush_interval();
+//! sink_config.spool_max_bytes = c.spool_max_bytes;
+//! let sink = InfluxSink::new(sink_config, &storage_dir, metrics.clone())?;
+//! tasks.spawn(sink.run(shutdown.clone()));
+//! ```
+
+pub mod backoff;
+mod batch;
+pub mod client;
+mod driver;
+pub mod line;
+mod reader;
+pub mod spool;
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use batch::{EVENTS_CURSOR, TELEMETRY_CURSOR};
+pub use client::{InfluxWriter, WriteApi, WriteError};
+pub use driver::InfluxSink;
+
+use crate::store::StoreError;
+
+/// Default of [`SinkConfig::batch_max_lines`].
+pub const DEFAULT_BATCH_MAX_LINES: usize = 5_000;
+/// Default of [`SinkConfig::flush_interval`].
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default of [`SinkConfig::spool_max_bytes`]: 1 GiB.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Default of [`SinkConfig::retry_initial_delay`].
+pub const DEFAULT_RETRY_INITIAL_DELAY: Duration = Duration::from_millis(200);
+/// Default of [`SinkConfig::retry_max_delay`].
+pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
+/// Default of [`SinkConfig::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of the sink; the binary builds it from `landport_config::InfluxDbConfig` (see the
+/// module docs).
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Base URL of the server, `http://` or `https://`.
+    pub url: String,
+    /// Write API and its destination and credentials.
+    pub api: WriteApi,
+    /// A batch is posted once it holds this many lines...
+    pub batch_max_lines: NonZeroUsize,
+    /// ... or once its first row has waited this long.
+    pub flush_interval: Duration,
+    /// Bound of the backlog behind the cursors, bytes (estimated, see [`spool`]).
+    pub spool_max_bytes: u64,
+    /// Delay before the first retry of a failed write; it doubles with each failure...
+    pub retry_initial_delay: Duration,
+    /// ... up to this (jitter makes each wait between half and all of it).
+    pub retry_max_delay: Duration,
+    /// A request without an answer after this long has failed (and is retried).
+    pub request_timeout: Duration,
+}
+
+impl SinkConfig {
+    /// The settings for `url` and `api`, with the defaults of the other fields.
+    pub fn new(url: impl Into<String>, api: WriteApi) -> SinkConfig {
+        SinkConfig {
+            url: url.into(),
+            api,
+            batch_max_lines: NonZeroUsize::new(DEFAULT_BATCH_MAX_LINES)
+                .unwrap_or(NonZeroUsize::MIN),
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            retry_initial_delay: DEFAULT_RETRY_INITIAL_DELAY,
+            retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Counters of the sink beyond the shared [`Metrics`](crate::metrics::Metrics): what it gave up.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Rows (readings and events) given up by the spool bound.
+    dropped_rows: AtomicU64,
+    /// Lines that InfluxDB refused on their own (e.g. a field type conflict).
+    refused_lines: AtomicU64,
+}
+
+impl SinkStats {
+    /// Rows given up because the backlog exceeded `spool_max_bytes`.
+    pub fn dropped_rows(&self) -> u64 {
+        self.dropped_rows.load(Ordering::Relaxed)
+    }
+
+    /// Lines InfluxDB refused (400, 413, 422) on their own, which were skipped.
+    pub fn refused_lines(&self) -> u64 {
+        self.refused_lines.load(Ordering::Relaxed)
+    }
+}
+
+/// Why the sink cannot be built or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// `influxdb.url` is not an `http(s)://` URL.
+    #[error("influxdb.url: {0}")]
+    InvalidUrl(String),
+    #[error("building the HTTP client: {0}")]
+    HttpClient(String),
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// A blocking task of the sink panicked.
+    #[error("InfluxDB sink task: {0}")]
+    Task(String),
+}
+
+/// A seed for jitter, different for each call and process.
+fn seed() -> u64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32) ^ CALLS.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,77 @@
+//! The MQTT source against mosquitto as an external broker (SPEC §8): delivery and acks,
+//! persistent sessions, broker restarts, backpressure.
+
+mod support_mqtt;
+
+use rumqttc::QoS;
+use support_mqtt::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_delivers_to_the_source_and_takes_acks() {
+    let Some(m) = Mosquitto::start() else { return };
+    round_trip(m.port, "ingest-mosq-rt").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_are_redelivered_to_the_same_client_id_and_acked_ones_are_not() {
+    let Some(m) = Mosquitto::start() else { return };
+    let got = redelivered_after_source_restart(m.port, "ingest-mosq-ps").await;
+    assert_eq!(got, [1, 3, 5, 7, 9], "mosquitto log:\n{}", m.log());
+}
+
+/// SIGTERM: mosquitto saves its sessions, so the source resumes its session (no resubscribe)
+/// and gets both the message it had not acked and those published after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_reconnects_after_a_broker_restart_and_resumes_its_session() {
+    let Some(mut m) = Mosquitto::start() else {
+        return;
+    };
+    let topic = "landport/acme/truck-3/telemetry";
+    let mut s = run_source(source_config(m.port, "ingest-mosq-restart")).await;
+    publish(m.port, topic, vec![b"before".to_vec()], QoS::AtLeastOnce).await;
+    let before = recv(&mut s.rx, "the message before the restart").await;
+    assert_eq!(&before.payload[..], b"before");
+    // Not acked: the broker must keep it across its restart.
+    drop(before);
+
+    m.restart();
+    wait_until("a reconnect counted", || s.stats.reconnects() > 0).await;
+    wait_until("subscribed again", || s.stats.ready()).await;
+    publish(m.port, topic, vec![b"after".to_vec()], QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let msg = recv(&mut s.rx, "messages after the restart").await;
+        got.push(String::from_utf8(msg.payload.to_vec()).unwrap());
+        s.client.ack(msg.ack.unwrap()).await;
+    }
+    assert_eq!(got, ["before", "after"], "mosquitto log:\n{}", m.log());
+    assert!(s.stats.connection_errors() > 0);
+    s.stop().await;
+}
+
+/// SIGKILL before mosquitto ever saved: the session is gone, so the source must subscribe
+/// again on its own to get what is published after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_subscribes_again_when_the_broker_lost_its_session() {
+    let Some(mut m) = Mosquitto::start() else {
+        return;
+    };
+    let topic = "landport/acme/truck-4/telemetry";
+    let mut s = run_source(source_config(m.port, "ingest-mosq-lost")).await;
+    m.kill();
+    wait_until("the loss noticed", || !s.stats.connected()).await;
+    m.start_again();
+    wait_until("a reconnect counted", || s.stats.reconnects() > 0).await;
+    wait_until("subscribed again", || s.stats.ready()).await;
+    publish(m.port, topic, vec![b"after".to_vec()], QoS::AtLeastOnce).await;
+    let msg = recv(&mut s.rx, "the message after the restart").await;
+    assert_eq!(&msg.payload[..], b"after");
+    s.client.ack(msg.ack.unwrap()).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_channel_stops_the_source_reading_and_nothing_is_lost() {
+    let Some(m) = Mosquitto::start() else { return };
+    backpressure(m.port, "ingest-mosq-bp").await;
+}

@@ -1,0 +1,530 @@
+//! Real brokers for the MQTT tests: a mosquitto of our own on a free loopback port, a plain
+//! rumqttc publisher and subscriber, and waits that fail after [`WAIT`] instead of hanging.
+//!
+//! SPEC §8: a test that needs a server fails when `CI` is set and the server is missing;
+//! elsewhere it prints a note and returns.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use landport_ingest::mqtt::{Inbound, MqttSourceConfig};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+/// The longest any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A loopback port nobody listens on right now (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding port 0");
+    l.local_addr().unwrap().port()
+}
+
+/// Whether `binary` is on the PATH. Missing: panics under `CI`, else prints a note.
+pub fn require(binary: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file()))
+        .unwrap_or(false)
+        || ["/usr/sbin", "/usr/local/sbin"]
+            .iter()
+            .any(|d| PathBuf::from(d).join(binary).is_file());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "{binary} is required under CI (apt-get install -y mosquitto mosquitto-clients)"
+            );
+        }
+        eprintln!("note: {binary} not installed; skipping this part of the test");
+    }
+    found
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for d in ["/usr/sbin", "/usr/local/sbin"] {
+        let p = PathBuf::from(d).join("mosquitto");
+        if p.is_file() {
+            return p;
+        }
+    }
+    PathBuf::from("mosquitto")
+}
+
+/// A mosquitto of our own: config, persistence and log in a temp dir; killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts one on a free port; `None` if mosquitto is missing and `CI` is not set.
+    pub fn start() -> Option<Mosquitto> {
+        if !require("mosquitto") {
+            return None;
+        }
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        m.spawn();
+        Some(m)
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let conf = dir.join("mosquitto.conf");
+        // `user root`: run as root (as in containers), mosquitto would otherwise switch to the
+        // `mosquitto` user, which can't write our temp dir. No effect when not root.
+        let text = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {dir}/\n\
+             max_inflight_messages 1000\n\
+             max_queued_messages 1000000\n\
+             log_dest file {dir}/mosquitto.log\n\
+             log_type all\n\
+             user root\n",
+            port = self.port,
+            dir = dir.display()
+        );
+        std::fs::write(&conf, text).expect("writing mosquitto.conf");
+        let mut child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("polling mosquitto") {
+                panic!("mosquitto exited at start ({status}); log:\n{}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto not accepting on {} after {WAIT:?}; log:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// Stops it the polite way (SIGTERM): it saves its persistence file first.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let ok = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it (SIGKILL): whatever it had not saved is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same persistence directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts it again after [`Mosquitto::stop`] or [`Mosquitto::kill`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "mosquitto is still running");
+        self.spawn();
+    }
+
+    /// Its log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A source config for tests: fast reconnects, short keep-alive and grace.
+pub fn source_config(port: u16, client_id: &str) -> MqttSourceConfig {
+    MqttSourceConfig {
+        port,
+        client_id: client_id.to_owned(),
+        keep_alive: Duration::from_secs(5),
+        reconnect_initial: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(2),
+        ..MqttSourceConfig::default()
+    }
+}
+
+/// The next inbound message, or a failure naming `what` after [`WAIT`].
+pub async fn recv(rx: &mut mpsc::Receiver<Inbound>, what: &str) -> Inbound {
+    match tokio::time::timeout(WAIT, rx.recv()).await {
+        Ok(Some(m)) => m,
+        Ok(None) => panic!("{what}: the inbound channel closed"),
+        Err(_) => panic!("{what}: nothing arrived within {WAIT:?}"),
+    }
+}
+
+/// Waits until `cond` holds, checking every 10 ms (for counters, which have nothing to
+/// await); fails after [`WAIT`].
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Publishes `payloads` to `topic` with a fresh rumqttc client and waits for every PUBACK.
+pub async fn publish(port: u16, topic: &str, payloads: Vec<Vec<u8>>, qos: QoS) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = format!(
+        "test-pub-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(2 << 20, 2 << 20);
+    let (client, mut el) = AsyncClient::new(o, 64);
+    let n = payloads.len();
+    let sender = {
+        let client = client.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            for p in payloads {
+                client
+                    .publish(&topic, qos, false, p)
+                    .await
+                    .expect("queueing a publish");
+            }
+        })
+    };
+    let drive = async {
+        let mut acked = 0;
+        let mut sent = 0;
+        loop {
+            match el.poll().await.expect("test publisher connection") {
+                Event::Incoming(Packet::PubAck(_)) => acked += 1,
+                Event::Outgoing(rumqttc::Outgoing::Publish(_)) => sent += 1,
+                _ => {}
+            }
+            let done = if qos == QoS::AtMostOnce {
+                sent == n
+            } else {
+                acked == n
+            };
+            if done {
+                break;
+            }
+        }
+        client.disconnect().await.unwrap();
+        // Flush the DISCONNECT.
+        while let Ok(ev) = el.poll().await {
+            if ev == Event::Outgoing(rumqttc::Outgoing::Disconnect) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, drive).await.unwrap_or_else(|_| {
+        panic!("publishing {n} messages to {topic}: not acked within {WAIT:?}")
+    });
+    sender.await.unwrap();
+}
+
+/// Publishes one message with the `mosquitto_pub` command (QoS 1).
+pub fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
+        .output()
+        .expect("running mosquitto_pub");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A plain rumqttc subscriber to `filter` (QoS 1); returns once subscribed. Its publishes
+/// come on the receiver.
+pub async fn subscriber(port: u16, filter: &str) -> mpsc::UnboundedReceiver<rumqttc::Publish> {
+    let id = format!("test-sub-{}-{}", std::process::id(), free_port());
+    let (client, mut el) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 64);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut subscribed_tx = Some(subscribed_tx);
+        while let Ok(ev) = el.poll().await {
+            match ev {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(s) = subscribed_tx.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    if tx.send(p).is_err() {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("test subscriber: no SUBACK")
+        .expect("test subscriber stopped");
+    rx
+}
+
+/// A source running on its own task, with what the tests look at.
+pub struct Running {
+    pub client: landport_ingest::mqtt::MqttClient,
+    pub rx: mpsc::Receiver<Inbound>,
+    pub stats: std::sync::Arc<landport_ingest::mqtt::MqttStats>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub driver: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a source with `cfg` and waits until it has subscribed.
+pub async fn run_source(cfg: MqttSourceConfig) -> Running {
+    let (source, client, rx) = landport_ingest::mqtt::MqttSource::new(cfg).expect("valid config");
+    let stats = source.stats();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let driver = tokio::spawn(source.run(shutdown.clone()));
+    wait_until("the source to connect and subscribe", || stats.ready()).await;
+    Running {
+        client,
+        rx,
+        stats,
+        shutdown,
+        driver,
+    }
+}
+
+impl Running {
+    /// Cancels, drops the handle, and waits for the driver to finish its clean shutdown.
+    pub async fn stop(self) {
+        let Running {
+            client,
+            shutdown,
+            driver,
+            stats,
+            ..
+        } = self;
+        shutdown.cancel();
+        drop(client);
+        tokio::time::timeout(WAIT, driver)
+            .await
+            .expect("the driver to stop after shutdown")
+            .expect("the driver not to panic");
+        assert!(!stats.connected());
+    }
+}
+
+/// The basic contract on any broker: QoS 1 from rumqttc and from `mosquitto_pub` arrives with
+/// its topic and payload and can be acked; QoS 0 carries no token; a payload above Landport's
+/// own 64 KiB limit still arrives whole (for the decoder to reject); events go out.
+pub async fn round_trip(port: u16, client_id: &str) {
+    use landport_ingest::mqtt::MqttError;
+
+    let mut s = run_source(source_config(port, client_id)).await;
+    let topic = "landport/acme/truck-1/telemetry";
+    let body = br#"{"ts":"2026-11-24T08:15:30.250Z","lat":41.1087,"lon":122.9946}"#.to_vec();
+    publish(port, topic, vec![body.clone()], QoS::AtLeastOnce).await;
+    let m = recv(&mut s.rx, "a rumqttc QoS 1 publish").await;
+    assert_eq!(m.topic, topic);
+    assert_eq!(&m.payload[..], &body[..]);
+    assert_eq!(m.qos, 1);
+    assert!(
+        m.received_ms > 1_700_000_000_000,
+        "received_ms {}",
+        m.received_ms
+    );
+    s.client
+        .ack(m.ack.expect("QoS 1 carries an ack token"))
+        .await;
+    wait_until("the PUBACK to be written", || s.stats.acked() == 1).await;
+
+    let mut acked = 1;
+    if require("mosquitto_pub") {
+        let body = r#"{"ts":1764000000000,"temp_c":-18.4}"#;
+        mosquitto_pub(port, topic, body);
+        let m = recv(&mut s.rx, "a mosquitto_pub QoS 1 publish").await;
+        assert_eq!(m.topic, topic);
+        assert_eq!(&m.payload[..], body.as_bytes());
+        assert_eq!(m.qos, 1);
+        s.client
+            .ack(m.ack.expect("QoS 1 carries an ack token"))
+            .await;
+        acked += 1;
+        wait_until("the second PUBACK", || s.stats.acked() == acked).await;
+    }
+
+    publish(
+        port,
+        "owntracks/alice/phone",
+        vec![b"{}".to_vec()],
+        QoS::AtMostOnce,
+    )
+    .await;
+    let m = recv(&mut s.rx, "a QoS 0 publish").await;
+    assert_eq!((m.topic.as_str(), m.qos), ("owntracks/alice/phone", 0));
+    assert!(m.ack.is_none());
+
+    let big = vec![b'x'; 200 * 1024];
+    publish(
+        port,
+        "landport/acme/truck-1/senml",
+        vec![big.clone()],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let m = recv(&mut s.rx, "a 200 KiB payload").await;
+    assert_eq!(m.payload.len(), big.len());
+    s.client.ack(m.ack.unwrap()).await;
+    acked += 1;
+    wait_until("the third PUBACK", || s.stats.acked() == acked).await;
+
+    let mut events = subscriber(port, "landport/+/+/events").await;
+    let event = br#"{"id":"evt_1","type":"device.online"}"#.to_vec();
+    s.client
+        .publish("landport/acme/truck-1/events", event.clone(), true)
+        .await
+        .expect("publishing an event");
+    let got = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("the event within WAIT")
+        .expect("subscriber alive");
+    assert_eq!(got.topic, "landport/acme/truck-1/events");
+    assert_eq!(&got.payload[..], &event[..]);
+    assert!(matches!(
+        s.client.publish("landport/+/x/events", vec![], true).await,
+        Err(MqttError::InvalidTopic { .. })
+    ));
+    assert!(s.stats.published() >= 1);
+    assert_eq!(s.stats.received(), if acked == 3 { 4 } else { 3 });
+    s.stop().await;
+}
+
+/// A first source receives ten QoS 1 messages and acks the even ones, then dies (its task
+/// is aborted, nothing flushed); a second source with the same client id starts. Returns the
+/// indices the second one receives before a marker published after it subscribed, with
+/// their `dup`-free payloads parsed back to numbers.
+pub async fn redelivered_after_source_restart(port: u16, client_id: &str) -> Vec<usize> {
+    let topic = "landport/acme/truck-9/telemetry";
+    let mut first = run_source(source_config(port, client_id)).await;
+    publish(
+        port,
+        topic,
+        (0..10).map(|i| format!("m{i}").into_bytes()).collect(),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    for i in 0..10 {
+        let m = recv(&mut first.rx, "the first source's messages").await;
+        assert_eq!(&m.payload[..], format!("m{i}").as_bytes(), "in order");
+        if i % 2 == 0 {
+            first.client.ack(m.ack.unwrap()).await;
+        }
+    }
+    wait_until("five PUBACKs written", || first.stats.acked() == 5).await;
+    first.driver.abort();
+    let _ = first.driver.await;
+    drop(first.rx);
+
+    let mut second = run_source(source_config(port, client_id)).await;
+    publish(port, topic, vec![b"marker".to_vec()], QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    loop {
+        let m = recv(&mut second.rx, "redelivered messages, then the marker").await;
+        if let Some(ack) = m.ack {
+            second.client.ack(ack).await;
+        }
+        if &m.payload[..] == b"marker" {
+            break;
+        }
+        let text = std::str::from_utf8(&m.payload).unwrap();
+        got.push(text.trim_start_matches('m').parse().unwrap());
+    }
+    second.stop().await;
+    got
+}
+
+/// With room for 4 messages and nobody reading, 1,000 QoS 1 messages don't pile up in the
+/// source: it stops reading after the channel is full. Once drained (and acked), all arrive.
+pub async fn backpressure(port: u16, client_id: &str) {
+    let topic = "landport/acme/truck-2/telemetry";
+    let cfg = MqttSourceConfig {
+        channel_capacity: 4,
+        ..source_config(port, client_id)
+    };
+    let mut s = run_source(cfg).await;
+    publish(
+        port,
+        topic,
+        (0..1000).map(|i| format!("{i}").into_bytes()).collect(),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    // Let the source take in all it would; it must stop at the channel's 4 plus the one
+    // waiting to be sent. (Waiting for nothing to happen: a fixed pause is all there is.)
+    wait_until("the channel to fill", || s.rx.len() == 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.rx.len(), 4);
+    assert!(
+        s.stats.received() <= 5,
+        "the source took {} messages in with room for 4",
+        s.stats.received()
+    );
+    let mut seen = vec![false; 1000];
+    let mut count = 0;
+    while count < 1000 {
+        let m = recv(&mut s.rx, "the backlog").await;
+        let i: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+        if !seen[i] {
+            seen[i] = true;
+            count += 1;
+        }
+        s.client.ack(m.ack.unwrap()).await;
+    }
+    wait_until("all PUBACKs written", || s.stats.acked() >= 1000).await;
+    s.stop().await;
+}

@@ -1,0 +1,211 @@
+//! `landport run`: wires the components and waits for a signal.
+//!
+//! Start order: logging, store (recovering the tracker from its snapshot and the readings
+//! after it), embedded broker (if configured), MQTT source, pipeline, InfluxDB sink (if
+//! configured), HTTP. Stop order on SIGINT/SIGTERM: HTTP and the MQTT source stop taking work,
+//! the pipeline commits and acknowledges what it has, saves a snapshot, publishes pending
+//! events; then the sink flushes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use landport_config::{Config, LogFormat};
+use landport_ingest::decode::Limits;
+use landport_ingest::metrics::Metrics;
+use landport_ingest::mqtt::{EmbeddedBroker, EmbeddedBrokerConfig, MqttSource, MqttSourceConfig};
+use landport_ingest::pipeline::{self, IngestSettings, Pipeline, PipelineConfig};
+use landport_ingest::store::Store;
+use landport_ingest::topic::OwnTracksTenants;
+use landport_tracker::{EtaSettings, TrackerSettings};
+use tokio_util::sync::CancellationToken;
+
+/// Sets up `tracing` from `[log]`; `RUST_LOG` wins over `log.level`.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // rumqttd logs every connection at info and a harmless race at error; keep it quiet unless
+    // RUST_LOG asks.
+    let quiet = format!(
+        "{},rumqttd=warn,rumqttd::router::routing=off",
+        config.log.level
+    );
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&quiet))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The tracker's rules as configured.
+pub fn tracker_settings(config: &Config) -> TrackerSettings {
+    let t = &config.tracker;
+    TrackerSettings {
+        confirm_seconds: t.confirm_seconds,
+        offline_after_seconds: t.offline_after_seconds,
+        route_corridor_m: t.route_corridor_m,
+        max_speed_kmh: t.max_speed_kmh,
+        temp_grace_seconds: t.temp_grace_seconds,
+        weight_change_kg: t.weight_change_kg,
+        place_radius_m: t.place_radius_m,
+        eta: EtaSettings {
+            detour_factor: t.eta.detour_factor,
+            default_speed_kmh: t.eta.default_speed_kmh,
+            min_speed_kmh: t.eta.min_speed_kmh,
+            change_min_seconds: t.eta.change_min_seconds,
+            change_fraction: t.eta.change_fraction,
+        },
+    }
+}
+
+fn ingest_settings(config: &Config) -> IngestSettings {
+    let i = &config.ingest;
+    IngestSettings {
+        limits: Limits {
+            max_payload_bytes: i.max_payload_bytes,
+            max_future_ms: i.max_future().as_millis() as i64,
+        },
+        owntracks: OwnTracksTenants {
+            default_tenant: i.owntracks_default_tenant.clone(),
+            by_user: i
+                .owntracks_tenants
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        },
+        auto_register: i.auto_register,
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<()> {
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+
+    let mut store = Store::open(&config.storage.path)
+        .with_context(|| format!("opening the store in {}", config.storage.path.display()))?;
+    let ingestor = pipeline::recover(
+        &mut store,
+        tracker_settings(&config),
+        ingest_settings(&config),
+        metrics.clone(),
+    )
+    .context("recovering the tracker state")?;
+
+    let _broker = if config.mqtt.embedded {
+        let b = EmbeddedBroker::start(EmbeddedBrokerConfig {
+            listen: config.mqtt.listen,
+            ..EmbeddedBrokerConfig::default()
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "starting the embedded MQTT broker on {}",
+                config.mqtt.listen
+            )
+        })?;
+        tracing::info!(listen = %config.mqtt.listen, "embedded MQTT broker up");
+        Some(b)
+    } else {
+        None
+    };
+
+    let (host, port) = config
+        .mqtt
+        .broker_host_port()
+        .context("mqtt.url: cannot tell host and port")?;
+    let source_config = MqttSourceConfig {
+        host,
+        port,
+        client_id: config.mqtt.client_id.clone(),
+        username: config.mqtt.credentials().map(|(u, _)| u.to_owned()),
+        password: config.mqtt.credentials().map(|(_, p)| p.to_owned()),
+        keep_alive: config.mqtt.keep_alive(),
+        ..MqttSourceConfig::default()
+    };
+    let (source, client, inbox) =
+        MqttSource::new(source_config).context("configuring the MQTT source")?;
+    let stats = source.stats();
+    // The source outlives the pipeline: acknowledgements of the last batch still go out
+    // through its event loop.
+    let source_shutdown = CancellationToken::new();
+    let source_task = tokio::spawn(source.run(source_shutdown.clone()));
+
+    let (pipeline, _tracker, _events) = Pipeline::new(
+        ingestor,
+        store,
+        client,
+        inbox,
+        PipelineConfig {
+            retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
+            ..PipelineConfig::default()
+        },
+        metrics.clone(),
+    );
+    let pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        // Readiness: connected to the broker while the pipeline runs.
+        let (ready, stats, metrics, shutdown) = (
+            ready.clone(),
+            stats.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            while !shutdown.is_cancelled() {
+                let up = stats.ready();
+                ready.store(up, Ordering::Relaxed);
+                metrics.mqtt_connected.set(i64::from(up));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ready.store(false, Ordering::Relaxed);
+        });
+    }
+
+    let listener = landport_api::bind(config.http.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "HTTP up");
+    let router = landport_api::router(landport_api::AppState {
+        metrics: metrics.clone(),
+        ready,
+    });
+    let http_task = tokio::spawn(landport_api::serve(listener, router, shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: flushing the pipeline");
+    shutdown.cancel();
+    let _ = http_task.await;
+    match pipeline_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "pipeline stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "pipeline task failed"),
+    }
+    // The pipeline has dropped its client handles; the source sends the last acknowledgements
+    // and disconnects.
+    source_shutdown.cancel();
+    let _ = source_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

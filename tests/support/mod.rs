@@ -1,0 +1,181 @@
+//! Test support for end-to-end tests: the real `landport` binary on free loopback ports,
+//! a minimal HTTP client, and waiting with deadlines (never bare sleeps for a result).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET http://addr/path` -> (status, body). `None` if the server isn't answering.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, dechunk(&body)))
+}
+
+/// Undoes `Transfer-Encoding: chunked` if the body looks chunked.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_owned();
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_owned();
+        };
+        if n == 0 {
+            return out;
+        }
+        if after.len() < n {
+            return body.to_owned();
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+}
+
+/// The value of an unlabelled counter or gauge in Prometheus text, 0 if absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A running `landport run`.
+pub struct Landport {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub mqtt_port: u16,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Landport {
+    /// Writes `config_toml` next to the data dir and starts the binary on it.
+    pub fn start(dir: &Path, config_toml: &str, http: SocketAddr, mqtt_port: u16) -> Landport {
+        let config = dir.join("landport.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let mut lp = Landport {
+            child: spawn(&config, &dir.join("landport.log")),
+            http,
+            mqtt_port,
+            data_dir: dir.join("data"),
+            config,
+            log: dir.join("landport.log"),
+        };
+        lp.wait_ready();
+        lp
+    }
+
+    /// The config for a service with its data in `dir/data`, HTTP on `http`, and either the
+    /// embedded broker on `mqtt_port` or an external one there; `extra` is appended.
+    pub fn config(dir: &Path, http: SocketAddr, mqtt_port: u16, embedded: bool, extra: &str) -> String {
+        format!(
+            "[http]\nlisten = \"{http}\"\n\
+             [mqtt]\nembedded = {embedded}\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+             url = \"mqtt://127.0.0.1:{mqtt_port}\"\n\
+             [storage]\npath = \"{}\"\n\
+             [ingest]\nauto_register = true\n\
+             [log]\nlevel = \"info,rumqttd=warn\"\n{extra}",
+            dir.join("data").display()
+        )
+    }
+
+    pub fn wait_ready(&mut self) {
+        let http = self.http;
+        let log = self.log.clone();
+        let child = &mut self.child;
+        wait_for("landport /readyz", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "landport exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            http_get(http, "/readyz").filter(|(s, _)| *s == 200)
+        });
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_for("landport to exit", Duration::from_secs(30), || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Starts the binary again on the same config and data.
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.config, &self.log);
+        self.wait_ready();
+    }
+}
+
+impl Drop for Landport {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_landport"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::from(log_file.try_clone().unwrap()))
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .expect("starting landport")
+}
