@@ -158,10 +158,16 @@ pub async fn run(config: Config) -> Result<()> {
             shutdown.clone(),
         );
         tokio::spawn(async move {
+            let mut reconnects = 0;
             while !shutdown.is_cancelled() {
                 let up = stats.ready();
                 ready.store(up, Ordering::Relaxed);
                 metrics.mqtt_connected.set(i64::from(up));
+                let now = stats.reconnects();
+                metrics
+                    .mqtt_reconnects
+                    .inc_by(now.saturating_sub(reconnects));
+                reconnects = now;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             ready.store(false, Ordering::Relaxed);

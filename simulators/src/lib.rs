@@ -1,1 +1,11 @@
-//! landport-simulators
+//! landport-simulators: traffic for Landport from the outside, over MQTT.
+//!
+//! - [`loadgen`]: the end-to-end bench's load generator (simulated trucks publishing native
+//!   readings at full speed or a fixed rate), the bare-subscriber baseline it is compared
+//!   with, and a `/metrics` watcher. Driven by the `landport-loadgen` binary, which
+//!   `scripts/bench` runs.
+//!
+//! Everything here talks to a broker with `rumqttc` directly and never uses Landport's own
+//! crates: a simulator must behave like any other device or client would.
+
+pub mod loadgen;

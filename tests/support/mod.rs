@@ -24,7 +24,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -33,7 +36,11 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -104,7 +111,13 @@ impl Landport {
 
     /// The config for a service with its data in `dir/data`, HTTP on `http`, and either the
     /// embedded broker on `mqtt_port` or an external one there; `extra` is appended.
-    pub fn config(dir: &Path, http: SocketAddr, mqtt_port: u16, embedded: bool, extra: &str) -> String {
+    pub fn config(
+        dir: &Path,
+        http: SocketAddr,
+        mqtt_port: u16,
+        embedded: bool,
+        extra: &str,
+    ) -> String {
         format!(
             "[http]\nlisten = \"{http}\"\n\
              [mqtt]\nembedded = {embedded}\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
@@ -132,7 +145,9 @@ impl Landport {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no flush, no goodbye.

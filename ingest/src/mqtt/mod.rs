@@ -8,6 +8,7 @@
 //! - [`source`]: [`MqttSource`] (the driver) and [`MqttClient`] (the cheap handle), in
 //!   rumqttc's own handle-plus-event-loop shape.
 //! - [`stats`]: [`MqttStats`], the source's counters for `/metrics` and `/readyz`.
+//! - `ack_order` (private, pure): PUBACKs in arrival order, whatever order the pipeline acks in.
 //!
 //! Data flow and acknowledgement:
 //!
@@ -27,6 +28,7 @@
 //! stalled subscription (backpressure) can never block the pipeline's publishes, and a busy
 //! publisher can never delay acknowledgements. See [`source`] for why that matters.
 
+mod ack_order;
 pub mod backoff;
 pub mod broker;
 pub mod source;

@@ -12,18 +12,25 @@
 //!   draining the inbound channel, and nothing would ever unpark (a deadlock); and a full
 //!   outgoing QoS 1 window would hold back our PUBACKs.
 //!
-//! Acknowledgements. [`AckToken`] carries the packet id and the *generation* of the
-//! connection the message came on. The broker resends un-acked messages on a resumed session,
-//! with new tokens; a PUBACK from an older connection could instead acknowledge a different
-//! message that reuses its packet id if the session was lost. So acks of an older generation
-//! are dropped (counted as `acks_stale`). The generation check and rumqttc's request queue are
-//! kept consistent under one mutex (see [`AckGate`]). Acks reach the driver through an
-//! unbounded channel so that [`MqttClient::ack`] never waits on a parked event loop; its
-//! length is bounded by the broker's in-flight window (a token exists only for a message
-//! the broker is waiting on).
+//! Acknowledgements. An [`AckToken`] carries the packet id, the *generation* of the
+//! connection the message came on, and its place among that connection's messages. Settled
+//! tokens (acked, or dropped without an ack) reach the driver through an unbounded channel, so
+//! [`MqttClient::ack`] never waits on a parked event loop; its length is bounded by the
+//! broker's in-flight window, since a token exists only for a message the broker waits on.
+//! The driver then
+//! - sends PUBACKs in the order the messages arrived, whatever order the pipeline acks in
+//!   (`ack_order`: MQTT 3.1.1 §4.6 requires it, and rumqttd loses messages without it);
+//! - drops acks of an older connection: the broker resends those messages on a resumed session
+//!   (with new tokens), and on a lost session an old packet id may name another message;
+//! - reconnects when a dropped token would hold later acks back forever, so that the broker
+//!   sends the dropped message (and those after it) again.
+//!
+//! The generation check and rumqttc's request queue are kept consistent under one mutex
+//! (see [`AckGate`]).
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,9 +39,10 @@ use rumqttc::{
     Publish, QoS, Request, Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::MqttError;
+use super::ack_order::{AckOrder, Action, Outcome, Settled};
 use super::backoff::Backoff;
 use super::stats::MqttStats;
 use super::url::BrokerUrl;
@@ -203,20 +211,49 @@ pub struct Inbound {
     /// 0 or 1 (2 only if a broker ignores our QoS 1 subscription).
     pub qos: u8,
     /// `Some` for QoS 1 and 2: give it to [`MqttClient::ack`] once the message is durable.
-    /// Dropping it unacknowledged is safe: the broker sends the message again on the next
-    /// session.
+    /// Dropping it instead is safe but costly: the broker gets the message (and every one
+    /// after it on this connection) again after a forced reconnect; see [`AckToken`].
     pub ack: Option<AckToken>,
     /// Server time it arrived, epoch milliseconds.
     pub received_ms: i64,
 }
 
-/// Acknowledges one QoS 1 message, once. Not `Clone` so it can't be acked twice.
+/// Acknowledges one QoS 1 message, once (not `Clone`). Give it to [`MqttClient::ack`] when
+/// the message is durable. Acks go to the broker in the order the messages arrived, so an
+/// ack waits for every earlier message's. Dropping a token un-acked means "not done": once a
+/// later ack would have to wait for it, the source reconnects and the broker sends the
+/// message again. Tokens dropped at shutdown cost nothing.
 #[derive(Debug)]
 pub struct AckToken {
     pkid: u16,
     qos: QoS,
     /// The subscriber connection it came on; acks of an older one are dropped.
     generation: u64,
+    /// Its place among that connection's QoS 1/2 messages.
+    seq: u64,
+    /// Where the ack, or on drop the abandonment, goes. `None` once settled.
+    settle: Option<mpsc::UnboundedSender<Settled>>,
+}
+
+impl AckToken {
+    fn settle(&mut self, acked: bool) {
+        if let Some(tx) = self.settle.take() {
+            // Err only if the driver has stopped: then there is no connection to ack on.
+            let _ = tx.send(Settled {
+                generation: self.generation,
+                seq: self.seq,
+                pkid: self.pkid,
+                qos: self.qos,
+                acked,
+            });
+        }
+    }
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        self.settle(false);
+    }
 }
 
 /// The generation of the subscriber connection, and the rule that guards it: a PUBACK enters
@@ -241,21 +278,23 @@ impl AckGate {
 }
 
 /// Cheap handle to the source: acknowledge what the pipeline made durable, publish events and
-/// dead letters. Clone freely; the driver finishes its shutdown once every clone is gone.
+/// dead letters. Clone freely; on shutdown the driver waits (up to `shutdown_grace`) for
+/// every clone to be dropped, then sends what is queued and disconnects.
 #[derive(Clone, Debug)]
 pub struct MqttClient {
-    acks: mpsc::UnboundedSender<AckToken>,
     publisher: AsyncClient,
     stats: Arc<MqttStats>,
+    /// Cancels the driver's `clients_gone` when the last clone is dropped.
+    _alive: Arc<DropGuard>,
 }
 
 impl MqttClient {
     /// Acknowledges a QoS 1 message to the broker. Call it only once the message's readings
-    /// are durable: after that the broker forgets it. Never waits for the network; if the
-    /// connection it came on is gone, the ack is dropped (the broker redelivers the message).
-    pub async fn ack(&self, token: AckToken) {
-        // Err only if the driver has stopped: then there is no connection to ack on.
-        let _ = self.acks.send(token);
+    /// are durable: after that the broker forgets it. Never waits for the network. The PUBACK
+    /// goes out once every earlier message of the same connection is acked; if that
+    /// connection is gone, the ack is dropped (the broker resends the message).
+    pub async fn ack(&self, mut token: AckToken) {
+        token.settle(true);
     }
 
     /// Publishes on the publisher connection, QoS 1 (`qos1`) or 0. `Ok` means handed to the
@@ -299,9 +338,13 @@ pub struct MqttSource {
     publisher: EventLoop,
     publisher_client: AsyncClient,
     inbound: mpsc::Sender<Inbound>,
-    acks: mpsc::UnboundedReceiver<AckToken>,
+    /// Given to each token, for its ack or abandonment.
+    settle_tx: mpsc::UnboundedSender<Settled>,
+    settled: mpsc::UnboundedReceiver<Settled>,
     gate: Arc<AckGate>,
     stats: Arc<MqttStats>,
+    /// Cancelled when the last [`MqttClient`] is dropped.
+    clients_gone: CancellationToken,
 }
 
 impl std::fmt::Debug for MqttSource {
@@ -327,12 +370,13 @@ impl MqttSource {
         let (publisher_client, publisher) =
             AsyncClient::new(cfg.options(format!("{}-pub", cfg.client_id), false), queue);
         let (inbound, rx) = mpsc::channel(cfg.channel_capacity);
-        let (acks_tx, acks) = mpsc::unbounded_channel();
+        let (settle_tx, settled) = mpsc::unbounded_channel();
         let stats = Arc::new(MqttStats::default());
+        let clients_gone = CancellationToken::new();
         let client = MqttClient {
-            acks: acks_tx,
             publisher: publisher_client.clone(),
             stats: stats.clone(),
+            _alive: Arc::new(clients_gone.clone().drop_guard()),
         };
         let source = MqttSource {
             cfg,
@@ -341,9 +385,11 @@ impl MqttSource {
             publisher,
             publisher_client,
             inbound,
-            acks,
+            settle_tx,
+            settled,
             gate: Arc::new(AckGate::default()),
             stats,
+            clients_gone,
         };
         Ok((source, client, rx))
     }
@@ -365,22 +411,25 @@ impl MqttSource {
             publisher,
             publisher_client,
             inbound,
-            acks,
+            settle_tx,
+            settled,
             gate,
             stats,
+            clients_gone,
         } = self;
-        // Set when every MqttClient is gone and all their acks are queued.
-        let clients_gone = CancellationToken::new();
+        // Set when every MqttClient is gone and the acks settled by then are queued.
+        let acks_flushed = CancellationToken::new();
         // Set when the subscriber loop has ended: nothing more can be acked.
         let subscriber_done = CancellationToken::new();
         let seed = seed(&cfg.client_id);
 
         let forwarder = forward_acks(
-            acks,
+            settled,
             subscriber_client.clone(),
             &gate,
             &stats,
             &clients_gone,
+            &acks_flushed,
             &subscriber_done,
         );
         let sub = async {
@@ -396,9 +445,10 @@ impl MqttSource {
                 &mut link,
                 &cfg,
                 inbound,
+                settle_tx,
                 &gate,
                 &shutdown,
-                &clients_gone,
+                &acks_flushed,
             )
             .await;
             stats.set_connected(false);
@@ -474,9 +524,10 @@ async fn drive_subscriber(
     link: &mut Link<'_>,
     cfg: &MqttSourceConfig,
     inbound: mpsc::Sender<Inbound>,
+    settle_tx: mpsc::UnboundedSender<Settled>,
     gate: &AckGate,
     shutdown: &CancellationToken,
-    clients_gone: &CancellationToken,
+    acks_flushed: &CancellationToken,
 ) {
     let filters: Vec<SubscribeFilter> = cfg
         .subscriptions
@@ -484,7 +535,12 @@ async fn drive_subscriber(
         .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
         .collect();
     let mut inbound = Some(inbound);
-    let mut generation = *gate.lock();
+    // The connection's generation, and how many QoS 1/2 messages it has delivered.
+    let mut tokens = TokenMint {
+        generation: *gate.lock(),
+        next_seq: 0,
+        settle: settle_tx,
+    };
     let mut connected = false;
     let mut ever_connected = false;
     // Whether this process has seen our SUBACK on the broker's current session.
@@ -507,7 +563,7 @@ async fn drive_subscriber(
                 tracing::warn!("MQTT subscriber: shutdown grace over; closing with acks pending");
                 return;
             }
-            _ = clients_gone.cancelled(), if drain.may_disconnect() => {
+            _ = acks_flushed.cancelled(), if drain.may_disconnect() => {
                 drain.try_disconnect(&link.client);
                 continue;
             }
@@ -554,7 +610,7 @@ async fn drive_subscriber(
                     // Shutting down: not acked, so the broker keeps it for the next session.
                     continue;
                 };
-                if let Step::Stop = deliver(p, tx, generation, link.stats, shutdown).await {
+                if let Step::Stop = deliver(p, tx, &mut tokens, link.stats, shutdown).await {
                     inbound = None;
                     drain.start(cfg.shutdown_grace);
                 }
@@ -566,6 +622,8 @@ async fn drive_subscriber(
                 if drain.active {
                     return;
                 }
+                // Else the forwarder asked for a reconnect: the broker closes the connection
+                // and the next poll fails, which reconnects.
             }
             Ok(_) => {}
             Err(e) => {
@@ -576,8 +634,13 @@ async fn drive_subscriber(
                     // See AckGate: no PUBACK of this connection may reach the next one.
                     let mut g = gate.lock();
                     *g += 1;
-                    generation = *g;
+                    tokens.generation = *g;
+                    tokens.next_seq = 0;
                     el.clean();
+                    // `clean` keeps requests but PUBACKs; a DISCONNECT asked for on this
+                    // connection must not end the next one.
+                    el.pending
+                        .retain(|r| !matches!(r, Request::PubAck(_) | Request::Disconnect(_)));
                 }
                 if drain.active {
                     return;
@@ -592,24 +655,39 @@ async fn drive_subscriber(
     }
 }
 
+/// Makes the tokens of the current subscriber connection.
+struct TokenMint {
+    generation: u64,
+    next_seq: u64,
+    settle: mpsc::UnboundedSender<Settled>,
+}
+
+impl TokenMint {
+    fn token(&mut self, pkid: u16, qos: QoS) -> AckToken {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        AckToken {
+            pkid,
+            qos,
+            generation: self.generation,
+            seq,
+            settle: Some(self.settle.clone()),
+        }
+    }
+}
+
 /// Hands one publish to the pipeline, waiting (backpressure) while the channel is full.
 async fn deliver(
     p: Publish,
     tx: &mpsc::Sender<Inbound>,
-    generation: u64,
+    tokens: &mut TokenMint,
     stats: &MqttStats,
     shutdown: &CancellationToken,
 ) -> Step {
     let (qos, ack) = match p.qos {
         QoS::AtMostOnce => (0, None),
-        q => (
-            if q == QoS::AtLeastOnce { 1 } else { 2 },
-            Some(AckToken {
-                pkid: p.pkid,
-                qos: q,
-                generation,
-            }),
-        ),
+        QoS::AtLeastOnce => (1, Some(tokens.token(p.pkid, p.qos))),
+        QoS::ExactlyOnce => (2, Some(tokens.token(p.pkid, p.qos))),
     };
     let msg = Inbound {
         topic: p.topic,
@@ -737,47 +815,110 @@ impl Drain {
     }
 }
 
-/// Moves acks from the handles into the subscriber's request queue, dropping those of older
-/// connections. Runs until every [`MqttClient`] is gone or the subscriber loop ends.
+/// Turns settled tokens into PUBACKs (in arrival order, see [`AckOrder`]) on the subscriber's
+/// request queue, and into reconnects. Runs until the subscriber loop ends. Once every
+/// [`MqttClient`] is gone it cancels `acks_flushed` after queueing what was settled by then.
 async fn forward_acks(
-    mut acks: mpsc::UnboundedReceiver<AckToken>,
+    mut settled: mpsc::UnboundedReceiver<Settled>,
     client: AsyncClient,
     gate: &AckGate,
     stats: &MqttStats,
     clients_gone: &CancellationToken,
+    acks_flushed: &CancellationToken,
     subscriber_done: &CancellationToken,
 ) {
+    let mut order = AckOrder::default();
+    let mut actions = Vec::new();
     loop {
-        let token = tokio::select! {
-            t = acks.recv() => t,
-            _ = subscriber_done.cancelled() => break,
-        };
-        let Some(token) = token else { break };
-        let mut publish = Publish::new("", token.qos, Vec::<u8>::new());
-        publish.pkid = token.pkid;
-        loop {
-            let sent = {
-                let g = gate.lock();
-                if *g != token.generation {
-                    stats.add_ack_stale();
-                    break;
-                }
-                client.try_ack(&publish)
-            };
-            match sent {
-                Ok(()) => break,
-                // Queue full: the event loop is parked or busy. Wait for it to move.
-                Err(_) => tokio::select! {
-                    _ = gate.progressed.notified() => {}
-                    _ = subscriber_done.cancelled() => {
-                        clients_gone.cancel();
+        let next = tokio::select! {
+            biased;
+            _ = subscriber_done.cancelled() => return,
+            s = settled.recv() => s,
+            _ = clients_gone.cancelled(), if !acks_flushed.is_cancelled() => {
+                // Everything settled before the last handle went is in the channel now.
+                while let Ok(s) = settled.try_recv() {
+                    if !settle(s, &mut order, &mut actions, &client, gate, stats, subscriber_done).await {
                         return;
                     }
-                },
+                }
+                acks_flushed.cancel();
+                continue;
+            }
+        };
+        // The driver holds a sender for its tokens, so the channel closes only with it.
+        let Some(s) = next else { return };
+        if !settle(
+            s,
+            &mut order,
+            &mut actions,
+            &client,
+            gate,
+            stats,
+            subscriber_done,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// One settled token: decides (pure, [`AckOrder`]) and acts. `false` once the subscriber loop
+/// has ended.
+async fn settle(
+    s: Settled,
+    order: &mut AckOrder,
+    actions: &mut Vec<Action>,
+    client: &AsyncClient,
+    gate: &AckGate,
+    stats: &MqttStats,
+    subscriber_done: &CancellationToken,
+) -> bool {
+    let outcome = {
+        let g = gate.lock();
+        order.settle(s, *g, actions)
+    };
+    match outcome {
+        Outcome::Stale => stats.add_ack_stale(),
+        Outcome::Abandoned => stats.add_ack_abandoned(),
+        Outcome::Acked => {}
+    }
+    for action in actions.drain(..) {
+        loop {
+            let queued = {
+                let g = gate.lock();
+                match action {
+                    Action::Release { generation, .. } | Action::Reconnect { generation }
+                        if generation != *g =>
+                    {
+                        // The connection is gone already: the broker resends these anyway.
+                        Ok(())
+                    }
+                    Action::Release { pkid, qos, .. } => {
+                        let mut p = Publish::new("", qos, Vec::<u8>::new());
+                        p.pkid = pkid;
+                        client.try_ack(&p)
+                    }
+                    Action::Reconnect { .. } => {
+                        tracing::warn!(
+                            "an MQTT message was dropped without an ack; reconnecting so the broker sends it again"
+                        );
+                        stats.add_forced_reconnect();
+                        client.try_disconnect()
+                    }
+                }
+            };
+            if queued.is_ok() {
+                break;
+            }
+            // Queue full: the event loop is parked or busy. Wait for it to move.
+            tokio::select! {
+                _ = gate.progressed.notified() => {}
+                _ = subscriber_done.cancelled() => return false,
             }
         }
     }
-    clients_gone.cancel();
+    true
 }
 
 /// Lets one log line through per interval and counts the rest.
@@ -899,27 +1040,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn acks_of_an_older_connection_are_dropped() {
+    async fn acks_of_an_older_connection_are_dropped_and_dropped_tokens_counted() {
         let (source, client, _rx) = MqttSource::new(MqttSourceConfig::default()).unwrap();
         let MqttSource {
             subscriber_client,
-            acks,
+            settle_tx,
+            settled,
             gate,
             stats,
+            clients_gone,
             ..
         } = source;
+        let mut mint = TokenMint {
+            generation: 1,
+            next_seq: 0,
+            settle: settle_tx,
+        };
+        let old = mint.token(7, QoS::AtLeastOnce);
+        let dropped = mint.token(8, QoS::AtLeastOnce);
         *gate.lock() = 2;
-        client
-            .ack(AckToken {
-                pkid: 7,
-                qos: QoS::AtLeastOnce,
-                generation: 1,
-            })
-            .await;
+        client.ack(old).await;
+        drop(dropped);
         drop(client);
-        let (gone, done) = (CancellationToken::new(), CancellationToken::new());
-        forward_acks(acks, subscriber_client, &gate, &stats, &gone, &done).await;
-        assert_eq!(stats.acks_stale(), 1);
-        assert!(gone.is_cancelled());
+        assert!(clients_gone.is_cancelled());
+        let (flushed, done) = (CancellationToken::new(), CancellationToken::new());
+        let forwarder = forward_acks(
+            settled,
+            subscriber_client,
+            &gate,
+            &stats,
+            &clients_gone,
+            &flushed,
+            &done,
+        );
+        tokio::select! {
+            _ = forwarder => panic!("the forwarder runs until the subscriber is done"),
+            _ = flushed.cancelled() => {}
+        }
+        assert_eq!(stats.acks_stale(), 2);
     }
 }

@@ -13,6 +13,10 @@ pub struct MqttStats {
     /// Acks dropped because their message came on an earlier connection: the broker resends
     /// such a message, and its new copy carries a new token.
     acks_stale: AtomicU64,
+    /// Tokens dropped without an ack (the message comes again after a reconnect).
+    acks_abandoned: AtomicU64,
+    /// Reconnects made to get dropped messages sent again.
+    forced_reconnects: AtomicU64,
     /// Successful connects after the first one, on either connection.
     reconnects: AtomicU64,
     /// Failed connects and dropped connections, on either connection.
@@ -38,6 +42,12 @@ impl MqttStats {
     }
     pub fn acks_stale(&self) -> u64 {
         self.acks_stale.load(Relaxed)
+    }
+    pub fn acks_abandoned(&self) -> u64 {
+        self.acks_abandoned.load(Relaxed)
+    }
+    pub fn forced_reconnects(&self) -> u64 {
+        self.forced_reconnects.load(Relaxed)
     }
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Relaxed)
@@ -71,6 +81,12 @@ impl MqttStats {
     }
     pub(crate) fn add_ack_stale(&self) {
         self.acks_stale.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_ack_abandoned(&self) {
+        self.acks_abandoned.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_forced_reconnect(&self) {
+        self.forced_reconnects.fetch_add(1, Relaxed);
     }
     pub(crate) fn add_reconnect(&self) {
         self.reconnects.fetch_add(1, Relaxed);

@@ -285,15 +285,18 @@ async fn send(
 
 /// Waits until `sent` PUBACKs have come back on this connection.
 async fn wait_for_acks(mut acked: watch::Receiver<u64>, sent: u64) -> Result<()> {
-    match tokio::time::timeout(ACK_TIMEOUT, acked.wait_for(|&n| n >= sent)).await {
-        Ok(Ok(_)) => Ok(()),
-        // The driver ended: its own error says why.
-        Ok(Err(_)) => Ok(()),
-        Err(_) => bail!(
+    let waited = tokio::time::timeout(ACK_TIMEOUT, async {
+        // An error means the driver ended: its own error says why.
+        let _ = acked.wait_for(|&n| n >= sent).await;
+    })
+    .await;
+    if waited.is_err() {
+        bail!(
             "only {} of {sent} publishes acknowledged after {ACK_TIMEOUT:?}",
             *acked.borrow()
-        ),
+        );
     }
+    Ok(())
 }
 
 /// Polls a connection's event loop: reports the CONNACK, counts PUBACKs, and returns the

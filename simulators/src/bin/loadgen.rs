@@ -1,0 +1,217 @@
+//! `landport-loadgen`: the end-to-end bench's driver. Each subcommand prints one JSON report
+//! line on stdout; `scripts/bench` combines them.
+//!
+//! ```text
+//! landport-loadgen publish --broker mqtt://127.0.0.1:1883 --devices 10000 --count 200000
+//! landport-loadgen drain --broker mqtt://127.0.0.1:1883 --filter 'landport/+/+/rejected' --latency
+//! landport-loadgen watch --metrics-url http://127.0.0.1:8080/metrics \
+//!     --metric landport_readings_accepted_total --target 200000
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use landport_simulators::loadgen::{
+    self, Drain, DrainConfig, LoadConfig, Stop, WatchConfig, parse_broker,
+};
+use rumqttc::QoS;
+
+/// Load generator, baseline subscriber and metrics watcher for Landport's end-to-end bench.
+#[derive(Debug, Parser)]
+#[command(name = "landport-loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish simulated truck readings (`{prefix}/{tenant}/truck-{i}/telemetry`).
+    Publish {
+        /// Broker, `mqtt://HOST:PORT`.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Number of trucks.
+        #[arg(long, default_value_t = 1_000)]
+        devices: u64,
+        /// Index of the first truck.
+        #[arg(long, default_value_t = 0)]
+        first_device: u64,
+        /// Readings to publish in total.
+        #[arg(long, conflicts_with = "duration_seconds")]
+        count: Option<u64>,
+        /// Publish for this long instead of a count.
+        #[arg(long)]
+        duration_seconds: Option<f64>,
+        /// Total readings per second; full speed when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// QoS of the publishes, 0 or 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        /// Concurrent MQTT connections.
+        #[arg(long, default_value_t = 4)]
+        connections: u64,
+        /// Make one reading in N malformed (lat 95), to be dead-lettered.
+        #[arg(long)]
+        malformed_every: Option<u64>,
+        #[arg(long, default_value = "bench")]
+        tenant: String,
+        /// First topic level.
+        #[arg(long, default_value = "landport")]
+        topic_prefix: String,
+        /// Un-acknowledged QoS 1 publishes per connection.
+        #[arg(long, default_value_t = 1_000)]
+        inflight: u16,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Subscribe and count what arrives (QoS 1, acknowledged at once).
+    Drain {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Topic filter.
+        #[arg(long, default_value = "landport/+/+/telemetry")]
+        filter: String,
+        /// Subscription QoS, 0 or 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        /// Stop after this many messages.
+        #[arg(long)]
+        expect: Option<u64>,
+        /// Give up when nothing has come after this long.
+        #[arg(long, default_value_t = 60.0)]
+        first_timeout_seconds: f64,
+        /// Stop after this long without a message.
+        #[arg(long, default_value_t = 5.0)]
+        idle_timeout_seconds: f64,
+        /// Report latency percentiles from each message's epoch-ms `ts`.
+        #[arg(long)]
+        latency: bool,
+        /// Create this file once subscribed (for scripts to wait on).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Poll a Prometheus counter until it reaches a target.
+    Watch {
+        /// `http://HOST:PORT/metrics`.
+        #[arg(long)]
+        metrics_url: String,
+        #[arg(long, default_value = "landport_readings_accepted_total")]
+        metric: String,
+        #[arg(long)]
+        target: f64,
+        #[arg(long, default_value_t = 300.0)]
+        timeout_seconds: f64,
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+    },
+}
+
+fn qos(level: u8) -> QoS {
+    if level == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("{what}: {s} is not a duration"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let line = match Cli::parse().command {
+        Command::Publish {
+            broker,
+            devices,
+            first_device,
+            count,
+            duration_seconds,
+            rate,
+            qos: level,
+            connections,
+            malformed_every,
+            tenant,
+            topic_prefix,
+            inflight,
+            seed,
+        } => {
+            let (host, port) = parse_broker(&broker)?;
+            let stop = match (count, duration_seconds) {
+                (Some(n), _) => Stop::Count(n),
+                (None, Some(s)) => Stop::Duration(seconds(s, "--duration-seconds")?),
+                (None, None) => bail!("give --count or --duration-seconds"),
+            };
+            let report = loadgen::publish(LoadConfig {
+                host,
+                port,
+                tenant,
+                topic_prefix,
+                devices,
+                first_device,
+                qos: qos(level),
+                rate_per_s: rate,
+                stop,
+                connections,
+                malformed_every,
+                inflight,
+                seed,
+                ..LoadConfig::default()
+            })
+            .await?;
+            serde_json::to_string(&report)?
+        }
+        Command::Drain {
+            broker,
+            filter,
+            qos: level,
+            expect,
+            first_timeout_seconds,
+            idle_timeout_seconds,
+            latency,
+            ready_file,
+        } => {
+            let (host, port) = parse_broker(&broker)?;
+            let drain = Drain::connect(DrainConfig {
+                host,
+                port,
+                filter,
+                qos: qos(level),
+                expect,
+                first_timeout: seconds(first_timeout_seconds, "--first-timeout-seconds")?,
+                idle_timeout: seconds(idle_timeout_seconds, "--idle-timeout-seconds")?,
+                latency,
+                ..DrainConfig::default()
+            })
+            .await?;
+            if let Some(path) = ready_file {
+                std::fs::write(&path, b"subscribed\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            serde_json::to_string(&drain.run().await?)?
+        }
+        Command::Watch {
+            metrics_url,
+            metric,
+            target,
+            timeout_seconds,
+            interval_ms,
+        } => {
+            let report = loadgen::watch(&WatchConfig {
+                url: metrics_url,
+                metric,
+                target,
+                timeout: seconds(timeout_seconds, "--timeout-seconds")?,
+                interval: Duration::from_millis(interval_ms),
+            })
+            .await?;
+            serde_json::to_string(&report)?
+        }
+    };
+    println!("{line}");
+    Ok(())
+}
