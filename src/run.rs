@@ -7,16 +7,18 @@
 //! events; then the sink flushes.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use landport_config::{Config, LogFormat};
+use landport_config::{Config, InfluxApi, InfluxDbConfig, LogFormat};
 use landport_ingest::decode::Limits;
 use landport_ingest::metrics::Metrics;
 use landport_ingest::mqtt::{EmbeddedBroker, EmbeddedBrokerConfig, MqttSource, MqttSourceConfig};
 use landport_ingest::pipeline::{self, IngestSettings, Pipeline, PipelineConfig};
+use landport_ingest::sink::{InfluxSink, SinkConfig, WriteApi};
 use landport_ingest::store::Store;
 use landport_ingest::topic::OwnTracksTenants;
 use landport_tracker::{EtaSettings, TrackerSettings};
@@ -78,6 +80,29 @@ fn ingest_settings(config: &Config) -> IngestSettings {
                 .collect::<HashMap<_, _>>(),
         },
         auto_register: i.auto_register,
+    }
+}
+
+/// The sink's settings from `[influxdb]`.
+fn sink_config(c: &InfluxDbConfig) -> SinkConfig {
+    let api = match c.api {
+        InfluxApi::V1 => WriteApi::V1 {
+            database: c.database.clone(),
+            credentials: c
+                .v1_credentials()
+                .map(|(u, p)| (u.to_owned(), p.to_owned())),
+        },
+        InfluxApi::V2 => WriteApi::V2 {
+            org: c.org.clone(),
+            bucket: c.bucket.clone(),
+            token: c.token.expose().to_owned(),
+        },
+    };
+    SinkConfig {
+        batch_max_lines: NonZeroUsize::new(c.batch_max_lines).unwrap_or(NonZeroUsize::MIN),
+        flush_interval: c.flush_interval(),
+        spool_max_bytes: c.spool_max_bytes,
+        ..SinkConfig::new(c.url.clone(), api)
     }
 }
 
@@ -148,6 +173,22 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
 
+    let sink_task = match &config.influxdb {
+        Some(influx) => {
+            let sink = InfluxSink::new(sink_config(influx), &config.storage.path, metrics.clone())
+                .context("influxdb")?;
+            tracing::info!(
+                url = influx.url,
+                api = influx.api.as_str(),
+                "InfluxDB sink on"
+            );
+            // Its own token: it stops after the pipeline has committed the last batch.
+            let stop = CancellationToken::new();
+            Some((tokio::spawn(sink.run(stop.clone())), stop))
+        }
+        None => None,
+    };
+
     let ready = Arc::new(AtomicBool::new(false));
     {
         // Readiness: connected to the broker while the pipeline runs.
@@ -195,6 +236,14 @@ pub async fn run(config: Config) -> Result<()> {
     // and disconnects.
     source_shutdown.cancel();
     let _ = source_task.await;
+    if let Some((task, stop)) = sink_task {
+        stop.cancel();
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "InfluxDB sink stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "InfluxDB sink task failed"),
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -49,8 +49,11 @@ fn jsonish() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 1000,
-        // Failing cases are saved beside this file (tests/ has no lib.rs for the default).
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        // Failing cases are saved beside this file, in decoders_properties.proptest-regressions
+        // (the default looks for a lib.rs, which tests/ does not have).
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
         ..ProptestConfig::default()
     })]
 

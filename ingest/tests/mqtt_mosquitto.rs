@@ -9,14 +9,20 @@ use support_mqtt::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_delivers_to_the_source_and_takes_acks() {
     let Some(m) = Mosquitto::start() else { return };
-    round_trip(m.port, "ingest-mosq-rt").await;
+    round_trip(m.port, "ingest-mosq-rt", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_messages_are_redelivered_to_the_same_client_id_and_acked_ones_are_not() {
     let Some(m) = Mosquitto::start() else { return };
     let got = redelivered_after_source_restart(m.port, "ingest-mosq-ps").await;
-    assert_eq!(got, [1, 3, 5, 7, 9], "mosquitto log:\n{}", m.log());
+    assert_eq!(got, [5, 6, 7, 8, 9], "mosquitto log:\n{}", m.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_gets_acks_in_order_and_resends_dropped_messages() {
+    let Some(m) = Mosquitto::start() else { return };
+    ordered_acks_and_dropped_tokens(m.port, "ingest-mosq-order").await;
 }
 
 /// SIGTERM: mosquitto saves its sessions, so the source resumes its session (no resubscribe)

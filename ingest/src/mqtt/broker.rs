@@ -16,12 +16,17 @@
 //! - **Sessions live in memory.** `clean_session = false` sessions (our source's) survive a
 //!   reconnect but not a restart of the process; after a restart Landport's own store is the
 //!   truth and devices republish what they have not had acknowledged.
-//! - **Redelivery is by log offset.** rumqttd keeps messages in a per-filter in-memory commit
-//!   log (`segment_bytes` x `segments_in_memory`) and, when a persistent session comes back,
-//!   resends from its oldest un-acked message onward, so messages acked after it may come
-//!   again. Landport drops duplicates, so this is only extra work. A subscriber that falls
-//!   further behind than the log holds (a long backpressure stall) loses the oldest messages:
-//!   size the log for the stall you want to survive.
+//! - **Acks are taken in order.** rumqttd matches each PUBACK to its oldest un-acked message,
+//!   whatever the packet id says (MQTT 3.1.1 §4.6 makes clients ack in order). Acked out of
+//!   order, a message would count as acked while the pipeline still holds it, and be lost on a
+//!   crash. The source therefore sends PUBACKs strictly in arrival order (`mqtt::ack_order`).
+//! - **Redelivery is from a log.** rumqttd keeps messages in a per-filter in-memory commit log
+//!   (`segment_bytes` x `segments_in_memory`) and, when a persistent session comes back,
+//!   resends from its oldest un-acked message onward. A subscriber that falls further behind
+//!   than the log holds (a long backpressure stall) loses the oldest messages: size the log
+//!   for the stall you want to survive.
+//! - **QoS is the subscription's.** A QoS 0 publish reaches our QoS 1 subscription as QoS 1
+//!   (with a token to ack), unlike MQTT's min(publish, subscription).
 //! - **At most 100 un-acked QoS 1 messages per subscriber** (rumqttd's `MAX_INFLIGHT`, not
 //!   configurable): the pipeline must acknowledge in batches smaller than that, or time-bound
 //!   ones, or it will wait for messages the broker won't send.

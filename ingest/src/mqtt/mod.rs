@@ -63,9 +63,12 @@ pub enum MqttError {
         addr: std::net::SocketAddr,
         reason: String,
     },
-    /// The topic can't be published to (empty, or holds `+` / `#`).
+    /// The topic can't be published to (empty, too long, or holds `+`, `#` or NUL).
     #[error("cannot publish to {topic:?}: not a valid topic name")]
     InvalidTopic { topic: String },
+    /// The publisher's queue is full (broker down or slow); from [`MqttClient::try_publish`].
+    #[error("the MQTT publish queue is full")]
+    QueueFull,
     /// The source's driver has stopped; nothing more can be published.
     #[error("the MQTT source has stopped")]
     Closed,

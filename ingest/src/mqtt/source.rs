@@ -3,7 +3,9 @@
 //!
 //! Two connections to the same broker:
 //! - **subscriber** (`client_id`): persistent session, manual acks, QoS 1 subscriptions (made
-//!   again on every CONNACK whose `session_present` is false). Each PUBLISH becomes an
+//!   again on every CONNACK whose `session_present` is false, and on the first one of this
+//!   process whatever it says: a previous run may have died between CONNECT and SUBACK, and
+//!   the broker can't tell us). Each PUBLISH becomes an
 //!   [`Inbound`] on a bounded channel; `send().await` on a full channel parks the event loop,
 //!   which stops reading the socket: the broker keeps the rest (backpressure).
 //! - **publisher** (`{client_id}-pub`): events and dead letters. Kept apart because rumqttc
@@ -26,11 +28,10 @@
 //!   sends the dropped message (and those after it) again.
 //!
 //! The generation check and rumqttc's request queue are kept consistent under one mutex
-//! (see [`AckGate`]).
+//! (see `AckGate`).
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -307,11 +308,7 @@ impl MqttClient {
         payload: Vec<u8>,
         qos1: bool,
     ) -> Result<(), MqttError> {
-        if !rumqttc::valid_topic(topic) {
-            return Err(MqttError::InvalidTopic {
-                topic: topic.to_owned(),
-            });
-        }
+        check_topic(topic)?;
         let qos = if qos1 {
             QoS::AtLeastOnce
         } else {
@@ -321,6 +318,23 @@ impl MqttClient {
             .publish(topic, qos, false, payload)
             .await
             .map_err(|_| MqttError::Closed)
+    }
+
+    /// [`MqttClient::publish`] without waiting: `Err(QueueFull)` when the publisher's queue is
+    /// full (broker down or slow). For best-effort messages such as dead letters, which must
+    /// never hold back the acks queued behind them.
+    pub fn try_publish(&self, topic: &str, payload: Vec<u8>, qos1: bool) -> Result<(), MqttError> {
+        check_topic(topic)?;
+        let qos = if qos1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        match self.publisher.try_publish(topic, qos, false, payload) {
+            Ok(()) => Ok(()),
+            Err(_) if self.stats.publisher_stopped() => Err(MqttError::Closed),
+            Err(_) => Err(MqttError::QueueFull),
+        }
     }
 
     /// The source's counters.
@@ -440,12 +454,19 @@ impl MqttSource {
                 log: LogLimiter::new(Duration::from_secs(30)),
                 stats: &stats,
             };
+            let delivery = Delivery {
+                inbound: Some(inbound),
+                tokens: TokenMint {
+                    generation: *gate.lock(),
+                    next_seq: 0,
+                    settle: settle_tx,
+                },
+            };
             drive_subscriber(
                 subscriber,
                 &mut link,
                 &cfg,
-                inbound,
-                settle_tx,
+                delivery,
                 &gate,
                 &shutdown,
                 &acks_flushed,
@@ -464,6 +485,7 @@ impl MqttSource {
             };
             drive_publisher(publisher, &mut link, &cfg, &shutdown, &clients_gone).await;
             stats.set_publisher_connected(false);
+            stats.set_publisher_stopped();
         };
         tokio::join!(forwarder, sub, publ);
     }
@@ -523,8 +545,7 @@ async fn drive_subscriber(
     mut el: EventLoop,
     link: &mut Link<'_>,
     cfg: &MqttSourceConfig,
-    inbound: mpsc::Sender<Inbound>,
-    settle_tx: mpsc::UnboundedSender<Settled>,
+    mut delivery: Delivery,
     gate: &AckGate,
     shutdown: &CancellationToken,
     acks_flushed: &CancellationToken,
@@ -534,13 +555,6 @@ async fn drive_subscriber(
         .iter()
         .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
         .collect();
-    let mut inbound = Some(inbound);
-    // The connection's generation, and how many QoS 1/2 messages it has delivered.
-    let mut tokens = TokenMint {
-        generation: *gate.lock(),
-        next_seq: 0,
-        settle: settle_tx,
-    };
     let mut connected = false;
     let mut ever_connected = false;
     // Whether this process has seen our SUBACK on the broker's current session.
@@ -552,7 +566,7 @@ async fn drive_subscriber(
             biased;
             _ = shutdown.cancelled(), if !drain.active => {
                 // Stop taking messages in; keep the connection for the last acks.
-                inbound = None;
+                delivery.inbound = None;
                 if !connected {
                     return;
                 }
@@ -606,12 +620,7 @@ async fn drive_subscriber(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some(tx) = &inbound else {
-                    // Shutting down: not acked, so the broker keeps it for the next session.
-                    continue;
-                };
-                if let Step::Stop = deliver(p, tx, &mut tokens, link.stats, shutdown).await {
-                    inbound = None;
+                if let Step::Stop = delivery.deliver(p, link.stats, shutdown).await {
                     drain.start(cfg.shutdown_grace);
                 }
             }
@@ -634,8 +643,8 @@ async fn drive_subscriber(
                     // See AckGate: no PUBACK of this connection may reach the next one.
                     let mut g = gate.lock();
                     *g += 1;
-                    tokens.generation = *g;
-                    tokens.next_seq = 0;
+                    delivery.tokens.generation = *g;
+                    delivery.tokens.next_seq = 0;
                     el.clean();
                     // `clean` keeps requests but PUBACKs; a DISCONNECT asked for on this
                     // connection must not end the next one.
@@ -676,38 +685,55 @@ impl TokenMint {
     }
 }
 
-/// Hands one publish to the pipeline, waiting (backpressure) while the channel is full.
-async fn deliver(
-    p: Publish,
-    tx: &mpsc::Sender<Inbound>,
-    tokens: &mut TokenMint,
-    stats: &MqttStats,
-    shutdown: &CancellationToken,
-) -> Step {
-    let (qos, ack) = match p.qos {
-        QoS::AtMostOnce => (0, None),
-        QoS::AtLeastOnce => (1, Some(tokens.token(p.pkid, p.qos))),
-        QoS::ExactlyOnce => (2, Some(tokens.token(p.pkid, p.qos))),
-    };
-    let msg = Inbound {
-        topic: p.topic,
-        payload: p.payload,
-        qos,
-        ack,
-        received_ms: now_ms(),
-    };
-    stats.add_received();
-    tokio::select! {
-        biased;
-        sent = tx.send(msg) => match sent {
-            Ok(()) => Step::Continue,
-            Err(_) => {
-                tracing::warn!("MQTT inbound channel closed; the source stops taking messages");
-                Step::Stop
-            }
-        },
-        // The message is dropped un-acked: the broker redelivers it next session.
-        _ = shutdown.cancelled() => Step::Stop,
+/// Where the subscriber's messages go: the inbound channel (`None` once shutting down), with
+/// a token for each QoS 1/2 message.
+struct Delivery {
+    inbound: Option<mpsc::Sender<Inbound>>,
+    tokens: TokenMint,
+}
+
+impl Delivery {
+    /// Hands one publish to the pipeline, waiting (backpressure) while the channel is full.
+    /// `Stop` when the pipeline is gone or shutdown came while waiting; from then on messages
+    /// are dropped un-acked (the broker keeps them for the next session).
+    async fn deliver(
+        &mut self,
+        p: Publish,
+        stats: &MqttStats,
+        shutdown: &CancellationToken,
+    ) -> Step {
+        let Some(tx) = &self.inbound else {
+            return Step::Continue;
+        };
+        let (qos, ack) = match p.qos {
+            QoS::AtMostOnce => (0, None),
+            QoS::AtLeastOnce => (1, Some(self.tokens.token(p.pkid, p.qos))),
+            QoS::ExactlyOnce => (2, Some(self.tokens.token(p.pkid, p.qos))),
+        };
+        let msg = Inbound {
+            topic: p.topic,
+            payload: p.payload,
+            qos,
+            ack,
+            received_ms: now_ms(),
+        };
+        stats.add_received();
+        let step = tokio::select! {
+            biased;
+            sent = tx.send(msg) => match sent {
+                Ok(()) => Step::Continue,
+                Err(_) => {
+                    tracing::warn!("MQTT inbound channel closed; the source stops taking messages");
+                    Step::Stop
+                }
+            },
+            // Dropped un-acked: the broker redelivers it next session.
+            _ = shutdown.cancelled() => Step::Stop,
+        };
+        if let Step::Stop = step {
+            self.inbound = None;
+        }
+        step
     }
 }
 
@@ -956,6 +982,20 @@ impl LogLimiter {
         self.last = None;
         self.suppressed = 0;
     }
+}
+
+/// A topic one may publish to: 1..=65535 bytes, no wildcard, no NUL (MQTT 3.1.1 §4.7).
+fn check_topic(topic: &str) -> Result<(), MqttError> {
+    if topic.is_empty()
+        || topic.len() > usize::from(u16::MAX)
+        || topic.contains('\0')
+        || !rumqttc::valid_topic(topic)
+    {
+        return Err(MqttError::InvalidTopic {
+            topic: topic.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Server time, epoch milliseconds.

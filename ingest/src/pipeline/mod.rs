@@ -237,8 +237,11 @@ impl Pipeline {
                     for a in d.acks {
                         broker.ack(a).await;
                     }
+                    // Dead letters never hold acknowledgements back: if the broker is
+                    // away they are dropped (and counted in the logs); the rejection is
+                    // already counted in /metrics.
                     for dl in d.dead_letters {
-                        if let Err(e) = broker.publish(&dl.topic, dl.payload, true).await {
+                        if let Err(e) = broker.try_publish(&dl.topic, dl.payload, true) {
                             tracing::warn!(error = %e, "dead letter not published");
                         }
                     }

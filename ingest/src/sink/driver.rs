@@ -2,6 +2,7 @@
 //! retrying, splitting refused batches, and moving the cursors once InfluxDB has accepted.
 
 use std::future::Future;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -225,7 +226,9 @@ impl<P: Post> Poster<P> {
         batch: &Batch,
         shutdown: &CancellationToken,
     ) -> Result<(), Cancelled> {
-        let mut todo = vec![0..batch.len()];
+        // Ranges of lines still to post, the next on top.
+        let mut todo: Vec<Range<usize>> = Vec::with_capacity(64);
+        todo.push(0..batch.len());
         while let Some(range) = todo.pop() {
             // A spool overflow may have moved the cursor past some of these lines.
             let start = range

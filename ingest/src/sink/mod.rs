@@ -37,7 +37,7 @@
 //!
 //! # Layout
 //!
-//! - [`line`]: the line protocol encoder (pure, unit-tested, benched in `benches/sink.rs`).
+//! - [`line`](mod@line): the line protocol encoder (pure, unit-tested, benched in `benches/sink.rs`).
 //! - `batch`: batches of lines and the cursors they move.
 //! - `reader`: the blocking thread that reads the store and fills batches.
 //! - `driver`: [`InfluxSink`] and its poster (retries, splitting, cursors).

@@ -15,9 +15,11 @@ use super::backoff::Backoff;
 use super::batch::{Batch, BatchBuilder, Stream};
 use crate::store::{EventFilter, Store, StoreError};
 
-/// How often the store is asked for new rows once the reader has caught up. New rows wait at
-/// most this long before they are read (and then up to `flush_interval` in their batch).
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the store is asked for new rows once the reader has caught up: `flush_interval`
+/// within these bounds. New rows wait at most this long before they are read (and then up to
+/// `flush_interval` in their batch).
+pub(crate) const POLL_INTERVAL_MAX: Duration = Duration::from_millis(100);
+pub(crate) const POLL_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// Positions below which the reader need not read: the poster raises them when the spool
 /// overflows and it gives up on the oldest rows (and on every delivery, harmlessly).
@@ -70,9 +72,14 @@ impl Reader {
     /// Reads and sends batches until `shutdown` or until the poster is gone. Blocks: run it on
     /// a thread of its own (`spawn_blocking`).
     pub(crate) fn run(mut self, batches: mpsc::Sender<Batch>, shutdown: CancellationToken) {
-        let poll = POLL_INTERVAL.min(self.settings.flush_interval);
+        let poll = self
+            .settings
+            .flush_interval
+            .clamp(POLL_INTERVAL_MIN, POLL_INTERVAL_MAX);
         let mut backoff = Backoff::new(poll, Duration::from_secs(5), super::seed());
-        while !shutdown.is_cancelled() {
+        // A closed channel means the poster is gone (e.g. its runtime shut down): stop too, or
+        // the runtime would wait for this thread forever.
+        while !shutdown.is_cancelled() && !batches.is_closed() {
             self.after_rowid = self
                 .after_rowid
                 .max(self.floors.telemetry.load(Ordering::Relaxed));
@@ -97,12 +104,11 @@ impl Reader {
                 let due = builder
                     .since()
                     .is_some_and(|since| now.duration_since(since) >= self.settings.flush_interval);
-                if full || due {
-                    if let Some(batch) = builder.take() {
-                        if batches.blocking_send(batch).is_err() {
-                            return; // the poster has stopped
-                        }
-                    }
+                if (full || due)
+                    && let Some(batch) = builder.take()
+                    && batches.blocking_send(batch).is_err()
+                {
+                    return; // the poster has stopped
                 }
             }
             if read == 0 {

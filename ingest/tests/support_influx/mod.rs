@@ -224,6 +224,40 @@ bind-address = "127.0.0.1:{rpc_port}"
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// CPU time the running process has used so far (Linux `/proc`), if it runs.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.as_ref()?.id();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // fields after the `(comm)`: state is the 3rd field overall, utime the 14th, stime the 15th
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ is 100 on Linux
+        Some(Duration::from_millis(ticks * 10))
+    }
+
+    /// Waits (at most `timeout`) until the server has been idle for a while: less than 2 % of a
+    /// core over half a second. For measurements, so that one run does not pay for the
+    /// compactions that the previous one set off.
+    pub fn settle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let window = Duration::from_millis(500);
+        let Some(mut before) = self.cpu_time() else {
+            return;
+        };
+        while Instant::now() < deadline {
+            std::thread::sleep(window);
+            let Some(now) = self.cpu_time() else {
+                return;
+            };
+            if now.saturating_sub(before) <= window / 50 {
+                return;
+            }
+            before = now;
+        }
+    }
 }
 
 impl Drop for Server {

@@ -299,7 +299,8 @@ pub async fn subscriber(port: u16, filter: &str) -> mpsc::UnboundedReceiver<rumq
                     }
                 }
                 Event::Incoming(Packet::Publish(p)) => {
-                    if tx.send(p).is_err() {
+                    let test_gone = tx.send(p).is_err();
+                    if test_gone {
                         break;
                     }
                 }
@@ -362,7 +363,9 @@ impl Running {
 /// The basic contract on any broker: QoS 1 from rumqttc and from `mosquitto_pub` arrives with
 /// its topic and payload and can be acked; QoS 0 carries no token; a payload above Landport's
 /// own 64 KiB limit still arrives whole (for the decoder to reject); events go out.
-pub async fn round_trip(port: u16, client_id: &str) {
+///
+/// `qos0_arrives_as`: 0 per MQTT; rumqttd delivers at the subscription's QoS (1) instead.
+pub async fn round_trip(port: u16, client_id: &str, qos0_arrives_as: u8) {
     use landport_ingest::mqtt::MqttError;
 
     let mut s = run_source(source_config(port, client_id)).await;
@@ -406,10 +409,18 @@ pub async fn round_trip(port: u16, client_id: &str) {
     )
     .await;
     let m = recv(&mut s.rx, "a QoS 0 publish").await;
-    assert_eq!((m.topic.as_str(), m.qos), ("owntracks/alice/phone", 0));
-    assert!(m.ack.is_none());
+    assert_eq!(
+        (m.topic.as_str(), m.qos),
+        ("owntracks/alice/phone", qos0_arrives_as)
+    );
+    assert_eq!(m.ack.is_some(), qos0_arrives_as > 0);
+    if let Some(ack) = m.ack {
+        s.client.ack(ack).await;
+        acked += 1;
+    }
 
     let big = vec![b'x'; 200 * 1024];
+    let acked_before = acked;
     publish(
         port,
         "landport/acme/truck-1/senml",
@@ -421,33 +432,45 @@ pub async fn round_trip(port: u16, client_id: &str) {
     assert_eq!(m.payload.len(), big.len());
     s.client.ack(m.ack.unwrap()).await;
     acked += 1;
-    wait_until("the third PUBACK", || s.stats.acked() == acked).await;
+    assert!(acked > acked_before);
+    wait_until("the PUBACK of the big one", || s.stats.acked() == acked).await;
 
-    let mut events = subscriber(port, "landport/+/+/events").await;
+    // Events (QoS 1, waiting) and dead letters (best effort, never waiting) go out.
+    let mut out = subscriber(port, "landport/acme/truck-1/+").await;
     let event = br#"{"id":"evt_1","type":"device.online"}"#.to_vec();
     s.client
         .publish("landport/acme/truck-1/events", event.clone(), true)
         .await
         .expect("publishing an event");
-    let got = tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("the event within WAIT")
-        .expect("subscriber alive");
-    assert_eq!(got.topic, "landport/acme/truck-1/events");
-    assert_eq!(&got.payload[..], &event[..]);
+    let dead = br#"{"reason":"payload_too_large"}"#.to_vec();
+    s.client
+        .try_publish("landport/acme/truck-1/rejected", dead.clone(), true)
+        .expect("queueing a dead letter");
+    for (topic, body) in [("events", &event), ("rejected", &dead)] {
+        let got = tokio::time::timeout(WAIT, out.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the {topic} message within WAIT"))
+            .expect("subscriber alive");
+        assert_eq!(got.topic, format!("landport/acme/truck-1/{topic}"));
+        assert_eq!(&got.payload[..], &body[..]);
+    }
     assert!(matches!(
         s.client.publish("landport/+/x/events", vec![], true).await,
         Err(MqttError::InvalidTopic { .. })
     ));
-    assert!(s.stats.published() >= 1);
-    assert_eq!(s.stats.received(), if acked == 3 { 4 } else { 3 });
+    assert!(matches!(
+        s.client.try_publish("", vec![], false),
+        Err(MqttError::InvalidTopic { .. })
+    ));
+    assert_eq!(s.stats.published(), 2);
+    assert_eq!(s.stats.received(), 3 + u64::from(require("mosquitto_pub")));
     s.stop().await;
 }
 
-/// A first source receives ten QoS 1 messages and acks the even ones, then dies (its task
-/// is aborted, nothing flushed); a second source with the same client id starts. Returns the
-/// indices the second one receives before a marker published after it subscribed, with
-/// their `dup`-free payloads parsed back to numbers.
+/// A first source receives ten QoS 1 messages and acks the first five, then dies (its task
+/// is aborted, nothing flushed; the other five tokens are still held, not dropped); a second
+/// source with the same client id starts. Returns the indices the second one receives
+/// before a marker published after it subscribed.
 pub async fn redelivered_after_source_restart(port: u16, client_id: &str) -> Vec<usize> {
     let topic = "landport/acme/truck-9/telemetry";
     let mut first = run_source(source_config(port, client_id)).await;
@@ -458,16 +481,20 @@ pub async fn redelivered_after_source_restart(port: u16, client_id: &str) -> Vec
         QoS::AtLeastOnce,
     )
     .await;
+    let mut unacked = Vec::new();
     for i in 0..10 {
         let m = recv(&mut first.rx, "the first source's messages").await;
         assert_eq!(&m.payload[..], format!("m{i}").as_bytes(), "in order");
-        if i % 2 == 0 {
+        if i < 5 {
             first.client.ack(m.ack.unwrap()).await;
+        } else {
+            unacked.push(m.ack.unwrap());
         }
     }
     wait_until("five PUBACKs written", || first.stats.acked() == 5).await;
     first.driver.abort();
     let _ = first.driver.await;
+    drop(unacked);
     drop(first.rx);
 
     let mut second = run_source(source_config(port, client_id)).await;
@@ -486,6 +513,54 @@ pub async fn redelivered_after_source_restart(port: u16, client_id: &str) -> Vec
     }
     second.stop().await;
     got
+}
+
+/// PUBACKs go out in arrival order whatever order the acks come in; a token dropped without
+/// an ack makes the source reconnect once a later ack waits on it, and the broker sends the
+/// dropped message (and the one after it) again.
+pub async fn ordered_acks_and_dropped_tokens(port: u16, client_id: &str) {
+    let topic = "landport/acme/truck-5/telemetry";
+    let mut s = run_source(source_config(port, client_id)).await;
+    publish(
+        port,
+        topic,
+        (0..4).map(|i| format!("m{i}").into_bytes()).collect(),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let m = recv(&mut s.rx, "four messages").await;
+        assert_eq!(&m.payload[..], format!("m{i}").as_bytes());
+        tokens.push(Some(m.ack.unwrap()));
+    }
+    s.client.ack(tokens[1].take().unwrap()).await;
+    // Waiting for nothing to happen: a short pause is all there is.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.stats.acked(), 0, "m1's PUBACK must wait for m0's");
+    s.client.ack(tokens[0].take().unwrap()).await;
+    wait_until("m0 and m1 acked", || s.stats.acked() == 2).await;
+
+    drop(tokens[2].take());
+    s.client.ack(tokens[3].take().unwrap()).await;
+    wait_until("a forced reconnect", || {
+        s.stats.forced_reconnects() == 1 && s.stats.reconnects() == 1 && s.stats.ready()
+    })
+    .await;
+    assert_eq!(s.stats.acks_abandoned(), 1);
+    for i in [2, 3] {
+        let m = recv(&mut s.rx, "the dropped message and the one after it").await;
+        assert_eq!(&m.payload[..], format!("m{i}").as_bytes());
+        s.client.ack(m.ack.unwrap()).await;
+    }
+    wait_until("m2 and m3 acked", || s.stats.acked() == 4).await;
+    publish(port, topic, vec![b"m4".to_vec()], QoS::AtLeastOnce).await;
+    let m = recv(&mut s.rx, "a message after the reconnect").await;
+    assert_eq!(&m.payload[..], b"m4");
+    s.client.ack(m.ack.unwrap()).await;
+    wait_until("m4 acked", || s.stats.acked() == 5).await;
+    assert_eq!(s.stats.received(), 7);
+    s.stop().await;
 }
 
 /// With room for 4 messages and nobody reading, 1,000 QoS 1 messages don't pile up in the

@@ -93,6 +93,9 @@ enum Command {
         /// Create this file once subscribed (for scripts to wait on).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// With --latency: write each sample as `ts_ms latency_ms`, one a line, to this file.
+        #[arg(long, requires = "latency")]
+        samples_file: Option<PathBuf>,
     },
     /// Poll a Prometheus counter until it reaches a target.
     Watch {
@@ -174,6 +177,7 @@ async fn main() -> Result<()> {
             idle_timeout_seconds,
             latency,
             ready_file,
+            samples_file,
         } => {
             let (host, port) = parse_broker(&broker)?;
             let drain = Drain::connect(DrainConfig {
@@ -192,7 +196,16 @@ async fn main() -> Result<()> {
                 std::fs::write(&path, b"subscribed\n")
                     .with_context(|| format!("writing {}", path.display()))?;
             }
-            serde_json::to_string(&drain.run().await?)?
+            let report = drain.run().await?;
+            if let Some(path) = samples_file {
+                let mut text = String::new();
+                for (ts, latency_ms) in &report.samples {
+                    text.push_str(&format!("{ts} {latency_ms:.3}\n"));
+                }
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            serde_json::to_string(&report)?
         }
         Command::Watch {
             metrics_url,

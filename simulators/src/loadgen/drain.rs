@@ -69,6 +69,10 @@ pub struct DrainReport {
     pub latency: Option<LatencySummary>,
     /// Messages without an epoch-ms `ts` (when `latency` was asked for).
     pub without_ts: u64,
+    /// Each latency sample as (`ts`, epoch ms; latency, ms), in arrival order: for looking at
+    /// when the slow ones happened. Not in the JSON report.
+    #[serde(skip)]
+    pub samples: Vec<(i64, f64)>,
 }
 
 /// A subscribed drain, ready to [`run`](Drain::run). Split from running so a caller can tell
@@ -125,7 +129,7 @@ impl Drain {
         let started = Instant::now();
         let mut received = 0u64;
         let mut without_ts = 0u64;
-        let mut samples_ms = Vec::new();
+        let mut samples = Vec::new();
         let (mut first, mut last) = (None::<(Instant, i64)>, None::<(Instant, i64)>);
         let done = |n: u64| c.expect.is_some_and(|e| n >= e);
         while !done(received) {
@@ -145,7 +149,7 @@ impl Drain {
                 last = Some(now);
                 if c.latency {
                     match extract_ts_ms(&p.payload) {
-                        Some(ts) => samples_ms.push(unix_ms_f64() - ts as f64),
+                        Some(ts) => samples.push((ts, unix_ms_f64() - ts as f64)),
                         None => without_ts += 1,
                     }
                 }
@@ -166,8 +170,9 @@ impl Drain {
                 0.0
             },
             incomplete: c.expect.is_some() && !done(received),
-            latency: LatencySummary::of(&mut samples_ms),
+            latency: LatencySummary::of(&mut samples.iter().map(|s| s.1).collect::<Vec<_>>()),
             without_ts,
+            samples,
         })
     }
 }

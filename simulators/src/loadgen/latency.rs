@@ -87,7 +87,10 @@ mod tests {
     fn percentiles_use_the_nearest_rank() {
         let mut samples: Vec<f64> = (1..=100).rev().map(f64::from).collect();
         let s = LatencySummary::of(&mut samples).unwrap();
-        assert_eq!((s.samples, s.p50_ms, s.p90_ms, s.p99_ms), (100, 50.0, 90.0, 99.0));
+        assert_eq!(
+            (s.samples, s.p50_ms, s.p90_ms, s.p99_ms),
+            (100, 50.0, 90.0, 99.0)
+        );
         assert_eq!(s.max_ms, 100.0);
         let one = LatencySummary::of(&mut [7.5]).unwrap();
         assert_eq!((one.p50_ms, one.p99_ms), (7.5, 7.5));

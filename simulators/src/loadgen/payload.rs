@@ -89,9 +89,9 @@ impl Truck {
             Some(last) => now_ms.max(last + 1),
             None => now_ms,
         };
-        let dt_s = self
-            .last_ts_ms
-            .map_or(0.0, |last| ((ts_ms - last) as f64 / 1000.0).min(MAX_STEP_SECONDS));
+        let dt_s = self.last_ts_ms.map_or(0.0, |last| {
+            ((ts_ms - last) as f64 / 1000.0).min(MAX_STEP_SECONDS)
+        });
         self.last_ts_ms = Some(ts_ms);
         self.drive(dt_s);
         self.seq += 1;
@@ -207,9 +207,8 @@ mod tests {
     fn json_of(f: &Fields) -> serde_json::Value {
         let mut buf = Vec::new();
         write_reading(&mut buf, f);
-        serde_json::from_slice(&buf).unwrap_or_else(|e| {
-            panic!("invalid JSON {:?}: {e}", String::from_utf8_lossy(&buf))
-        })
+        serde_json::from_slice(&buf)
+            .unwrap_or_else(|e| panic!("invalid JSON {:?}: {e}", String::from_utf8_lossy(&buf)))
     }
 
     #[test]
@@ -260,7 +259,10 @@ mod tests {
         let dx_m = (b.lon - a.lon) * M_PER_DEG_LAT * a.lat.to_radians().cos();
         let moved_m = dx_m.hypot(dy_m);
         // One minute at 20..100 km/h, unless it bounced off an edge (then 0).
-        assert!(moved_m == 0.0 || (300.0..=1_700.0).contains(&moved_m), "{moved_m}");
+        assert!(
+            moved_m == 0.0 || (300.0..=1_700.0).contains(&moved_m),
+            "{moved_m}"
+        );
     }
 
     #[test]

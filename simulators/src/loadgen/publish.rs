@@ -21,7 +21,8 @@ use super::{client_id, mqtt_options, unix_ms};
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Requests (publishes) rumqttc queues ahead of its event loop per connection.
 const REQUEST_CHANNEL_CAPACITY: usize = 1_000;
-/// Full speed: how many publishes between looks at the clock for a duration limit.
+/// How many publishes between looks at the clock for a duration limit within one burst
+/// (full speed, or a paced sender catching up).
 const CLOCK_EVERY: u64 = 256;
 
 /// What to publish, where, how fast.
@@ -138,10 +139,7 @@ pub async fn publish(config: LoadConfig) -> Result<LoadReport> {
                 Ok(Ok(_)) => anyhow!("disconnected before CONNACK"),
                 Err(e) => anyhow!(e),
             };
-            return Err(error.context(format!(
-                "connecting to {}:{}",
-                config.host, config.port
-            )));
+            return Err(error.context(format!("connecting to {}:{}", config.host, config.port)));
         }
         ready.push((c, client, acked_rx, driver));
     }
@@ -158,7 +156,10 @@ pub async fn publish(config: LoadConfig) -> Result<LoadReport> {
                     "{}/{}/truck-{n}/telemetry",
                     config.topic_prefix, config.tenant
                 );
-                (topic, Truck::new(config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                (
+                    topic,
+                    Truck::new(config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                )
             })
             .collect();
         let plan = Plan {
@@ -268,8 +269,7 @@ async fn send(
                 .publish(topic.clone(), plan.qos, false, payload)
                 .await
                 .context("publishing (the connection is gone)")?;
-            if plan.rate_per_s.is_none()
-                && sent.is_multiple_of(CLOCK_EVERY)
+            if sent.is_multiple_of(CLOCK_EVERY)
                 && plan.duration.is_some_and(|d| start.elapsed() >= d)
             {
                 break;

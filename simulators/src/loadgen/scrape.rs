@@ -145,7 +145,10 @@ landport_pipeline_lag_seconds 0.25
             metric_sum(TEXT, "landport_readings_accepted_total"),
             Some(1234.0)
         );
-        assert_eq!(metric_sum(TEXT, "landport_pipeline_lag_seconds"), Some(0.25));
+        assert_eq!(
+            metric_sum(TEXT, "landport_pipeline_lag_seconds"),
+            Some(0.25)
+        );
     }
 
     #[test]
