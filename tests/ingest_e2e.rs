@@ -3,6 +3,8 @@
 //! dead-letter and event topics, and `/metrics`.
 
 mod support;
+#[path = "../ingest/tests/support_influx/mod.rs"]
+mod support_influx;
 #[path = "../ingest/tests/support_mqtt/mod.rs"]
 mod support_mqtt;
 
@@ -367,6 +369,74 @@ async fn a_restarted_broker_is_reconnected_to_and_nothing_is_lost() {
         (telemetry_count(dir) == 20).then_some(())
     });
     assert!(metric(&lp.metrics(), "landport_mqtt_reconnects_total") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reading_reaches_influxdb_across_an_outage() {
+    let Some(mut influx) = support_influx::Server::influxdb() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (http, mqtt) = (http_addr(), free_port());
+    let extra = format!(
+        "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"landport\"\nflush_interval_ms = 200\n",
+        influx.url()
+    );
+    let _lp = Landport::start(
+        dir,
+        &Landport::config(dir, http, mqtt, true, &extra),
+        http,
+        mqtt,
+    );
+    let topic = "landport/acme/truck-1/telemetry";
+    let url = influx.url();
+    let points = |n: u64| {
+        let url = url.clone();
+        async move {
+            support_influx::wait_for("points in InfluxDB", Duration::from_secs(60), || {
+                let url = url.clone();
+                async move {
+                    let c = support_influx::count(&url, "landport", "telemetry", "lat").await;
+                    if c == n {
+                        Ok(())
+                    } else {
+                        Err(format!("{c} of {n}"))
+                    }
+                }
+            })
+            .await
+        }
+    };
+    publish(
+        mqtt,
+        topic,
+        (0..100)
+            .map(|i| native(T0 + i * 1000, 123.2, 41.0))
+            .collect(),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    points(100).await;
+
+    // InfluxDB goes away; tracking and storing go on; the points arrive once it is back.
+    influx.stop();
+    publish(
+        mqtt,
+        topic,
+        (100..300)
+            .map(|i| native(T0 + i * 1000, 123.2, 41.0))
+            .collect(),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    wait_for(
+        "readings stored during the outage",
+        Duration::from_secs(20),
+        || (telemetry_count(dir) == 300).then_some(()),
+    );
+    influx.start();
+    points(300).await;
 }
 
 #[test]

@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("sink_encode");
     group.throughput(Throughput::Elements(ROWS as u64));
     let mut buf = String::with_capacity(2 << 20);
-    group.bench_function("readings_itoa_ryu", |b| {
+    group.bench_function("readings_itoa_zmij", |b| {
         b.iter(|| {
             buf.clear();
             for row in &rows {

@@ -116,6 +116,8 @@ pub struct TenantSnapshot {
     pub fences: Vec<(u32, GeofenceDef)>,
     /// Slot the next new fence gets, so deleted fences' slots are never handed out again.
     pub next_fence_slot: u32,
+    /// Slots (in `TrackerSnapshot::shipments`) of this tenant's shipments.
+    pub shipments: Vec<u32>,
 }
 
 const SNAPSHOT_VERSION: u32 = 1;
@@ -839,6 +841,11 @@ impl Tracker {
                     name: t.name.clone(),
                     fences: t.fences.iter().map(|(s, g)| (s, g.def().clone())).collect(),
                     next_fence_slot: t.fences.next_slot(),
+                    shipments: {
+                        let mut v: Vec<u32> = t.shipments.values().copied().collect();
+                        v.sort_unstable();
+                        v
+                    },
                 })
                 .collect(),
             devices: self.devices.clone(),
@@ -855,8 +862,10 @@ impl Tracker {
             )));
         }
         let mut tr = Tracker::new(snap.settings);
+        let mut shipment_slots = Vec::new();
         for ts in snap.tenants {
             let i = tr.tenant_index(&ts.name) as usize;
+            shipment_slots.push(ts.shipments);
             tr.tenants[i].fences = FenceIndex::from_defs(ts.fences)?;
             tr.tenants[i].fences.reserve_slots(ts.next_fence_slot);
         }
@@ -880,20 +889,16 @@ impl Tracker {
             tr.timer_at.push(NO_TIMER);
         }
         tr.plans = vec![ShipmentPlan::default(); snap.shipments.len()];
-        for (s, sh) in snap.shipments.iter().enumerate() {
-            let Some(sh) = sh else { continue };
-            let dev = tr
-                .devices
-                .iter()
-                .find(|d| !d.removed && d.id == sh.def.device && d.shipments.contains(&(s as u32)));
-            let t = match dev {
-                Some(d) => d.tenant as usize,
-                None => return Err(bad(format!("shipment {} has no device", sh.def.id))),
-            };
-            tr.tenants[t].shipments.insert(sh.def.id.clone(), s as u32);
-            let mut plan = plan_for(&tr.tenants[t].fences, sh);
-            plan.route = sh.def.route.clone().map(Route::new).transpose()?;
-            tr.plans[s] = plan;
+        for (t, slots) in shipment_slots.into_iter().enumerate() {
+            for s in slots {
+                let Some(Some(sh)) = snap.shipments.get(s as usize) else {
+                    return Err(bad(format!("tenant {t} lists a missing shipment slot {s}")));
+                };
+                tr.tenants[t].shipments.insert(sh.def.id.clone(), s);
+                let mut plan = plan_for(&tr.tenants[t].fences, sh);
+                plan.route = sh.def.route.clone().map(Route::new).transpose()?;
+                tr.plans[s as usize] = plan;
+            }
         }
         tr.shipments = snap.shipments;
         for t in &mut tr.tenants {

@@ -76,6 +76,19 @@ pub struct TrackerHandle {
 }
 
 impl TrackerHandle {
+    /// A handle to an ingestor served by a task of its own, with no MQTT or store around it:
+    /// for the API's tests, and tools that need the tracker alone. Must be called inside a
+    /// tokio runtime; the task ends when every handle is dropped.
+    pub fn standalone(mut ingestor: Ingestor) -> TrackerHandle {
+        let (tx, mut rx) = mpsc::channel::<Command>(256);
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                cmd(&mut ingestor);
+            }
+        });
+        TrackerHandle { tx }
+    }
+
     /// Runs `f` on the ingestor (and its tracker) between batches; `None` if the pipeline has
     /// stopped.
     pub async fn call<R: Send + 'static>(

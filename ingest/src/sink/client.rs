@@ -93,6 +93,16 @@ impl WriteError {
     }
 }
 
+/// The `dropped=N` that InfluxDB 1.x ends a "partial write" message with: how many points of
+/// the body it refused after parsing them (lines it could not parse are not counted).
+pub fn dropped_points(message: &str) -> Option<usize> {
+    let at = message.rfind("dropped=")? + "dropped=".len();
+    let digits = message[at..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(&message[at..], |end| &message[at..at + end]);
+    digits.parse().ok()
+}
+
 /// Posts line protocol to one InfluxDB server. Cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct InfluxWriter {
@@ -380,6 +390,18 @@ mod tests {
         assert_eq!(server_message("plain text\n"), "plain text");
         let long = "é".repeat(2 * MESSAGE_MAX_CHARS);
         assert_eq!(server_message(&long).chars().count(), MESSAGE_MAX_CHARS + 3);
+    }
+
+    #[test]
+    fn the_points_a_partial_write_dropped_are_read_from_its_message() {
+        let m = "partial write: points beyond retention policy dropped=250";
+        assert_eq!(dropped_points(m), Some(250));
+        let m = "partial write: field type conflict: input field \"temp_c\" dropped=1\n";
+        assert_eq!(dropped_points(m), Some(1));
+        assert_eq!(
+            dropped_points("unable to parse 'x': invalid field format"),
+            None
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::batch::{Batch, Stream};
-use super::client::{InfluxWriter, WriteError};
+use super::client::{InfluxWriter, WriteError, dropped_points};
 use super::reader::{Floors, Reader, ReaderSettings};
 use super::spool::{Backlog, rows_to_drop};
 use super::{SinkConfig, SinkError, SinkStats};
@@ -102,6 +102,7 @@ impl InfluxSink {
             acked.telemetry,
             acked.events,
             Arc::clone(&floors),
+            Arc::clone(&self.stats),
         );
         let reader_shutdown = shutdown.clone();
         let reader = tokio::task::spawn_blocking(move || reader.run(tx, reader_shutdown));
@@ -201,6 +202,11 @@ impl<P: Post> Poster<P> {
         mut batches: mpsc::Receiver<Batch>,
         shutdown: &CancellationToken,
     ) {
+        // v1: create the database at once, so that a fresh server has it before any data; if
+        // the server is not up yet, this is tried again before the first write.
+        if self.prepare(shutdown).await.is_err() {
+            return;
+        }
         loop {
             let batch = tokio::select! {
                 biased;
@@ -253,10 +259,16 @@ impl<P: Post> Poster<P> {
                 }
                 Err(WriteError::Rejected { status, message }) => {
                     self.metrics.sink_errors.inc();
-                    if range.len() == 1 {
-                        self.stats.refused_lines.fetch_add(1, Ordering::Relaxed);
+                    // InfluxDB 1.x counts the points it refused: when that is all of them
+                    // (e.g. every point older than the retention policy), splitting would only
+                    // find each one again.
+                    let all_refused = dropped_points(&message) == Some(range.len());
+                    if range.len() == 1 || all_refused {
+                        self.stats
+                            .refused_lines
+                            .fetch_add(range.len() as u64, Ordering::Relaxed);
                         if let Some(suppressed) = self.log_refused.allow() {
-                            let body = batch.body(range.clone());
+                            let body = batch.body(range.start..range.start + 1);
                             let line: String = String::from_utf8_lossy(&body)
                                 .trim_end()
                                 .chars()
@@ -265,9 +277,10 @@ impl<P: Post> Poster<P> {
                             tracing::error!(
                                 status,
                                 %message,
-                                line,
+                                lines = range.len(),
+                                first_line = line,
                                 suppressed,
-                                "InfluxDB refused a line; skipped it"
+                                "InfluxDB refused lines; skipped them"
                             );
                         }
                     } else {
@@ -291,7 +304,12 @@ impl<P: Post> Poster<P> {
                         self.prepared = false;
                     }
                     let delay = self.backoff.next_delay();
-                    tracing::warn!(%error, retry_in = ?delay, lines = range.len(), "InfluxDB write failed; retrying");
+                    tracing::warn!(
+                        %error,
+                        retry_in = ?delay,
+                        lines = range.len(),
+                        "InfluxDB write failed; retrying"
+                    );
                     todo.push(range);
                     tokio::select! {
                         biased;
@@ -462,10 +480,12 @@ mod tests {
     use crate::store::TelemetryRow;
 
     /// A server that refuses any body holding `refuse` (as InfluxDB 1.x does, after writing
-    /// the other lines), fails the first `outages` posts, and records the lines it took.
+    /// the other lines, saying how many it dropped when `count_dropped`), fails the first
+    /// `outages` posts, and records the lines it took.
     #[derive(Default)]
     struct FakeServer {
         refuse: &'static str,
+        count_dropped: bool,
         outages: AtomicUsize,
         posts: AtomicUsize,
         lines: Mutex<Vec<String>>,
@@ -483,18 +503,22 @@ mod tests {
                 Err(WriteError::Transport("connection refused".into()))
             } else {
                 let mut lines = self.lines.lock().unwrap();
-                let mut refused = false;
+                let mut refused = 0;
                 for line in text.lines() {
                     if !self.refuse.is_empty() && line.contains(self.refuse) {
-                        refused = true;
+                        refused += 1;
                     } else {
                         lines.push(line.to_owned());
                     }
                 }
-                if refused {
+                if refused > 0 {
+                    let mut message = "partial write: field type conflict".to_owned();
+                    if self.count_dropped {
+                        message.push_str(&format!(" dropped={refused}"));
+                    }
                     Err(WriteError::Rejected {
                         status: 400,
-                        message: "partial write: field type conflict".into(),
+                        message,
                     })
                 } else {
                     Ok(())
@@ -606,6 +630,31 @@ mod tests {
             .unwrap();
         assert_eq!(poster.stats.refused_lines(), 64);
         assert_eq!(poster.writer.posts.load(Ordering::Relaxed), 127);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_whole_by_count_is_skipped_without_splitting() {
+        let server = FakeServer {
+            refuse: "device=bad",
+            count_dropped: true,
+            ..FakeServer::default()
+        };
+        let bad: Vec<usize> = (0..40).chain(60..64).collect();
+        let Setup {
+            _dir,
+            mut poster,
+            batch,
+        } = setup(server, 64, &bad);
+        poster
+            .deliver(&batch, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(poster.stats.refused_lines(), 44);
+        let lines = poster.writer.lines.lock().unwrap();
+        assert_eq!(lines.iter().collect::<HashSet<_>>().len(), 20);
+        // 0..64, then 0..32 (all bad: skipped whole), 32..64, 32..48, 32..40 (all bad), 40..48,
+        // 48..64, 48..56, 56..64, 56..60, 60..64 (all bad)
+        assert_eq!(poster.writer.posts.load(Ordering::Relaxed), 11);
     }
 
     #[tokio::test]

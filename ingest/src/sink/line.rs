@@ -10,7 +10,7 @@
 //!   otherwise). A tag whose value is empty is left out: line protocol has no empty tag value.
 //! - Every telemetry field is a float (`lat`, `lon`, `speed_kmh`, `heading_deg`, `accuracy_m`,
 //!   `temp_c`, `weight_kg`, `battery_pct`), written only when present and finite, in the
-//!   shortest form that reads back as the same `f64` (`ryu`). A reading with no field at all
+//!   shortest form that reads back as the same `f64` (`zmij`). A reading with no field at all
 //!   (e.g. one that carried only a `seq`) has no line: InfluxDB refuses a point without fields.
 //! - Events carry two string fields, `id` and `data` (the event's `data` object as JSON).
 //!
@@ -59,7 +59,7 @@ pub fn encode_reading(out: &mut String, row: &TelemetryRow) -> bool {
     }
     push_tag(out, "tenant", &row.tenant);
     let mut separator = ' ';
-    let mut floats = ryu::Buffer::new();
+    let mut floats = zmij::Buffer::new();
     for (key, value) in fields {
         if let Some(v) = value.filter(|v| v.is_finite()) {
             out.push(separator);

@@ -26,9 +26,13 @@
 //!   never moves before InfluxDB accepted the lines behind it.
 //! - A refused write (400, 413, 422) is a data problem, not an outage: the batch is split in
 //!   halves until the bad lines stand alone; they are logged with the server's message,
-//!   skipped and counted ([`SinkStats::refused_lines`]); every other line is delivered.
-//!   401/403 are *not* treated so, although they are 4xx: a wrong token would otherwise
-//!   discard every reading as "bad data".
+//!   skipped and counted ([`SinkStats::refused_lines`]); every other line is delivered. When
+//!   InfluxDB 1.x reports that it dropped every point of a body (e.g. all older than the
+//!   retention policy), the body is skipped whole instead of split. 401/403 are *not* treated
+//!   so, although they are 4xx: a wrong token would otherwise discard every reading as "bad
+//!   data".
+//! - A stored event that this build cannot decode (written by a newer one) is stepped over and
+//!   counted ([`SinkStats::undecodable_skips`]) rather than stalling the sink.
 //! - The spool is bounded by `spool_max_bytes` (see [`spool`]): past it, the oldest rows are
 //!   given up (still in the store, not in InfluxDB) and counted ([`SinkStats::dropped_rows`]).
 //!
@@ -37,7 +41,8 @@
 //!
 //! # Layout
 //!
-//! - [`line`](mod@line): the line protocol encoder (pure, unit-tested, benched in `benches/sink.rs`).
+//! - [`line`](mod@line): the line protocol encoder (pure, unit-tested, benched in
+//!   `benches/sink.rs`).
 //! - `batch`: batches of lines and the cursors they move.
 //! - `reader`: the blocking thread that reads the store and fills batches.
 //! - `driver`: [`InfluxSink`] and its poster (retries, splitting, cursors).
@@ -146,6 +151,8 @@ pub struct SinkStats {
     dropped_rows: AtomicU64,
     /// Lines that InfluxDB refused on their own (e.g. a field type conflict).
     refused_lines: AtomicU64,
+    /// Times the reader stepped over stored events it could not decode.
+    undecodable_skips: AtomicU64,
 }
 
 impl SinkStats {
@@ -157,6 +164,13 @@ impl SinkStats {
     /// Lines InfluxDB refused (400, 413, 422) on their own, which were skipped.
     pub fn refused_lines(&self) -> u64 {
         self.refused_lines.load(Ordering::Relaxed)
+    }
+
+    /// Times the reader stepped over stored events that this build cannot decode (e.g. written
+    /// by a newer one); each time one or more consecutive events, whose seqs the error log
+    /// names. They are not in InfluxDB.
+    pub fn undecodable_skips(&self) -> u64 {
+        self.undecodable_skips.load(Ordering::Relaxed)
     }
 }
 

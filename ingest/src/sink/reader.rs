@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::SinkStats;
 use super::backoff::Backoff;
 use super::batch::{Batch, BatchBuilder, Stream};
 use crate::store::{EventFilter, Store, StoreError};
@@ -47,6 +48,7 @@ pub(crate) struct Reader {
     telemetry: BatchBuilder,
     events: BatchBuilder,
     floors: Arc<Floors>,
+    stats: Arc<SinkStats>,
 }
 
 impl Reader {
@@ -57,6 +59,7 @@ impl Reader {
         after_rowid: i64,
         after_seq: i64,
         floors: Arc<Floors>,
+        stats: Arc<SinkStats>,
     ) -> Reader {
         Reader {
             store,
@@ -66,6 +69,7 @@ impl Reader {
             telemetry: BatchBuilder::new(Stream::Telemetry),
             events: BatchBuilder::new(Stream::Events),
             floors,
+            stats,
         }
     }
 
@@ -93,7 +97,11 @@ impl Reader {
                 }
                 Err(error) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(%error, retry_in = ?delay, "InfluxDB sink: reading the store failed");
+                    tracing::warn!(
+                        %error,
+                        retry_in = ?delay,
+                        "InfluxDB sink: reading the store failed"
+                    );
                     std::thread::sleep(delay);
                     continue;
                 }
@@ -123,14 +131,17 @@ impl Reader {
         let mut read = 0;
         let room = max.saturating_sub(self.events.lines());
         if room > 0 {
-            let filter = EventFilter {
-                after_seq: self.after_seq,
-                ..EventFilter::default()
-            };
-            for (seq, event) in self.store.events_after(&filter, room)? {
-                self.events.push_event(seq, &event, now);
-                self.after_seq = seq;
-                read += 1;
+            match self.store.events_after(&self.events_filter(), room) {
+                Ok(events) => {
+                    for (seq, event) in events {
+                        self.events.push_event(seq, &event, now);
+                        self.after_seq = seq;
+                        read += 1;
+                    }
+                }
+                // Some event of the page cannot be decoded: take them one at a time.
+                Err(StoreError::Json(_)) => read += self.read_events_one_by_one(room, now)?,
+                Err(error) => return Err(error),
             }
         }
         let room = max.saturating_sub(self.telemetry.lines());
@@ -142,5 +153,120 @@ impl Reader {
             }
         }
         Ok(read)
+    }
+
+    /// Reads up to `room` events one at a time, stepping over those that cannot be decoded
+    /// (e.g. of a type that a newer build wrote before a downgrade): each would fail every page
+    /// that holds it, and the sink would stall on it for ever. Only decoding errors are
+    /// stepped over; SQLite errors pass up and are retried. Returns the events read, plus one
+    /// for each stretch stepped over.
+    fn read_events_one_by_one(&mut self, room: usize, now: Instant) -> Result<usize, StoreError> {
+        let mut read = 0;
+        while read < room {
+            match self.store.events_after(&self.events_filter(), 1) {
+                Ok(events) => {
+                    let Some((seq, event)) = events.into_iter().next() else {
+                        break;
+                    };
+                    self.events.push_event(seq, &event, now);
+                    self.after_seq = seq;
+                }
+                Err(StoreError::Json(error)) => self.step_over_undecodable(&error)?,
+                Err(error) => return Err(error),
+            }
+            read += 1;
+        }
+        Ok(read)
+    }
+
+    /// The first event after `after_seq` cannot be decoded: moves `after_seq` past it, and past
+    /// any undecodable ones right after it, one seq at a time (seqs may skip numbers, and the
+    /// bad ones' are unknown until a read after them succeeds).
+    fn step_over_undecodable(&mut self, error: &serde_json::Error) -> Result<(), StoreError> {
+        let from = self.after_seq;
+        let last = self.store.event_seq_max()?;
+        while self.after_seq < last {
+            self.after_seq += 1;
+            match self.store.events_after(&self.events_filter(), 1) {
+                Ok(_) => break,
+                Err(StoreError::Json(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        self.stats.undecodable_skips.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            after_seq = from,
+            up_to_seq = self.after_seq,
+            %error,
+            "InfluxDB sink: skipped stored events it cannot decode"
+        );
+        Ok(())
+    }
+
+    /// Every event after `after_seq`.
+    fn events_filter(&self) -> EventFilter {
+        EventFilter {
+            after_seq: self.after_seq,
+            ..EventFilter::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use landport_tracker::{Event, EventType};
+
+    use super::*;
+    use crate::store::DB_FILE;
+
+    fn event(device: &str, ts_ms: i64) -> Event {
+        let data = serde_json::json!({});
+        Event::new(
+            EventType::DeviceOffline,
+            "t",
+            device,
+            None,
+            None,
+            ts_ms,
+            0,
+            data,
+        )
+    }
+
+    #[test]
+    fn a_stored_event_that_cannot_be_decoded_is_skipped_not_retried_for_ever() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let events = [
+            event("a", 1),
+            event("b", 2),
+            event("c", 3),
+            event("d", 4),
+            event("e", 5),
+            event("f", 6),
+        ];
+        store.commit(&[], &events).unwrap();
+        let raw = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        raw.execute(
+            "UPDATE events SET body = '{\"type\":\"from.the.future\"}' WHERE seq IN (2, 3, 5)",
+            [],
+        )
+        .unwrap();
+        let stats = Arc::new(SinkStats::default());
+        let settings = ReaderSettings {
+            batch_max_lines: 100,
+            flush_interval: Duration::from_secs(1),
+        };
+        let floors = Arc::new(Floors::default());
+        let mut reader = Reader::new(store, settings, 0, 0, floors, Arc::clone(&stats));
+        for _ in 0..5 {
+            reader.read(Instant::now()).unwrap();
+        }
+        let batch = reader.events.take().unwrap();
+        let text = String::from_utf8(batch.body(0..batch.len()).to_vec()).unwrap();
+        let devices: Vec<&str> = text.lines().map(|l| l.split(',').nth(1).unwrap()).collect();
+        assert_eq!(devices, ["device=a", "device=d", "device=f"], "{text}");
+        assert_eq!(batch.last, 6);
+        assert_eq!(stats.undecodable_skips(), 2, "two stretches: 2-3 and 5");
     }
 }

@@ -886,3 +886,25 @@ fn a_device_with_no_readings_has_no_position() {
     let d = tr.device(T, "idle").unwrap();
     assert!(d.fix.is_none() && !d.online && d.last_seen_ms.is_none());
 }
+
+#[test]
+fn a_snapshot_restores_shipments_whose_device_was_removed() {
+    let mut tr = tracker();
+    tr.upsert_shipment(
+        T,
+        shipment(
+            "S1",
+            None,
+            Place::Point {
+                lon: 124.0,
+                lat: 41.0,
+            },
+        ),
+    )
+    .unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    assert!(tr.remove_device(T, "t1"));
+    let restored = Tracker::restore(tr.snapshot()).unwrap();
+    assert_eq!(restored.shipment(T, "S1").unwrap().def.device, "t1");
+    assert!(restored.device(T, "t1").is_none());
+}
