@@ -160,7 +160,7 @@ pub async fn run(config: Config) -> Result<()> {
     let source_shutdown = CancellationToken::new();
     let source_task = tokio::spawn(source.run(source_shutdown.clone()));
 
-    let (pipeline, _tracker, _events) = Pipeline::new(
+    let (pipeline, tracker, events) = Pipeline::new(
         ingestor,
         store,
         client,
@@ -217,10 +217,20 @@ pub async fn run(config: Config) -> Result<()> {
 
     let listener = landport_api::bind(config.http.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "HTTP up");
-    let router = landport_api::router(landport_api::AppState {
-        metrics: metrics.clone(),
-        ready,
-    });
+    let api = landport_api::ApiState::new(
+        &config.storage.path,
+        tracker,
+        events,
+        config.auth.admin_key.as_ref().map(|k| k.expose()),
+    )
+    .context("opening the API's store connections")?;
+    let router = landport_api::router_with_api(
+        landport_api::AppState {
+            metrics: metrics.clone(),
+            ready,
+        },
+        api,
+    );
     let http_task = tokio::spawn(landport_api::serve(listener, router, shutdown.clone()));
 
     wait_for_signal().await;

@@ -1,19 +1,53 @@
 //! # landport-api
 //!
-//! The HTTP side of Landport (axum). Today: the operational endpoints `GET /healthz` (the
-//! process is up), `GET /readyz` (connected to the broker and the pipeline running: send
-//! traffic) and `GET /metrics` (Prometheus text). The REST API under `/v1`, SSE, auth, OpenAPI
-//! and the live map build on this router.
+//! The HTTP side of Landport (axum): the operational endpoints `GET /healthz` (the process is
+//! up), `GET /readyz` (connected to the broker and the pipeline running: send traffic) and
+//! `GET /metrics` (Prometheus text), and the REST API under `/v1` (SPEC 6).
 //!
-//! The API never reaches into the pipeline's locks: it reads the metrics, and (later) the
-//! store through its own read connection and the tracker through the pipeline's handle.
+//! Layout: `error` (the one [`ApiError`], and JSON/Query/Path extractors whose rejections are
+//! `ApiError`s), `auth` (the bearer-key extractor [`auth::Caller`]), `state` ([`ApiState`]: the
+//! API's own store connections, the tracker handle, the admin key), `v1` (handlers, one file
+//! per resource, GeoJSON in `v1::geojson`).
+//!
+//! The API never reaches into the pipeline's locks: it reads the metrics, the store through
+//! its own connections (on blocking threads), and the tracker through the pipeline's
+//! [`TrackerHandle`](landport_ingest::pipeline::TrackerHandle), which runs a closure between
+//! batches.
+//!
+//! Wiring (the binary): [`router`] serves the operational endpoints alone; [`router_with_api`]
+//! adds `/v1`. [`ApiState::new`] opens the API's own store connections (after the binary has
+//! opened and migrated the store) and keeps the pipeline's tracker handle and event stream:
+//!
+//! ```no_run
+//! # use std::sync::{Arc, atomic::AtomicBool};
+//! # fn wire(
+//! #     storage_path: &std::path::Path,
+//! #     admin_key: Option<&str>,
+//! #     metrics: Arc<landport_ingest::metrics::Metrics>,
+//! #     ready: Arc<AtomicBool>,
+//! #     tracker: landport_ingest::pipeline::TrackerHandle,
+//! #     events: tokio::sync::broadcast::Sender<Arc<landport_tracker::Event>>,
+//! # ) -> Result<axum::Router, landport_ingest::store::StoreError> {
+//! let api = landport_api::ApiState::new(storage_path, tracker, events, admin_key)?;
+//! let router = landport_api::router_with_api(landport_api::AppState { metrics, ready }, api);
+//! # Ok(router)
+//! # }
+//! ```
+
+pub mod auth;
+pub mod error;
+mod state;
+mod v1;
+
+pub use error::ApiError;
+pub use state::ApiState;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,13 +63,30 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// The router with every route.
+/// Largest request body accepted, bytes; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The operational endpoints only (`/healthz`, `/readyz`, `/metrics`).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// Every route: the operational endpoints and the REST API under `/v1`. Bodies are limited
+/// to [`MAX_BODY_BYTES`]; unknown paths get a JSON 404, unknown methods a JSON 405.
+pub fn router_with_api(state: AppState, api: ApiState) -> Router {
+    router(state)
+        .merge(v1::router(api))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found("route", uri.path())
 }
 
 async fn healthz() -> Response {

@@ -1,0 +1,105 @@
+//! `Authorization: Bearer KEY`: the admin key, or a tenant's key looked up by its hash.
+//!
+//! A tenant key acts on its own tenant only. An admin key acts on every tenant: its lists
+//! cover all of them unless the query names one with `?tenant=ID`, and endpoints on a single
+//! resource (`/v1/devices/{id}`, creating one, ...) need that `?tenant=`. A tenant key's
+//! `?tenant=` is ignored.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use landport_ingest::store::KeyHash;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin key, with the tenant the query names, if any.
+    Admin { tenant: Option<String> },
+    /// A key of this tenant.
+    Tenant(String),
+}
+
+impl Caller {
+    /// The tenant a list covers: `None` = every tenant (an admin naming none).
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Caller::Admin { tenant } => tenant.as_deref(),
+            Caller::Tenant(t) => Some(t),
+        }
+    }
+
+    /// The one tenant a request acts on.
+    pub fn tenant(&self) -> Result<&str, ApiError> {
+        self.scope().ok_or_else(|| {
+            ApiError::bad_request("an admin key must name the tenant: add ?tenant=ID")
+        })
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin { .. } => Ok(()),
+            Caller::Tenant(_) => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TenantParam {
+    tenant: Option<String>,
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let hash = KeyHash::of(key);
+        if let Some(admin) = state.admin_key()
+            && hashes_equal(admin, &hash)
+        {
+            let tenant = axum::extract::Query::<TenantParam>::try_from_uri(&parts.uri)
+                .map_err(ApiError::from)?
+                .0
+                .tenant
+                .filter(|t| !t.is_empty());
+            return Ok(Caller::Admin { tenant });
+        }
+        match state.read(move |s| s.lookup_key_hash(&hash)).await? {
+            Some((_key_id, tenant)) => Ok(Caller::Tenant(tenant)),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// Compares two hashes in time independent of where they differ. Comparing hashes rather
+/// than keys already hides the key's bytes; this hides the hash's too.
+fn hashes_equal(a: &KeyHash, b: &KeyHash) -> bool {
+    a.0.iter()
+        .zip(b.0.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_compare_by_every_byte() {
+        assert!(hashes_equal(&KeyHash::of("a"), &KeyHash::of("a")));
+        assert!(!hashes_equal(&KeyHash::of("a"), &KeyHash::of("b")));
+    }
+}

@@ -1,0 +1,258 @@
+//! `GET/POST /v1/devices`, `GET/PATCH/DELETE /v1/devices/{id}`: the registry in the store,
+//! live state from the tracker.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use landport_ingest::pipeline::now_ms;
+use landport_ingest::store::DeviceRecord;
+use landport_tracker::DeviceView;
+use landport_tracker::device::DeviceProfile;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::check_id;
+use super::view::device_json;
+use crate::auth::Caller;
+use crate::error::{ApiError, Json, Path};
+use crate::state::ApiState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    /// The device's own temperature range and speed limit.
+    #[serde(default)]
+    profile: Option<Profile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    profile: Option<Profile>,
+}
+
+/// [`DeviceProfile`] as the API takes it (unknown fields refused).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    #[serde(default)]
+    temp_range_c: Option<[f64; 2]>,
+    #[serde(default)]
+    max_speed_kmh: Option<f64>,
+}
+
+impl Profile {
+    fn check(self) -> Result<DeviceProfile, ApiError> {
+        if let Some([lo, hi]) = self.temp_range_c
+            && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+        {
+            return Err(ApiError::bad_request(
+                "profile.temp_range_c must be [min, max] with min <= max",
+            ));
+        }
+        if let Some(v) = self.max_speed_kmh
+            && !(v > 0.0 && v.is_finite())
+        {
+            return Err(ApiError::bad_request(
+                "profile.max_speed_kmh must be a positive number",
+            ));
+        }
+        Ok(DeviceProfile {
+            temp_range_c: self.temp_range_c,
+            max_speed_kmh: self.max_speed_kmh,
+        })
+    }
+}
+
+fn check_kind(kind: &str) -> Result<(), ApiError> {
+    if kind.chars().count() > 64 {
+        return Err(ApiError::bad_request("kind is longer than 64 characters"));
+    }
+    Ok(())
+}
+
+/// `{"devices": [...]}`: registered devices and those the tracker knows from telemetry
+/// (auto-registered), by tenant and id.
+pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+    let scope = caller.scope().map(str::to_owned);
+    let sc = scope.clone();
+    let registry = s.read(move |st| st.list_devices(sc.as_deref())).await?;
+    let live = live_devices(&s, scope).await?;
+    let mut all: BTreeMap<(String, String), (Option<DeviceRecord>, Option<DeviceView>)> =
+        BTreeMap::new();
+    for r in registry {
+        let key = (r.tenant.clone(), r.id.clone());
+        all.entry(key).or_default().0 = Some(r);
+    }
+    for (t, v) in live {
+        let key = (t, v.id.clone());
+        all.entry(key).or_default().1 = Some(v);
+    }
+    let devices: Vec<_> = all
+        .iter()
+        .map(|((t, id), (r, v))| device_json(t, id, r.as_ref(), v.as_ref()))
+        .collect();
+    Ok(axum::Json(json!({ "devices": devices })).into_response())
+}
+
+/// Live views of the devices of `scope` (`None` = every tenant), with their tenant.
+pub(crate) async fn live_devices(
+    s: &ApiState,
+    scope: Option<String>,
+) -> Result<Vec<(String, DeviceView)>, ApiError> {
+    s.tracker(move |ing| {
+        let t = ing.tracker();
+        let tenants: Vec<String> = match scope {
+            Some(one) => vec![one],
+            None => t.tenants().map(str::to_owned).collect(),
+        };
+        tenants
+            .into_iter()
+            .flat_map(|ten| {
+                t.devices(&ten)
+                    .into_iter()
+                    .map(move |v| (ten.clone(), v))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Registers a device (telemetry from it is accepted from then on): 201 with the device.
+pub async fn create(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Json(body): Json<NewDevice>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    check_id("device", &body.id)?;
+    let kind = body.kind.unwrap_or_default();
+    check_kind(&kind)?;
+    let profile = body.profile.map(Profile::check).transpose()?;
+    let rec = DeviceRecord {
+        tenant: tenant.clone(),
+        id: body.id.clone(),
+        name: body.name.unwrap_or_else(|| body.id.clone()),
+        kind,
+        profile: serde_json::to_value(profile.clone().unwrap_or_default())
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        created_ms: now_ms(),
+    };
+    let stored = rec.clone();
+    s.write(move |st| st.insert_device(&stored)).await?;
+    let (t, id) = (tenant.clone(), body.id.clone());
+    let live = s
+        .tracker(move |ing| {
+            ing.set_registered(&t, &id, true);
+            if let Some(p) = profile {
+                ing.tracker_mut().set_device_profile(&t, &id, p);
+            }
+            ing.tracker().device(&t, &id)
+        })
+        .await?;
+    let out = device_json(&tenant, &rec.id, Some(&rec), live.as_ref());
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+pub async fn get_one(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let (reg, live) = load(&s, &tenant, &id).await?;
+    if reg.is_none() && live.is_none() {
+        return Err(ApiError::not_found("device", id));
+    }
+    Ok(axum::Json(device_json(&tenant, &id, reg.as_ref(), live.as_ref())).into_response())
+}
+
+async fn load(
+    s: &ApiState,
+    tenant: &str,
+    id: &str,
+) -> Result<(Option<DeviceRecord>, Option<DeviceView>), ApiError> {
+    let (t, i) = (tenant.to_owned(), id.to_owned());
+    let reg = s.read(move |st| st.get_device(&t, &i)).await?;
+    let (t, i) = (tenant.to_owned(), id.to_owned());
+    let live = s.tracker(move |ing| ing.tracker().device(&t, &i)).await?;
+    Ok((reg, live))
+}
+
+/// Changes the name, kind or profile of a registered device.
+pub async fn patch(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<DevicePatch>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let profile = body.profile.map(Profile::check).transpose()?;
+    if let Some(k) = &body.kind {
+        check_kind(k)?;
+    }
+    let (t, i) = (tenant.clone(), id.clone());
+    let Some(mut rec) = s.read(move |st| st.get_device(&t, &i)).await? else {
+        return Err(ApiError::not_found("device", id));
+    };
+    if let Some(n) = body.name {
+        rec.name = n;
+    }
+    if let Some(k) = body.kind {
+        rec.kind = k;
+    }
+    if let Some(p) = &profile {
+        rec.profile = serde_json::to_value(p).map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    let stored = rec.clone();
+    if !s.write(move |st| st.update_device(&stored)).await? {
+        // Deleted between the read and the write.
+        return Err(ApiError::not_found("device", id));
+    }
+    let (t, i) = (tenant.clone(), id.clone());
+    let live = s
+        .tracker(move |ing| {
+            if let Some(p) = profile {
+                ing.tracker_mut().set_device_profile(&t, &i, p);
+            }
+            ing.tracker().device(&t, &i)
+        })
+        .await?;
+    Ok(axum::Json(device_json(&tenant, &id, Some(&rec), live.as_ref())).into_response())
+}
+
+/// Unregisters a device and forgets its live state (history stays until retention): 204.
+pub async fn remove(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let (t, i) = (tenant.clone(), id.clone());
+    let was_registered = s.write(move |st| st.delete_device(&t, &i)).await?;
+    let (t, i) = (tenant, id.clone());
+    let was_live = s
+        .tracker(move |ing| {
+            ing.set_registered(&t, &i, false);
+            ing.tracker_mut().remove_device(&t, &i)
+        })
+        .await?;
+    if was_registered || was_live {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("device", id))
+    }
+}

@@ -1,0 +1,105 @@
+//! The REST API under `/v1` (SPEC 6): tenants and keys, devices and their tracks, geofences,
+//! positions, shipments (ETA, share tokens, the public view), the event list, and the live
+//! SSE stream.
+//!
+//! Each handler authenticates ([`Caller`](crate::auth::Caller)), reads or writes the store
+//! through the API's own connections, then reads or updates the live tracker through the
+//! pipeline's handle. Writes go to the store first, so the tracker never holds what the store
+//! would lose in a restart.
+
+mod devices;
+mod events;
+mod geofences;
+mod geojson;
+mod positions;
+mod shipments;
+mod stream;
+mod tenants;
+mod track;
+mod view;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+/// The `/v1` routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/tenants", post(tenants::create))
+        .route("/v1/tenants/{id}/keys", post(tenants::create_key))
+        .route(
+            "/v1/tenants/{id}/keys/{key_id}",
+            delete(tenants::revoke_key),
+        )
+        .route("/v1/devices", get(devices::list).post(devices::create))
+        .route("/v1/devices/nearby", get(positions::nearby))
+        .route("/v1/devices/{id}/track", get(track::track))
+        .route(
+            "/v1/devices/{id}",
+            get(devices::get_one)
+                .patch(devices::patch)
+                .delete(devices::remove),
+        )
+        .route(
+            "/v1/geofences",
+            get(geofences::list).post(geofences::create),
+        )
+        .route(
+            "/v1/geofences/{id}",
+            get(geofences::get_one)
+                .put(geofences::put)
+                .delete(geofences::remove),
+        )
+        .route("/v1/geofences/{id}/devices", get(geofences::devices_inside))
+        .route("/v1/positions", get(positions::positions))
+        .route("/v1/events", get(events::list))
+        .route("/v1/stream", get(stream::stream))
+        .route(
+            "/v1/shipments",
+            get(shipments::list).post(shipments::create),
+        )
+        .route(
+            "/v1/shipments/{id}",
+            get(shipments::get_one)
+                .patch(shipments::patch)
+                .delete(shipments::remove),
+        )
+        .route("/v1/shipments/{id}/eta", get(shipments::eta))
+        .route("/v1/shipments/{id}/share", post(shipments::share))
+        // No key: the token is the credential.
+        .route("/v1/public/{token}", get(shipments::public))
+        .with_state(state)
+}
+
+/// Checks an id the user chose (tenant, device, geofence): it becomes part of MQTT topics,
+/// so no `/`, `+`, `#`, whitespace or control characters; 1 to 128 characters.
+pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= 128
+        && !id
+            .chars()
+            .any(|c| c == '/' || c == '+' || c == '#' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{what} id {id:?} must be 1 to 128 characters without '/', '+', '#', spaces or \
+             control characters"
+        )))
+    }
+}
+
+/// `prefix` and 16 random bytes in hex (128 bits: unguessable).
+pub(crate) fn random_id(prefix: &str) -> Result<String, ApiError> {
+    let mut buf = [0u8; 16];
+    getrandom::fill(&mut buf)
+        .map_err(|e| ApiError::Internal(format!("the OS random source failed: {e}")))?;
+    let mut s = String::with_capacity(prefix.len() + 32);
+    s.push_str(prefix);
+    for b in buf {
+        s.push_str(&format!("{b:02x}"));
+    }
+    Ok(s)
+}

@@ -1,0 +1,202 @@
+//! `GET /v1/positions?bbox=` (GeoJSON FeatureCollection) and
+//! `GET /v1/devices/nearby?lat=&lon=&radius_m=&limit=`, both from the tracker's spatial index.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use landport_tracker::DeviceView;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::view::{device_json, rfc3339};
+use crate::auth::Caller;
+use crate::error::{ApiError, Query};
+use crate::state::ApiState;
+
+/// Largest `limit` of `nearby`.
+const MAX_NEARBY: usize = 1_000;
+/// Largest `radius_m` of `nearby`: half the Earth's circumference.
+const MAX_RADIUS_M: f64 = 20_037_508.0;
+
+#[derive(Deserialize)]
+pub struct BboxParams {
+    bbox: Option<String>,
+}
+
+/// `bbox=minLon,minLat,maxLon,maxLat`, degrees; `minLon > maxLon` crosses the antimeridian.
+fn parse_bbox(s: &str) -> Result<[f64; 4], ApiError> {
+    let bad = |why: &str| {
+        ApiError::bad_request(format!(
+            "bbox must be minLon,minLat,maxLon,maxLat in degrees: {why}"
+        ))
+    };
+    let parts: Vec<&str> = s.split(',').collect();
+    if parts.len() != 4 {
+        return Err(bad(&format!("got {} values", parts.len())));
+    }
+    let mut b = [0.0; 4];
+    for (slot, p) in b.iter_mut().zip(&parts) {
+        *slot = p
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| bad(&format!("{p:?} is not a number")))?;
+    }
+    let [min_lon, min_lat, max_lon, max_lat] = b;
+    if !(-180.0..=180.0).contains(&min_lon) || !(-180.0..=180.0).contains(&max_lon) {
+        return Err(bad("longitudes must be in [-180, 180]"));
+    }
+    if !(-90.0..=90.0).contains(&min_lat) || !(-90.0..=90.0).contains(&max_lat) {
+        return Err(bad("latitudes must be in [-90, 90]"));
+    }
+    if min_lat > max_lat {
+        return Err(bad("minLat is above maxLat"));
+    }
+    Ok(b)
+}
+
+/// Latest positions inside the box: a FeatureCollection of Points, Feature `id` = device id.
+pub async fn positions(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<BboxParams>,
+) -> Result<Response, ApiError> {
+    let bbox =
+        parse_bbox(q.bbox.as_deref().ok_or_else(|| {
+            ApiError::bad_request("bbox=minLon,minLat,maxLon,maxLat is required")
+        })?)?;
+    let scope = caller.scope().map(str::to_owned);
+    let found = s
+        .tracker(move |ing| {
+            let t = ing.tracker();
+            per_tenant(t, scope, |ten| t.in_bbox(ten, bbox))
+        })
+        .await?;
+    let features: Vec<Value> = found
+        .iter()
+        .filter_map(|(tenant, d)| {
+            let f = d.fix?;
+            Some(json!({
+                "type": "Feature",
+                "id": d.id,
+                "geometry": {"type": "Point", "coordinates": [f.lon, f.lat]},
+                "properties": {
+                    "tenant": tenant, "online": d.online, "ts": rfc3339(d.fix_ts_ms),
+                    "speed_kmh": f.speed_kmh, "heading_deg": f.heading_deg,
+                    "accuracy_m": f.accuracy_m, "temp_c": d.temp_c, "weight_kg": d.weight_kg,
+                    "battery_pct": d.battery_pct, "geofences": d.geofences,
+                },
+            }))
+        })
+        .collect();
+    Ok(axum::Json(json!({"type": "FeatureCollection", "features": features})).into_response())
+}
+
+/// Runs `f` for the scope's tenant, or every tenant the tracker knows.
+fn per_tenant<T>(
+    t: &landport_tracker::Tracker,
+    scope: Option<String>,
+    f: impl Fn(&str) -> Vec<T>,
+) -> Vec<(String, T)> {
+    let tenants: Vec<String> = match scope {
+        Some(one) => vec![one],
+        None => t.tenants().map(str::to_owned).collect(),
+    };
+    tenants
+        .into_iter()
+        .flat_map(|ten| {
+            f(&ten)
+                .into_iter()
+                .map(|x| (ten.clone(), x))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub struct NearbyParams {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    radius_m: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// `{"devices": [...]}` within `radius_m` (default 1,000) of the point, nearest first, at
+/// most `limit` (default 10, at most 1,000), each with its geodesic `distance_m`.
+pub async fn nearby(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<NearbyParams>,
+) -> Result<Response, ApiError> {
+    let (Some(lat), Some(lon)) = (q.lat, q.lon) else {
+        return Err(ApiError::bad_request("lat and lon are required"));
+    };
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(ApiError::bad_request(
+            "lat must be in [-90, 90] and lon in [-180, 180]",
+        ));
+    }
+    let radius_m = q.radius_m.unwrap_or(1_000.0);
+    if !(radius_m > 0.0 && radius_m <= MAX_RADIUS_M) {
+        return Err(ApiError::bad_request(format!(
+            "radius_m must be in (0, {MAX_RADIUS_M}]"
+        )));
+    }
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=MAX_NEARBY).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be in [1, {MAX_NEARBY}]"
+        )));
+    }
+    let scope = caller.scope().map(str::to_owned);
+    let sc = scope.clone();
+    let mut found: Vec<(String, (DeviceView, f64))> = s
+        .tracker(move |ing| {
+            let t = ing.tracker();
+            per_tenant(t, sc, |ten| t.nearby(ten, lon, lat, radius_m, limit))
+        })
+        .await?;
+    // Across tenants (admin), merge and cut again.
+    found.sort_by(|a, b| a.1.1.total_cmp(&b.1.1));
+    found.truncate(limit);
+    let registry = s.read(move |st| st.list_devices(scope.as_deref())).await?;
+    let by_key: HashMap<(&str, &str), _> = registry
+        .iter()
+        .map(|r| ((r.tenant.as_str(), r.id.as_str()), r))
+        .collect();
+    let devices: Vec<Value> = found
+        .iter()
+        .map(|(tenant, (d, dist))| {
+            let reg = by_key.get(&(tenant.as_str(), d.id.as_str())).copied();
+            let mut v = device_json(tenant, &d.id, reg, Some(d));
+            v["distance_m"] = json!(dist);
+            v
+        })
+        .collect();
+    Ok(axum::Json(json!({ "devices": devices })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bbox_parses_and_refuses_what_is_out_of_range() {
+        assert_eq!(parse_bbox("1,2,3,4").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        assert!(parse_bbox("170,-10,-170,10").is_ok(), "antimeridian");
+        for bad in [
+            "1,2,3",
+            "a,2,3,4",
+            "1,2,3,4,5",
+            "-181,0,0,1",
+            "0,-91,1,1",
+            "0,5,1,4",
+            "NaN,0,1,1",
+            "",
+        ] {
+            assert!(parse_bbox(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! `GET/POST /v1/shipments`, `GET/PATCH/DELETE /v1/shipments/{id}`,
+//! `GET /v1/shipments/{id}/eta`, `POST /v1/shipments/{id}/share` and the public
+//! `GET /v1/public/{token}`.
+//!
+//! A write goes to the store first, then to the tracker, which validates what needs the
+//! tenant's live state (that origin and destination geofences exist, the route's geometry);
+//! when the tracker refuses, the store change is undone and the answer is 400.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::DateTime;
+use geo_types::{Coord, LineString};
+use landport_ingest::pipeline::now_ms;
+use landport_ingest::store::{KeyHash, ShareToken, ShipmentRecord};
+use landport_tracker::{Eta, Place, ShipmentDef, ShipmentState, ShipmentStatus, TrackerError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::view::rfc3339;
+use super::{check_id, random_id};
+use crate::auth::Caller;
+use crate::error::{ApiError, Json, Path};
+use crate::state::ApiState;
+
+/// `POST` body. Places are a geofence id (`"yingkou-port"`) or a point
+/// (`{"lat": 40.6, "lon": 122.2}`, or a GeoJSON Point). `route` is a GeoJSON LineString
+/// geometry, or a Feature holding one. `deadline` is RFC 3339.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewShipment {
+    #[serde(default)]
+    id: Option<String>,
+    device: String,
+    #[serde(default)]
+    reference: Option<String>,
+    #[serde(default)]
+    origin: Option<Value>,
+    destination: Value,
+    #[serde(default)]
+    route: Option<Value>,
+    #[serde(default)]
+    route_corridor_m: Option<f64>,
+    #[serde(default)]
+    deadline: Option<String>,
+    #[serde(default)]
+    temp_range_c: Option<[f64; 2]>,
+    #[serde(default)]
+    max_speed_kmh: Option<f64>,
+    #[serde(default)]
+    status: Option<ShipmentStatus>,
+}
+
+/// `PATCH` body: the members to change; `null` clears an optional one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentPatch {
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default, with = "patch_field")]
+    reference: Option<Option<String>>,
+    #[serde(default, with = "patch_field")]
+    origin: Option<Option<Value>>,
+    #[serde(default)]
+    destination: Option<Value>,
+    #[serde(default, with = "patch_field")]
+    route: Option<Option<Value>>,
+    #[serde(default, with = "patch_field")]
+    route_corridor_m: Option<Option<f64>>,
+    #[serde(default, with = "patch_field")]
+    deadline: Option<Option<String>>,
+    #[serde(default, with = "patch_field")]
+    temp_range_c: Option<Option<[f64; 2]>>,
+    #[serde(default, with = "patch_field")]
+    max_speed_kmh: Option<Option<f64>>,
+    #[serde(default)]
+    status: Option<ShipmentStatus>,
+}
+
+/// Absent = `None` (keep), `null` = `Some(None)` (clear), a value = `Some(Some(v))`.
+mod patch_field {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+fn place(name: &str, v: Value) -> Result<Place, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{name} must be a geofence id, {{\"lat\", \"lon\"}} or a GeoJSON Point"
+        ))
+    };
+    match v {
+        Value::String(id) => {
+            check_id("geofence", &id)?;
+            Ok(Place::Geofence(id))
+        }
+        Value::Object(m) => {
+            let num = |k: &str| m.get(k).and_then(Value::as_f64);
+            if m.get("type").and_then(Value::as_str) == Some("Point") && m.len() == 2 {
+                match m
+                    .get("coordinates")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                {
+                    Some([lon, lat]) | Some([lon, lat, _]) => Ok(Place::Point {
+                        lon: lon.as_f64().ok_or_else(bad)?,
+                        lat: lat.as_f64().ok_or_else(bad)?,
+                    }),
+                    _ => Err(bad()),
+                }
+            } else if m.len() == 2
+                && let (Some(lat), Some(lon)) = (num("lat"), num("lon"))
+            {
+                Ok(Place::Point { lon, lat })
+            } else {
+                Err(bad())
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn place_json(p: &Place) -> Value {
+    match p {
+        Place::Geofence(id) => json!(id),
+        Place::Point { lon, lat } => json!({"lat": lat, "lon": lon}),
+    }
+}
+
+/// A LineString geometry, or a Feature holding one.
+fn route(v: Value) -> Result<LineString<f64>, ApiError> {
+    let bad = |why: &str| ApiError::bad_request(format!("route: {why}"));
+    let geometry = if v.get("type").and_then(Value::as_str) == Some("Feature") {
+        v.get("geometry").cloned().unwrap_or(Value::Null)
+    } else {
+        v
+    };
+    if geometry.get("type").and_then(Value::as_str) != Some("LineString") {
+        return Err(bad(
+            "must be a GeoJSON LineString geometry or a Feature holding one",
+        ));
+    }
+    let coords = geometry
+        .get("coordinates")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("coordinates must be an array of [lon, lat]"))?;
+    let mut line = Vec::with_capacity(coords.len());
+    for c in coords {
+        match c.as_array().map(Vec::as_slice) {
+            Some([lon, lat]) | Some([lon, lat, _]) => match (lon.as_f64(), lat.as_f64()) {
+                (Some(x), Some(y)) => line.push(Coord { x, y }),
+                _ => return Err(bad("a position is [lon, lat] numbers")),
+            },
+            _ => return Err(bad("a position is [lon, lat]")),
+        }
+    }
+    if line.len() < 2 {
+        return Err(bad("needs at least 2 positions"));
+    }
+    Ok(LineString(line))
+}
+
+fn deadline(s: &str) -> Result<i64, ApiError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::bad_request(format!("deadline: {s:?} is not an RFC 3339 time")))
+}
+
+fn shipment_json(rec: &ShipmentRecord, live: Option<&ShipmentState>) -> Value {
+    let d = &rec.def;
+    // The tracker's status is the live one (it moves planned -> in_transit -> arrived).
+    let status = live.map_or(rec.status, |s| s.status);
+    let route = d.route.as_ref().map(|l| {
+        json!({"type": "LineString",
+            "coordinates": l.0.iter().map(|c| [c.x, c.y]).collect::<Vec<_>>()})
+    });
+    json!({
+        "id": d.id,
+        "tenant": rec.tenant,
+        "device": d.device,
+        "reference": d.reference,
+        "origin": d.origin.as_ref().map(place_json),
+        "destination": place_json(&d.destination),
+        "route": route,
+        "route_corridor_m": d.route_corridor_m,
+        "deadline": rfc3339(d.deadline_ms),
+        "temp_range_c": d.temp_range_c,
+        "max_speed_kmh": d.max_speed_kmh,
+        "status": status.as_str(),
+        "departed_at": rfc3339(live.and_then(|s| s.departed_ms)),
+        "arrived_at": rfc3339(live.and_then(|s| s.arrived_ms)),
+        "eta": live.and_then(|s| s.eta).map(|e| eta_json(&e, status)),
+        "updated_at": rfc3339(Some(rec.updated_ms)),
+    })
+}
+
+fn eta_json(e: &Eta, status: ShipmentStatus) -> Value {
+    json!({
+        "eta": rfc3339(Some(e.eta_ms)), "p10": rfc3339(Some(e.p10_ms)),
+        "p90": rfc3339(Some(e.p90_ms)), "remaining_m": e.remaining_m,
+        "remaining_s": e.remaining_s, "method": e.method.as_str(),
+        "computed_at": rfc3339(Some(e.computed_at_ms)), "status": status.as_str(),
+    })
+}
+
+fn refused(e: TrackerError) -> ApiError {
+    match e {
+        TrackerError::InvalidGeometry(m) => ApiError::InvalidGeometry(format!("route: {m}")),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+/// Puts the definition and status into the tracker; the tracker's error when it refuses.
+async fn upsert_live(
+    s: &ApiState,
+    rec: &ShipmentRecord,
+) -> Result<Result<(), TrackerError>, ApiError> {
+    let (tenant, def, status) = (rec.tenant.clone(), rec.def.clone(), rec.status);
+    s.tracker(move |ing| {
+        let id = def.id.clone();
+        let t = ing.tracker_mut();
+        t.upsert_shipment(&tenant, def)?;
+        if t.shipment(&tenant, &id).map(|s| s.status) != Some(status) {
+            t.set_shipment_status(&tenant, &id, status)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn live_state(
+    s: &ApiState,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<ShipmentState>, ApiError> {
+    let (t, i) = (tenant.to_owned(), id.to_owned());
+    s.tracker(move |ing| ing.tracker().shipment(&t, &i).cloned())
+        .await
+}
+
+/// `{"shipments": [...]}`, by tenant and id.
+pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+    let scope = caller.scope().map(str::to_owned);
+    let recs = s
+        .read(move |st| st.list_shipments(scope.as_deref()))
+        .await?;
+    let keys: Vec<(String, String)> = recs
+        .iter()
+        .map(|r| (r.tenant.clone(), r.def.id.clone()))
+        .collect();
+    let live: Vec<Option<ShipmentState>> = s
+        .tracker(move |ing| {
+            keys.iter()
+                .map(|(t, i)| ing.tracker().shipment(t, i).cloned())
+                .collect()
+        })
+        .await?;
+    let out: Vec<_> = recs
+        .iter()
+        .zip(&live)
+        .map(|(r, l)| shipment_json(r, l.as_ref()))
+        .collect();
+    Ok(axum::Json(json!({ "shipments": out })).into_response())
+}
+
+/// Adds a shipment: 201 with it; 409 when the id is taken.
+pub async fn create(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Json(b): Json<NewShipment>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let id = match b.id {
+        Some(id) => id,
+        None => random_id("shp_")?,
+    };
+    check_id("shipment", &id)?;
+    check_id("device", &b.device)?;
+    let def = ShipmentDef {
+        id,
+        device: b.device,
+        reference: b.reference,
+        origin: b.origin.map(|o| place("origin", o)).transpose()?,
+        destination: place("destination", b.destination)?,
+        route: b.route.map(route).transpose()?,
+        route_corridor_m: b.route_corridor_m,
+        deadline_ms: b.deadline.as_deref().map(deadline).transpose()?,
+        temp_range_c: b.temp_range_c,
+        max_speed_kmh: b.max_speed_kmh,
+    };
+    let rec = ShipmentRecord {
+        tenant,
+        def,
+        status: b.status.unwrap_or(ShipmentStatus::Planned),
+        updated_ms: now_ms(),
+    };
+    let stored = rec.clone();
+    s.write(move |st| st.insert_shipment(&stored)).await?;
+    if let Err(e) = upsert_live(&s, &rec).await? {
+        let (t, i) = (rec.tenant.clone(), rec.def.id.clone());
+        s.write(move |st| st.delete_shipment(&t, &i)).await?;
+        return Err(refused(e));
+    }
+    let live = live_state(&s, &rec.tenant, &rec.def.id).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(shipment_json(&rec, live.as_ref())),
+    )
+        .into_response())
+}
+
+async fn load(s: &ApiState, tenant: &str, id: &str) -> Result<ShipmentRecord, ApiError> {
+    let (t, i) = (tenant.to_owned(), id.to_owned());
+    s.read(move |st| st.get_shipment(&t, &i))
+        .await?
+        .ok_or_else(|| ApiError::not_found("shipment", id))
+}
+
+pub async fn get_one(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let rec = load(&s, &tenant, &id).await?;
+    let live = live_state(&s, &tenant, &id).await?;
+    Ok(axum::Json(shipment_json(&rec, live.as_ref())).into_response())
+}
+
+/// Changes the members given; `status` may be set to any value (`delivered`, `cancelled`
+/// by hand, or back).
+pub async fn patch(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(p): Json<ShipmentPatch>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let old = load(&s, &tenant, &id).await?;
+    let mut rec = old.clone();
+    let d = &mut rec.def;
+    if let Some(dev) = p.device {
+        check_id("device", &dev)?;
+        d.device = dev;
+    }
+    if let Some(r) = p.reference {
+        d.reference = r;
+    }
+    if let Some(o) = p.origin {
+        d.origin = o.map(|o| place("origin", o)).transpose()?;
+    }
+    if let Some(dest) = p.destination {
+        d.destination = place("destination", dest)?;
+    }
+    if let Some(r) = p.route {
+        d.route = r.map(route).transpose()?;
+    }
+    if let Some(c) = p.route_corridor_m {
+        d.route_corridor_m = c;
+    }
+    if let Some(dl) = p.deadline {
+        d.deadline_ms = dl.as_deref().map(deadline).transpose()?;
+    }
+    if let Some(t) = p.temp_range_c {
+        d.temp_range_c = t;
+    }
+    if let Some(v) = p.max_speed_kmh {
+        d.max_speed_kmh = v;
+    }
+    if let Some(st) = p.status {
+        rec.status = st;
+    } else if let Some(live) = live_state(&s, &tenant, &id).await? {
+        // Keep the tracker's own progress (in transit, arrived).
+        rec.status = live.status;
+    }
+    rec.updated_ms = now_ms();
+    let stored = rec.clone();
+    if !s.write(move |st| st.update_shipment(&stored)).await? {
+        return Err(ApiError::not_found("shipment", id));
+    }
+    if let Err(e) = upsert_live(&s, &rec).await? {
+        s.write(move |st| st.update_shipment(&old)).await?;
+        return Err(refused(e));
+    }
+    let live = live_state(&s, &tenant, &id).await?;
+    Ok(axum::Json(shipment_json(&rec, live.as_ref())).into_response())
+}
+
+/// Deletes a shipment and its share tokens: 204.
+pub async fn remove(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let (t, i) = (tenant.clone(), id.clone());
+    if !s.write(move |st| st.delete_shipment(&t, &i)).await? {
+        return Err(ApiError::not_found("shipment", id));
+    }
+    s.tracker(move |ing| ing.tracker_mut().remove_shipment(&tenant, &id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `{"eta", "p10", "p90", "remaining_m", "remaining_s", "method", "computed_at", "status"}`;
+/// the estimate's members are `null` until one is computed (no fix yet, or the shipment is
+/// no longer active).
+pub async fn eta(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let rec = load(&s, &tenant, &id).await?;
+    let (t, i) = (tenant, id);
+    let (eta, status) = s
+        .tracker(move |ing| {
+            let tr = ing.tracker();
+            (
+                tr.shipment_eta(&t, &i),
+                tr.shipment(&t, &i).map(|s| s.status),
+            )
+        })
+        .await?;
+    let status = status.unwrap_or(rec.status);
+    let body = match eta {
+        Some(e) => eta_json(&e, status),
+        None => json!({"eta": null, "p10": null, "p90": null, "remaining_m": null,
+            "remaining_s": null, "method": null, "computed_at": null, "status": status.as_str()}),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// `POST /v1/shipments/{id}/share`: a new share token for the shipment, shown once and stored
+/// hashed: 201 `{"token", "public_url"}`.
+pub async fn share(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let token = random_id("st_")?;
+    let hash = KeyHash::of(&token);
+    let share = ShareToken {
+        tenant,
+        shipment: id.clone(),
+        created_ms: now_ms(),
+    };
+    if !s.write(move |st| st.create_share(&share, &hash)).await? {
+        return Err(ApiError::not_found("shipment", id));
+    }
+    let body = json!({"token": token, "shipment": id,
+        "public_url": format!("/v1/public/{token}")});
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `GET /v1/public/{token}`, no key: status, position and ETA of the one shipment the token
+/// opens, nothing else (not even the device's id). An unknown token is a 404.
+pub async fn public(
+    State(s): State<ApiState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let hash = KeyHash::of(&token);
+    let not_found = || ApiError::not_found("share token", token.clone());
+    let share = s
+        .read(move |st| st.lookup_share(&hash))
+        .await?
+        .ok_or_else(not_found)?;
+    let (t, i) = (share.tenant.clone(), share.shipment.clone());
+    let rec = s
+        .read(move |st| st.get_shipment(&t, &i))
+        .await?
+        .ok_or_else(not_found)?;
+    let (t, i, dev) = (share.tenant, share.shipment, rec.def.device.clone());
+    let (state, eta, device) = s
+        .tracker(move |ing| {
+            let tr = ing.tracker();
+            (
+                tr.shipment(&t, &i).map(|s| s.status),
+                tr.shipment_eta(&t, &i),
+                tr.device(&t, &dev),
+            )
+        })
+        .await?;
+    let status = state.unwrap_or(rec.status);
+    let position = device.and_then(|d| {
+        d.fix.map(|f| {
+            json!({"lat": f.lat, "lon": f.lon, "ts": rfc3339(d.fix_ts_ms),
+                "speed_kmh": f.speed_kmh, "heading_deg": f.heading_deg})
+        })
+    });
+    let body = json!({
+        "shipment": rec.def.id, "reference": rec.def.reference, "status": status.as_str(),
+        "destination": place_json(&rec.def.destination), "deadline": rfc3339(rec.def.deadline_ms),
+        "position": position, "eta": eta.map(|e| eta_json(&e, status)),
+    });
+    Ok(axum::Json(body).into_response())
+}

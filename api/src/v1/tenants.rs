@@ -1,0 +1,79 @@
+//! `POST /v1/tenants`, `POST /v1/tenants/{id}/keys`, `DELETE /v1/tenants/{id}/keys/{key_id}`:
+//! admin only.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use landport_ingest::pipeline::now_ms;
+use landport_ingest::store::{KeyHash, Tenant};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::view::rfc3339;
+use super::{check_id, random_id};
+use crate::auth::Caller;
+use crate::error::{ApiError, Json, Path};
+use crate::state::ApiState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    id: String,
+    name: String,
+}
+
+pub async fn create(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Json(body): Json<NewTenant>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    check_id("tenant", &body.id)?;
+    let tenant = Tenant {
+        id: body.id,
+        name: body.name,
+        created_ms: now_ms(),
+    };
+    let out = json!({"id": tenant.id, "name": tenant.name,
+        "created_at": rfc3339(Some(tenant.created_ms))});
+    s.write(move |st| st.create_tenant(&tenant)).await?;
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+/// A new key for the tenant: `{"id", "key"}`. The key is shown here once; only its hash is
+/// stored.
+pub async fn create_key(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let key_id = random_id("key_")?;
+    let key = random_id("lp_")? + &random_id("")?;
+    let hash = KeyHash::of(&key);
+    let (t, kid) = (tenant.clone(), key_id.clone());
+    let created = s
+        .write(move |st| st.create_api_key(&t, &kid, &hash, now_ms()))
+        .await?;
+    if !created {
+        return Err(ApiError::not_found("tenant", tenant));
+    }
+    let out = json!({"id": key_id, "tenant": tenant, "key": key});
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+pub async fn revoke_key(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path((tenant, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let kid = key_id.clone();
+    if s.write(move |st| st.revoke_api_key(&tenant, &kid, now_ms()))
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("api key", key_id))
+    }
+}
