@@ -36,8 +36,10 @@
 
 pub mod auth;
 pub mod error;
+mod openapi;
 mod state;
 mod v1;
+pub mod web;
 
 pub use error::ApiError;
 pub use state::ApiState;
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with_api(state: AppState, api: ApiState) -> Router {
     router(state)
         .merge(v1::router(api))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(unknown_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

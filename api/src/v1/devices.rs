@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Json, Path};
 use crate::state::ApiState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     id: String,
@@ -32,7 +32,7 @@ pub struct NewDevice {
     profile: Option<Profile>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     #[serde(default)]
@@ -44,7 +44,7 @@ pub struct DevicePatch {
 }
 
 /// [`DeviceProfile`] as the API takes it (unknown fields refused).
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Profile {
     #[serde(default)]
@@ -85,6 +85,19 @@ fn check_kind(kind: &str) -> Result<(), ApiError> {
 
 /// `{"devices": [...]}`: registered devices and those the tracker knows from telemetry
 /// (auto-registered), by tenant and id.
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    tag = "devices",
+    operation_id = "list_devices",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the devices", body = crate::openapi::DeviceList),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
     let scope = caller.scope().map(str::to_owned);
     let sc = scope.clone();
@@ -132,6 +145,24 @@ pub(crate) async fn live_devices(
 }
 
 /// Registers a device (telemetry from it is accepted from then on): 201 with the device.
+#[utoipa::path(
+    post,
+    path = "/v1/devices",
+    tag = "devices",
+    operation_id = "create_device",
+    request_body = NewDevice,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "registered", body = crate::openapi::Device),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the id is taken", body = crate::openapi::ErrorBody),
+        (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<ApiState>,
     caller: Caller,
@@ -167,6 +198,22 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{id}",
+    tag = "devices",
+    operation_id = "get_device",
+    params(("id" = String, Path, description = "the device id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the device", body = crate::openapi::Device),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_one(
     State(s): State<ApiState>,
     caller: Caller,
@@ -193,6 +240,25 @@ async fn load(
 }
 
 /// Changes the name, kind or profile of a registered device.
+#[utoipa::path(
+    patch,
+    path = "/v1/devices/{id}",
+    tag = "devices",
+    operation_id = "patch_device",
+    params(("id" = String, Path, description = "the device id")),
+    request_body = DevicePatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the updated device", body = crate::openapi::Device),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn patch(
     State(s): State<ApiState>,
     caller: Caller,
@@ -235,6 +301,22 @@ pub async fn patch(
 }
 
 /// Unregisters a device and forgets its live state (history stays until retention): 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{id}",
+    tag = "devices",
+    operation_id = "delete_device",
+    params(("id" = String, Path, description = "the device id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn remove(
     State(s): State<ApiState>,
     caller: Caller,

@@ -15,7 +15,8 @@ use crate::state::ApiState;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
     since: Option<String>,
     #[serde(rename = "type")]
@@ -28,6 +29,20 @@ pub struct EventParams {
 /// `{"events": [...], "next": CURSOR}`. Pass `next` as `since` for the following page; an
 /// empty page means caught up (and `next` stays where it was). The cursor is the store's event
 /// sequence number as a string: clients should treat it as opaque.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "list_events",
+    params(EventParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "a page of events", body = crate::openapi::EventPage),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(
     State(s): State<ApiState>,
     caller: Caller,

@@ -16,6 +16,18 @@ use crate::error::{ApiError, Json, Path};
 use crate::state::ApiState;
 
 /// `{"geofences": [Feature, ...]}`, by tenant and id.
+#[utoipa::path(
+    get,
+    path = "/v1/geofences",
+    tag = "geofences",
+    operation_id = "list_geofences",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the geofences", body = crate::openapi::GeofenceList),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
     let scope = caller.scope().map(str::to_owned);
     let fences = s
@@ -27,6 +39,24 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response,
 
 /// Adds a geofence (id from the Feature, generated when absent): 201 with the stored Feature;
 /// 409 when the id is taken.
+#[utoipa::path(
+    post,
+    path = "/v1/geofences",
+    tag = "geofences",
+    operation_id = "create_geofence",
+    request_body = FeatureIn,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the stored Feature", body = crate::openapi::Feature),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the id is taken", body = crate::openapi::ErrorBody),
+        (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<ApiState>,
     caller: Caller,
@@ -51,6 +81,25 @@ pub async fn create(
 
 /// Creates or replaces the geofence `{id}`: 201 when created, 200 when replaced. A Feature
 /// `id` other than the path's is refused.
+#[utoipa::path(
+    put,
+    path = "/v1/geofences/{id}",
+    tag = "geofences",
+    operation_id = "put_geofence",
+    params(("id" = String, Path, description = "the geofence id")),
+    request_body = FeatureIn,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "replaced: the stored Feature", body = crate::openapi::Feature),
+        (status = 201, description = "created: the stored Feature", body = crate::openapi::Feature),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn put(
     State(s): State<ApiState>,
     caller: Caller,
@@ -90,6 +139,20 @@ async fn upsert_live(s: &ApiState, rec: &GeofenceRecord) -> Result<(), ApiError>
         .map_err(|e| ApiError::Internal(format!("tracker refused a validated geofence: {e}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/geofences/{id}",
+    tag = "geofences",
+    operation_id = "get_geofence",
+    params(("id" = String, Path, description = "the geofence id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the stored Feature", body = crate::openapi::Feature),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_one(
     State(s): State<ApiState>,
     caller: Caller,
@@ -104,6 +167,21 @@ pub async fn get_one(
 }
 
 /// Deletes a geofence; devices inside simply stop being inside (no exit event): 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/geofences/{id}",
+    tag = "geofences",
+    operation_id = "delete_geofence",
+    params(("id" = String, Path, description = "the geofence id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn remove(
     State(s): State<ApiState>,
     caller: Caller,
@@ -120,6 +198,21 @@ pub async fn remove(
 }
 
 /// `{"devices": [...]}`: the devices inside the geofence now, by id.
+#[utoipa::path(
+    get,
+    path = "/v1/geofences/{id}/devices",
+    tag = "geofences",
+    operation_id = "geofence_devices",
+    params(("id" = String, Path, description = "the geofence id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the devices inside it now", body = crate::openapi::DeviceList),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn devices_inside(
     State(s): State<ApiState>,
     caller: Caller,

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::view::rfc3339;
 use crate::error::ApiError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureIn {
     #[serde(rename = "type")]
@@ -32,7 +32,7 @@ pub struct FeatureIn {
     bbox: Option<Vec<f64>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", deny_unknown_fields)]
 enum GeometryIn {
     Polygon {
@@ -49,7 +49,7 @@ enum GeometryIn {
     },
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PropertiesIn {
     #[serde(default)]

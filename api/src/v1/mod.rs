@@ -73,6 +73,40 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The `/v1` operations of the OpenAPI document (merged into [`crate::openapi`]'s): one entry
+/// per handler registered in [`router`]; `api/tests/openapi.rs` fails when they drift apart.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    tenants::create,
+    tenants::create_key,
+    tenants::revoke_key,
+    devices::list,
+    devices::create,
+    positions::nearby,
+    track::track,
+    devices::get_one,
+    devices::patch,
+    devices::remove,
+    geofences::list,
+    geofences::create,
+    geofences::get_one,
+    geofences::put,
+    geofences::remove,
+    geofences::devices_inside,
+    positions::positions,
+    events::list,
+    stream::stream,
+    shipments::list,
+    shipments::create,
+    shipments::get_one,
+    shipments::patch,
+    shipments::remove,
+    shipments::eta,
+    shipments::share,
+    shipments::public,
+))]
+pub(crate) struct Doc;
+
 /// Checks an id the user chose (tenant, device, geofence): it becomes part of MQTT topics,
 /// so no `/`, `+`, `#`, whitespace or control characters; 1 to 128 characters.
 pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ApiError> {

@@ -19,7 +19,8 @@ const MAX_NEARBY: usize = 1_000;
 /// Largest `radius_m` of `nearby`: half the Earth's circumference.
 const MAX_RADIUS_M: f64 = 20_037_508.0;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BboxParams {
     bbox: Option<String>,
 }
@@ -58,6 +59,21 @@ fn parse_bbox(s: &str) -> Result<[f64; 4], ApiError> {
 }
 
 /// Latest positions inside the box: a FeatureCollection of Points, Feature `id` = device id.
+#[utoipa::path(
+    get,
+    path = "/v1/positions",
+    tag = "devices",
+    operation_id = "positions",
+    params(BboxParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "latest positions as Points; Feature `id` is the device id", body = crate::openapi::FeatureCollection),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn positions(
     State(s): State<ApiState>,
     caller: Caller,
@@ -115,7 +131,8 @@ fn per_tenant<T>(
         .collect()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NearbyParams {
     lat: Option<f64>,
     lon: Option<f64>,
@@ -125,6 +142,21 @@ pub struct NearbyParams {
 
 /// `{"devices": [...]}` within `radius_m` (default 1,000) of the point, nearest first, at
 /// most `limit` (default 10, at most 1,000), each with its geodesic `distance_m`.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/nearby",
+    tag = "devices",
+    operation_id = "nearby_devices",
+    params(NearbyParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "nearest first, each with `distance_m`", body = crate::openapi::DeviceList),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn nearby(
     State(s): State<ApiState>,
     caller: Caller,

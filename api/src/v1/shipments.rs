@@ -26,7 +26,7 @@ use crate::state::ApiState;
 /// `POST` body. Places are a geofence id (`"yingkou-port"`) or a point
 /// (`{"lat": 40.6, "lon": 122.2}`, or a GeoJSON Point). `route` is a GeoJSON LineString
 /// geometry, or a Feature holding one. `deadline` is RFC 3339.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewShipment {
     #[serde(default)]
@@ -48,11 +48,12 @@ pub struct NewShipment {
     #[serde(default)]
     max_speed_kmh: Option<f64>,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::ShipmentStatus>)]
     status: Option<ShipmentStatus>,
 }
 
 /// `PATCH` body: the members to change; `null` clears an optional one.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipmentPatch {
     #[serde(default)]
@@ -74,6 +75,7 @@ pub struct ShipmentPatch {
     #[serde(default, with = "patch_field")]
     max_speed_kmh: Option<Option<f64>>,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::ShipmentStatus>)]
     status: Option<ShipmentStatus>,
 }
 
@@ -244,6 +246,19 @@ async fn live_state(
 }
 
 /// `{"shipments": [...]}`, by tenant and id.
+#[utoipa::path(
+    get,
+    path = "/v1/shipments",
+    tag = "shipments",
+    operation_id = "list_shipments",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the shipments", body = crate::openapi::ShipmentList),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
     let scope = caller.scope().map(str::to_owned);
     let recs = s
@@ -269,6 +284,25 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response,
 }
 
 /// Adds a shipment: 201 with it; 409 when the id is taken.
+#[utoipa::path(
+    post,
+    path = "/v1/shipments",
+    tag = "shipments",
+    operation_id = "create_shipment",
+    request_body = NewShipment,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "created", body = crate::openapi::Shipment),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the id is taken", body = crate::openapi::ErrorBody),
+        (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<ApiState>,
     caller: Caller,
@@ -321,6 +355,21 @@ async fn load(s: &ApiState, tenant: &str, id: &str) -> Result<ShipmentRecord, Ap
         .ok_or_else(|| ApiError::not_found("shipment", id))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/shipments/{id}",
+    tag = "shipments",
+    operation_id = "get_shipment",
+    params(("id" = String, Path, description = "the shipment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the shipment", body = crate::openapi::Shipment),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_one(
     State(s): State<ApiState>,
     caller: Caller,
@@ -334,6 +383,25 @@ pub async fn get_one(
 
 /// Changes the members given; `status` may be set to any value (`delivered`, `cancelled`
 /// by hand, or back).
+#[utoipa::path(
+    patch,
+    path = "/v1/shipments/{id}",
+    tag = "shipments",
+    operation_id = "patch_shipment",
+    params(("id" = String, Path, description = "the shipment id")),
+    request_body = ShipmentPatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the updated shipment", body = crate::openapi::Shipment),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn patch(
     State(s): State<ApiState>,
     caller: Caller,
@@ -392,6 +460,21 @@ pub async fn patch(
 }
 
 /// Deletes a shipment and its share tokens: 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/shipments/{id}",
+    tag = "shipments",
+    operation_id = "delete_shipment",
+    params(("id" = String, Path, description = "the shipment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn remove(
     State(s): State<ApiState>,
     caller: Caller,
@@ -410,6 +493,21 @@ pub async fn remove(
 /// `{"eta", "p10", "p90", "remaining_m", "remaining_s", "method", "computed_at", "status"}`;
 /// the estimate's members are `null` until one is computed (no fix yet, or the shipment is
 /// no longer active).
+#[utoipa::path(
+    get,
+    path = "/v1/shipments/{id}/eta",
+    tag = "shipments",
+    operation_id = "shipment_eta",
+    params(("id" = String, Path, description = "the shipment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the ETA (members null when there is none yet)", body = crate::openapi::Eta),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn eta(
     State(s): State<ApiState>,
     caller: Caller,
@@ -438,6 +536,20 @@ pub async fn eta(
 
 /// `POST /v1/shipments/{id}/share`: a new share token for the shipment, shown once and stored
 /// hashed: 201 `{"token", "public_url"}`.
+#[utoipa::path(
+    post,
+    path = "/v1/shipments/{id}/share",
+    tag = "shipments",
+    operation_id = "share_shipment",
+    params(("id" = String, Path, description = "the shipment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "a share token, shown once", body = crate::openapi::ShareCreated),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn share(
     State(s): State<ApiState>,
     caller: Caller,
@@ -461,6 +573,19 @@ pub async fn share(
 
 /// `GET /v1/public/{token}`, no key: status, position and ETA of the one shipment the token
 /// opens, nothing else (not even the device's id). An unknown token is a 404.
+#[utoipa::path(
+    get,
+    path = "/v1/public/{token}",
+    tag = "public",
+    operation_id = "public_shipment",
+    params(("token" = String, Path, description = "the share token")),
+    responses(
+        (status = 200, description = "status, position and ETA of the shared shipment", body = crate::openapi::PublicShipment),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn public(
     State(s): State<ApiState>,
     Path(token): Path<String>,

@@ -30,7 +30,8 @@ use crate::state::ApiState;
 /// How often the positions topic polls the tracker.
 pub const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamParams {
     topics: Option<String>,
     shipment: Option<String>,
@@ -52,6 +53,21 @@ struct Client {
     sent: HashMap<(String, String), i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "events",
+    operation_id = "stream",
+    params(StreamParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "server-sent events: `positions` (a FeatureCollection), `event`, `lagged`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn stream(
     State(s): State<ApiState>,
     caller: Caller,

@@ -15,13 +15,31 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Json, Path};
 use crate::state::ApiState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     id: String,
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "create_tenant",
+    request_body = NewTenant,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "created", body = crate::openapi::Tenant),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "a tenant key on an admin-only endpoint", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the id is taken", body = crate::openapi::ErrorBody),
+        (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(s): State<ApiState>,
     caller: Caller,
@@ -42,6 +60,22 @@ pub async fn create(
 
 /// A new key for the tenant: `{"id", "key"}`. The key is shown here once; only its hash is
 /// stored.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/keys",
+    tag = "tenants",
+    operation_id = "create_key",
+    params(("id" = String, Path, description = "the tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the new key, shown once", body = crate::openapi::KeyCreated),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "a tenant key on an admin-only endpoint", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create_key(
     State(s): State<ApiState>,
     caller: Caller,
@@ -62,6 +96,21 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}/keys/{key_id}",
+    tag = "tenants",
+    operation_id = "revoke_key",
+    params(("id" = String, Path, description = "the tenant id"), ("key_id" = String, Path, description = "the key id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "a tenant key on an admin-only endpoint", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn revoke_key(
     State(s): State<ApiState>,
     caller: Caller,

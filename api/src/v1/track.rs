@@ -18,7 +18,8 @@ const DEFAULT_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 const DEFAULT_LIMIT: usize = 10_000;
 const MAX_LIMIT: usize = 100_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TrackParams {
     from: Option<String>,
     to: Option<String>,
@@ -43,6 +44,21 @@ fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
 /// "from", "to", "truncated"}}`: readings with a position, oldest first; `times[i]` is the
 /// device time of `coordinates[i]`. 404 when the tenant has no such device and no history
 /// of one in the window.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{id}/track",
+    tag = "devices",
+    operation_id = "device_track",
+    params(("id" = String, Path, description = "the device id"), TrackParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "a LineString Feature; `properties.times` holds one RFC 3339 time per vertex", body = crate::openapi::Feature),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn track(
     State(s): State<ApiState>,
     caller: Caller,

@@ -28,8 +28,9 @@ const MAX_STEP_SECONDS: f64 = 600.0;
 #[derive(Debug, Clone)]
 pub struct Truck {
     rng: SmallRng,
-    /// Position, degrees, `(lon, lat)` kept apart as plain fields.
+    /// Longitude, degrees.
     lon: f64,
+    /// Latitude, degrees.
     lat: f64,
     /// Course over ground, degrees clockwise from north, in [0, 360).
     heading_deg: f64,
