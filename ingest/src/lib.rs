@@ -16,6 +16,7 @@
 //! (`benches/decode.rs`) alone. The MQTT source, the pipeline, the store and the sinks are
 //! thin drivers around them.
 
+pub mod backoff;
 pub mod decode;
 pub mod metrics;
 pub mod mqtt;

@@ -3,7 +3,7 @@
 //!
 //! Layout:
 //! - [`url`]: `mqtt://host:port` / `tcp://host:port` -> [`BrokerUrl`].
-//! - [`backoff`]: reconnect delays, exponential with full jitter; pure (the caller seeds it).
+//! - [`crate::backoff`]: reconnect delays, exponential with full jitter; pure (the caller seeds it).
 //! - [`broker`]: [`EmbeddedBroker`], rumqttd in-process (`landport run` with `mqtt.embedded`).
 //! - [`source`]: [`MqttSource`] (the driver) and [`MqttClient`] (the cheap handle), in
 //!   rumqttc's own handle-plus-event-loop shape.
@@ -29,13 +29,12 @@
 //! publisher can never delay acknowledgements. See [`source`] for why that matters.
 
 mod ack_order;
-pub mod backoff;
 pub mod broker;
 pub mod source;
 pub mod stats;
 pub mod url;
 
-pub use backoff::Backoff;
+pub use crate::backoff::Backoff;
 pub use broker::{EmbeddedBroker, EmbeddedBrokerConfig};
 pub use source::{AckToken, Inbound, MqttClient, MqttSource, MqttSourceConfig};
 pub use stats::MqttStats;

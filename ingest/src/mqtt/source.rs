@@ -44,7 +44,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::MqttError;
 use super::ack_order::{AckOrder, Action, Outcome, Settled};
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use super::stats::MqttStats;
 use super::url::BrokerUrl;
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use super::batch::{Batch, Stream};
 use super::client::{InfluxWriter, WriteError, dropped_points};
 use super::reader::{Floors, Reader, ReaderSettings};

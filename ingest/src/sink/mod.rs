@@ -47,7 +47,7 @@
 //! - `reader`: the blocking thread that reads the store and fills batches.
 //! - `driver`: [`InfluxSink`] and its poster (retries, splitting, cursors).
 //! - [`client`]: HTTP, v1 with reqwest, v2 with the `influxdb2` crate.
-//! - [`backoff`], [`spool`]: the pure rules for retry delays and the spool bound.
+//! - [`crate::backoff`], [`spool`]: the pure rules for retry delays and the spool bound.
 //!
 //! # Wiring (the binary)
 //!
@@ -74,7 +74,6 @@
 //! tasks.spawn(sink.run(shutdown.clone()));
 //! ```
 
-pub mod backoff;
 mod batch;
 pub mod client;
 mod driver;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::SinkStats;
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use super::batch::{Batch, BatchBuilder, Stream};
 use crate::store::{EventFilter, Store, StoreError};
 

@@ -1,4 +1,4 @@
-//! Reconnect delays: exponential growth with "full jitter" (each delay uniform in
+//! Retry delays (MQTT reconnects, InfluxDB writes): exponential growth with "full jitter" (each delay uniform in
 //! `[0, min(max, initial * 2^attempt)]`), so that many clients cut off by the same broker
 //! restart don't come back in lock step. Pure: no clock, no global RNG; the caller seeds it.
 
