@@ -224,13 +224,18 @@ pub async fn run(config: Config) -> Result<()> {
         config.auth.admin_key.as_ref().map(|k| k.expose()),
     )
     .context("opening the API's store connections")?;
+    let map = landport_api::web::MapSettings {
+        tile_url: config.map.tile_url.clone(),
+        tile_attribution: config.map.tile_attribution.clone(),
+    };
     let router = landport_api::router_with_api(
         landport_api::AppState {
             metrics: metrics.clone(),
             ready,
         },
-        api,
-    );
+        api.clone(),
+    )
+    .merge(landport_api::web::router(map, api));
     let http_task = tokio::spawn(landport_api::serve(listener, router, shutdown.clone()));
 
     wait_for_signal().await;

@@ -44,9 +44,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::MqttError;
 use super::ack_order::{AckOrder, Action, Outcome, Settled};
-use crate::backoff::Backoff;
 use super::stats::MqttStats;
 use super::url::BrokerUrl;
+use crate::backoff::Backoff;
 
 /// The topics Landport reads (SPEC §4).
 pub const DEFAULT_SUBSCRIPTIONS: [&str; 3] = [

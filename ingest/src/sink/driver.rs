@@ -12,12 +12,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use super::batch::{Batch, Stream};
 use super::client::{InfluxWriter, WriteError, dropped_points};
 use super::reader::{Floors, Reader, ReaderSettings};
 use super::spool::{Backlog, rows_to_drop};
 use super::{SinkConfig, SinkError, SinkStats};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 

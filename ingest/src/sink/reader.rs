@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::SinkStats;
-use crate::backoff::Backoff;
 use super::batch::{Batch, BatchBuilder, Stream};
+use crate::backoff::Backoff;
 use crate::store::{EventFilter, Store, StoreError};
 
 /// How often the store is asked for new rows once the reader has caught up: `flush_interval`
