@@ -118,15 +118,28 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown`.
+///
+/// In-flight requests get [`SHUTDOWN_GRACE`] to finish; connections that never end by
+/// themselves (an open map's event stream) are then dropped, so a stop never hangs on a
+/// browser tab.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let graceful =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::select! {
+        result = graceful => result,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    }
 }
+
+/// How long requests still running at shutdown may take.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Binds the HTTP listener, naming the address in the error.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -194,3 +194,73 @@ fn spawn(config: &Path, log: &Path) -> Child {
         .spawn()
         .expect("starting landport")
 }
+
+/// One HTTP/1.1 request with a JSON body (if any) and an optional bearer key -> (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connecting");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| dechunk(b))
+        .unwrap_or_default();
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    (status, json)
+}
+
+/// A server-sent-events stream read on a thread; its `data:` lines of events named `name`
+/// arrive on the channel.
+pub fn sse(
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+    name: &str,
+) -> std::sync::mpsc::Receiver<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connecting");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut current = String::new();
+        for line in std::io::BufReader::new(s).lines() {
+            let Ok(line) = line else { break };
+            if let Some(ev) = line.strip_prefix("event:") {
+                current = ev.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                if current == name && tx.send(data.trim().to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,196 @@
+//! End to end through the real binary: a tenant set up over HTTP, telemetry over MQTT, the
+//! results read back over HTTP and server-sent events, and API changes surviving a restart.
+
+mod support;
+#[path = "../ingest/tests/support_mqtt/mod.rs"]
+mod support_mqtt;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use serde_json::{Value, json};
+use support::{Landport, free_port, http, metric, sse, wait_for};
+use support_mqtt::publish;
+
+const ADMIN: &str = "e2e-admin-key-0123456789";
+const T0: i64 = 1_795_400_000_000;
+
+fn native(ts_ms: i64, lon: f64, lat: f64) -> Vec<u8> {
+    format!(r#"{{"ts":{ts_ms},"lat":{lat},"lon":{lon},"speed_kmh":50}}"#).into_bytes()
+}
+
+fn warehouse() -> Value {
+    json!({"type": "Feature", "id": "wh",
+           "geometry": {"type": "Polygon", "coordinates": [[[122.99, 40.99], [123.01, 40.99],
+                        [123.01, 41.01], [122.99, 41.01], [122.99, 40.99]]]},
+           "properties": {"name": "Warehouse", "kind": "warehouse", "confirm_seconds": 0}})
+}
+
+fn event_types(addr: SocketAddr, key: &str) -> Vec<String> {
+    let (status, body) = http(addr, "GET", "/v1/events?device=truck-1", Some(key), None);
+    assert_eq!(status, 200, "{body}");
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_set_up_over_http_sees_its_trucks_events_and_eta_and_it_all_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mqtt = free_port();
+    let mut config = Landport::config(
+        dir,
+        http_addr,
+        mqtt,
+        true,
+        &format!("[auth]\nadmin_key = \"{ADMIN}\"\n"),
+    );
+    config = config.replace("auto_register = true", "auto_register = false");
+    let mut lp = Landport::start(dir, &config, http_addr, mqtt);
+
+    // Tenant, key, device, geofence, shipment: all over HTTP.
+    let (s, _) = http(
+        http_addr,
+        "POST",
+        "/v1/tenants",
+        Some(ADMIN),
+        Some(&json!({"id": "acme", "name": "Acme"})),
+    );
+    assert_eq!(s, 201);
+    let (s, key) = http(
+        http_addr,
+        "POST",
+        "/v1/tenants/acme/keys",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(s, 201);
+    let key = key["key"].as_str().unwrap().to_owned();
+    let k = Some(key.as_str());
+    let (s, _) = http(
+        http_addr,
+        "POST",
+        "/v1/devices",
+        k,
+        Some(&json!({"id": "truck-1", "name": "Truck 1", "kind": "truck"})),
+    );
+    assert_eq!(s, 201);
+    let (s, body) = http(http_addr, "POST", "/v1/geofences", k, Some(&warehouse()));
+    assert_eq!(s, 201, "{body}");
+    let shipment = json!({"id": "S1", "device": "truck-1", "reference": "PO-1",
+                          "destination": {"lat": 41.0, "lon": 124.0}});
+    let (s, body) = http(http_addr, "POST", "/v1/shipments", k, Some(&shipment));
+    assert_eq!(s, 201, "{body}");
+
+    let events = sse(http_addr, "/v1/stream?topics=events", &key, "event");
+
+    // Telemetry over MQTT: outside, inside, out again heading east. And a stranger's.
+    let topic = "landport/acme/truck-1/telemetry";
+    let readings = vec![
+        native(T0, 123.05, 41.0),
+        native(T0 + 60_000, 123.0, 41.0),
+        native(T0 + 120_000, 123.1, 41.0),
+    ];
+    publish(mqtt, topic, readings, QoS::AtLeastOnce).await;
+    publish(
+        mqtt,
+        "landport/acme/stranger/telemetry",
+        vec![native(T0, 123.0, 41.0)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+
+    wait_for(
+        "entered and exited in the event list",
+        Duration::from_secs(20),
+        || {
+            let t = event_types(http_addr, &key);
+            (t.contains(&"geofence.entered".to_owned())
+                && t.contains(&"geofence.exited".to_owned()))
+            .then_some(())
+        },
+    );
+    let streamed: Value = serde_json::from_str(
+        &events
+            .recv_timeout(Duration::from_secs(20))
+            .expect("an event over SSE"),
+    )
+    .unwrap();
+    assert_eq!(streamed["type"], "geofence.entered");
+    assert_eq!(streamed["device"], "truck-1");
+
+    let (s, dev) = http(http_addr, "GET", "/v1/devices/truck-1", k, None);
+    assert_eq!(s, 200);
+    assert_eq!(dev["position"]["lon"], 123.1);
+    assert_eq!(dev["geofences"], json!([]));
+    let (s, eta) = http(http_addr, "GET", "/v1/shipments/S1/eta", k, None);
+    assert_eq!(s, 200, "{eta}");
+    assert_eq!(eta["method"], "direct");
+    assert!(eta["remaining_m"].as_f64().unwrap() > 50_000.0, "{eta}");
+    let (s, _) = http(http_addr, "GET", "/v1/devices/stranger", k, None);
+    assert_eq!(s, 404, "telemetry of an unregistered device is refused");
+    assert!(
+        lp.metrics()
+            .contains("landport_rejected_total{reason=\"unregistered_device\"} 1")
+    );
+
+    // Another tenant's key sees none of it.
+    http(
+        http_addr,
+        "POST",
+        "/v1/tenants",
+        Some(ADMIN),
+        Some(&json!({"id": "other", "name": "Other"})),
+    );
+    let (_, other) = http(
+        http_addr,
+        "POST",
+        "/v1/tenants/other/keys",
+        Some(ADMIN),
+        None,
+    );
+    let other = other["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        http(http_addr, "GET", "/v1/devices/truck-1", Some(&other), None).0,
+        404
+    );
+    assert_eq!(
+        http(http_addr, "GET", "/v1/shipments/S1/eta", Some(&other), None).0,
+        404
+    );
+
+    // Restart: the geofence and the shipment are still there and still tracked.
+    assert!(lp.terminate().success());
+    lp.restart();
+    assert_eq!(http(http_addr, "GET", "/v1/geofences/wh", k, None).0, 200);
+    assert_eq!(http(http_addr, "GET", "/v1/shipments/S1", k, None).0, 200);
+    publish(
+        mqtt,
+        topic,
+        vec![native(T0 + 180_000, 123.0, 41.0)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    wait_for(
+        "a second entry after the restart",
+        Duration::from_secs(20),
+        || {
+            let entered = event_types(http_addr, &key)
+                .iter()
+                .filter(|t| *t == "geofence.entered")
+                .count();
+            (entered == 2).then_some(())
+        },
+    );
+    assert_eq!(
+        metric(&lp.metrics(), "landport_readings_accepted_total"),
+        1.0,
+        "one reading since the restart"
+    );
+}
