@@ -255,10 +255,11 @@ pub fn sse(
             let Ok(line) = line else { break };
             if let Some(ev) = line.strip_prefix("event:") {
                 current = ev.trim().to_owned();
-            } else if let Some(data) = line.strip_prefix("data:") {
-                if current == name && tx.send(data.trim().to_owned()).is_err() {
-                    break;
-                }
+            } else if let Some(data) = line.strip_prefix("data:")
+                && current == name
+                && tx.send(data.trim().to_owned()).is_err()
+            {
+                break;
             }
         }
     });
