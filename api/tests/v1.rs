@@ -107,7 +107,7 @@ impl App {
 
     /// Creates a tenant and returns a key of it.
     async fn tenant(&self, id: &str) -> String {
-        let (s, _) = self
+        let (s, v) = self
             .call(
                 "POST",
                 "/v1/tenants",
@@ -115,7 +115,7 @@ impl App {
                 Some(json!({"id": id, "name": id})),
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED);
+        assert_eq!(s, StatusCode::CREATED, "{v}");
         let (s, v) = self
             .call("POST", &format!("/v1/tenants/{id}/keys"), Some(ADMIN), None)
             .await;
@@ -138,7 +138,7 @@ impl App {
     /// Feeds one native telemetry reading through the live ingestor, as MQTT would.
     async fn fix(&self, tenant: &str, device: &str, lon: f64, lat: f64) {
         let topic = format!("landport/{tenant}/{device}/telemetry");
-        let payload = json!({"ts": now_ms(), "lat": lat, "lon": lon, "speed_kmh": 50.0})
+        let payload = json!({"ts": next_ts(), "lat": lat, "lon": lon, "speed_kmh": 50.0})
             .to_string()
             .into_bytes();
         self.tracker
@@ -691,7 +691,10 @@ async fn another_tenants_geofence_is_exactly_like_a_missing_one() {
 
 /// A key of a fresh tenant with nothing in it.
 async fn app_key_missing(app: &App) -> String {
-    app.tenant(&format!("empty-{}", now_ms())).await
+    // A counter, not the clock: two calls within one millisecond must not collide.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    app.tenant(&format!("empty-{n}")).await
 }
 
 #[tokio::test]
@@ -1442,4 +1445,17 @@ async fn the_stream_sends_the_tenants_events_and_positions_only() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+/// A device time that only goes up, even for two readings in one millisecond (a repeated
+/// time would be dropped as a duplicate).
+fn next_ts() -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = now_ms();
+    let prev = LAST.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    if prev >= now {
+        LAST.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    } else {
+        now
+    }
 }

@@ -53,7 +53,7 @@ async fn post(router: &Router, path: &str, key: &str, body: Value) -> Value {
 /// Feeds one native telemetry reading through the tracker, as MQTT would.
 async fn fix(tracker: &TrackerHandle, device: &str, lon: f64, lat: f64, heading_deg: f64) {
     let topic = format!("landport/acme/{device}/telemetry");
-    let payload = json!({"ts": now_ms(), "lat": lat, "lon": lon, "speed_kmh": 62.0,
+    let payload = json!({"ts": next_ts(), "lat": lat, "lon": lon, "speed_kmh": 62.0,
         "heading_deg": heading_deg})
     .to_string()
     .into_bytes();
@@ -247,4 +247,17 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
         "no screenshot at {}",
         track_png.display()
     );
+}
+
+/// A device time that only goes up, even for two readings in one millisecond (a repeated
+/// time would be dropped as a duplicate).
+fn next_ts() -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = now_ms();
+    let prev = LAST.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    if prev >= now {
+        LAST.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    } else {
+        now
+    }
 }
