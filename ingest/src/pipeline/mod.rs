@@ -279,8 +279,10 @@ impl Pipeline {
             let mut acks = Vec::new();
             let mut oldest = None;
             let mut stop = false;
+            // Not `biased`: with API requests always queued, a fixed order would starve the
+            // broker's messages or the timers (and the index rebuild they drive). tokio picks
+            // among the ready branches at random, so each gets its turn.
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => stop = true,
                 Some(cmd) = commands.recv() => cmd(&mut ingestor),
                 _ = tick.tick() => ingestor.tick(now_ms(), &mut out),
