@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use landport_config::Config;
 
+mod demo;
 mod run;
 
 /// Live logistics telemetry: MQTT in, geofences, ETAs and events out, over HTTP.
@@ -25,6 +26,14 @@ enum Command {
     ///
     /// With no config file: embedded MQTT broker on 127.0.0.1:1883, HTTP on 127.0.0.1:8080,
     /// embedded store in ./landport-data. LANDPORT_SECTION__KEY variables override the file.
+    /// Run the service with a simulated fleet in Liaoning, sample geofences and a shipment.
+    ///
+    /// Prints the live map's URL with a fresh API key for the `demo` tenant.
+    Demo {
+        /// The TOML config file (optional; the defaults are what a demo wants).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     Run {
         /// The TOML config file.
         #[arg(long)]
@@ -38,6 +47,34 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Publish a simulated fleet (trucks, reefers, warehouse sensors, phones on Liaoning's
+    /// roads) to any MQTT broker, QoS 1, with a progress display and a summary at the end.
+    Simulate {
+        /// The broker: mqtt://HOST:PORT.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Number of simulated devices.
+        #[arg(long, default_value_t = 16)]
+        devices: usize,
+        /// Messages per second per device.
+        #[arg(long, default_value_t = 1.0)]
+        rate_hz: f64,
+        /// How long to publish; until Ctrl-C when left out.
+        #[arg(long)]
+        duration_seconds: Option<u64>,
+        /// Faults to inject: jitter,dropout,reorder,duplicate,malformed,store-and-forward.
+        #[arg(long, default_value = "")]
+        faults: String,
+        /// Seed of the simulation (the same seed gives the same fleet).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Tenant in the landport/{tenant}/... topics.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+    },
 }
 
 /// Exit code for a config that cannot be used (clap also uses 2 for a bad command line).
@@ -47,12 +84,63 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config } => run_service(config.as_deref()),
+        Command::Run { config } => run_service(config.as_deref(), false),
+        Command::Demo { config } => run_service(config.as_deref(), true),
+        Command::Simulate {
+            broker,
+            devices,
+            rate_hz,
+            duration_seconds,
+            faults,
+            seed,
+            tenant,
+            time_scale,
+        } => {
+            let faults = match landport_simulators::fleet::Faults::parse(&faults) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("landport: --faults: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let config = landport_simulators::fleet::FleetConfig {
+                devices,
+                rate_hz,
+                duration: duration_seconds.map(std::time::Duration::from_secs),
+                seed,
+                faults,
+                tenant,
+                time_scale,
+            };
+            simulate(config, &broker)
+        }
+    }
+}
+
+/// `landport simulate --broker URL ...`: publishes until the duration is up (or Ctrl-C) and
+/// prints the summary.
+fn simulate(config: landport_simulators::fleet::FleetConfig, broker: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(landport_simulators::fleet::run(config, broker, true)) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("landport: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 /// `landport run [--config FILE]`.
-fn run_service(file: Option<&Path>) -> ExitCode {
+fn run_service(file: Option<&Path>, demo: bool) -> ExitCode {
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(error) => {
@@ -70,7 +158,12 @@ fn run_service(file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run::run(config)) {
+    let result = if demo {
+        runtime.block_on(demo::demo(config))
+    } else {
+        runtime.block_on(run::run(config))
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

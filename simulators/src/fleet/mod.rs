@@ -1,0 +1,39 @@
+//! The truck fleet and warehouse sensor simulator, with fault injection (`landport
+//! simulate`, and the fleet of `landport demo`).
+//!
+//! Trucks drive real roads of Liaoning's steel belt (Anshan, Shenyang, Liaoyang, Yingkou
+//! port, Dalian port) back and forth: 60-90 km/h on the expressway, 40 km/h near the ends,
+//! accelerating and braking; at each dock they unload and load in steps of several tonnes
+//! over a quarter of an hour or so. Reefers keep their cargo near -18 °C; on some trips
+//! (every trip of truck-0) the unit fails for 12-20 minutes and the cargo warms past
+//! -15 °C for well over 5 minutes. Warehouse sensors publish SenML (cold room `Cel`, floor
+//! scale `kg`); drivers' phones publish OwnTracks locations.
+//!
+//! Layout:
+//! - `places`: the places ([`places()`]) and routes (polylines, `(lon, lat)` degrees).
+//! - `vehicle`: one truck's motion and cargo, advanced in whole simulated seconds (pure).
+//! - `payload`: native, batch, SenML and OwnTracks encoders (pure).
+//! - `sim`: [`Simulation`], the pure core: `tick(simulated ms) -> Vec<Message>`, with the
+//!   [`Faults`] injected; the same config, seed and times give the same bytes.
+//! - `run`: [`run`], the driver publishing a simulation to a broker in real time (QoS 1)
+//!   with a progress bar and a [`Summary`].
+//!
+//! Like the rest of this crate it does not use Landport's own crates (its tests do, to
+//! check that what it sends decodes and fires the events it should).
+
+mod payload;
+mod places;
+mod run;
+mod sim;
+mod vehicle;
+
+pub use places::{Place, ROUTES, RouteDef, bearing_deg, distance_m, places};
+pub use run::{Summary, run};
+pub use sim::{Faults, FleetConfig, Kind, Message, Simulation};
+pub use vehicle::{REEFER_RANGE_C, REEFER_SET_C};
+
+/// Route 0's polyline, `(lon, lat)` degrees, from its origin place to its destination (for
+/// a demo's planned shipment route).
+pub fn route_polyline(index: usize) -> Vec<(f64, f64)> {
+    places::Path::of(index, true).points
+}

@@ -1,0 +1,152 @@
+//! `landport demo`: the service plus a simulated fleet, so a newcomer sees trucks move.
+//!
+//! Before the service starts, the store is seeded with a `demo` tenant, a fresh API key,
+//! geofences around the simulator's places (warehouses, ports, a restricted zone) and
+//! shipments with deadlines; the service then loads them like any registry. The simulator
+//! publishes to the embedded broker once it is up.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use geo_types::{LineString, MultiPolygon, Point, Polygon};
+use landport_config::Config;
+use landport_ingest::pipeline::now_ms;
+use landport_ingest::store::{GeofenceRecord, KeyHash, ShipmentRecord, Store, StoreError, Tenant};
+use landport_simulators::fleet;
+use landport_tracker::{GeofenceDef, Place, Shape, ShipmentDef, ShipmentStatus};
+
+/// The demo's tenant.
+pub const TENANT: &str = "demo";
+
+/// A key nobody can guess: 128 bits from the OS-seeded hasher keys.
+fn random_key() -> String {
+    let mut out = String::from("lp_demo_");
+    for _ in 0..2 {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(now_ms() as u64);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// Ignores "already exists": the demo may be started again on the same data.
+fn fresh<T>(r: Result<T, StoreError>) -> Result<(), StoreError> {
+    match r {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Seeds the store; returns the new API key.
+pub fn seed(config: &Config) -> Result<String> {
+    let mut store = Store::open(&config.storage.path)
+        .with_context(|| format!("opening the store in {}", config.storage.path.display()))?;
+    let now = now_ms();
+    fresh(store.create_tenant(&Tenant {
+        id: TENANT.into(),
+        name: "Liaoning Steel Logistics (demo)".into(),
+        created_ms: now,
+    }))?;
+    let key = random_key();
+    let key_id = format!("demo-{now}");
+    store.create_api_key(TENANT, &key_id, &KeyHash::of(&key), now)?;
+
+    for p in fleet::places() {
+        let def = GeofenceDef {
+            id: p.id.to_string(),
+            name: p.name.to_string(),
+            kind: p.kind.to_string(),
+            shape: Shape::Circle {
+                center: Point::new(p.lon, p.lat),
+                radius_m: 800.0,
+            },
+            confirm_seconds: Some(10),
+            dwell_seconds: Some(900),
+        };
+        fresh(store.insert_geofence(&GeofenceRecord {
+            tenant: TENANT.into(),
+            def,
+            updated_ms: now,
+        }))?;
+    }
+    // A restricted zone beside the Shenyang-Dalian expressway near Haicheng.
+    let ring = LineString::from(vec![
+        (122.70, 40.84),
+        (122.78, 40.84),
+        (122.78, 40.90),
+        (122.70, 40.90),
+        (122.70, 40.84),
+    ]);
+    fresh(store.insert_geofence(&GeofenceRecord {
+        tenant: TENANT.into(),
+        def: GeofenceDef {
+            id: "haicheng-restricted".into(),
+            name: "Haicheng restricted zone".into(),
+            kind: "restricted".into(),
+            shape: Shape::Area(MultiPolygon(vec![Polygon::new(ring, vec![])])),
+            confirm_seconds: Some(10),
+            dwell_seconds: None,
+        },
+        updated_ms: now,
+    }))?;
+
+    // The simulator's truck-0 is a reefer on route 0, Anshan steel works -> Yingkou port; its
+    // cooling unit fails on loaded trips, so the excursion rule has something to say.
+    let def = ShipmentDef {
+        id: "SHP-1".into(),
+        device: "truck-0".into(),
+        reference: Some("Coils for Yingkou, PO 4471".into()),
+        origin: Some(Place::Geofence("anshan-steel".into())),
+        destination: Place::Geofence("yingkou-port".into()),
+        route: Some(LineString::from(fleet::route_polyline(0))),
+        route_corridor_m: Some(2_000.0),
+        deadline_ms: Some(now + 3 * 3_600_000),
+        temp_range_c: Some(fleet::REEFER_RANGE_C),
+        max_speed_kmh: Some(100.0),
+    };
+    fresh(store.insert_shipment(&ShipmentRecord {
+        tenant: TENANT.into(),
+        def,
+        status: ShipmentStatus::Planned,
+        updated_ms: now,
+    }))?;
+    Ok(key)
+}
+
+/// Runs the service with a simulated fleet until SIGINT/SIGTERM.
+pub async fn demo(mut config: Config) -> Result<()> {
+    // The simulator's devices are not registered one by one.
+    config.ingest.auto_register = true;
+    let key = seed(&config)?;
+    let broker = config.mqtt.broker_url();
+    // Ten times real time, so a trip takes minutes, not hours.
+    let sim_config = fleet::FleetConfig {
+        tenant: TENANT.into(),
+        time_scale: 10.0,
+        duration: None,
+        ..fleet::FleetConfig::default()
+    };
+    let simulator = tokio::spawn(async move {
+        // Give the embedded broker a moment; the simulator reconnects anyway.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Err(e) = fleet::run(sim_config, &broker, false).await {
+            tracing::error!("simulator stopped: {e:#}");
+        }
+    });
+    let url = format!("http://{}/#key={key}", config.http.listen);
+    println!();
+    println!("  Landport demo");
+    println!("  live map:  {url}");
+    println!("  API key:   {key}   (tenant \"{TENANT}\")");
+    println!(
+        "  try:       curl -H 'Authorization: Bearer {key}' http://{}/v1/shipments",
+        config.http.listen
+    );
+    println!("  stop:      Ctrl-C");
+    println!();
+    let result = crate::run::run(config).await;
+    simulator.abort();
+    result
+}
