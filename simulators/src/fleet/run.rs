@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{oneshot, watch};
 
 use super::sim::{FleetConfig, Kind, Message, Simulation};
-use crate::loadgen::{parse_broker, unix_ms};
+use crate::loadgen::publish::drive;
+use crate::loadgen::{client_id, mqtt_options, parse_broker, unix_ms};
 
 /// How long to wait for the last acknowledgements once everything is sent.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,13 +93,8 @@ pub async fn run(config: FleetConfig, broker_url: &str, progress: bool) -> Resul
         bail!("the time scale must be above 0");
     }
     let (host, port) = parse_broker(broker_url)?;
-    let id = format!("landport-simulate-{}", std::process::id());
-    let mut options = MqttOptions::new(id, &host, port);
-    options
-        .set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(1 << 20, 1 << 20)
-        .set_inflight(1_000);
+    let mut options = mqtt_options(&client_id("landport", "simulate"), &host, port);
+    options.set_inflight(1_000);
     let (client, eventloop) = AsyncClient::new(options, 1_000);
     let (connected_tx, connected_rx) = oneshot::channel();
     let (acked_tx, mut acked_rx) = watch::channel(0u64);
@@ -106,7 +102,7 @@ pub async fn run(config: FleetConfig, broker_url: &str, progress: bool) -> Resul
     if connected_rx.await.is_err() {
         let error = match driver.await {
             Ok(Err(e)) => e,
-            Ok(Ok(())) => anyhow!("disconnected before CONNACK"),
+            Ok(Ok(_)) => anyhow!("disconnected before CONNACK"),
             Err(e) => anyhow!(e),
         };
         return Err(error.context(format!("connecting to {host}:{port}")));
@@ -181,25 +177,4 @@ pub async fn run(config: FleetConfig, broker_url: &str, progress: bool) -> Resul
         );
     }
     Ok(summary)
-}
-
-/// Polls the event loop: reports the CONNACK, counts PUBACKs, ends at the DISCONNECT.
-async fn drive(
-    mut eventloop: EventLoop,
-    connected: oneshot::Sender<()>,
-    acked: watch::Sender<u64>,
-) -> Result<()> {
-    let mut connected = Some(connected);
-    loop {
-        match eventloop.poll().await.context("MQTT connection")? {
-            Event::Incoming(Packet::ConnAck(_)) => {
-                if let Some(tx) = connected.take() {
-                    let _ = tx.send(());
-                }
-            }
-            Event::Incoming(Packet::PubAck(_)) => acked.send_modify(|n| *n += 1),
-            Event::Outgoing(rumqttc::Outgoing::Disconnect) => return Ok(()),
-            _ => {}
-        }
-    }
 }

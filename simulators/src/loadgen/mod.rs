@@ -17,7 +17,7 @@ mod drain;
 pub mod latency;
 pub mod pacing;
 pub mod payload;
-mod publish;
+pub(crate) mod publish;
 pub mod scrape;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,7 +69,7 @@ pub fn parse_broker(url: &str) -> Result<(String, u16)> {
 
 /// Options shared by the publisher and subscriber connections: a clean session (nothing is
 /// left behind on the broker) and room for bursts in the request channel.
-fn mqtt_options(client_id: &str, host: &str, port: u16) -> MqttOptions {
+pub(crate) fn mqtt_options(client_id: &str, host: &str, port: u16) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, host, port);
     options
         .set_clean_session(true)
@@ -79,7 +79,7 @@ fn mqtt_options(client_id: &str, host: &str, port: u16) -> MqttOptions {
 }
 
 /// A client id unique to this process and purpose.
-fn client_id(prefix: &str, purpose: &str) -> String {
+pub(crate) fn client_id(prefix: &str, purpose: &str) -> String {
     format!("{prefix}-{purpose}-{}", std::process::id())
 }
 

@@ -302,7 +302,7 @@ async fn wait_for_acks(mut acked: watch::Receiver<u64>, sent: u64) -> Result<()>
 /// Polls a connection's event loop: reports the CONNACK, counts PUBACKs, and returns the
 /// instant its DISCONNECT went out. Any connection error ends the run: a reconnect in the
 /// middle would make the figures meaningless.
-async fn drive(
+pub(crate) async fn drive(
     mut eventloop: EventLoop,
     connected: oneshot::Sender<()>,
     acked: watch::Sender<u64>,
