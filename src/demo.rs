@@ -7,6 +7,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -136,16 +137,16 @@ pub async fn demo(mut config: Config) -> Result<()> {
         }
     });
     let url = format!("http://{}/#key={key}", config.http.listen);
-    println!();
-    println!("  Landport demo");
-    println!("  live map:  {url}");
-    println!("  API key:   {key}   (tenant \"{TENANT}\")");
-    println!(
-        "  try:       curl -H 'Authorization: Bearer {key}' http://{}/v1/shipments",
-        config.http.listen
+    let listen = config.http.listen;
+    let banner = format!(
+        "\n  Landport demo\n  live map:  {url}\n  API key:   {key}   (tenant \"{TENANT}\")\n  \
+         try:       curl -H 'Authorization: Bearer {key}' http://{listen}/v1/shipments\n  \
+         stop:      Ctrl-C\n\n"
     );
-    println!("  stop:      Ctrl-C");
-    println!();
+    // One write, and a closed stdout (`landport demo | head -3`) must not stop the service.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    drop(out);
     let result = crate::run::run(config).await;
     simulator.abort();
     result

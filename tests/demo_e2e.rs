@@ -10,41 +10,55 @@ use std::time::Duration;
 
 use support::{free_port, http, wait_for};
 
-#[test]
-fn the_demo_shows_moving_trucks_an_eta_and_events_within_seconds() {
-    let tmp = tempfile::tempdir().unwrap();
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `landport demo` on free ports with its data in `tmp`; returns the HTTP address.
+fn start_demo(tmp: &std::path::Path) -> (SocketAddr, std::process::Child) {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mqtt = free_port();
-    let config = tmp.path().join("demo.toml");
+    let config = tmp.join("demo.toml");
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"{addr}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n\
              [storage]\npath = \"{}\"\n[log]\nlevel = \"warn\"\n",
-            tmp.path().join("data").display()
+            tmp.join("data").display()
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_landport"))
+    let child = Command::new(env!("CARGO_BIN_EXE_landport"))
         .args(["demo", "--config"])
         .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    (addr, child)
+}
+
+#[test]
+fn the_demo_shows_moving_trucks_an_eta_and_events_within_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, mut child) = start_demo(tmp.path());
     let stdout = child.stdout.take().unwrap();
     let _guard = Kill(child);
-    let key = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("#key=").nth(1).map(|k| k.trim().to_owned()))
+    // Keep reading stdout to the end, as a terminal would, and hand over the key.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(k) = line.split("#key=").nth(1) {
+                let _ = tx.send(k.trim().to_owned());
+            }
+        }
+    });
+    let key = rx
+        .recv_timeout(Duration::from_secs(30))
         .expect("the demo prints the map URL with its key");
     let k = Some(key.as_str());
     wait_for("the service to be ready", Duration::from_secs(30), || {
@@ -92,4 +106,22 @@ fn the_demo_shows_moving_trucks_an_eta_and_events_within_seconds() {
     // The map page itself is served.
     let (s, _) = http(addr, "GET", "/", None, None);
     assert_eq!(s, 200);
+}
+
+/// `landport demo | head -3`: the reader goes away; the service stays up.
+#[test]
+fn the_demo_keeps_running_when_its_stdout_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, mut child) = start_demo(tmp.path());
+    // Closed before the banner is written, like a reader that has already gone away.
+    drop(child.stdout.take());
+    let guard = Kill(child);
+    wait_for("the service to be ready", Duration::from_secs(30), || {
+        support::http_get(addr, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    let mut guard = guard;
+    assert!(
+        guard.0.try_wait().unwrap().is_none(),
+        "the demo exited when its stdout closed"
+    );
 }
