@@ -116,16 +116,28 @@ pub fn seed(config: &Config) -> Result<String> {
     Ok(key)
 }
 
-/// Runs the service with a simulated fleet until SIGINT/SIGTERM.
-pub async fn demo(mut config: Config) -> Result<()> {
+/// How much faster than the wall clock the demo's simulated time runs: a trip takes
+/// minutes, not hours.
+const TIME_SCALE: f64 = 10.0;
+
+/// What the demo changes in the user's config.
+fn adjust(config: &mut Config) {
     // The simulator's devices are not registered one by one.
     config.ingest.auto_register = true;
+    // Simulated time runs ahead of the wall clock (an hour of demo is nine hours ahead). The
+    // default one-day limit on future timestamps would start rejecting the fleet after 2.4
+    // hours; 30 days lasts 3 days of demo.
+    config.ingest.max_future_seconds = config.ingest.max_future_seconds.max(30 * 86_400);
+}
+
+/// Runs the service with a simulated fleet until SIGINT/SIGTERM.
+pub async fn demo(mut config: Config) -> Result<()> {
+    adjust(&mut config);
     let key = seed(&config)?;
     let broker = config.mqtt.broker_url();
-    // Ten times real time, so a trip takes minutes, not hours.
     let sim_config = fleet::FleetConfig {
         tenant: TENANT.into(),
-        time_scale: 10.0,
+        time_scale: TIME_SCALE,
         duration: None,
         ..fleet::FleetConfig::default()
     };
@@ -150,4 +162,35 @@ pub async fn demo(mut config: Config) -> Result<()> {
     let result = crate::run::run(config).await;
     simulator.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use landport_ingest::decode::decode_native;
+
+    /// A fleet reading sent after `hours` of demo, as the simulator stamps it, decoded with
+    /// the limits the service would run with.
+    fn accepted_after(config: &Config, hours: f64) -> bool {
+        let now = 1_790_000_000_000_i64;
+        let ahead_ms = (hours * 3_600_000.0 * (TIME_SCALE - 1.0)) as i64;
+        let payload = format!(
+            r#"{{"ts": {}, "lat": 40.67, "lon": 122.24}}"#,
+            now + ahead_ms
+        );
+        let limits = crate::run::ingest_settings(config).limits;
+        decode_native(payload.as_bytes(), &limits, now).is_ok_and(|o| o.readings.len() == 1)
+    }
+
+    #[test]
+    fn the_fleet_is_accepted_after_a_day_of_demo() {
+        let mut config = Config::default();
+        assert!(
+            !accepted_after(&config, 24.0),
+            "the default limit refuses it"
+        );
+        adjust(&mut config);
+        assert!(accepted_after(&config, 24.0));
+        assert!(config.ingest.auto_register);
+    }
 }

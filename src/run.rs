@@ -64,7 +64,7 @@ pub fn tracker_settings(config: &Config) -> TrackerSettings {
     }
 }
 
-fn ingest_settings(config: &Config) -> IngestSettings {
+pub(crate) fn ingest_settings(config: &Config) -> IngestSettings {
     let i = &config.ingest;
     IngestSettings {
         limits: Limits {
