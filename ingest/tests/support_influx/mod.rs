@@ -449,6 +449,9 @@ pub async fn count(url: &str, database: &str, measurement: &str, field: &str) ->
 }
 
 /// Posts raw line protocol (ms) to InfluxDB 1.x, creating the database first.
+///
+/// InfluxDB 1.x can answer a write right after `CREATE DATABASE` with 404 "database not
+/// found" for a moment; that answer is retried for a few seconds, any other failure is not.
 pub async fn post_v1(url: &str, database: &str, body: &str) {
     let http = reqwest::Client::new();
     let created = http
@@ -458,19 +461,26 @@ pub async fn post_v1(url: &str, database: &str, body: &str) {
         .await
         .expect("create database");
     assert!(created.status().is_success());
-    let response = http
-        .post(format!("{url}/write"))
-        .query(&[("db", database), ("precision", "ms")])
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("write");
-    let status = response.status();
-    assert!(
-        status.is_success(),
-        "{status}: {}",
-        response.text().await.unwrap_or_default()
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = http
+            .post(format!("{url}/write"))
+            .query(&[("db", database), ("precision", "ms")])
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("write");
+        let status = response.status();
+        if status.is_success() {
+            return;
+        }
+        let text = response.text().await.unwrap_or_default();
+        let not_yet = status == reqwest::StatusCode::NOT_FOUND
+            && text.contains("database not found")
+            && Instant::now() < deadline;
+        assert!(not_yet, "{status}: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// VictoriaMetrics `/api/v1/export` of the series matching `selector`: one JSON object per
