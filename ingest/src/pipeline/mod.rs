@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Inbound, MqttClient};
-use crate::store::{EventFilter, Store, StoreError};
+use crate::store::{Checkpointer, EventFilter, Store, StoreError};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
 use writer::{Durable, WriterMsg};
 
@@ -53,6 +53,9 @@ pub struct PipelineConfig {
     pub snapshot_every: Duration,
     /// Telemetry older than this is pruned.
     pub retention: Duration,
+    /// How often a background thread copies the WAL back into the database, so that commits
+    /// seldom do it themselves (see [`crate::store::Checkpointer`]).
+    pub checkpoint_every: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -62,6 +65,7 @@ impl Default for PipelineConfig {
             tick: Duration::from_secs(1),
             snapshot_every: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 86_400),
+            checkpoint_every: Duration::from_millis(250),
         }
     }
 }
@@ -231,6 +235,7 @@ impl Pipeline {
         } = self;
         let dir = store.dir().to_path_buf();
         let outbox_store = Store::open(&dir)?;
+        let checkpointer = Checkpointer::start(&dir, config.checkpoint_every)?;
         let outbox_notify = Arc::new(Notify::new());
 
         let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg<AckToken>>(4);
@@ -333,7 +338,11 @@ impl Pipeline {
             }
         }
         drop(writer_tx);
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = writer.join();
+            checkpointer.stop();
+        })
+        .await;
         let _ = acker.await;
         outbox_notify.notify_one();
         outbox_stop.cancel();

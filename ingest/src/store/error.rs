@@ -33,6 +33,9 @@ pub enum StoreError {
     /// A stored value that this build cannot interpret (e.g. an unknown shipment status).
     #[error("corrupt value in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    /// The operating system would not start a thread the store needed.
+    #[error("cannot start the store's {0} thread")]
+    Thread(&'static str),
 }
 
 impl StoreError {

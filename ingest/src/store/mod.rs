@@ -71,6 +71,7 @@
 //! `None` means every tenant and is for admin keys (and the pipeline) only. Registry rows need
 //! no tenant row (an auto-registered device's tenant may exist only in topics); API keys do.
 
+mod checkpoint;
 mod cursor;
 mod devices;
 mod error;
@@ -87,6 +88,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use checkpoint::{CheckpointReport, Checkpointer};
 pub use devices::DeviceRecord;
 pub use error::StoreError;
 pub use events::EventFilter;
@@ -114,7 +116,9 @@ const PAGE_SIZE_BYTES: i64 = 2048;
 /// commit that crosses the mark) once it holds this many pages: about 40 MiB. SQLite's
 /// default of 1,000 pages checkpoints twenty times as often; a page that many commits touch
 /// (the tail of a device's index run) is copied back once per checkpoint, not once per
-/// commit, which roughly doubled the commit rate of the bench.
+/// commit, which roughly doubled the commit rate of the bench. The pipeline also runs a
+/// [`Checkpointer`], which copies the WAL back in the background, so that the checkpoint
+/// a commit runs at this mark has little left to do.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 
 /// Once a checkpoint has copied the WAL back, the WAL file is truncated to at most this size.
