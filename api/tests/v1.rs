@@ -776,6 +776,28 @@ async fn positions_in_a_bbox_and_nearby_devices_come_from_the_tracker() {
         v["features"][0]["geometry"],
         json!({"type": "Point", "coordinates": [122.2, 40.6]})
     );
+    let props = &v["features"][0]["properties"];
+    assert_eq!(props["tenant"], "acme");
+    assert_eq!(props["online"], true);
+    assert_eq!(props["speed_kmh"], 50.0);
+    assert!(
+        props["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{props}"
+    );
+    assert_eq!(props["geofences"], json!([]));
+    for absent in [
+        "heading_deg",
+        "accuracy_m",
+        "temp_c",
+        "weight_kg",
+        "battery_pct",
+    ] {
+        assert!(
+            props[absent].is_null(),
+            "{absent} is null when not reported: {props}"
+        );
+        assert!(props.get(absent).is_some(), "{absent} is present: {props}");
+    }
     let (_, v) = app.get("/v1/positions?bbox=122,40,123,41", &globex).await;
     assert_eq!(v["features"].as_array().unwrap().len(), 1);
     let (_, v) = app.get("/v1/positions?bbox=122,40,123,41", ADMIN).await;

@@ -8,9 +8,13 @@ use serde_json::{Value, json};
 /// Epoch milliseconds as RFC 3339 UTC (`2026-11-24T08:15:30.250Z`); `null` when absent or out
 /// of range.
 pub fn rfc3339(ms: Option<i64>) -> Value {
+    rfc3339_string(ms).map_or(Value::Null, Value::String)
+}
+
+/// [`rfc3339`] for typed (`Serialize`) shapes.
+pub fn rfc3339_string(ms: Option<i64>) -> Option<String> {
     ms.and_then(DateTime::from_timestamp_millis)
-        .map(|t| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
-        .unwrap_or(Value::Null)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// The device object of SPEC 6: registry (`name`, `kind`; `null` for a device that only sent
