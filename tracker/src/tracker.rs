@@ -725,6 +725,7 @@ impl Tracker {
             &d.speed,
             &self.settings.eta,
             d.fix_ts_ms,
+            sh.status != ShipmentStatus::Planned,
         ))
     }
 
@@ -1300,7 +1301,8 @@ fn eval_shipment_fix(
     let Some((remaining_m, method)) = remaining(settings, plan, fix) else {
         return;
     };
-    let e = eta::estimate(remaining_m, method, &d.speed, &settings.eta, ts);
+    let under_way = sh.status != ShipmentStatus::Planned;
+    let e = eta::estimate(remaining_m, method, &d.speed, &settings.eta, ts, under_way);
     sh.eta = Some(e);
     if sh.status != ShipmentStatus::InTransit {
         return;
