@@ -122,8 +122,11 @@ pub async fn run(config: Config) -> Result<()> {
     .context("recovering the tracker state")?;
 
     let _broker = if config.mqtt.embedded {
+        let (segment_bytes, segments_in_memory) = config.mqtt.embedded_segments();
         let b = EmbeddedBroker::start(EmbeddedBrokerConfig {
             listen: config.mqtt.listen,
+            segment_bytes,
+            segments_in_memory,
             ..EmbeddedBrokerConfig::default()
         })
         .await

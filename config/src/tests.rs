@@ -608,6 +608,10 @@ fn validation_messages() {
             "[mqtt]\nkeep_alive_seconds = 1",
             "mqtt.keep_alive_seconds: must be between 5 and 65535",
         ),
+        (
+            "[mqtt]\nembedded_buffer_mb = 0",
+            "mqtt.embedded_buffer_mb: must be between 1 and 65536 (MiB)",
+        ),
         ("[storage]\npath = \"\"", "storage.path: must not be empty"),
         (
             "[influxdb]\nurl = \"influx:8086\"\ntoken = \"t\"",
@@ -770,4 +774,21 @@ fn summary_names_the_essentials_without_secrets() {
     assert!(s.contains("log info text"), "{s}");
     assert!(!s.contains("supersecret") && !s.contains("XYZ"), "{s}");
     assert!(!s.contains('\n'));
+}
+
+#[test]
+fn the_embedded_buffer_is_cut_into_8_mib_segments() {
+    let mb = |n: u32| {
+        let mut c = Config::default();
+        c.mqtt.embedded_buffer_mb = n;
+        c.mqtt.embedded_segments()
+    };
+    assert_eq!(Config::default().mqtt.embedded_buffer_mb, 64);
+    assert_eq!(mb(64), (8 << 20, 8));
+    assert_eq!(mb(4), (4 << 20, 1));
+    assert_eq!(
+        mb(12),
+        (8 << 20, 2),
+        "rounded up, never below what was asked"
+    );
 }
