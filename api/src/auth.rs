@@ -77,8 +77,8 @@ impl FromRequestParts<ApiState> for Caller {
                 .filter(|t| !t.is_empty());
             return Ok(Caller::Admin { tenant });
         }
-        match state.read(move |s| s.lookup_key_hash(&hash)).await? {
-            Some((_key_id, tenant)) => Ok(Caller::Tenant(tenant)),
+        match state.key_tenant(hash).await? {
+            Some(tenant) => Ok(Caller::Tenant(tenant)),
             None => Err(ApiError::Unauthorized),
         }
     }

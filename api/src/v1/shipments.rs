@@ -514,8 +514,7 @@ pub async fn eta(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let rec = load(&s, &tenant, &id).await?;
-    let (t, i) = (tenant, id);
+    let (t, i) = (tenant.clone(), id.clone());
     let (eta, status) = s
         .tracker(move |ing| {
             let tr = ing.tracker();
@@ -525,7 +524,12 @@ pub async fn eta(
             )
         })
         .await?;
-    let status = status.unwrap_or(rec.status);
+    // The tracker holds every shipment the store does (API changes reach both at once); the
+    // store is asked only when it does not, for the 404 or the stored status.
+    let status = match status {
+        Some(status) => status,
+        None => load(&s, &tenant, &id).await?.status,
+    };
     let body = match eta {
         Some(e) => eta_json(&e, status),
         None => json!({"eta": null, "p10": null, "p90": null, "remaining_m": null,

@@ -117,10 +117,13 @@ pub async fn revoke_key(
     Path((tenant, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
-    let kid = key_id.clone();
-    if s.write(move |st| st.revoke_api_key(&tenant, &kid, now_ms()))
-        .await?
-    {
+    s.forget_key(&tenant, &key_id);
+    let (t, kid) = (tenant.clone(), key_id.clone());
+    let revoked = s
+        .write(move |st| st.revoke_api_key(&t, &kid, now_ms()))
+        .await?;
+    s.forget_key(&tenant, &key_id);
+    if revoked {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("api key", key_id))
