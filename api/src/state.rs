@@ -1,4 +1,5 @@
-//! What the `/v1` handlers share: store connections, the tracker handle, the admin key.
+//! What the `/v1` handlers share: store connections, the tracker handle, the admin key and
+//! the remembered tenant keys.
 
 use std::collections::HashMap;
 use std::path::Path;
