@@ -1,0 +1,197 @@
+//! The README's shell examples, run as written against the real binary: what a newcomer types
+//! must work. Only what a test machine needs is rewritten: free ports for 8080 and 1883, a
+//! temporary data directory, the key the README calls `<the key>`, a few seconds instead of 60
+//! for the simulator, and an end to the live stream.
+
+mod support;
+#[path = "../ingest/tests/support_mqtt/mod.rs"]
+mod support_mqtt;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{free_port, http_get, wait_for};
+
+const README: &str = include_str!("../README.md");
+
+/// The first `n` ```sh blocks after the line `heading`, one after the other.
+fn sh_blocks_after(heading: &str, n: usize) -> String {
+    let mut rest = README
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README has no heading {heading:?}"))
+        .1;
+    let mut out = String::new();
+    for _ in 0..n {
+        let body = rest.split_once("```sh\n").expect("a sh block").1;
+        let (block, after) = body.split_once("\n```").expect("the block ends");
+        out.push_str(block);
+        out.push('\n');
+        rest = after;
+    }
+    out
+}
+
+/// A `landport run` started the way a README line says (its `VAR=value` prefixes), on free
+/// ports and a temporary data directory.
+struct Service {
+    child: Child,
+    http: SocketAddr,
+    mqtt: u16,
+}
+
+impl Service {
+    fn start(line: &str, dir: &Path) -> Service {
+        let (http, mqtt) = (SocketAddr::from(([127, 0, 0, 1], free_port())), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_landport"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let exe = words
+            .iter()
+            .position(|w| w.ends_with("/landport"))
+            .unwrap_or_else(|| panic!("not a landport command: {line}"));
+        for assignment in &words[..exe] {
+            let (k, v) = assignment.split_once('=').expect("VAR=value");
+            cmd.env(k, v);
+        }
+        cmd.args(&words[exe + 1..])
+            .env("LANDPORT_HTTP__LISTEN", http.to_string())
+            .env("LANDPORT_MQTT__LISTEN", format!("127.0.0.1:{mqtt}"))
+            .env("LANDPORT_STORAGE__PATH", dir.join("data"))
+            .env("LANDPORT_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("starting landport");
+        wait_for("landport /readyz", Duration::from_secs(60), || {
+            http_get(http, "/readyz").filter(|(s, _)| *s == 200)
+        });
+        Service { child, http, mqtt }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a README block with bash, after the rewrites the module docs list; the service lines
+/// (`... landport run`) start `Service`s instead. Returns everything the commands printed.
+fn run_block(block: &str, dir: &Path) -> (String, Vec<Service>) {
+    let mut services = Vec::new();
+    let mut script = String::new();
+    for line in block.lines() {
+        if line.trim() == "cargo build --release" {
+            continue;
+        }
+        if line.trim_end().ends_with("/landport run") {
+            services.push(Service::start(line, dir));
+            continue;
+        }
+        script.push_str(line);
+        script.push('\n');
+    }
+    let service = services.last().expect("the block starts a service");
+    let (http, mqtt) = (service.http, service.mqtt);
+    let key_file = dir.join("key.json");
+    let script = script
+        .replace("localhost:8080", &http.to_string())
+        .replace(" -v &\n", " -v &\nsleep 1\n")
+        .replace("mosquitto_pub ", "pub_and_wait ")
+        .replace("mosquitto_sub ", &format!("mosquitto_sub -p {mqtt} "))
+        .replace(
+            "/v1/tenants/acme/keys -H \"$A\"",
+            &format!(
+                "/v1/tenants/acme/keys -H \"$A\" | tee {}",
+                key_file.display()
+            ),
+        )
+        .replace(
+            "'Authorization: Bearer <the key>'",
+            "\"Authorization: Bearer $(the_key)\"",
+        )
+        .replace(
+            &format!("curl -s {http}/v1/stream"),
+            &format!("curl -s --max-time 3 {http}/v1/stream"),
+        );
+    // A reading is taken in a moment, not at once: give it the second a person would.
+    let preamble = format!(
+        "pub_and_wait() {{ mosquitto_pub -p {mqtt} \"$@\" && sleep 1; }}\n\
+         the_key() {{ sed -E 's/.*\"key\":\"([^\"]+)\".*/\\1/' {}; }}\n",
+        key_file.display()
+    );
+    let epilogue = "\nsleep 1\nkill $(jobs -p) 2>/dev/null\nwait\n";
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{preamble}{script}{epilogue}"))
+        .output()
+        .expect("bash");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (text, services)
+}
+
+#[test]
+fn quick_start_accepts_every_format_and_explains_a_refusal() {
+    if !support_mqtt::require("mosquitto_pub") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, services) = run_block(&sh_blocks_after("## Quick start", 2), tmp.path());
+    assert!(
+        out.contains("landport/acme/truck-17/rejected"),
+        "the refused reading is explained on the rejected topic:\n{out}"
+    );
+    let accepted: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("landport_readings_accepted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("/metrics was printed:\n{out}"));
+    assert!(
+        accepted >= 3.0,
+        "native, SenML and OwnTracks readings: {out}"
+    );
+
+    // The simulator example, against the same running service.
+    let simulate = sh_blocks_after(
+        "To drive your own broker or a running Landport with the simulator:",
+        1,
+    );
+    let simulate = simulate
+        .replace("\\\n", " ")
+        .replace("landport simulate", env!("CARGO_BIN_EXE_landport"))
+        .replace(
+            "mqtt://127.0.0.1:1883",
+            &format!("mqtt://127.0.0.1:{}", services[0].mqtt),
+        )
+        .replace("--duration-seconds 60", "--duration-seconds 3");
+    let words: Vec<&str> = simulate.split_whitespace().collect();
+    let status = Command::new(words[0])
+        .arg("simulate")
+        .args(&words[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{simulate}");
+}
+
+#[test]
+fn the_http_api_tour_sets_up_a_tenant_and_shows_position_events_eta_and_a_share_link() {
+    if !support_mqtt::require("mosquitto_pub") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, _services) = run_block(&sh_blocks_after("### The HTTP API", 1), tmp.path());
+    for (what, needle) in [
+        ("the tenant's key", "\"key\":\"lp_"),
+        ("the device inside the yard", "\"geofences\":[\"yard\"]"),
+        ("the entered event", "geofence.entered"),
+        ("an ETA window", "\"p10\":"),
+        ("the ETA's method", "\"method\":\"direct\""),
+        ("a share token", "\"token\":"),
+    ] {
+        assert!(out.contains(needle), "{what} ({needle}) in:\n{out}");
+    }
+}
