@@ -170,6 +170,12 @@ pub async fn run(config: Config) -> Result<()> {
         inbox,
         PipelineConfig {
             retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
+            // The embedded broker's backlog ends with the process: take it in before stopping.
+            drain_on_shutdown: if config.mqtt.embedded {
+                Duration::from_secs(10)
+            } else {
+                Duration::ZERO
+            },
             ..PipelineConfig::default()
         },
         metrics.clone(),

@@ -452,3 +452,43 @@ fn a_bad_config_names_the_field_and_run_refuses_to_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage.retention_days"));
 }
+
+/// The embedded broker acknowledges publishes before Landport has them, and its backlog ends
+/// with the process: a SIGTERM right after a burst must take that backlog in before stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_a_burst_through_the_embedded_broker_stores_every_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (http, mqtt) = (http_addr(), free_port());
+    let mut lp = Landport::start(
+        dir,
+        &Landport::config(dir, http, mqtt, true, ""),
+        http,
+        mqtt,
+    );
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 10_000;
+    let tasks: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            tokio::spawn(async move {
+                let payloads = (0..EACH)
+                    .map(|i| native(T0 + i as i64 * 1_000, 123.0 + p as f64 * 0.01, 41.0))
+                    .collect();
+                let topic = format!("landport/acme/burst-{p}/telemetry");
+                publish(mqtt, &topic, payloads, QoS::AtLeastOnce).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every publish is acknowledged by the broker; Landport may well be behind.
+    let status = lp.terminate();
+    assert!(status.success(), "{status}");
+    let store = Store::open_reader(&dir.join("data")).unwrap();
+    assert_eq!(
+        store.telemetry_rowid_max().unwrap(),
+        (PUBLISHERS * EACH) as i64,
+        "every acknowledged reading is stored"
+    );
+}

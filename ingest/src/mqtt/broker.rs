@@ -14,8 +14,11 @@
 //!   another process could take it between our probe and rumqttd's bind (then `start` fails
 //!   with a timeout, never silently).
 //! - **Sessions live in memory.** `clean_session = false` sessions (our source's) survive a
-//!   reconnect but not a restart of the process; after a restart Landport's own store is the
-//!   truth and devices republish what they have not had acknowledged.
+//!   reconnect but not a restart of the process. rumqttd acknowledges a publish once it has
+//!   logged it in memory, so a crash of the process (kill -9, OOM) loses what devices had
+//!   published and the pipeline had not yet committed: the backlog, normally a fraction of a
+//!   second. A graceful shutdown drains it first. Where a crash must lose nothing, use an
+//!   external broker with persistent sessions (the kill -9 test runs against Mosquitto).
 //! - **Acks are taken in order.** rumqttd matches each PUBACK to its oldest un-acked message,
 //!   whatever the packet id says (MQTT 3.1.1 §4.6 makes clients ack in order). Acked out of
 //!   order, a message would count as acked while the pipeline still holds it, and be lost on a

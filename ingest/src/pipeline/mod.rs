@@ -56,7 +56,14 @@ pub struct PipelineConfig {
     /// How often a background thread copies the WAL back into the database, so that commits
     /// seldom do it themselves (see [`crate::store::Checkpointer`]).
     pub checkpoint_every: Duration,
+    /// On shutdown, keep taking messages until none has come for [`DRAIN_IDLE`], for at most
+    /// this long. For the embedded broker, whose backlog dies with the process: with an
+    /// external broker (zero, the default) what is not acknowledged is simply sent again.
+    pub drain_on_shutdown: Duration,
 }
+
+/// A drain on shutdown ends once no message has come for this long.
+pub const DRAIN_IDLE: Duration = Duration::from_millis(300);
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -66,6 +73,7 @@ impl Default for PipelineConfig {
             snapshot_every: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 86_400),
             checkpoint_every: Duration::from_millis(250),
+            drain_on_shutdown: Duration::ZERO,
         }
     }
 }
@@ -279,25 +287,48 @@ impl Pipeline {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_snapshot = Instant::now();
         let mut last_prune: Option<Instant> = None;
+        // Set once shutdown has been asked for and a drain is on: (deadline, messages taken).
+        let mut draining: Option<(Instant, u64)> = None;
         loop {
             let mut out = Output::default();
             let mut acks = Vec::new();
             let mut oldest = None;
             let mut stop = false;
+            if let Some((deadline, _)) = draining
+                && Instant::now() >= deadline
+            {
+                tracing::warn!("shutdown: messages still arriving after the drain period");
+                stop = true;
+            }
             // Not `biased`: with API requests always queued, a fixed order would starve the
             // broker's messages or the timers (and the index rebuild they drive). tokio picks
             // among the ready branches at random, so each gets its turn.
             tokio::select! {
-                _ = shutdown.cancelled() => stop = true,
-                Some(cmd) = commands.recv() => cmd(&mut ingestor),
-                _ = tick.tick() => ingestor.tick(now_ms(), &mut out),
-                msg = inbox.recv() => match msg {
+                _ = shutdown.cancelled(), if draining.is_none() && !stop => {
+                    if config.drain_on_shutdown.is_zero() {
+                        stop = true;
+                    } else {
+                        tracing::info!("shutdown: taking in what the embedded broker still holds");
+                        draining = Some((Instant::now() + config.drain_on_shutdown, 0));
+                    }
+                }
+                _ = tokio::time::sleep(DRAIN_IDLE), if draining.is_some() && !stop => {
+                    if let Some((_, taken)) = draining {
+                        tracing::info!(messages = taken, "shutdown: drained");
+                    }
+                    stop = true;
+                }
+                Some(cmd) = commands.recv(), if !stop => cmd(&mut ingestor),
+                _ = tick.tick(), if !stop => ingestor.tick(now_ms(), &mut out),
+                msg = inbox.recv(), if !stop => match msg {
                     None => stop = true,
                     Some(first) => {
                         oldest = Some(first.received_ms);
+                        let mut taken = 0;
                         let mut take = |m: Inbound, out: &mut Output| {
                             ingestor.handle(&m.topic, &m.payload, m.received_ms, out);
                             acks.extend(m.ack);
+                            taken += 1;
                         };
                         take(first, &mut out);
                         for _ in 1..config.batch_max_messages {
@@ -306,8 +337,12 @@ impl Pipeline {
                                 Err(_) => break,
                             }
                         }
+                        if let Some((_, n)) = draining.as_mut() {
+                            *n += taken;
+                        }
                     }
                 },
+                else => {}
             }
             if !out.is_empty() || !acks.is_empty() {
                 let msg = WriterMsg::Batch {
