@@ -121,7 +121,7 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .context("recovering the tracker state")?;
 
-    let _broker = if config.mqtt.embedded {
+    let broker = if config.mqtt.embedded {
         let (segment_bytes, segments_in_memory) = config.mqtt.embedded_segments();
         let b = EmbeddedBroker::start(EmbeddedBrokerConfig {
             listen: config.mqtt.listen,
@@ -207,9 +207,18 @@ pub async fn run(config: Config) -> Result<()> {
             metrics.clone(),
             shutdown.clone(),
         );
+        let overruns = broker.as_ref().map(EmbeddedBroker::overrun_counter);
         tokio::spawn(async move {
             let mut reconnects = 0;
+            let mut overrun_count = 0;
             while !shutdown.is_cancelled() {
+                if let Some(o) = &overruns {
+                    let now = o.load(std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .mqtt_embedded_overruns
+                        .inc_by(now.saturating_sub(overrun_count));
+                    overrun_count = now;
+                }
                 let up = stats.ready();
                 ready.store(up, Ordering::Relaxed);
                 metrics.mqtt_connected.set(i64::from(up));

@@ -492,3 +492,64 @@ async fn sigterm_after_a_burst_through_the_embedded_broker_stores_every_reading(
         "every acknowledged reading is stored"
     );
 }
+
+/// A backlog larger than the embedded broker's buffer loses messages (rumqttd acknowledges
+/// publishes before Landport has them): the loss is counted in /metrics, and ingest goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overrun_of_the_embedded_broker_is_counted_and_ingest_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (http, mqtt) = (http_addr(), free_port());
+    let config = Landport::config(dir, http, mqtt, true, "")
+        .replace("[mqtt]\n", "[mqtt]\nembedded_buffer_mb = 1\n");
+    let lp = Landport::start(dir, &config, http, mqtt);
+    const PUBLISHERS: usize = 8;
+    const EACH: usize = 20_000;
+    let tasks: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            tokio::spawn(async move {
+                let payloads = (0..EACH)
+                    .map(|i| native(T0 + i as i64 * 1_000, 123.0 + p as f64 * 0.01, 41.0))
+                    .collect();
+                let topic = format!("landport/acme/flood-{p}/telemetry");
+                publish(mqtt, &topic, payloads, QoS::AtLeastOnce).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    wait_for("the overrun in /metrics", Duration::from_secs(60), || {
+        (metric(&lp.metrics(), "landport_mqtt_embedded_overruns_total") > 0.0).then_some(())
+    });
+    // Whatever is left of the backlog comes in; then the count stands still, short of all.
+    let accepted = || metric(&lp.metrics(), "landport_readings_accepted_total");
+    let mut before = accepted();
+    wait_for(
+        "the backlog to be taken in",
+        Duration::from_secs(60),
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = accepted();
+            let settled = now == before;
+            before = now;
+            settled.then_some(())
+        },
+    );
+    assert!(
+        before < (PUBLISHERS * EACH) as f64,
+        "an overrun loses readings: {before}"
+    );
+    publish(
+        mqtt,
+        "landport/acme/after/telemetry",
+        vec![native(T0, 123.0, 41.0)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    wait_for(
+        "a reading after the overrun",
+        Duration::from_secs(30),
+        || (accepted() == before + 1.0).then_some(()),
+    );
+}

@@ -42,6 +42,9 @@ pub struct Metrics {
     /// 1 while the MQTT source is connected.
     pub mqtt_connected: Gauge,
     pub mqtt_reconnects: Counter,
+    /// Times the embedded broker dropped messages a subscriber had not taken (its buffer was
+    /// full): each is a loss.
+    pub mqtt_embedded_overruns: Counter,
     /// InfluxDB write attempts that failed (retried).
     pub sink_errors: Counter,
     /// Lines written to InfluxDB.
@@ -65,6 +68,7 @@ impl Metrics {
             commit_errors: Counter::default(),
             mqtt_connected: Gauge::default(),
             mqtt_reconnects: Counter::default(),
+            mqtt_embedded_overruns: Counter::default(),
             sink_errors: Counter::default(),
             sink_lines: Counter::default(),
             registry: Registry::default(),
@@ -129,6 +133,12 @@ impl Metrics {
             "mqtt_reconnects",
             "Reconnections to the broker",
             m.mqtt_reconnects.clone(),
+        );
+        registry.register(
+            "mqtt_embedded_overruns",
+            "Times the embedded broker dropped messages a subscriber had not taken yet \
+             (its backlog outgrew mqtt.embedded_buffer_mb); each is a loss",
+            m.mqtt_embedded_overruns.clone(),
         );
         registry.register(
             "influxdb_errors",

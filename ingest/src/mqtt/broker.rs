@@ -37,12 +37,18 @@
 //!   rumqttd disconnects whoever publishes to them, which would cut off our event publisher
 //!   while nobody listens. `initialized_filters` pre-creates one shared log for our event and
 //!   dead-letter topics so they don't grow one log per device.
+//! - **Overruns are reported.** rumqttd raises a `cursor_jump` alert when a subscriber's next
+//!   message has already left the in-memory log. We ask for its alerts every second and count
+//!   those ([`EmbeddedBroker::overruns`]; `/metrics` has it), and log each at `error`: that
+//!   subscriber (normally Landport's own ingest) has lost messages.
 //! - **MQTT 3.1.1 only** here (one v4 listener); no TLS, no websockets, no auth.
 //! - rumqttd logs every accepted connection at `info` under the `rumqttd` target; a log filter
 //!   of `rumqttd=warn` quiets it.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -191,9 +197,24 @@ impl EmbeddedBrokerConfig {
                 shared_subscriptions_strategy: Default::default(),
             },
             v4: Some(HashMap::from([("1".to_owned(), server)])),
+            metrics: Some(alert_timers()),
             ..Default::default()
         }
     }
+}
+
+/// rumqttd's push intervals: alerts every second. Meters are never read, but rumqttd's timer
+/// task needs both set (it unwraps both intervals).
+fn alert_timers() -> HashMap<rumqttd::MetricType, rumqttd::MetricSettings> {
+    // `MetricSettings` has no public constructor; it deserializes.
+    let every = |secs: u64| {
+        serde_json::from_value(serde_json::json!({ "push_interval": secs }))
+            .expect("MetricSettings is {push_interval}")
+    };
+    HashMap::from([
+        (rumqttd::MetricType::Alerts, every(1)),
+        (rumqttd::MetricType::Meters, every(3600)),
+    ])
 }
 
 /// A running rumqttd. See the module docs for what it can't do (stop, above all).
@@ -203,6 +224,8 @@ pub struct EmbeddedBroker {
     addr: SocketAddr,
     /// The thread that runs `rumqttd::Broker::start`; it ends only if the listener fails.
     thread: JoinHandle<()>,
+    /// Cursor jumps seen: times a subscriber lost messages that had left the log.
+    overruns: Arc<AtomicU64>,
 }
 
 impl EmbeddedBroker {
@@ -212,10 +235,16 @@ impl EmbeddedBroker {
         config.validate()?;
         let addr = reserve_addr(config.listen)?;
         let broker_config = config.to_rumqttd(addr);
+        let overruns = Arc::new(AtomicU64::new(0));
+        let counter = overruns.clone();
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".to_owned())
             .spawn(move || {
                 let mut broker = rumqttd::Broker::new(broker_config);
+                match broker.alerts() {
+                    Ok(link) => watch_alerts(link, counter),
+                    Err(e) => tracing::warn!(error = %e, "embedded MQTT broker: no alerts"),
+                }
                 if let Err(e) = broker.start() {
                     tracing::error!(error = %e, %addr, "embedded MQTT broker stopped");
                 }
@@ -246,7 +275,23 @@ impl EmbeddedBroker {
             }
         }
         tracing::info!(%addr, "embedded MQTT broker listening");
-        Ok(EmbeddedBroker { addr, thread })
+        Ok(EmbeddedBroker {
+            addr,
+            thread,
+            overruns,
+        })
+    }
+
+    /// How many times a subscriber found its next messages already gone from the broker's
+    /// in-memory log (`mqtt.embedded_buffer_mb` was too small for its backlog). Each time is
+    /// a loss of messages, of unknown size.
+    pub fn overruns(&self) -> u64 {
+        self.overruns.load(Ordering::Relaxed)
+    }
+
+    /// A shared handle on [`EmbeddedBroker::overruns`], for a metrics loop.
+    pub fn overrun_counter(&self) -> Arc<AtomicU64> {
+        self.overruns.clone()
     }
 
     /// The address it listens on.
@@ -265,6 +310,32 @@ impl EmbeddedBroker {
     /// False if rumqttd's listener has stopped (it logs why).
     pub fn is_running(&self) -> bool {
         !self.thread.is_finished()
+    }
+}
+
+/// Counts and logs rumqttd's `cursor_jump` alerts on a thread of its own, until the broker
+/// goes away.
+fn watch_alerts(link: rumqttd::alerts::AlertsLink, overruns: Arc<AtomicU64>) {
+    let spawned = std::thread::Builder::new()
+        .name("mqtt-broker-alerts".to_owned())
+        .spawn(move || {
+            while let Ok(alerts) = link.router_rx.recv() {
+                for alert in alerts {
+                    // rumqttd does not export the kind's type; its name is public.
+                    if alert.kind.name() == "cursor_jump" {
+                        overruns.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            client = alert.client_id,
+                            detail = alert.kind.description(),
+                            "the embedded MQTT broker dropped messages this subscriber had not \
+                             taken yet: its backlog outgrew mqtt.embedded_buffer_mb"
+                        );
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "embedded MQTT broker: no alert thread");
     }
 }
 
