@@ -111,10 +111,7 @@ fn run_block(block: &str, dir: &Path) -> (String, Vec<Service>) {
             "'Authorization: Bearer <the key>'",
             "\"Authorization: Bearer $(the_key)\"",
         )
-        .replace(
-            &format!("curl -s {http}/v1/stream"),
-            &format!("curl -s --max-time 3 {http}/v1/stream"),
-        );
+        .replace("curl -s '", "curl -s --max-time 5 '");
     // A reading is taken in a moment, not at once: give it the second a person would.
     let preamble = format!(
         "pub_and_wait() {{ mosquitto_pub -p {mqtt} \"$@\" && sleep 1; }}\n\
