@@ -58,6 +58,8 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// With accounts and an ACL (`start_with_accounts`): anonymous clients are refused.
+    accounts: bool,
 }
 
 impl Mosquitto {
@@ -70,6 +72,37 @@ impl Mosquitto {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            accounts: false,
+        };
+        m.spawn();
+        Some(m)
+    }
+
+    /// Starts one that knows only `users` (name, password), with `acl` as its ACL file.
+    pub fn start_with_accounts(users: &[(&str, &str)], acl: &str) -> Option<Mosquitto> {
+        if !require("mosquitto") || !require("mosquitto_passwd") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "").expect("writing the password file");
+        for (user, password) in users {
+            let status = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, password])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("running mosquitto_passwd");
+            assert!(status.success(), "mosquitto_passwd {user}: {status}");
+        }
+        std::fs::write(dir.path().join("acl"), acl).expect("writing the ACL file");
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir,
+            child: None,
+            accounts: true,
         };
         m.spawn();
         Some(m)
@@ -80,9 +113,17 @@ impl Mosquitto {
         let conf = dir.join("mosquitto.conf");
         // `user root`: run as root (as in containers), mosquitto would otherwise switch to the
         // `mosquitto` user, which can't write our temp dir. No effect when not root.
+        let access = if self.accounts {
+            format!(
+                "allow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\n",
+                dir = dir.display()
+            )
+        } else {
+            "allow_anonymous true\n".to_owned()
+        };
         let text = format!(
             "listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+             {access}\
              persistence true\n\
              persistence_location {dir}/\n\
              max_inflight_messages 1000\n\
