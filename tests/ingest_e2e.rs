@@ -467,7 +467,7 @@ async fn sigterm_after_a_burst_through_the_embedded_broker_stores_every_reading(
         mqtt,
     );
     const PUBLISHERS: usize = 4;
-    const EACH: usize = 10_000;
+    const EACH: usize = 5_000;
     let tasks: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             tokio::spawn(async move {
