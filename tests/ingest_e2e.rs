@@ -12,43 +12,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use geo_types::{LineString, MultiPolygon, Polygon};
-use landport_ingest::store::{EventFilter, GeofenceRecord, Store};
-use landport_tracker::{Event, GeofenceDef, Reading, Shape, Tracker, TrackerSettings};
+use landport_ingest::store::{EventFilter, Store};
+use landport_tracker::{Event, Reading, Tracker, TrackerSettings};
 use rumqttc::QoS;
-use support::{Landport, free_port, metric, wait_for};
+use support::{Landport, free_port, metric, seed_fence, wait_for, warehouse};
 use support_mqtt::{Mosquitto, mosquitto_pub, publish, subscriber};
-
-/// A warehouse fence around (123.0, 41.0), confirm at once, stored before the service starts
-/// (the HTTP API to create one comes later; the store is the registry either way).
-fn warehouse() -> GeofenceDef {
-    let ring = LineString::from(vec![
-        (122.99, 40.99),
-        (123.01, 40.99),
-        (123.01, 41.01),
-        (122.99, 41.01),
-        (122.99, 40.99),
-    ]);
-    GeofenceDef {
-        id: "wh".into(),
-        name: "Warehouse".into(),
-        kind: "warehouse".into(),
-        shape: Shape::Area(MultiPolygon(vec![Polygon::new(ring, vec![])])),
-        confirm_seconds: Some(0),
-        dwell_seconds: None,
-    }
-}
-
-fn seed_fence(dir: &std::path::Path, tenant: &str) {
-    let mut store = Store::open(&dir.join("data")).unwrap();
-    store
-        .insert_geofence(&GeofenceRecord {
-            tenant: tenant.into(),
-            def: warehouse(),
-            updated_ms: 0,
-        })
-        .unwrap();
-}
 
 fn http_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
@@ -468,20 +436,7 @@ async fn sigterm_after_a_burst_through_the_embedded_broker_stores_every_reading(
     );
     const PUBLISHERS: usize = 4;
     const EACH: usize = 5_000;
-    let tasks: Vec<_> = (0..PUBLISHERS)
-        .map(|p| {
-            tokio::spawn(async move {
-                let payloads = (0..EACH)
-                    .map(|i| native(T0 + i as i64 * 1_000, 123.0 + p as f64 * 0.01, 41.0))
-                    .collect();
-                let topic = format!("landport/acme/burst-{p}/telemetry");
-                publish(mqtt, &topic, payloads, QoS::AtLeastOnce).await;
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    burst(mqtt, "burst", PUBLISHERS, EACH).await;
     // Every publish is acknowledged by the broker; Landport may well be behind.
     let status = lp.terminate();
     assert!(status.success(), "{status}");
@@ -505,20 +460,7 @@ async fn an_overrun_of_the_embedded_broker_is_counted_and_ingest_goes_on() {
     let lp = Landport::start(dir, &config, http, mqtt);
     const PUBLISHERS: usize = 8;
     const EACH: usize = 20_000;
-    let tasks: Vec<_> = (0..PUBLISHERS)
-        .map(|p| {
-            tokio::spawn(async move {
-                let payloads = (0..EACH)
-                    .map(|i| native(T0 + i as i64 * 1_000, 123.0 + p as f64 * 0.01, 41.0))
-                    .collect();
-                let topic = format!("landport/acme/flood-{p}/telemetry");
-                publish(mqtt, &topic, payloads, QoS::AtLeastOnce).await;
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    burst(mqtt, "flood", PUBLISHERS, EACH).await;
     wait_for("the overrun in /metrics", Duration::from_secs(60), || {
         (metric(&lp.metrics(), "landport_mqtt_embedded_overruns_total") > 0.0).then_some(())
     });
@@ -552,4 +494,23 @@ async fn an_overrun_of_the_embedded_broker_is_counted_and_ingest_goes_on() {
         Duration::from_secs(30),
         || (accepted() == before + 1.0).then_some(()),
     );
+}
+
+/// `publishers` concurrent QoS 1 publishers, each sending `each` readings of its own device
+/// `{prefix}-{n}` as fast as the broker acknowledges them; returns when all are acknowledged.
+async fn burst(mqtt: u16, prefix: &str, publishers: usize, each: usize) {
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            let topic = format!("landport/acme/{prefix}-{p}/telemetry");
+            tokio::spawn(async move {
+                let payloads = (0..each)
+                    .map(|i| native(T0 + i as i64 * 1_000, 123.0 + p as f64 * 0.01, 41.0))
+                    .collect();
+                publish(mqtt, &topic, payloads, QoS::AtLeastOnce).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }

@@ -9,13 +9,9 @@ mod support_mqtt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use geo_types::{LineString, MultiPolygon, Polygon};
-use landport_ingest::store::{GeofenceRecord, Store};
-use landport_tracker::{GeofenceDef, Shape};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::{Landport, free_port, metric, wait_for};
-use support_mqtt::Mosquitto;
-use tokio::sync::mpsc;
+use rumqttc::QoS;
+use support::{Landport, free_port, metric, seed_fence, wait_for};
+use support_mqtt::{Mosquitto, subscriber_as};
 
 const README: &str = include_str!("../README.md");
 const T0: i64 = 1_795_400_000_000;
@@ -34,69 +30,6 @@ fn readme_acl() -> String {
         + "\n"
 }
 
-/// A client logged in as `user`: what it receives on `filter`, and its handle to publish.
-async fn client(
-    port: u16,
-    user: &str,
-    filter: &str,
-) -> (AsyncClient, mpsc::UnboundedReceiver<rumqttc::Publish>) {
-    let mut o = MqttOptions::new(format!("{user}-{}", free_port()), "127.0.0.1", port);
-    o.set_credentials(user, format!("{user}-secret"));
-    let (c, mut el) = AsyncClient::new(o, 64);
-    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut ready_tx = Some(ready_tx);
-        while let Ok(ev) = el.poll().await {
-            match ev {
-                Event::Incoming(Packet::SubAck(_)) => {
-                    if let Some(r) = ready_tx.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Event::Incoming(Packet::Publish(p)) => {
-                    let test_gone = tx.send(p).is_err();
-                    if test_gone {
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready)
-        .await
-        .expect("no SUBACK")
-        .expect("client stopped");
-    (c, rx)
-}
-
-fn fence(dir: &std::path::Path, tenant: &str) {
-    let ring = LineString::from(vec![
-        (122.99, 40.99),
-        (123.01, 40.99),
-        (123.01, 41.01),
-        (122.99, 41.01),
-        (122.99, 40.99),
-    ]);
-    let mut store = Store::open(&dir.join("data")).unwrap();
-    store
-        .insert_geofence(&GeofenceRecord {
-            tenant: tenant.into(),
-            def: GeofenceDef {
-                id: "wh".into(),
-                name: "Warehouse".into(),
-                kind: "warehouse".into(),
-                shape: Shape::Area(MultiPolygon(vec![Polygon::new(ring, vec![])])),
-                confirm_seconds: Some(0),
-                dwell_seconds: None,
-            },
-            updated_ms: 0,
-        })
-        .unwrap();
-}
-
 fn reading(ts: i64, lon: f64) -> String {
     format!(r#"{{"ts":{ts},"lat":41.0,"lon":{lon}}}"#)
 }
@@ -113,7 +46,7 @@ async fn with_the_readme_acl_a_tenant_sees_only_its_own_events() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    fence(dir, "acme");
+    seed_fence(dir, "acme");
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = Landport::config(dir, http, broker.port, false, "").replace(
         "[mqtt]\n",
@@ -121,8 +54,11 @@ async fn with_the_readme_acl_a_tenant_sees_only_its_own_events() {
     );
     let lp = Landport::start(dir, &config, http, broker.port);
 
-    let (acme, mut acme_events) = client(broker.port, "acme", "landport/+/+/events").await;
-    let (globex, mut globex_events) = client(broker.port, "globex", "landport/+/+/events").await;
+    let events = "landport/+/+/events";
+    let (acme, mut acme_events) =
+        subscriber_as(broker.port, events, Some(("acme", "acme-secret"))).await;
+    let (globex, mut globex_events) =
+        subscriber_as(broker.port, events, Some(("globex", "globex-secret"))).await;
 
     // globex tries to write into acme's topics: the broker drops it.
     globex

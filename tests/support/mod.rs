@@ -265,3 +265,37 @@ pub fn sse(
     });
     rx
 }
+
+/// A warehouse fence around (123.0, 41.0) that confirms at once.
+pub fn warehouse() -> landport_tracker::GeofenceDef {
+    let ring = geo_types::LineString::from(vec![
+        (122.99, 40.99),
+        (123.01, 40.99),
+        (123.01, 41.01),
+        (122.99, 41.01),
+        (122.99, 40.99),
+    ]);
+    landport_tracker::GeofenceDef {
+        id: "wh".into(),
+        name: "Warehouse".into(),
+        kind: "warehouse".into(),
+        shape: landport_tracker::Shape::Area(geo_types::MultiPolygon(vec![
+            geo_types::Polygon::new(ring, vec![]),
+        ])),
+        confirm_seconds: Some(0),
+        dwell_seconds: None,
+    }
+}
+
+/// Stores [`warehouse`] for `tenant` in `dir/data` before the service starts (the store is the
+/// registry the service loads).
+pub fn seed_fence(dir: &std::path::Path, tenant: &str) {
+    let mut store = landport_ingest::store::Store::open(&dir.join("data")).unwrap();
+    store
+        .insert_geofence(&landport_ingest::store::GeofenceRecord {
+            tenant: tenant.into(),
+            def: warehouse(),
+            updated_ms: 0,
+        })
+        .unwrap();
+}

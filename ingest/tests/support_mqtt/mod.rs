@@ -324,13 +324,27 @@ pub fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
 /// A plain rumqttc subscriber to `filter` (QoS 1); returns once subscribed. Its publishes
 /// come on the receiver.
 pub async fn subscriber(port: u16, filter: &str) -> mpsc::UnboundedReceiver<rumqttc::Publish> {
+    subscriber_as(port, filter, None).await.1
+}
+
+/// [`subscriber`] logged in as `(user, password)`; also returns the client, to publish with.
+pub async fn subscriber_as(
+    port: u16,
+    filter: &str,
+    credentials: Option<(&str, &str)>,
+) -> (AsyncClient, mpsc::UnboundedReceiver<rumqttc::Publish>) {
     let id = format!("test-sub-{}-{}", std::process::id(), free_port());
-    let (client, mut el) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 64);
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    if let Some((user, password)) = credentials {
+        options.set_credentials(user, password);
+    }
+    let (client, mut el) = AsyncClient::new(options, 64);
     client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let handle = client.clone();
     tokio::spawn(async move {
-        let _client = client;
+        let _client = handle;
         let mut subscribed_tx = Some(subscribed_tx);
         while let Ok(ev) = el.poll().await {
             match ev {
@@ -353,7 +367,7 @@ pub async fn subscriber(port: u16, filter: &str) -> mpsc::UnboundedReceiver<rumq
         .await
         .expect("test subscriber: no SUBACK")
         .expect("test subscriber stopped");
-    rx
+    (client, rx)
 }
 
 /// A source running on its own task, with what the tests look at.
