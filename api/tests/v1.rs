@@ -1452,6 +1452,20 @@ async fn the_stream_sends_the_tenants_events_and_positions_only() {
         text.contains("truck-1") && !text.contains("van-1"),
         "{text}"
     );
+    // Later items carry only what changed since the one before.
+    app.device(&acme, "truck-2").await;
+    app.fix("acme", "truck-2", 122.3, 40.7).await;
+    let text = next_frame(&mut body).await;
+    assert!(
+        text.contains("truck-2") && !text.contains("truck-1"),
+        "{text}"
+    );
+    app.fix("acme", "truck-1", 122.21, 40.61).await;
+    let text = next_frame(&mut body).await;
+    assert!(
+        text.contains("truck-1") && !text.contains("truck-2"),
+        "{text}"
+    );
 
     let res = app
         .router

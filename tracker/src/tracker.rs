@@ -141,6 +141,20 @@ pub struct Tracker {
     /// Reused buffers, so `apply` does not allocate.
     scratch_slots: Vec<u32>,
     scratch_transitions: Vec<Transition>,
+    /// Changes of live state so far (not in snapshots: it only orders changes within one
+    /// process, for [`Tracker::changed_since`]).
+    change_seq: u64,
+    /// Per device slot, `change_seq` at its latest change; missing or 0 = none yet.
+    changed_at: Vec<u64>,
+}
+
+/// Marks device `slot` as changed now.
+fn touch(changed_at: &mut Vec<u64>, change_seq: &mut u64, slot: usize) {
+    *change_seq += 1;
+    if changed_at.len() <= slot {
+        changed_at.resize(slot + 1, 0);
+    }
+    changed_at[slot] = *change_seq;
 }
 
 impl Tracker {
@@ -156,6 +170,8 @@ impl Tracker {
             timer_at: Vec::new(),
             scratch_slots: Vec::new(),
             scratch_transitions: Vec::new(),
+            change_seq: 0,
+            changed_at: Vec::new(),
         }
     }
 
@@ -278,6 +294,8 @@ impl Tracker {
             plans,
             scratch_slots,
             scratch_transitions,
+            change_seq,
+            changed_at,
             ..
         } = self;
         let d = &mut devices[slot];
@@ -291,6 +309,7 @@ impl Tracker {
         }
         let tenant = &mut tenants[d.tenant as usize];
         let seen_before = d.last_ts_ms.is_some();
+        touch(changed_at, change_seq, slot);
         d.last_ts_ms = Some(ts);
         d.last_received_ms = Some(now_ms);
         if !d.online {
@@ -470,6 +489,8 @@ impl Tracker {
             tenants,
             devices,
             shipments,
+            change_seq,
+            changed_at,
             ..
         } = self;
         let d = &mut devices[slot];
@@ -486,6 +507,7 @@ impl Tracker {
         let offline_ms = settings.offline_after_seconds as i64 * 1000;
         if d.online && now_ms - received >= offline_ms {
             d.online = false;
+            touch(changed_at, change_seq, slot);
             out.push(Event::new(
                 EventType::DeviceOffline,
                 &tenant.name,
@@ -780,6 +802,30 @@ impl Tracker {
             return Vec::new();
         };
         let mut v: Vec<DeviceView> = t.devices.values().map(|&s| self.view(s)).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The current change counter: pass it to [`Tracker::changed_since`] later to learn what
+    /// changed in between.
+    pub fn change_seq(&self) -> u64 {
+        self.change_seq
+    }
+
+    /// A tenant's devices whose live state (a reading applied, online/offline) changed after
+    /// `change_seq` had the value `since`, sorted by id. Cheap when few changed: one integer
+    /// comparison per device, views only for the changed ones (a live map polls it every
+    /// second on the pipeline's task).
+    pub fn changed_since(&self, tenant: &str, since: u64) -> Vec<DeviceView> {
+        let Some(t) = self.tenant(tenant) else {
+            return Vec::new();
+        };
+        let mut v: Vec<DeviceView> = t
+            .devices
+            .values()
+            .filter(|&&s| self.changed_at.get(s as usize).is_some_and(|&c| c > since))
+            .map(|&s| self.view(s))
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }

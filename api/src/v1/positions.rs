@@ -94,11 +94,7 @@ pub async fn positions(
         .iter()
         .filter_map(|(tenant, d)| PositionFeature::new(tenant, d))
         .collect();
-    Ok(axum::Json(PositionCollection {
-        kind: "FeatureCollection",
-        features,
-    })
-    .into_response())
+    Ok(axum::Json(PositionCollection::new(features)).into_response())
 }
 
 // The FeatureCollection as borrowed, typed structs rather than `json!` trees: a 10,000-device
@@ -106,14 +102,14 @@ pub async fn positions(
 // short-lived heap per Feature (BENCHMARKS.md, "Where the time goes").
 
 #[derive(Serialize)]
-struct PositionCollection<'a> {
+pub(crate) struct PositionCollection<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     features: Vec<PositionFeature<'a>>,
 }
 
 #[derive(Serialize)]
-struct PositionFeature<'a> {
+pub(crate) struct PositionFeature<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     id: &'a str,
@@ -143,9 +139,18 @@ struct PositionProperties<'a> {
     geofences: &'a [String],
 }
 
+impl<'a> PositionCollection<'a> {
+    pub(crate) fn new(features: Vec<PositionFeature<'a>>) -> Self {
+        PositionCollection {
+            kind: "FeatureCollection",
+            features,
+        }
+    }
+}
+
 impl<'a> PositionFeature<'a> {
     /// `None` for a device without a position.
-    fn new(tenant: &'a str, d: &'a DeviceView) -> Option<Self> {
+    pub(crate) fn new(tenant: &'a str, d: &'a DeviceView) -> Option<Self> {
         let f = d.fix?;
         Some(PositionFeature {
             kind: "Feature",

@@ -2,13 +2,13 @@
 //!
 //! - `event: event` — one stored-event envelope (SPEC 5) as JSON, `id:` its event id; from
 //!   the pipeline's broadcast, filtered to the caller's tenant (and the shipment, if named).
-//! - `event: positions` — a GeoJSON FeatureCollection of the devices whose latest reading
-//!   changed since the previous one (polled from the tracker every [`POSITIONS_EVERY`]), as
-//!   `/v1/positions` shapes them; with `shipment=`, only that shipment's device.
+//! - `event: positions` — a GeoJSON FeatureCollection of the devices whose live state changed
+//!   since the previous one (all of them in the first; polled from the tracker every
+//!   [`POSITIONS_EVERY`]), as `/v1/positions` shapes them; with `shipment=`, only that
+//!   shipment's device.
 //! - `event: lagged` — this client fell behind the broadcast and missed `data` events; it can
 //!   fill the gap from `GET /v1/events`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -16,13 +16,11 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::stream;
-use landport_tracker::Event;
+use landport_tracker::{DeviceView, Event};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::devices::live_devices;
-use super::view::rfc3339;
+use super::positions::{PositionCollection, PositionFeature};
 use crate::auth::Caller;
 use crate::error::{ApiError, Query};
 use crate::state::ApiState;
@@ -49,8 +47,8 @@ struct Client {
     device: Option<(String, String)>,
     events: bool,
     positions: bool,
-    /// `(tenant, device)` -> device time of the latest reading already sent.
-    sent: HashMap<(String, String), i64>,
+    /// The tracker's change counter at the previous positions item; `None` before the first.
+    since: Option<u64>,
 }
 
 #[utoipa::path(
@@ -109,7 +107,7 @@ pub async fn stream(
         device,
         events,
         positions,
-        sent: HashMap::new(),
+        since: None,
     };
     let items = stream::unfold(client, |mut c| async move {
         let item = c.next().await?;
@@ -137,7 +135,7 @@ impl Client {
                 },
                 _ = self.tick.tick(), if self.positions => {
                     if let Some(fc) = self.changed_positions().await? {
-                        return Some(SseEvent::default().event("positions").data(fc.to_string()));
+                        return Some(SseEvent::default().event("positions").data(fc));
                     }
                 }
             }
@@ -152,36 +150,52 @@ impl Client {
                 .is_none_or(|s| ev.shipment.as_deref() == Some(s))
     }
 
-    /// The FeatureCollection of devices with a reading not sent yet; `Some(None)` when none
-    /// changed, `None` when the tracker is gone.
-    async fn changed_positions(&mut self) -> Option<Option<Value>> {
-        let live = live_devices(&self.state, self.scope.clone()).await.ok()?;
-        let mut features = Vec::new();
-        for (tenant, d) in live {
-            let (Some(f), Some(seen)) = (d.fix, d.last_seen_ms) else {
-                continue;
-            };
-            let key = (tenant, d.id.clone());
-            if self.device.as_ref().is_some_and(|want| *want != key) {
-                continue;
-            }
-            if self.sent.get(&key) == Some(&seen) {
-                continue;
-            }
-            features.push(json!({
-                "type": "Feature", "id": d.id,
-                "geometry": {"type": "Point", "coordinates": [f.lon, f.lat]},
-                "properties": {
-                    "tenant": key.0, "online": d.online, "ts": rfc3339(d.fix_ts_ms),
-                    "speed_kmh": f.speed_kmh, "heading_deg": f.heading_deg,
-                    "accuracy_m": f.accuracy_m, "geofences": d.geofences,
-                },
-            }));
-            self.sent.insert(key, seen);
+    /// The FeatureCollection (JSON) of devices whose live state changed since the previous
+    /// call (all of them, the first time); `Some(None)` when none changed, `None` when the
+    /// tracker is gone. The tracker compares one counter per device: a live map costs the
+    /// pipeline little while few devices move.
+    async fn changed_positions(&mut self) -> Option<Option<String>> {
+        let (scope, since) = (self.scope.clone(), self.since);
+        let (views, seq) = self
+            .state
+            .tracker(move |ing| {
+                let t = ing.tracker();
+                let tenants: Vec<String> = match scope {
+                    Some(one) => vec![one],
+                    None => t.tenants().map(str::to_owned).collect(),
+                };
+                let views: Vec<(String, DeviceView)> = tenants
+                    .into_iter()
+                    .flat_map(|ten| {
+                        let changed = match since {
+                            Some(s) => t.changed_since(&ten, s),
+                            None => t.devices(&ten),
+                        };
+                        changed
+                            .into_iter()
+                            .map(move |d| (ten.clone(), d))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                (views, t.change_seq())
+            })
+            .await
+            .ok()?;
+        self.since = Some(seq);
+        let features: Vec<PositionFeature<'_>> = views
+            .iter()
+            .filter(|(ten, d)| {
+                self.device
+                    .as_ref()
+                    .is_none_or(|(want_t, want_d)| want_t == ten && *want_d == d.id)
+            })
+            .filter_map(|(ten, d)| PositionFeature::new(ten, d))
+            .collect();
+        if features.is_empty() {
+            return Some(None);
         }
-        Some(
-            (!features.is_empty())
-                .then(|| json!({"type": "FeatureCollection", "features": features})),
-        )
+        serde_json::to_string(&PositionCollection::new(features))
+            .ok()
+            .map(Some)
     }
 }

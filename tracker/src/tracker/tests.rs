@@ -299,6 +299,29 @@ fn silent_device_goes_offline_on_the_timer_and_online_with_its_next_reading() {
 }
 
 #[test]
+fn changed_since_lists_only_devices_changed_after_the_mark() {
+    let ids = |v: Vec<DeviceView>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    let mut tr = tracker();
+    apply(&mut tr, "a", fix(OUT.0, OUT.1, 0));
+    apply(&mut tr, "b", fix(OUT.0, OUT.1, 0));
+    assert_eq!(ids(tr.changed_since(T, 0)), ["a", "b"]);
+    let mark = tr.change_seq();
+    assert!(tr.changed_since(T, mark).is_empty());
+    // A new reading marks its device; a late one and a duplicate do not.
+    apply(&mut tr, "b", fix(IN.0, IN.1, 60));
+    apply(&mut tr, "a", fix(IN.0, IN.1, 0));
+    apply(&mut tr, "a", fix(IN.0, IN.1, -10));
+    assert_eq!(ids(tr.changed_since(T, mark)), ["b"]);
+    assert!(tr.changed_since("globex", 0).is_empty());
+    // Going offline is a change too.
+    let mark = tr.change_seq();
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 300_000, &mut out);
+    assert_eq!(kinds(&out), [EventType::DeviceOffline]);
+    assert_eq!(ids(tr.changed_since(T, mark)), ["a"]);
+}
+
+#[test]
 fn a_reporting_device_never_goes_offline() {
     let mut tr = tracker();
     let mut out = Vec::new();
