@@ -129,6 +129,25 @@ fn apply(c: &mut Criterion) {
     g.finish();
 }
 
+/// What one live-map viewer's positions tick costs the pipeline's task with 100,000 devices
+/// of which 1,000 moved since the last tick: `changed_since` against the copy of every device
+/// (`devices`) it replaced (session 2).
+fn positions_tick(c: &mut Criterion) {
+    let mut g = c.benchmark_group("positions_tick");
+    g.sample_size(20);
+    let mut f = fleet(100_000);
+    let mut out = Vec::new();
+    let mark = f.tracker.change_seq();
+    f.run(1_000, &mut out);
+    g.bench_function("devices_all_100k", |b| {
+        b.iter(|| black_box(f.tracker.devices("bench").len()))
+    });
+    g.bench_function("changed_since_1k_of_100k", |b| {
+        b.iter(|| black_box(f.tracker.changed_since("bench", mark).len()))
+    });
+    g.finish();
+}
+
 /// Baseline measured in the same run: the bare cost of what a naive tracker does per reading,
 /// one R-tree point query over the 10,000 fence envelopes plus the exact tests, with nothing
 /// else. `apply` should cost about this or less, with every rule running.
@@ -176,5 +195,5 @@ fn baseline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, baseline, apply);
+criterion_group!(benches, baseline, apply, positions_tick);
 criterion_main!(benches);
