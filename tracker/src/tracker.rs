@@ -419,22 +419,41 @@ impl Tracker {
     /// Fires what is due at server time `now_ms`: offline devices, dwells, excursions that
     /// outlasted their grace period.
     pub fn on_timer(&mut self, now_ms: TimestampMs, out: &mut Vec<Event>) {
-        while let Some(&Reverse((deadline, slot))) = self.timers.peek() {
-            if deadline > now_ms {
-                break;
+        let mut due: Vec<(TimestampMs, usize)> = Vec::new();
+        loop {
+            while let Some(&Reverse((deadline, slot))) = self.timers.peek() {
+                if deadline > now_ms {
+                    break;
+                }
+                self.timers.pop();
+                let slot = slot as usize;
+                if self.timer_at[slot] != deadline {
+                    continue;
+                }
+                self.timer_at[slot] = NO_TIMER;
+                // A registered deadline may be earlier than the device's real one (see
+                // `arm_timer`): what is due is processed in the order of the real deadlines,
+                // so a tracker restored from a snapshot, whose registrations are exact, fires
+                // the same events in the same order.
+                match self.device_deadline(slot) {
+                    Some(real) if real <= now_ms => due.push((real, slot)),
+                    _ => self.arm_timer(slot),
+                }
             }
-            self.timers.pop();
-            let slot = slot as usize;
-            if self.timer_at[slot] != deadline {
-                continue;
+            if due.is_empty() {
+                return;
             }
-            self.timer_at[slot] = NO_TIMER;
-            self.device_timers(slot, now_ms, out);
-            self.arm_timer(slot);
+            due.sort_unstable();
+            for (_, slot) in due.drain(..) {
+                self.device_timers(slot, now_ms, out);
+                self.arm_timer(slot);
+            }
         }
     }
 
     /// Registers the device's earliest deadline if it is earlier than the one registered.
+    /// Lazily: a later deadline (each reading postpones "offline") is not registered until the
+    /// earlier one comes due, so the heap does not fill with one stale entry per reading.
     fn arm_timer(&mut self, slot: usize) {
         let Some(deadline) = self.device_deadline(slot) else {
             return;
