@@ -23,8 +23,16 @@ async fn embedded_broker_delivers_to_the_source_and_takes_acks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_broker_redelivers_unacked_messages_to_the_same_client_id() {
     let b = broker().await;
-    let got = redelivered_after_source_restart(b.addr().port(), "ingest-embedded-ps").await;
-    assert_eq!(got, [5, 6, 7, 8, 9]);
+    // rumqttd cannot be asked whether it has the PUBACKs yet: one still on its way at the
+    // abort counts as not sent, and its message comes again (at-least-once). So: the five
+    // unacknowledged ones come again, in order, after at most a few of the acknowledged ones.
+    let got =
+        redelivered_after_source_restart(b.addr().port(), "ingest-embedded-ps", || true).await;
+    let from = got.first().copied().unwrap_or(10);
+    assert!(
+        from <= 5 && got == (from..10).collect::<Vec<_>>(),
+        "redelivered: {got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

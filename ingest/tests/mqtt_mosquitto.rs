@@ -15,7 +15,12 @@ async fn mosquitto_delivers_to_the_source_and_takes_acks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_messages_are_redelivered_to_the_same_client_id_and_acked_ones_are_not() {
     let Some(m) = Mosquitto::start() else { return };
-    let got = redelivered_after_source_restart(m.port, "ingest-mosq-ps").await;
+    // Mosquitto logs each PUBACK it receives.
+    let acks_arrived = || {
+        m.log()
+            .contains("Received PUBACK from ingest-mosq-ps (Mid: 5,")
+    };
+    let got = redelivered_after_source_restart(m.port, "ingest-mosq-ps", acks_arrived).await;
     assert_eq!(got, [5, 6, 7, 8, 9], "mosquitto log:\n{}", m.log());
 }
 

@@ -526,7 +526,14 @@ pub async fn round_trip(port: u16, client_id: &str, qos0_arrives_as: u8) {
 /// is aborted, nothing flushed; the other five tokens are still held, not dropped); a second
 /// source with the same client id starts. Returns the indices the second one receives
 /// before a marker published after it subscribed.
-pub async fn redelivered_after_source_restart(port: u16, client_id: &str) -> Vec<usize> {
+///
+/// `acks_arrived` tells whether the broker has received the five PUBACKs: the source counts an
+/// ack when it hands it to its client, and an abort may still lose what is not on the wire.
+pub async fn redelivered_after_source_restart(
+    port: u16,
+    client_id: &str,
+    acks_arrived: impl Fn() -> bool,
+) -> Vec<usize> {
     let topic = "landport/acme/truck-9/telemetry";
     let mut first = run_source(source_config(port, client_id)).await;
     publish(
@@ -547,6 +554,7 @@ pub async fn redelivered_after_source_restart(port: u16, client_id: &str) -> Vec
         }
     }
     wait_until("five PUBACKs written", || first.stats.acked() == 5).await;
+    wait_until("the broker to have the five PUBACKs", &acks_arrived).await;
     first.driver.abort();
     let _ = first.driver.await;
     drop(unacked);
