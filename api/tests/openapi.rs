@@ -7,49 +7,24 @@
 //! `src/v1/mod.rs`, the files the router is built from. Adding a route there without a
 //! `#[utoipa::path]` entry in the document fails `every_registered_route_is_documented`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use landport_api::{ApiState, AppState, router_with_api};
-use landport_ingest::decode::Limits;
-use landport_ingest::metrics::Metrics;
-use landport_ingest::pipeline::{IngestSettings, Ingestor, TrackerHandle};
-use landport_ingest::topic::OwnTracksTenants;
-use landport_tracker::{Tracker, TrackerSettings};
 use serde_json::Value;
+use support::TestApi;
 use tower::ServiceExt;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// The full router over a store in a temp dir (kept alive by the returned guard).
-fn app() -> (Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Metrics::new();
-    let ingestor = Ingestor::new(
-        Tracker::new(TrackerSettings::default()),
-        IngestSettings {
-            limits: Limits::default(),
-            owntracks: OwnTracksTenants {
-                default_tenant: "default".into(),
-                by_user: HashMap::new(),
-            },
-            auto_register: false,
-        },
-        metrics.clone(),
-    );
-    let tracker = TrackerHandle::standalone(ingestor);
-    let (events, _) = tokio::sync::broadcast::channel(16);
-    let api = ApiState::new(dir.path(), tracker, events, Some("admin-key")).unwrap();
-    let state = AppState {
-        metrics,
-        ready: Arc::new(AtomicBool::new(true)),
-    };
-    (router_with_api(state, api), dir)
+fn app() -> (Router, TestApi) {
+    let t = TestApi::new("admin-key");
+    (t.router(), t)
 }
 
 async fn send(router: &Router, method: &str, path: &str) -> (StatusCode, Vec<u8>) {

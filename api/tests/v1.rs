@@ -1,21 +1,17 @@
 //! The `/v1` API against a real store (temp dir) and a real tracker behind a real
 //! `TrackerHandle`, called through the router (`tower::ServiceExt::oneshot`).
 
-use std::collections::HashMap;
+mod support;
+
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use landport_api::{ApiState, AppState, router_with_api};
-use landport_ingest::decode::Limits;
-use landport_ingest::metrics::Metrics;
-use landport_ingest::pipeline::{IngestSettings, Ingestor, Output, TrackerHandle, now_ms};
-use landport_ingest::topic::OwnTracksTenants;
-use landport_tracker::{Tracker, TrackerSettings};
+use landport_ingest::pipeline::{Output, TrackerHandle, now_ms};
 use serde_json::{Value, json};
+use support::TestApi;
 use tower::ServiceExt;
 
 const ADMIN: &str = "admin-secret-key";
@@ -25,37 +21,17 @@ struct App {
     tracker: TrackerHandle,
     /// The live event broadcast, as the pipeline would feed it.
     events: tokio::sync::broadcast::Sender<Arc<landport_tracker::Event>>,
-    _dir: tempfile::TempDir,
+    api: TestApi,
 }
 
 impl App {
     async fn new() -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Metrics::new();
-        let ingestor = Ingestor::new(
-            Tracker::new(TrackerSettings::default()),
-            IngestSettings {
-                limits: Limits::default(),
-                owntracks: OwnTracksTenants {
-                    default_tenant: "default".into(),
-                    by_user: HashMap::new(),
-                },
-                auto_register: false,
-            },
-            metrics.clone(),
-        );
-        let tracker = TrackerHandle::standalone(ingestor);
-        let (events, _) = tokio::sync::broadcast::channel(16);
-        let api = ApiState::new(dir.path(), tracker.clone(), events.clone(), Some(ADMIN)).unwrap();
-        let state = AppState {
-            metrics,
-            ready: Arc::new(AtomicBool::new(true)),
-        };
+        let t = TestApi::new(ADMIN);
         App {
-            router: router_with_api(state, api),
-            tracker,
-            events,
-            _dir: dir,
+            router: t.router(),
+            tracker: t.tracker.clone(),
+            events: t.events.clone(),
+            api: t,
         }
     }
 
@@ -961,7 +937,7 @@ async fn a_track_is_the_stored_history_of_the_tenants_device() {
     let globex = app.tenant("globex").await;
     app.device(&acme, "truck-1").await;
     // The pipeline's writer stores readings; here a second connection plays it.
-    let mut store = Store::open(app._dir.path()).unwrap();
+    let mut store = Store::open(app.api.dir.path()).unwrap();
     let t0 = 1_795_000_000_000; // 2026-11-18T11:06:40Z
     let row = |tenant: &str, ts: i64, r: Reading| TelemetryRow {
         tenant: tenant.into(),
@@ -1051,7 +1027,7 @@ async fn events_are_listed_per_tenant_by_cursor_and_filters() {
             json!({}),
         )
     };
-    let mut store = Store::open(app._dir.path()).unwrap();
+    let mut store = Store::open(app.api.dir.path()).unwrap();
     store
         .commit(
             &[],

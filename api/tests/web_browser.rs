@@ -5,25 +5,20 @@
 //! Needs `/usr/bin/chromium` (Debian `chromium`): without it the test is skipped with a note,
 //! or fails when `CI` is set (SPEC 8).
 
-use std::collections::HashMap;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use landport_api::web::{self, MapSettings};
-use landport_api::{ApiState, AppState, router_with_api};
-use landport_ingest::decode::Limits;
-use landport_ingest::metrics::Metrics;
-use landport_ingest::pipeline::{IngestSettings, Ingestor, Output, TrackerHandle, now_ms};
-use landport_ingest::topic::OwnTracksTenants;
-use landport_tracker::{Tracker, TrackerSettings};
+use landport_api::web::MapSettings;
+use landport_ingest::pipeline::{Output, TrackerHandle, now_ms};
 use serde_json::{Value, json};
+use support::TestApi;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -133,34 +128,14 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
         eprintln!("note: skipped, {CHROMIUM} is missing (apt-get install -y chromium)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Metrics::new();
-    let ingestor = Ingestor::new(
-        Tracker::new(TrackerSettings::default()),
-        IngestSettings {
-            limits: Limits::default(),
-            owntracks: OwnTracksTenants {
-                default_tenant: "default".into(),
-                by_user: HashMap::new(),
-            },
-            auto_register: false,
-        },
-        metrics.clone(),
-    );
-    let tracker = TrackerHandle::standalone(ingestor);
-    let (events, _) = tokio::sync::broadcast::channel(16);
-    let api = ApiState::new(dir.path(), tracker.clone(), events, Some(ADMIN)).unwrap();
-    let state = AppState {
-        metrics,
-        ready: Arc::new(AtomicBool::new(true)),
-    };
+    let t = TestApi::new(ADMIN);
+    let tracker = t.tracker.clone();
     // Tiles from this server (they 404): the page must work without them, and the test
     // never touches the network.
-    let map = MapSettings {
+    let router = t.router_with_pages(MapSettings {
         tile_url: "/tiles/{z}/{x}/{y}.png".into(),
         tile_attribution: "test tiles".into(),
-    };
-    let router = router_with_api(state, api.clone()).merge(web::router(map, api));
+    });
 
     post(
         &router,

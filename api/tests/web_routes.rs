@@ -2,55 +2,27 @@
 //! types, cache headers, the 404 page for an unknown share token, and that the HTML loads
 //! nothing but this server's assets (and the configured tiles).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+mod support;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use landport_api::web::{self, MapSettings};
-use landport_api::{ApiState, AppState, router_with_api};
-use landport_ingest::decode::Limits;
-use landport_ingest::metrics::Metrics;
-use landport_ingest::pipeline::{IngestSettings, Ingestor, TrackerHandle};
-use landport_ingest::topic::OwnTracksTenants;
-use landport_tracker::{Tracker, TrackerSettings};
 use serde_json::{Value, json};
+use support::TestApi;
 use tower::ServiceExt;
 
 const ADMIN: &str = "admin-secret-key";
 const TILES: &str = "https://tiles.example.test/{z}/{x}/{y}.png";
 
-fn app() -> (Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Metrics::new();
-    let ingestor = Ingestor::new(
-        Tracker::new(TrackerSettings::default()),
-        IngestSettings {
-            limits: Limits::default(),
-            owntracks: OwnTracksTenants {
-                default_tenant: "default".into(),
-                by_user: HashMap::new(),
-            },
-            auto_register: false,
-        },
-        metrics.clone(),
-    );
-    let tracker = TrackerHandle::standalone(ingestor);
-    let (events, _) = tokio::sync::broadcast::channel(16);
-    let api = ApiState::new(dir.path(), tracker, events, Some(ADMIN)).unwrap();
-    let state = AppState {
-        metrics,
-        ready: Arc::new(AtomicBool::new(true)),
-    };
-    let map = MapSettings {
+fn app() -> (Router, TestApi) {
+    let t = TestApi::new(ADMIN);
+    let router = t.router_with_pages(MapSettings {
         tile_url: TILES.into(),
         tile_attribution: "Tiles: <b>Example</b>".into(),
-    };
-    let router = router_with_api(state, api.clone()).merge(web::router(map, api));
-    (router, dir)
+    });
+    (router, t)
 }
 
 struct Got {
