@@ -194,3 +194,135 @@ async fn a_tenant_set_up_over_http_sees_its_trucks_events_and_eta_and_it_all_sur
         "one reading since the restart"
     );
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The freeze of issue 15: a reefer's range removed while an excursion was open left a
+/// deadline no rule could fire, and the pipeline spun on it; every live read and every reading
+/// of every tenant then hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_reefers_range_during_an_excursion_freezes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mqtt = free_port();
+    let config = Landport::config(
+        dir,
+        http_addr,
+        mqtt,
+        true,
+        &format!(
+            "[auth]\nadmin_key = \"{ADMIN}\"\n\
+             [tracker]\ntemp_grace_seconds = 1\noffline_after_seconds = 3\n"
+        ),
+    );
+    let lp = Landport::start(dir, &config, http_addr, mqtt);
+    let admin = Some(ADMIN);
+    for tenant in ["acme", "other"] {
+        let body = json!({"id": tenant, "name": tenant});
+        let (s, body) = http(http_addr, "POST", "/v1/tenants", admin, Some(&body));
+        assert_eq!(s, 201, "{body}");
+    }
+    let reefer = json!({"id": "reefer-1", "kind": "truck",
+                        "profile": {"temp_range_c": [2, 8]}});
+    let (s, body) = http(
+        http_addr,
+        "POST",
+        "/v1/devices?tenant=acme",
+        admin,
+        Some(&reefer),
+    );
+    assert_eq!(s, 201, "{body}");
+
+    let t0 = now_ms();
+    let topic = "landport/acme/reefer-1/telemetry";
+    let temp = |ts: i64, c: f64| format!(r#"{{"ts":{ts},"temp_c":{c}}}"#).into_bytes();
+    publish(
+        mqtt,
+        topic,
+        vec![temp(t0, 5.0), temp(t0 + 100, 12.0)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    wait_for("the excursion to open", Duration::from_secs(20), || {
+        let (_, d) = http(
+            http_addr,
+            "GET",
+            "/v1/devices/reefer-1?tenant=acme",
+            admin,
+            None,
+        );
+        (d["temp_c"] == 12.0).then_some(())
+    });
+    let (s, body) = http(
+        http_addr,
+        "PATCH",
+        "/v1/devices/reefer-1?tenant=acme",
+        admin,
+        Some(&json!({"profile": {}})),
+    );
+    assert_eq!(s, 200, "{body}");
+
+    // The offline timer (3 s) comes after the old excursion's deadline (1 s): once the reefer
+    // shows offline, the timers have run past the moment that froze the pipeline.
+    wait_for("the reefer to go offline", Duration::from_secs(30), || {
+        let (s, d) = http(
+            http_addr,
+            "GET",
+            "/v1/devices/reefer-1?tenant=acme",
+            admin,
+            None,
+        );
+        (s == 200 && d["online"] == false).then_some(())
+    });
+    // Another tenant's device answers, and its readings are applied.
+    publish(
+        mqtt,
+        "landport/other/truck-2/telemetry",
+        vec![native(now_ms(), 123.0, 41.0)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    wait_for(
+        "truck-2's reading to be applied",
+        Duration::from_secs(20),
+        || {
+            let (s, d) = http(
+                http_addr,
+                "GET",
+                "/v1/devices/truck-2?tenant=other",
+                admin,
+                None,
+            );
+            (s == 200 && d["position"]["lon"] == 123.0).then_some(())
+        },
+    );
+    let (s, body) = http(
+        http_addr,
+        "GET",
+        "/v1/events?device=reefer-1&tenant=acme",
+        admin,
+        None,
+    );
+    assert_eq!(s, 200);
+    let types: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["device.offline"],
+        "no excursion against a removed range"
+    );
+    assert_eq!(
+        metric(&lp.metrics(), "landport_tracker_stalled_timers_total"),
+        0.0
+    );
+}

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub sink_errors: Counter,
     /// Lines written to InfluxDB.
     pub sink_lines: Counter,
+    /// Tracker deadlines found due that no rule could advance (each a bug, skipped instead of
+    /// spinning the ingest task).
+    pub tracker_stalled_timers: Counter,
 }
 
 impl Metrics {
@@ -71,6 +74,7 @@ impl Metrics {
             mqtt_embedded_overruns: Counter::default(),
             sink_errors: Counter::default(),
             sink_lines: Counter::default(),
+            tracker_stalled_timers: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -149,6 +153,11 @@ impl Metrics {
             "influxdb_lines",
             "Lines written to InfluxDB",
             m.sink_lines.clone(),
+        );
+        registry.register(
+            "tracker_stalled_timers",
+            "Tracker deadlines due that no rule could advance, skipped (a bug: report it)",
+            m.tracker_stalled_timers.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -146,6 +146,12 @@ pub struct Tracker {
     change_seq: u64,
     /// Per device slot, `change_seq` at its latest change; missing or 0 = none yet.
     changed_at: Vec<u64>,
+    /// Deadlines `on_timer` found due but could not advance (see there), so far.
+    stalled_timers: u64,
+    /// Tests only: an extra deadline for one device that no rule can advance, to exercise the
+    /// stall guard in `on_timer`.
+    #[cfg(test)]
+    stuck_deadline: Option<(usize, TimestampMs)>,
 }
 
 /// Marks device `slot` as changed now.
@@ -172,6 +178,9 @@ impl Tracker {
             scratch_transitions: Vec::new(),
             change_seq: 0,
             changed_at: Vec::new(),
+            stalled_timers: 0,
+            #[cfg(test)]
+            stuck_deadline: None,
         }
     }
 
@@ -235,9 +244,19 @@ impl Tracker {
     }
 
     /// Sets a device's own temperature range and speed limit.
+    ///
+    /// An open excursion against the old range is dropped when the range changes, as
+    /// `upsert_shipment` does for a shipment's range: it was measured against limits that no
+    /// longer apply (or no longer exist), and a reading still out of the new range opens a new
+    /// one. Keeping it would leave a deadline that no rule can fire.
     pub fn set_device_profile(&mut self, tenant: &str, device: &str, profile: DeviceProfile) {
-        let slot = self.device_slot(tenant, device);
-        self.devices[slot.0 as usize].profile = profile;
+        let slot = self.device_slot(tenant, device).0 as usize;
+        let d = &mut self.devices[slot];
+        if d.profile.temp_range_c != profile.temp_range_c {
+            d.excursion = None;
+        }
+        d.profile = profile;
+        self.arm_timer(slot);
     }
 
     /// The shipment a device's readings belong to now: its first in-transit shipment, else its
@@ -446,9 +465,22 @@ impl Tracker {
             due.sort_unstable();
             for (_, slot) in due.drain(..) {
                 self.device_timers(slot, now_ms, out);
-                self.arm_timer(slot);
+                // Guard: a deadline still due after its device's timers ran is one no rule
+                // can advance (the rules and `device_deadline` disagree: a bug). Re-arming it
+                // would spin this loop forever on the ingest task; instead the device is left
+                // unarmed until its next reading and the stall is counted for the caller to
+                // log and export.
+                match self.device_deadline(slot) {
+                    Some(t) if t <= now_ms => self.stalled_timers += 1,
+                    _ => self.arm_timer(slot),
+                }
             }
         }
+    }
+
+    /// How many times `on_timer` met a deadline it could not advance (each a bug, guarded).
+    pub fn stalled_timers(&self) -> u64 {
+        self.stalled_timers
     }
 
     /// Registers the device's earliest deadline if it is earlier than the one registered.
@@ -487,17 +519,28 @@ impl Tracker {
                 best = best.min(at(m.crossing_ms + dwell as i64 * 1000));
             }
         }
+        // Only the excursions `device_timers` can fire: those with a range to fire against.
         let grace = self.settings.temp_grace_seconds as i64 * 1000;
-        let excursions = d.excursion.iter().chain(
-            d.shipments
-                .iter()
-                .filter_map(|&s| self.shipments[s as usize].as_ref())
-                .filter_map(|s| s.excursion.as_ref()),
-        );
-        for e in excursions {
+        let own = d
+            .excursion
+            .as_ref()
+            .filter(|_| d.profile.temp_range_c.is_some());
+        let carried = d
+            .shipments
+            .iter()
+            .filter_map(|&s| self.shipments[s as usize].as_ref())
+            .filter(|s| s.def.temp_range_c.is_some())
+            .filter_map(|s| s.excursion.as_ref());
+        for e in own.into_iter().chain(carried) {
             if !e.fired {
                 best = best.min(at(e.begin_ms + grace));
             }
+        }
+        #[cfg(test)]
+        if let Some((stuck, t)) = self.stuck_deadline
+            && stuck == slot
+        {
+            best = best.min(t);
         }
         (best != NO_TIMER).then_some(best)
     }

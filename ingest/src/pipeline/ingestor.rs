@@ -203,7 +203,19 @@ impl Ingestor {
     /// Fires what is due at `now_ms` (offline, dwell, excursions) and tidies the indexes.
     pub fn tick(&mut self, now_ms: TimestampMs, out: &mut Output) {
         let first = out.events.len();
+        let stalled_before = self.tracker.stalled_timers();
         self.tracker.on_timer(now_ms, &mut out.events);
+        let stalled = self.tracker.stalled_timers() - stalled_before;
+        if stalled > 0 {
+            self.metrics.tracker_stalled_timers.inc_by(stalled);
+            if let Some(suppressed) = self.log_limit.allow("stalled_timer") {
+                tracing::error!(
+                    stalled,
+                    suppressed,
+                    "tracker deadlines due that no rule could advance were skipped (a bug)"
+                );
+            }
+        }
         for e in &out.events[first..] {
             self.metrics.event(e.kind.as_str());
         }

@@ -694,6 +694,99 @@ fn a_device_profile_range_watches_a_cold_room_without_a_shipment() {
     assert_eq!(all[0].shipment, None);
 }
 
+/// A cold room with range [2, 8] that reads 12 degrees at `t` = 10 s: an excursion opens.
+fn coldroom_out_of_range() -> Tracker {
+    let mut tr = tracker();
+    let profile = DeviceProfile {
+        temp_range_c: Some([2.0, 8.0]),
+        max_speed_kmh: None,
+    };
+    tr.set_device_profile(T, "coldroom", profile);
+    apply(&mut tr, "coldroom", temp(0, 5.0));
+    apply(&mut tr, "coldroom", temp(10, 12.0));
+    tr
+}
+
+#[test]
+fn removing_the_range_during_an_open_excursion_settles_it_and_timers_go_on() {
+    let mut tr = coldroom_out_of_range();
+    tr.set_device_profile(T, "coldroom", DeviceProfile::default());
+    // Past the grace period (300 s from t = 10 s): before the fix this call never returned.
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 309_000, &mut out);
+    assert!(out.is_empty(), "{:?}", kinds(&out));
+    assert_eq!(tr.stalled_timers(), 0);
+    // The device still goes offline when it falls silent (300 s), and nothing else is due.
+    tr.on_timer(T0 + 400_000, &mut out);
+    assert_eq!(kinds(&out), [EventType::DeviceOffline]);
+    assert_eq!(
+        tr.stalled_timers(),
+        0,
+        "no deadline left that no rule can fire"
+    );
+    assert_eq!(tr.next_deadline(), None);
+}
+
+#[test]
+fn changing_the_range_during_an_open_excursion_starts_over_against_the_new_range() {
+    let mut tr = coldroom_out_of_range();
+    let wider = DeviceProfile {
+        temp_range_c: Some([2.0, 10.0]),
+        max_speed_kmh: None,
+    };
+    tr.set_device_profile(T, "coldroom", wider);
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 309_000, &mut out);
+    assert!(out.is_empty(), "the old episode is gone: {:?}", kinds(&out));
+    // Still out of the new range from t = 320 s: a new episode, fired 300 s later.
+    assert!(apply(&mut tr, "coldroom", temp(320, 11.0)).is_empty());
+    tr.on_timer(T0 + 619_000, &mut out);
+    assert!(out.is_empty(), "{:?}", kinds(&out));
+    tr.on_timer(T0 + 620_000, &mut out);
+    out.retain(|e| e.kind != EventType::DeviceOffline);
+    assert_eq!(kinds(&out), [EventType::TemperatureExcursion]);
+    assert_eq!(out[0].data["begin"], format_rfc3339(T0 + 320_000));
+}
+
+#[test]
+fn keeping_the_range_keeps_the_open_excursion() {
+    let mut tr = coldroom_out_of_range();
+    let same_range = DeviceProfile {
+        temp_range_c: Some([2.0, 8.0]),
+        max_speed_kmh: Some(90.0),
+    };
+    tr.set_device_profile(T, "coldroom", same_range);
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 309_000, &mut out);
+    assert!(out.is_empty(), "{:?}", kinds(&out));
+    tr.on_timer(T0 + 310_000, &mut out);
+    out.retain(|e| e.kind != EventType::DeviceOffline);
+    assert_eq!(kinds(&out), [EventType::TemperatureExcursion]);
+    assert_eq!(out[0].data["begin"], format_rfc3339(T0 + 10_000));
+}
+
+#[test]
+fn a_deadline_no_rule_can_advance_is_counted_and_skipped_not_spun_on() {
+    let mut tr = tracker();
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 0));
+    let slot = tr.find_device(T, "t1").unwrap().0 as usize;
+    // A due deadline that device_timers can never move: the shape of the freeze bug.
+    tr.stuck_deadline = Some((slot, T0 + 5_000));
+    tr.arm_timer(slot);
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 6_000, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(tr.stalled_timers(), 1);
+    // Not re-armed: the next call has nothing to do for it.
+    tr.on_timer(T0 + 7_000, &mut out);
+    assert_eq!(tr.stalled_timers(), 1);
+    // Once the cause is gone, the device's next reading arms its real deadlines again.
+    tr.stuck_deadline = None;
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 8));
+    tr.on_timer(T0 + 8_000 + 3_600_000, &mut out);
+    assert_eq!(kinds(&out), [EventType::DeviceOffline]);
+}
+
 #[test]
 fn weight_steps_report_load_and_unload_with_the_geofence() {
     let mut tr = tracker_fence_zero_confirm();
