@@ -663,15 +663,15 @@ fn validation_messages() {
         ),
         (
             "[ingest]\nowntracks_default_tenant = \"\"",
-            "ingest.owntracks_default_tenant: must be a tenant id",
+            "ingest.owntracks_default_tenant: tenant id \"\" is empty",
         ),
         (
             "[ingest.owntracks_tenants]\nalice = \"a/b\"",
-            "ingest.owntracks_tenants.alice: must be a tenant id",
+            "ingest.owntracks_tenants.alice: tenant id",
         ),
         (
             "[ingest.owntracks_tenants]\n\"a+b\" = \"acme\"",
-            "ingest.owntracks_tenants.a+b: an OwnTracks user name",
+            "ingest.owntracks_tenants.a+b: OwnTracks user \"a+b\" holds an MQTT wildcard",
         ),
         ("[log]\nlevel = \"\"", "log.level: must not be empty"),
         (
@@ -791,4 +791,31 @@ fn the_embedded_buffer_is_cut_into_8_mib_segments() {
         (8 << 20, 2),
         "rounded up, never below what was asked"
     );
+}
+
+#[test]
+fn owntracks_tenants_follow_the_one_id_rule_and_name_the_field() {
+    let c = parse(
+        "[ingest]\nowntracks_default_tenant = \"a b\"\n\
+         [ingest.owntracks_tenants]\nalice = \"lkw-müller\"\n\"bob/x\" = \"acme\"",
+    )
+    .unwrap();
+    let p = problems(&c);
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("ingest.owntracks_default_tenant:")
+                && m.contains("outside A-Z a-z 0-9 . _ -")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("ingest.owntracks_tenants.alice:") && m.contains("non-ASCII")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("ingest.owntracks_tenants.bob/x:") && m.contains("user")),
+        "{p:?}"
+    );
+    assert_eq!(p.len(), 3, "{p:?}");
 }

@@ -36,14 +36,6 @@ impl Problems {
     }
 }
 
-/// Whether `id` can name a tenant: non-empty, and usable as one MQTT topic level.
-pub(crate) fn is_topic_level(id: &str) -> bool {
-    !id.is_empty()
-        && !id
-            .chars()
-            .any(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control())
-}
-
 /// Splits `scheme://host[:port][/]` into its parts; `None` if it has another shape.
 /// The scheme is lowercased; the port is `None` when absent. IPv6 hosts are written in brackets
 /// (`[::1]`) and returned without them.
@@ -143,14 +135,5 @@ mod tests {
         assert!(!is_http_url("http://:8086"));
         assert!(!is_http_url("http://host:/"));
         assert!(!is_http_url("http://host/a b"));
-    }
-
-    #[test]
-    fn tenant_ids_must_be_one_topic_level() {
-        assert!(is_topic_level("acme"));
-        assert!(is_topic_level("acme-logistics_2"));
-        for bad in ["", "a/b", "a+", "#", "a b"] {
-            assert!(!is_topic_level(bad), "{bad}");
-        }
     }
 }

@@ -28,7 +28,7 @@ pub const SUBSCRIPTIONS: [&str; 3] = [
 ];
 
 /// Longest tenant, device or user id, characters.
-pub const MAX_ID_CHARS: usize = 64;
+pub use landport_tracker::id::MAX_ID_CHARS;
 
 /// Which tenant an OwnTracks user's devices belong to (OwnTracks topics carry no tenant).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,31 +148,13 @@ impl<'a> TopicKind<'a> {
     }
 }
 
-/// Checks a tenant, device or user id (`what` names which, for the message).
+/// Checks a tenant, device or user id (`what` names which, for the message) against the one
+/// id rule, [`landport_tracker::check_id`].
 pub fn check_id(what: &'static str, id: &str) -> Result<(), Rejection> {
-    let reason = if id.is_empty() {
-        "is empty"
-    } else if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        match c {
-            '+' | '#' => "holds an MQTT wildcard (+ or #)",
-            _ if !c.is_ascii() => "holds a non-ASCII character",
-            _ => "holds a character outside A-Z a-z 0-9 . _ -",
-        }
-    } else if id.len() > MAX_ID_CHARS {
-        // All ASCII by now: bytes are characters.
-        "is longer than 64 characters"
-    } else if id == "." || id == ".." {
-        "is . or .., which name directories"
-    } else {
-        return Ok(());
-    };
-    Err(Rejection::BadId {
+    landport_tracker::check_id(id).map_err(|e| Rejection::BadId {
         what,
         id: excerpt(id, 80),
-        reason,
+        reason: e.reason(),
     })
 }
 

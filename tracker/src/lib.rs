@@ -10,7 +10,7 @@
 //! returns the events. Things that happen when nothing arrives (offline, dwell, a temperature
 //! excursion outlasting its grace period) come from `next_deadline()` / `on_timer(now)`.
 //!
-//! Layout: `reading` (input), `event` (output envelope and deterministic ids), `geodesy`,
+//! Layout: `id` (the one rule for ids users choose), `reading` (input), `event` (output envelope and deterministic ids), `geodesy`,
 //! `geofence`, `fence_index`, `route`, `positions` (geometry), `shipment` and `eta` (shipment
 //! rules), `tracker` (the state machine tying them together), `settings`.
 
@@ -21,6 +21,7 @@ pub mod event;
 pub mod fence_index;
 pub mod geodesy;
 pub mod geofence;
+pub mod id;
 pub mod positions;
 pub mod reading;
 pub mod route;
@@ -31,6 +32,7 @@ pub mod tracker;
 pub use error::TrackerError;
 pub use event::{Event, EventType};
 pub use geofence::{GeofenceDef, Shape};
+pub use id::{Id, IdError, check_id};
 pub use reading::{Fix, Reading, TimestampMs};
 pub use settings::{EtaSettings, TrackerSettings};
 pub use shipment::{Eta, EtaMethod, Place, ShipmentDef, ShipmentState, ShipmentStatus};

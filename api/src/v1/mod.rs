@@ -107,22 +107,17 @@ pub fn router(state: ApiState) -> Router {
 ))]
 pub(crate) struct Doc;
 
-/// Checks an id the user chose (tenant, device, geofence): it becomes part of MQTT topics,
-/// so no `/`, `+`, `#`, whitespace or control characters; 1 to 128 characters.
+/// Checks an id the user chose (tenant, device, geofence, shipment) against the one id rule,
+/// [`landport_tracker::check_id`], which MQTT topics and the config file use too: an id the API
+/// accepts is one whose readings ingest accepts.
 pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.chars().count() <= 128
-        && !id
-            .chars()
-            .any(|c| c == '/' || c == '+' || c == '#' || c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{what} id {id:?} must be 1 to 128 characters without '/', '+', '#', spaces or \
-             control characters"
-        )))
-    }
+    landport_tracker::check_id(id).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{what} id {id:?} {}: ids are 1 to {} characters from A-Z a-z 0-9 . _ -",
+            e.reason(),
+            landport_tracker::id::MAX_ID_CHARS
+        ))
+    })
 }
 
 /// `prefix` and 16 random bytes in hex (128 bits: unguessable).

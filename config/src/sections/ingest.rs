@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Problems, is_topic_level};
+use landport_tracker::check_id;
+
+use crate::validate::Problems;
 
 /// The `[ingest]` section, for the decoders, validation and the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,20 +63,22 @@ impl IngestConfig {
                 Self::MQTT_MAX_PAYLOAD_BYTES
             ),
         );
-        const TENANT: &str = "must be a tenant id: not empty, no '/', '+', '#' or whitespace";
-        p.check(
-            is_topic_level(&self.owntracks_default_tenant),
+        // The one id rule (landport_tracker::check_id): these become topic levels and ids.
+        let id = |p: &mut Problems, what: &str, id: &str, path: &str| {
+            if let Err(e) = check_id(id) {
+                p.push(path, format!("{what} {id:?} {}", e.reason()));
+            }
+        };
+        id(
+            p,
+            "tenant id",
+            &self.owntracks_default_tenant,
             "ingest.owntracks_default_tenant",
-            TENANT,
         );
         for (user, tenant) in &self.owntracks_tenants {
             let path = format!("ingest.owntracks_tenants.{user}");
-            p.check(
-                is_topic_level(user),
-                &path,
-                "an OwnTracks user name must not be empty or contain '/', '+', '#' or whitespace",
-            );
-            p.check(is_topic_level(tenant), &path, TENANT);
+            id(p, "OwnTracks user", user, &path);
+            id(p, "tenant id", tenant, &path);
         }
     }
 }
