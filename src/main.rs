@@ -26,16 +26,16 @@ enum Command {
     ///
     /// With no config file: embedded MQTT broker on 127.0.0.1:1883, HTTP on 127.0.0.1:8080,
     /// embedded store in ./landport-data. LANDPORT_SECTION__KEY variables override the file.
+    Run {
+        /// The TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the service with a simulated fleet in Liaoning, sample geofences and a shipment.
     ///
     /// Prints the live map's URL with a fresh API key for the `demo` tenant.
     Demo {
         /// The TOML config file (optional; the defaults are what a demo wants).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    Run {
-        /// The TOML config file.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -186,5 +186,31 @@ fn check_config(file: &Path) -> ExitCode {
             }
             ExitCode::from(EXIT_BAD_CONFIG)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Each subcommand's one-line help is its own (`demo` once showed `run`'s).
+    #[test]
+    fn help_describes_each_subcommand_with_its_own_words() {
+        let help = Cli::command().render_help().to_string();
+        let line = |name: &str| {
+            help.lines()
+                .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in:\n{help}"))
+                .to_owned()
+        };
+        assert!(
+            line("run").contains("Run the service: MQTT ingest"),
+            "{help}"
+        );
+        assert!(line("demo").contains("simulated fleet"), "{help}");
+        assert!(line("check-config").contains("validate a config"), "{help}");
+        assert!(line("simulate").contains("simulated fleet"), "{help}");
     }
 }
