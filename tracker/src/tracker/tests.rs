@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::geofence::Shape;
+use crate::settings::EtaSettings;
 use geo_types::{LineString, MultiPolygon, Point, Polygon};
 
 const T0: i64 = 1_795_400_000_000; // 2026-11-24 (ms)
@@ -1023,4 +1024,174 @@ fn a_snapshot_restores_shipments_whose_device_was_removed() {
     let restored = Tracker::restore(tr.snapshot()).unwrap();
     assert_eq!(restored.shipment(T, "S1").unwrap().def.device, "t1");
     assert!(restored.device(T, "t1").is_none());
+}
+
+// ----- ETA hysteresis -----------------------------------------------------------------------
+// A truck that reports speed 0 and stands still has a constant distance to go and plans with
+// the floor speed (5 km/h, once warmed up): its ETA is "now + a constant", so it moves exactly
+// as fast as device time passes. That makes the threshold testable to the millisecond.
+
+/// A fix `ms` milliseconds after T0, reporting speed 0.
+fn parked(lon: f64, lat: f64, ms: i64) -> Reading {
+    Reading::at(T0 + ms).with_position(lon, lat).with_speed(0.0)
+}
+
+fn eta_changes(events: &[Event]) -> Vec<&Event> {
+    events
+        .iter()
+        .filter(|e| e.kind == EventType::ShipmentEtaChanged)
+        .collect()
+}
+
+/// A shipment from (123.0, 41.0) to `destination`, whose truck stood at the origin for three
+/// minutes (speed 0: warm-up over) and then moved to `park` (~555 m north) and parked there:
+/// in transit from `DEPARTED_MS` on, with its first ETA announced.
+fn parked_in_transit(destination: (f64, f64)) -> Tracker {
+    let mut tr = tracker();
+    let def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: destination.0,
+            lat: destination.1,
+        },
+    );
+    tr.upsert_shipment(T, def).unwrap();
+    for t in [0, 60, 120, 180] {
+        assert!(apply(&mut tr, "t1", parked(123.0, 41.0, t * 1000)).is_empty());
+    }
+    let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS));
+    assert_eq!(kinds(&ev), [EventType::ShipmentDeparted]);
+    let sh = tr.shipment(T, "S1").unwrap();
+    assert_eq!(sh.status, ShipmentStatus::InTransit);
+    assert_eq!(sh.announced_eta_ms, sh.eta.map(|e| e.eta_ms));
+    tr
+}
+
+const PARK: (f64, f64) = (123.0, 41.005);
+const DEPARTED_MS: i64 = 240_000;
+
+#[test]
+fn a_parked_trucks_eta_moves_exactly_as_fast_as_time_passes() {
+    // The premise of the threshold tests below.
+    let mut tr = parked_in_transit((123.0, 41.02));
+    let first = tr.shipment_eta(T, "S1").unwrap();
+    apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + 123_457));
+    let later = tr.shipment_eta(T, "S1").unwrap();
+    assert_eq!(later.eta_ms - first.eta_ms, 123_457);
+    assert_eq!(later.remaining_s, first.remaining_s);
+    // ~1.67 km straight x 1.3 detour at 5 km/h: about 26 minutes to go, so 10 % is under the
+    // 5-minute floor and the threshold is 300 s.
+    assert!(later.remaining_s > 1_000.0 && later.remaining_s < 3_000.0);
+}
+
+#[test]
+fn eta_changed_fires_only_when_the_eta_moved_by_more_than_five_minutes() {
+    let mut tr = parked_in_transit((123.0, 41.02));
+    let announced = tr.shipment(T, "S1").unwrap().announced_eta_ms.unwrap();
+    for ms in [60_000, 299_999, 300_000] {
+        let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + ms));
+        assert!(ev.is_empty(), "moved {ms} ms: {:?}", kinds(&ev));
+    }
+    let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + 300_001));
+    assert_eq!(kinds(&ev), [EventType::ShipmentEtaChanged]);
+    assert_eq!(ev[0].data["previous"], format_rfc3339(announced));
+    assert_eq!(ev[0].data["eta"], format_rfc3339(announced + 300_001));
+    assert_eq!(ev[0].ts_ms, T0 + DEPARTED_MS + 300_001);
+}
+
+#[test]
+fn after_eta_changed_the_next_change_is_measured_from_the_announced_eta() {
+    let mut tr = parked_in_transit((123.0, 41.02));
+    let first = tr.shipment(T, "S1").unwrap().announced_eta_ms.unwrap();
+    let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + 300_001));
+    assert_eq!(eta_changes(&ev).len(), 1);
+    let second = first + 300_001;
+    assert_eq!(tr.shipment(T, "S1").unwrap().announced_eta_ms, Some(second));
+    // 600 s after the first announcement but exactly 300 s after the second: nothing.
+    let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + 600_001));
+    assert!(ev.is_empty(), "{:?}", kinds(&ev));
+    let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + 600_002));
+    let changed = eta_changes(&ev);
+    assert_eq!(changed.len(), 1, "{:?}", kinds(&ev));
+    assert_eq!(changed[0].data["previous"], format_rfc3339(second));
+    assert_eq!(changed[0].data["eta"], format_rfc3339(second + 300_001));
+}
+
+#[test]
+fn with_hours_to_go_eta_changed_waits_for_ten_percent_of_the_time_remaining() {
+    // ~10 km straight x 1.3 at 5 km/h: about 2.6 h to go, so 10 % (~15.6 min) is the threshold.
+    let mut tr = parked_in_transit((123.0, 41.095));
+    let remaining_s = tr.shipment_eta(T, "S1").unwrap().remaining_s;
+    let threshold_ms = (0.1 * remaining_s * 1000.0).floor() as i64;
+    assert!(threshold_ms > 600_000, "{threshold_ms}");
+    for ms in [300_001, 600_000, threshold_ms] {
+        let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + ms));
+        assert!(ev.is_empty(), "moved {ms} ms: {:?}", kinds(&ev));
+    }
+    let ev = apply(
+        &mut tr,
+        "t1",
+        parked(PARK.0, PARK.1, DEPARTED_MS + threshold_ms + 1),
+    );
+    assert_eq!(kinds(&ev), [EventType::ShipmentEtaChanged]);
+}
+
+#[test]
+fn small_eta_drift_over_many_readings_fires_nothing() {
+    // The truck reports 60 km/h (the default speed too, so warm-up changes nothing) but makes
+    // 55 km/h along its route, with some GPS noise: its ETA slips slowly, by under 5 minutes
+    // in half an hour.
+    let mut tr = Tracker::new(TrackerSettings {
+        eta: EtaSettings {
+            default_speed_kmh: 60.0,
+            ..EtaSettings::default()
+        },
+        ..TrackerSettings::default()
+    });
+    let mut def = shipment(
+        "S1",
+        None,
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(east_route());
+    tr.upsert_shipment(T, def).unwrap();
+    let deg_per_m = 1.0 / geodesy::metres_per_degree(41.0).0;
+    let mut all = Vec::new();
+    let (mut lowest, mut highest) = (i64::MAX, i64::MIN);
+    for i in 0..=180i64 {
+        let travelled_m = 55.0 / 3.6 * (i * 10) as f64;
+        let noise_m = 25.0 * (i as f64 * 1.7).sin();
+        let lon = 123.0 + (travelled_m + noise_m) * deg_per_m;
+        all.extend(apply(
+            &mut tr,
+            "t1",
+            fix(lon, 41.0, i * 10).with_speed(60.0),
+        ));
+        let sh = tr.shipment(T, "S1").unwrap();
+        if let (Some(announced), Some(eta)) = (sh.announced_eta_ms, sh.eta) {
+            lowest = lowest.min(eta.eta_ms - announced);
+            highest = highest.max(eta.eta_ms - announced);
+        }
+    }
+    assert_eq!(
+        kinds(&all),
+        [EventType::ShipmentDeparted],
+        "departed, and nothing else: {:?}",
+        all.iter()
+            .map(|e| (e.kind, e.ts_ms - T0, e.data.clone()))
+            .collect::<Vec<_>>()
+    );
+    // The drift is real (the test is not vacuous) and stays under the threshold.
+    assert!(highest - lowest > 100_000, "{lowest}..{highest} ms");
+    assert!(
+        lowest > -300_000 && highest < 300_000,
+        "{lowest}..{highest} ms"
+    );
 }
