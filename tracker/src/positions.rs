@@ -16,6 +16,7 @@
 //! rebuild every second; with frequent queries it rebuilds every time it is called.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rstar::primitives::GeomWithData;
@@ -32,7 +33,11 @@ type Entry = GeomWithData<[f64; 2], u32>;
 ///
 /// Memory is proportional to the largest key (keys are meant to be dense slots): 17 bytes per
 /// key (21 while dirty) plus the R-tree's entry (24 bytes and node overhead).
-#[derive(Debug, Default)]
+///
+/// A clone is a snapshot for readers (the read side): it copies the positions and dirty
+/// marks (about 17 bytes a key) but shares the R-tree, and queries on any clone count towards
+/// the original's rebuild decision.
+#[derive(Debug, Default, Clone)]
 pub struct PositionIndex {
     /// Latest `[lon, lat]` per key; NaN longitude = no position.
     pos: Vec<[f64; 2]>,
@@ -41,26 +46,13 @@ pub struct PositionIndex {
     dirty_flag: Vec<bool>,
     /// The dirty keys, each once, in the order they first moved.
     dirty: Vec<u32>,
-    /// Positions as of the last rebuild.
-    tree: RTree<Entry>,
+    /// Positions as of the last rebuild; shared with snapshots, never changed in place.
+    tree: Arc<RTree<Entry>>,
     /// Keys with a position.
     len: usize,
-    /// Dirty keys scanned by queries since the last rebuild (queries take `&self`, hence the
-    /// atomic; relaxed ordering: it is a statistic).
-    scanned: AtomicU64,
-}
-
-impl Clone for PositionIndex {
-    fn clone(&self) -> Self {
-        PositionIndex {
-            pos: self.pos.clone(),
-            dirty_flag: self.dirty_flag.clone(),
-            dirty: self.dirty.clone(),
-            tree: self.tree.clone(),
-            len: self.len,
-            scanned: AtomicU64::new(self.scanned.load(Ordering::Relaxed)),
-        }
-    }
+    /// Dirty keys scanned by queries since the last rebuild, here and in snapshots (queries
+    /// take `&self`, hence the atomic; relaxed ordering: it is a statistic).
+    scanned: Arc<AtomicU64>,
 }
 
 /// Rebuild when more keys than this have moved (or `len / REBUILD_FRACTION`, if larger)...
@@ -144,7 +136,7 @@ impl PositionIndex {
             .filter(|(_, p)| !p[0].is_nan())
             .map(|(k, p)| GeomWithData::new(*p, k as u32))
             .collect();
-        self.tree = RTree::bulk_load(entries);
+        self.tree = Arc::new(RTree::bulk_load(entries));
         for &k in &self.dirty {
             self.dirty_flag[k as usize] = false;
         }

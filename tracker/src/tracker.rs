@@ -77,6 +77,9 @@ struct Tenant {
     shipments: HashMap<String, u32>,
     /// Bumped on every fence change; invalidates the devices' `NearFences` lists.
     fence_generation: u64,
+    /// Bumped on every change that is not a reading (registry, fences, shipments, profiles),
+    /// so the read side knows to rebuild this tenant's view (see `view`).
+    epoch: u64,
 }
 
 /// Derived from a shipment definition and the tenant's fences; rebuilt when either changes.
@@ -229,6 +232,7 @@ impl Tracker {
         let local = ten.locals.len() as u32;
         ten.locals.push(slot);
         ten.devices.insert(device.to_owned(), slot);
+        ten.epoch += 1;
         self.devices
             .push(DeviceState::new(t, device.to_owned(), local));
         self.timer_at.push(NO_TIMER);
@@ -256,6 +260,7 @@ impl Tracker {
             d.excursion = None;
         }
         d.profile = profile;
+        self.tenants[d.tenant as usize].epoch += 1;
         self.arm_timer(slot);
     }
 
@@ -283,6 +288,7 @@ impl Tracker {
         let t = &mut self.tenants[d.tenant as usize];
         t.devices.remove(device);
         t.positions.remove(d.local);
+        t.epoch += 1;
         d.removed = true;
         d.memberships.clear();
         d.shipments.clear();
@@ -464,7 +470,11 @@ impl Tracker {
             }
             due.sort_unstable();
             for (_, slot) in due.drain(..) {
+                let fired = out.len();
                 self.device_timers(slot, now_ms, out);
+                if out.len() > fired {
+                    touch(&mut self.changed_at, &mut self.change_seq, slot);
+                }
                 // Guard: a deadline still due after its device's timers ran is one no rule
                 // can advance (the rules and `device_deadline` disagree: a bug). Re-arming it
                 // would spin this loop forever on the ingest task; instead the device is left
@@ -625,6 +635,7 @@ impl Tracker {
         let t = self.tenant_index(tenant) as usize;
         self.tenants[t].fences.upsert(def)?;
         self.tenants[t].fence_generation += 1;
+        self.tenants[t].epoch += 1;
         self.replan_tenant(t);
         Ok(())
     }
@@ -639,6 +650,7 @@ impl Tracker {
             return false;
         };
         self.tenants[t].fence_generation += 1;
+        self.tenants[t].epoch += 1;
         for &g in &self.tenants[t].locals {
             self.devices[g as usize]
                 .memberships
@@ -721,6 +733,7 @@ impl Tracker {
                 s
             }
         };
+        self.tenants[t].epoch += 1;
         let d = &mut self.devices[device as usize];
         if !d.shipments.contains(&slot) {
             d.shipments.push(slot);
@@ -749,6 +762,9 @@ impl Tracker {
         if let Some(sh) = self.shipments[slot as usize].as_mut() {
             sh.status = status;
         }
+        if let Some(&t) = self.tenant_ids.get(tenant) {
+            self.tenants[t as usize].epoch += 1;
+        }
         Ok(())
     }
 
@@ -759,6 +775,7 @@ impl Tracker {
         let Some(slot) = self.tenants[t as usize].shipments.remove(id) else {
             return false;
         };
+        self.tenants[t as usize].epoch += 1;
         if let Some(sh) = self.shipments[slot as usize].take()
             && let Some(&d) = self.tenants[t as usize].devices.get(&sh.def.device)
         {
@@ -791,26 +808,9 @@ impl Tracker {
     /// arrived since the shipment was defined. `None` when there is no fix yet, or the goods
     /// have arrived.
     pub fn shipment_eta(&self, tenant: &str, id: &str) -> Option<Eta> {
-        let t = self.tenant(tenant)?;
-        let s = *t.shipments.get(id)? as usize;
-        let sh = self.shipments[s].as_ref()?;
-        if !sh.status.is_active() {
-            return None;
-        }
-        if sh.eta.is_some() {
-            return sh.eta;
-        }
-        let d = &self.devices[*t.devices.get(&sh.def.device)? as usize];
-        let fix = d.fix?;
-        let (remaining_m, method) = remaining(&self.settings, &self.plans[s], &fix)?;
-        Some(eta::estimate(
-            remaining_m,
-            method,
-            &d.speed,
-            &self.settings.eta,
-            d.fix_ts_ms,
-            sh.status != ShipmentStatus::Planned,
-        ))
+        let t = *self.tenant_ids.get(tenant)?;
+        let s = *self.tenants[t as usize].shipments.get(id)?;
+        self.eta_of(t as usize, s as usize)
     }
 
     /// Recomputes every shipment plan of a tenant (after its fences changed).
@@ -828,7 +828,7 @@ impl Tracker {
 
     // ----- queries ------------------------------------------------------------------------
 
-    fn view(&self, slot: u32) -> DeviceView {
+    fn device_view(&self, slot: u32) -> DeviceView {
         let d = &self.devices[slot as usize];
         let fences = &self.tenants[d.tenant as usize].fences;
         let mut geofences: Vec<String> = d
@@ -855,7 +855,7 @@ impl Tracker {
 
     pub fn device(&self, tenant: &str, id: &str) -> Option<DeviceView> {
         let slot = *self.tenant(tenant)?.devices.get(id)?;
-        Some(self.view(slot))
+        Some(self.device_view(slot))
     }
 
     /// The tenant's devices, sorted by id.
@@ -863,7 +863,7 @@ impl Tracker {
         let Some(t) = self.tenant(tenant) else {
             return Vec::new();
         };
-        let mut v: Vec<DeviceView> = t.devices.values().map(|&s| self.view(s)).collect();
+        let mut v: Vec<DeviceView> = t.devices.values().map(|&s| self.device_view(s)).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -886,7 +886,7 @@ impl Tracker {
             .devices
             .values()
             .filter(|&&s| self.changed_at.get(s as usize).is_some_and(|&c| c > since))
-            .map(|&s| self.view(s))
+            .map(|&s| self.device_view(s))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
@@ -902,7 +902,7 @@ impl Tracker {
             .positions
             .in_bbox(bbox)
             .into_iter()
-            .map(|local| self.view(t.locals[local as usize]))
+            .map(|local| self.device_view(t.locals[local as usize]))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
@@ -924,7 +924,7 @@ impl Tracker {
         t.positions
             .nearest(lon, lat, radius_m, limit)
             .into_iter()
-            .map(|(local, dist)| (self.view(t.locals[local as usize]), dist))
+            .map(|(local, dist)| (self.device_view(t.locals[local as usize]), dist))
             .collect()
     }
 
@@ -1781,6 +1781,9 @@ fn eval_weight(
                 "direction": if delta > 0.0 { "load" } else { "unload" } }),
     ));
 }
+
+mod view;
+pub use view::{LiveView, ShipmentView, TenantView};
 
 #[cfg(test)]
 mod tests;
