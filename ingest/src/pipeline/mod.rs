@@ -17,14 +17,21 @@
 //! of it goes through the writer after the batch it follows, tagged with the last telemetry
 //! rowid committed; on start, [`recover`] restores it and replays the readings stored after
 //! it, re-deriving the same events with the same ids (already stored, so ignored).
+//!
+//! Time comes from a [`Clock`] ([`SystemClock`] in service): server time for timers and the
+//! retention cutoff, monotonic time for the periods (snapshots, [`retention`] prunes).
 
 pub mod ingestor;
+pub mod retention;
 pub mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use landport_tracker::{Event, TimestampMs, Tracker, TrackerSettings};
+use landport_tracker::device::DeviceProfile;
+use landport_tracker::{
+    Event, ShipmentStatus, TimestampMs, Tracker, TrackerSettings, TrackerSnapshot,
+};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Inbound, MqttClient};
 use crate::store::{Checkpointer, EventFilter, Store, StoreError};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
+use retention::RetentionSchedule;
 use writer::{Durable, WriterMsg};
 
 /// Server time, epoch milliseconds.
@@ -40,6 +48,29 @@ pub fn now_ms() -> TimestampMs {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as TimestampMs)
         .unwrap_or(0)
+}
+
+/// Where the pipeline reads the time. [`SystemClock`] in service; tests pass a clock they move
+/// by hand ([`Pipeline::with_clock`]), so hours of retention or timers pass without a wait.
+pub trait Clock: Send + Sync + 'static {
+    /// Server time, epoch milliseconds: tracker timers, batch times, the retention cutoff.
+    fn now_ms(&self) -> TimestampMs;
+    /// Monotonic time: how long since the last snapshot or prune.
+    fn now(&self) -> Instant;
+}
+
+/// The operating system's clocks: [`now_ms`] and [`Instant::now`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> TimestampMs {
+        now_ms()
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// Tunables of the pipeline driver.
@@ -51,7 +82,8 @@ pub struct PipelineConfig {
     pub tick: Duration,
     /// How often the tracker state is saved.
     pub snapshot_every: Duration,
-    /// Telemetry older than this is pruned.
+    /// Telemetry received longer ago than this is pruned, at start and then hourly (see
+    /// [`retention`]).
     pub retention: Duration,
     /// How often a background thread copies the WAL back into the database, so that commits
     /// seldom do it themselves (see [`crate::store::Checkpointer`]).
@@ -130,6 +162,11 @@ pub enum PipelineError {
 /// the readings stored after the snapshot. Events the replay derives are committed (those
 /// already stored are ignored by id), so none is lost if the crash came between apply and
 /// publish.
+///
+/// Today's `tracker_settings` replace the snapshot's. The registry is written before the
+/// tracker by every API change, so it may be newer than the snapshot: device profiles come
+/// from it, and each shipment's status is [`merge_status`] of the registry's and the
+/// snapshot's.
 pub fn recover(
     store: &mut Store,
     tracker_settings: TrackerSettings,
@@ -138,12 +175,13 @@ pub fn recover(
 ) -> Result<Ingestor, PipelineError> {
     let (tracker, mut after) = match store.load_snapshot()? {
         Some((bytes, rowid)) => {
-            let snap = serde_json::from_slice(&bytes)
+            let mut snap: TrackerSnapshot = serde_json::from_slice(&bytes)
                 .map_err(|e| PipelineError::Snapshot(e.to_string()))?;
-            let mut t =
-                Tracker::restore(snap).map_err(|e| PipelineError::Snapshot(e.to_string()))?;
-            // Settings come from today's config, not the snapshot's.
-            t.set_settings(tracker_settings);
+            // Settings come from today's config, not the snapshot's, and before the restore
+            // arms the timers: `set_settings` afterwards would leave every device's offline
+            // deadline at the snapshot's `offline_after_seconds`.
+            snap.settings = tracker_settings;
+            let t = Tracker::restore(snap).map_err(|e| PipelineError::Snapshot(e.to_string()))?;
             (t, rowid)
         }
         None => (Tracker::new(tracker_settings), 0),
@@ -151,6 +189,24 @@ pub fn recover(
     let mut ing = Ingestor::new(tracker, ingest, metrics);
     for d in store.list_devices(None)? {
         ing.set_registered(&d.tenant, &d.id, true);
+        // Registered after the snapshot, or changed since: the registry has the profile.
+        match serde_json::from_value::<DeviceProfile>(d.profile) {
+            Ok(profile) => {
+                let live = ing.tracker().device(&d.tenant, &d.id).map(|v| v.profile);
+                // Unchanged profiles are left alone (an open excursion stays open), and a
+                // device that never reported gets no live state for an empty profile.
+                if live.unwrap_or_default() != profile {
+                    ing.tracker_mut()
+                        .set_device_profile(&d.tenant, &d.id, profile);
+                }
+            }
+            Err(e) => tracing::warn!(
+                tenant = d.tenant,
+                device = d.id,
+                error = %e,
+                "stored device profile no longer loads"
+            ),
+        }
     }
     for g in store.list_geofences(None)? {
         if let Err(e) = ing.tracker_mut().upsert_geofence(&g.tenant, g.def) {
@@ -162,11 +218,9 @@ pub fn recover(
         match ing.tracker_mut().upsert_shipment(&tenant, s.def) {
             Ok(()) => {
                 let live = ing.tracker().shipment(&tenant, &id).map(|s| s.status);
-                // A user's delivered/cancelled wins; the tracker's own progress is kept.
-                if !status.is_active() && status != landport_tracker::ShipmentStatus::Arrived
-                    || live.is_none()
-                {
-                    let _ = ing.tracker_mut().set_shipment_status(&tenant, &id, status);
+                let merged = merge_status(status, live);
+                if live != Some(merged) {
+                    let _ = ing.tracker_mut().set_shipment_status(&tenant, &id, merged);
                 }
             }
             Err(e) => tracing::warn!(tenant, error = %e, "stored shipment no longer loads"),
@@ -190,6 +244,38 @@ pub fn recover(
     Ok(ing)
 }
 
+/// A shipment's status after a restart, from the registry's (`stored`: the user's last word,
+/// or the tracker's progress the API stored with an edit) and the snapshot's (`live`: the
+/// tracker's progress up to the snapshot; `None` when the shipment is newer).
+///
+/// - A user's `delivered` / `cancelled` in the registry wins.
+/// - The tracker never sets `delivered` / `cancelled` itself, so when the snapshot has one and
+///   the registry another, the user re-opened the shipment after the snapshot: the registry
+///   wins.
+/// - Otherwise the further along of the two wins (planned < in transit < arrived): the tracker
+///   only moves forward, so the registry being further means the user moved it on after the
+///   snapshot, and the snapshot being further is the tracker's own progress. (A user moving a
+///   shipment *back*, e.g. arrived to planned, after the last snapshot cannot be told from
+///   that and is undone by a restart; the next snapshot after the change makes it stick.)
+pub fn merge_status(stored: ShipmentStatus, live: Option<ShipmentStatus>) -> ShipmentStatus {
+    fn by_user(s: ShipmentStatus) -> bool {
+        matches!(s, ShipmentStatus::Delivered | ShipmentStatus::Cancelled)
+    }
+    fn progress(s: ShipmentStatus) -> u8 {
+        match s {
+            ShipmentStatus::Planned => 0,
+            ShipmentStatus::InTransit => 1,
+            _ => 2,
+        }
+    }
+    match live {
+        None => stored,
+        Some(live) if by_user(stored) || by_user(live) => stored,
+        Some(live) if progress(live) > progress(stored) => live,
+        Some(_) => stored,
+    }
+}
+
 /// The running pipeline's parts, as built by [`Pipeline::new`].
 pub struct Pipeline {
     ingestor: Ingestor,
@@ -200,6 +286,8 @@ pub struct Pipeline {
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<Arc<Event>>,
     metrics: Arc<Metrics>,
+    /// Server and monotonic time; [`SystemClock`] unless [`Pipeline::with_clock`].
+    clock: Arc<dyn Clock>,
 }
 
 impl Pipeline {
@@ -224,8 +312,15 @@ impl Pipeline {
             commands,
             events: events.clone(),
             metrics,
+            clock: Arc::new(SystemClock),
         };
         (p, TrackerHandle { tx }, events)
+    }
+
+    /// Runs on `clock` instead of the system's (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Runs until `shutdown`, then flushes: the last batch is committed and acknowledged, a
@@ -240,6 +335,7 @@ impl Pipeline {
             mut commands,
             events,
             metrics,
+            clock,
         } = self;
         let dir = store.dir().to_path_buf();
         let outbox_store = Store::open(&dir)?;
@@ -253,7 +349,17 @@ impl Pipeline {
                 (events.clone(), outbox_notify.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name("landport-store".into())
-                .spawn(move || writer::run(store, writer_rx, durable_tx, events, notify, metrics))
+                .spawn(move || {
+                    writer::run(
+                        store,
+                        writer_rx,
+                        durable_tx,
+                        events,
+                        notify,
+                        metrics,
+                        std::thread::sleep,
+                    )
+                })
                 .expect("spawning the store writer thread")
         };
         let acker = {
@@ -285,8 +391,8 @@ impl Pipeline {
 
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_snapshot = Instant::now();
-        let mut last_prune: Option<Instant> = None;
+        let mut last_snapshot = clock.now();
+        let mut retention = RetentionSchedule::new(config.retention);
         // Set once shutdown has been asked for and a drain is on: (deadline, messages taken).
         let mut draining: Option<(Instant, u64)> = None;
         loop {
@@ -319,7 +425,7 @@ impl Pipeline {
                     stop = true;
                 }
                 Some(cmd) = commands.recv(), if !stop => cmd(&mut ingestor),
-                _ = tick.tick(), if !stop => ingestor.tick(now_ms(), &mut out),
+                _ = tick.tick(), if !stop => ingestor.tick(clock.now_ms(), &mut out),
                 msg = inbox.recv(), if !stop => match msg {
                     None => stop = true,
                     Some(first) => {
@@ -348,14 +454,15 @@ impl Pipeline {
                 let msg = WriterMsg::Batch {
                     output: out,
                     acks,
-                    oldest_ms: oldest.unwrap_or_else(now_ms),
+                    oldest_ms: oldest.unwrap_or_else(|| clock.now_ms()),
                 };
                 if writer_tx.send(msg).await.is_err() {
                     break;
                 }
             }
-            if stop || last_snapshot.elapsed() >= config.snapshot_every {
-                last_snapshot = Instant::now();
+            if stop || clock.now().saturating_duration_since(last_snapshot) >= config.snapshot_every
+            {
+                last_snapshot = clock.now();
                 match serde_json::to_vec(&ingestor.tracker().snapshot()) {
                     Ok(bytes) => {
                         let _ = writer_tx.send(WriterMsg::Snapshot(bytes)).await;
@@ -363,9 +470,7 @@ impl Pipeline {
                     Err(e) => tracing::error!(error = %e, "tracker snapshot failed"),
                 }
             }
-            if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
-                last_prune = Some(Instant::now());
-                let cutoff = now_ms() - config.retention.as_millis() as TimestampMs;
+            if let Some(cutoff) = retention.due(clock.now(), clock.now_ms()) {
                 let _ = writer_tx.send(WriterMsg::Prune(cutoff)).await;
             }
             if stop {
@@ -389,14 +494,43 @@ impl Pipeline {
 /// Publishes stored events to `landport/{tenant}/{device}/events`, tailing the events table
 /// from a persisted cursor: at least once, in order, across restarts.
 mod outbox {
-    use super::*;
+    use std::future::Future;
 
-    const CURSOR: &str = "mqtt_events";
+    use super::*;
+    use crate::mqtt::MqttError;
+
+    /// The name of the outbox's cursor in the store.
+    pub const CURSOR: &str = "mqtt_events";
     const PAGE: usize = 1_000;
+
+    /// Where the outbox sends events: the broker through [`MqttClient`] in service; tests
+    /// record them.
+    pub trait EventPublisher: Send + Sync + 'static {
+        /// Publishes one event (QoS 1, retained as the MQTT client does it); `Ok` means
+        /// handed over (see [`MqttClient::publish`]).
+        fn publish_event(
+            &self,
+            topic: &str,
+            payload: Vec<u8>,
+        ) -> impl Future<Output = Result<(), MqttError>> + Send;
+    }
+
+    impl EventPublisher for MqttClient {
+        async fn publish_event(&self, topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
+            self.publish(topic, payload, true).await
+        }
+    }
+
+    /// Saves how far the outbox got; a failure only means a re-send after a restart.
+    fn save(store: &mut Store, cursor: i64) {
+        if let Err(e) = store.set_cursor(CURSOR, cursor) {
+            tracing::error!(error = %e, "saving the outbox cursor failed");
+        }
+    }
 
     pub async fn run(
         mut store: Store,
-        broker: MqttClient,
+        broker: impl EventPublisher,
         notify: Arc<Notify>,
         stop: CancellationToken,
         metrics: Arc<Metrics>,
@@ -423,10 +557,14 @@ mod outbox {
                 let mut backoff = Duration::from_millis(100);
                 loop {
                     let topic = crate::topic::events_topic(&e.tenant, &e.device);
-                    match broker.publish(&topic, payload.clone(), true).await {
+                    match broker.publish_event(&topic, payload.clone()).await {
                         Ok(()) => break,
                         Err(err) => {
                             if stop.is_cancelled() {
+                                // Keep what this page already handed over: not sent again.
+                                if published {
+                                    save(&mut store, cursor);
+                                }
                                 return;
                             }
                             tracing::warn!(error = %err, "publishing an event failed; retrying");
@@ -439,9 +577,7 @@ mod outbox {
                 published = true;
             }
             if published {
-                if let Err(e) = store.set_cursor(CURSOR, cursor) {
-                    tracing::error!(error = %e, "saving the outbox cursor failed");
-                }
+                save(&mut store, cursor);
                 if page.len() == PAGE {
                     continue;
                 }
@@ -455,5 +591,570 @@ mod outbox {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use bytes::Bytes;
+    use landport_tracker::{
+        EventType, GeofenceDef, Place, Reading, Shape, ShipmentDef, ShipmentStatus,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::decode::Limits;
+    use crate::mqtt::{MqttError, MqttSource, MqttSourceConfig};
+    use crate::store::{DeviceRecord, ShipmentRecord, TelemetryRow};
+    use crate::topic::OwnTracksTenants;
+    use ShipmentStatus::{Arrived, Cancelled, Delivered, InTransit, Planned};
+
+    const NOW: TimestampMs = 1_795_400_000_000;
+    const DAY_MS: i64 = 86_400_000;
+    const HOUR_MS: i64 = 3_600_000;
+
+    fn ingest_settings() -> IngestSettings {
+        IngestSettings {
+            limits: Limits::default(),
+            owntracks: OwnTracksTenants::default(),
+            auto_register: true,
+        }
+    }
+
+    fn offline_after(seconds: u32) -> TrackerSettings {
+        TrackerSettings {
+            offline_after_seconds: seconds,
+            ..TrackerSettings::default()
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        (tmp, store)
+    }
+
+    /// What the pipeline does with one message: apply it, commit its rows and events.
+    fn ingest(
+        store: &mut Store,
+        ing: &mut Ingestor,
+        device: &str,
+        payload: &str,
+        now_ms: TimestampMs,
+    ) -> Vec<EventType> {
+        let mut out = Output::default();
+        let topic = format!("landport/acme/{device}/telemetry");
+        ing.handle(&topic, payload.as_bytes(), now_ms, &mut out);
+        assert!(out.dead_letters.is_empty(), "{payload} refused");
+        store.commit(&out.rows, &out.events).unwrap();
+        out.events.iter().map(|e| e.kind).collect()
+    }
+
+    fn temp(ts_ms: TimestampMs, temp_c: f64) -> String {
+        format!(r#"{{"ts":{ts_ms},"temp_c":{temp_c}}}"#)
+    }
+
+    fn tick(ing: &mut Ingestor, now_ms: TimestampMs) -> Vec<EventType> {
+        let mut out = Output::default();
+        ing.tick(now_ms, &mut out);
+        out.events.iter().map(|e| e.kind).collect()
+    }
+
+    /// Saves a snapshot of `ing` covering every reading stored so far, as the pipeline does.
+    fn save_snapshot(store: &mut Store, ing: &Ingestor) {
+        let bytes = serde_json::to_vec(&ing.tracker().snapshot()).unwrap();
+        let rowid = store.telemetry_rowid_max().unwrap();
+        store.save_snapshot(&bytes, rowid).unwrap();
+    }
+
+    fn restart(store: &mut Store, settings: TrackerSettings) -> Ingestor {
+        recover(store, settings, ingest_settings(), Metrics::new()).unwrap()
+    }
+
+    // ----- recover ------------------------------------------------------------------------
+
+    #[test]
+    fn a_restored_snapshot_runs_under_todays_settings_not_its_own() {
+        for (before_s, after_s) in [(300, 60), (60, 300)] {
+            let (_tmp, mut store) = store();
+            let mut ing = restart(&mut store, offline_after(before_s));
+            ingest(&mut store, &mut ing, "t1", &temp(NOW, 4.0), NOW);
+            save_snapshot(&mut store, &ing);
+            drop(ing);
+
+            let mut ing = restart(&mut store, offline_after(after_s));
+            assert_eq!(ing.tracker().settings(), &offline_after(after_s));
+            // The device's offline deadline follows the new setting, not the snapshot's.
+            let due = NOW + i64::from(after_s) * 1000;
+            assert_eq!(tick(&mut ing, due - 1_000), [], "{before_s} -> {after_s}");
+            assert_eq!(
+                tick(&mut ing, due),
+                [EventType::DeviceOffline],
+                "{before_s} -> {after_s}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_snapshot_the_replay_runs_under_todays_settings() {
+        let (_tmp, mut store) = store();
+        let mut ing = restart(&mut store, offline_after(300));
+        ingest(&mut store, &mut ing, "t1", &temp(NOW, 4.0), NOW);
+        drop(ing);
+        let mut ing = restart(&mut store, offline_after(60));
+        assert_eq!(tick(&mut ing, NOW + 59_000), []);
+        assert_eq!(tick(&mut ing, NOW + 60_000), [EventType::DeviceOffline]);
+    }
+
+    fn coldroom(range: [f64; 2]) -> DeviceRecord {
+        DeviceRecord {
+            tenant: "acme".into(),
+            id: "coldroom".into(),
+            name: "Cold room".into(),
+            kind: "sensor".into(),
+            // as the API stores it
+            profile: json!({"temp_range_c": range, "max_speed_kmh": null}),
+            created_ms: NOW,
+        }
+    }
+
+    #[test]
+    fn a_device_registered_after_the_last_snapshot_keeps_its_profile_across_a_restart() {
+        let (_tmp, mut store) = store();
+        let ing = restart(&mut store, TrackerSettings::default());
+        save_snapshot(&mut store, &ing);
+        // Registered (store first, then the live tracker, as the API does); no snapshot since.
+        store.insert_device(&coldroom([2.0, 8.0])).unwrap();
+        drop(ing);
+
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        let mut kinds = ingest(&mut store, &mut ing, "coldroom", &temp(NOW, 12.0), NOW);
+        let later = NOW + 400_000; // past the 300 s grace
+        kinds.extend(ingest(
+            &mut store,
+            &mut ing,
+            "coldroom",
+            &temp(later, 12.5),
+            later,
+        ));
+        assert_eq!(kinds, [EventType::TemperatureExcursion]);
+    }
+
+    #[test]
+    fn a_profile_changed_after_the_last_snapshot_is_the_one_in_force_after_a_restart() {
+        let (_tmp, mut store) = store();
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        store.insert_device(&coldroom([2.0, 8.0])).unwrap();
+        ing.tracker_mut().set_device_profile(
+            "acme",
+            "coldroom",
+            DeviceProfile {
+                temp_range_c: Some([2.0, 8.0]),
+                max_speed_kmh: None,
+            },
+        );
+        save_snapshot(&mut store, &ing);
+        // widened to [0, 20] after the snapshot
+        assert!(store.update_device(&coldroom([0.0, 20.0])).unwrap());
+        drop(ing);
+
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        let view = ing.tracker().device("acme", "coldroom").unwrap();
+        assert_eq!(view.profile.temp_range_c, Some([0.0, 20.0]));
+        let mut kinds = ingest(&mut store, &mut ing, "coldroom", &temp(NOW, 12.0), NOW);
+        let later = NOW + 400_000;
+        kinds.extend(ingest(
+            &mut store,
+            &mut ing,
+            "coldroom",
+            &temp(later, 12.5),
+            later,
+        ));
+        assert_eq!(kinds, []);
+    }
+
+    #[test]
+    fn registry_and_snapshot_statuses_merge() {
+        let table = [
+            // (registry, snapshot, after the restart)
+            (Planned, None, Planned),
+            (Cancelled, None, Cancelled),
+            // the tracker's own progress since the registry row was written is kept
+            (Planned, Some(InTransit), InTransit),
+            (Planned, Some(Arrived), Arrived),
+            (InTransit, Some(Arrived), Arrived),
+            // a user's end states win
+            (Delivered, Some(InTransit), Delivered),
+            (Cancelled, Some(Arrived), Cancelled),
+            (Delivered, Some(Cancelled), Delivered),
+            // only a user sets delivered / cancelled: a registry that differs is newer
+            (InTransit, Some(Delivered), InTransit),
+            (Planned, Some(Cancelled), Planned),
+            // the tracker only moves forward: a registry further along is the user's word
+            (InTransit, Some(Planned), InTransit),
+            (Arrived, Some(InTransit), Arrived),
+            (InTransit, Some(InTransit), InTransit),
+        ];
+        for (stored, live, want) in table {
+            assert_eq!(merge_status(stored, live), want, "{stored:?} + {live:?}");
+        }
+    }
+
+    #[test]
+    fn recover_merges_each_shipments_registry_status_with_the_snapshots() {
+        let (_tmp, mut store) = store();
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        let def = |id: &str| ShipmentDef {
+            id: id.into(),
+            device: "truck".into(),
+            reference: None,
+            origin: None,
+            destination: Place::Point {
+                lon: 123.0,
+                lat: 41.0,
+            },
+            route: None,
+            route_corridor_m: None,
+            deadline_ms: None,
+            temp_range_c: None,
+            max_speed_kmh: None,
+        };
+        // (id, registry, snapshot: None = created after it, after the restart)
+        let cases = [
+            ("progressed", Planned, Some(InTransit), InTransit),
+            ("delivered", Delivered, Some(InTransit), Delivered),
+            ("reopened", Planned, Some(Cancelled), Planned),
+            ("arrived-by-hand", Arrived, Some(InTransit), Arrived),
+            ("new", Planned, None, Planned),
+            ("new-cancelled", Cancelled, None, Cancelled),
+        ];
+        for (id, stored, live, _) in cases {
+            store
+                .insert_shipment(&ShipmentRecord {
+                    tenant: "acme".into(),
+                    def: def(id),
+                    status: stored,
+                    updated_ms: NOW,
+                })
+                .unwrap();
+            if let Some(live) = live {
+                let t = ing.tracker_mut();
+                t.upsert_shipment("acme", def(id)).unwrap();
+                t.set_shipment_status("acme", id, live).unwrap();
+            }
+        }
+        save_snapshot(&mut store, &ing);
+        drop(ing);
+
+        let ing = restart(&mut store, TrackerSettings::default());
+        for (id, _, _, want) in cases {
+            assert_eq!(
+                ing.tracker().shipment("acme", id).unwrap().status,
+                want,
+                "{id}"
+            );
+        }
+    }
+
+    // ----- the pipeline driver ------------------------------------------------------------
+
+    /// A clock that moves only when the test says.
+    struct ManualClock {
+        start: Instant,
+        start_ms: TimestampMs,
+        elapsed_ms: AtomicU64,
+    }
+
+    impl ManualClock {
+        fn at(start_ms: TimestampMs) -> Arc<ManualClock> {
+            Arc::new(ManualClock {
+                start: Instant::now(),
+                start_ms,
+                elapsed_ms: AtomicU64::new(0),
+            })
+        }
+
+        fn advance(&self, by: Duration) {
+            self.elapsed_ms
+                .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now_ms(&self) -> TimestampMs {
+            self.start_ms + self.elapsed_ms.load(Ordering::SeqCst) as i64
+        }
+
+        fn now(&self) -> Instant {
+            self.start + Duration::from_millis(self.elapsed_ms.load(Ordering::SeqCst))
+        }
+    }
+
+    /// A fence around (123.0, 41.0) that confirms at once: a probe device's first reading there
+    /// fires `geofence.entered`.
+    fn yard() -> GeofenceDef {
+        let ring = geo_types::LineString::from(vec![
+            (122.99, 40.99),
+            (123.01, 40.99),
+            (123.01, 41.01),
+            (122.99, 41.01),
+            (122.99, 40.99),
+        ]);
+        GeofenceDef {
+            id: "yard".into(),
+            name: "Yard".into(),
+            kind: "warehouse".into(),
+            shape: Shape::Area(geo_types::MultiPolygon(vec![geo_types::Polygon::new(
+                ring,
+                vec![],
+            )])),
+            confirm_seconds: Some(0),
+            dwell_seconds: None,
+        }
+    }
+
+    /// A pipeline over a store, fed by the test, on a manual clock, with no broker behind its
+    /// MQTT client (its publishes just queue).
+    struct Running {
+        tracker: TrackerHandle,
+        inbox: mpsc::Sender<Inbound>,
+        events: broadcast::Receiver<Arc<Event>>,
+        clock: Arc<ManualClock>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), PipelineError>>,
+        _source: MqttSource,
+    }
+
+    impl Running {
+        fn start(ingestor: Ingestor, store: Store, config: PipelineConfig) -> Running {
+            let clock = ManualClock::at(NOW);
+            let (source, broker, _) = MqttSource::new(MqttSourceConfig::default()).unwrap();
+            let (inbox, rx) = mpsc::channel(16);
+            let (p, tracker, events) =
+                Pipeline::new(ingestor, store, broker, rx, config, Metrics::new());
+            let events = events.subscribe();
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(p.with_clock(clock.clone()).run(shutdown.clone()));
+            Running {
+                tracker,
+                inbox,
+                events,
+                clock,
+                shutdown,
+                task,
+                _source: source,
+            }
+        }
+
+        /// Returns once the writer has done everything the pipeline sent it so far, including
+        /// a prune due now. A command round trip ends the pipeline's current turn (it checks
+        /// the retention schedule at the end of each); a reading sent after it goes to the
+        /// writer behind that turn's prune, and its event is broadcast only once committed.
+        async fn settle(&mut self, probe: &str) {
+            self.tracker.call(|_| ()).await.unwrap();
+            let now = self.clock.now_ms();
+            let payload = format!(r#"{{"ts":{now},"lat":41.0,"lon":123.0}}"#);
+            self.inbox
+                .send(Inbound {
+                    topic: format!("landport/acme/{probe}/telemetry"),
+                    payload: Bytes::from(payload),
+                    qos: 0,
+                    ack: None,
+                    received_ms: now,
+                })
+                .await
+                .unwrap();
+            while self.events.recv().await.unwrap().device != probe {}
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.unwrap().unwrap();
+        }
+    }
+
+    fn received(device: &str, received_ms: TimestampMs) -> TelemetryRow {
+        TelemetryRow {
+            tenant: "acme".into(),
+            device: device.into(),
+            shipment: None,
+            reading: Reading::at(received_ms).with_temp(4.0),
+            received_ms,
+        }
+    }
+
+    /// The devices of the stored readings, in rowid order.
+    fn stored_devices(reader: &Store) -> Vec<String> {
+        let rows = reader.readings_after(0, 1_000).unwrap();
+        rows.into_iter().map(|(_, r)| r.device).collect()
+    }
+
+    #[tokio::test]
+    async fn retention_prunes_at_start_then_an_hour_later_keeping_a_reading_at_the_cutoff() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        let cutoff = NOW - DAY_MS;
+        store
+            .commit(
+                &[
+                    received("older", cutoff - 1),
+                    received("at-cutoff", cutoff),
+                    received("recent", NOW),
+                ],
+                &[],
+            )
+            .unwrap();
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        ing.tracker_mut().upsert_geofence("acme", yard()).unwrap();
+        let config = PipelineConfig {
+            retention: Duration::from_secs(86_400),
+            ..PipelineConfig::default()
+        };
+        let mut p = Running::start(ing, store, config);
+        let reader = Store::open_reader(tmp.path()).unwrap();
+
+        // At start: cutoff = now - retention; a reading received exactly then is kept.
+        p.settle("probe-1").await;
+        assert_eq!(stored_devices(&reader), ["at-cutoff", "recent", "probe-1"]);
+
+        // Readings any prune would now delete, and two around the cutoff an hour on.
+        let mut other = Store::open(tmp.path()).unwrap();
+        let next_cutoff = cutoff + HOUR_MS;
+        other
+            .commit(
+                &[
+                    received("stale", cutoff - 5),
+                    received("before-next", next_cutoff - 1),
+                    received("at-next", next_cutoff),
+                ],
+                &[],
+            )
+            .unwrap();
+
+        // Not before the hour is up ...
+        p.clock
+            .advance(retention::PRUNE_EVERY - Duration::from_millis(1));
+        p.settle("probe-2").await;
+        assert_eq!(
+            stored_devices(&reader),
+            [
+                "at-cutoff",
+                "recent",
+                "probe-1",
+                "stale",
+                "before-next",
+                "at-next",
+                "probe-2"
+            ]
+        );
+
+        // ... then on the hour, with the cutoff moved on by an hour.
+        p.clock.advance(Duration::from_millis(1));
+        p.settle("probe-3").await;
+        assert_eq!(
+            stored_devices(&reader),
+            ["recent", "probe-1", "at-next", "probe-2", "probe-3"]
+        );
+        p.stop().await;
+    }
+
+    // ----- the event outbox ---------------------------------------------------------------
+
+    /// Records what the outbox publishes. Refuses the event `refuse` and stops the outbox
+    /// there, as a shutdown while the broker is away does.
+    struct Recorder {
+        sent: mpsc::UnboundedSender<Event>,
+        refuse: Option<(String, CancellationToken)>,
+    }
+
+    impl outbox::EventPublisher for Recorder {
+        async fn publish_event(&self, _topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
+            let e: Event = serde_json::from_slice(&payload).unwrap();
+            if let Some((id, stop)) = &self.refuse
+                && *id == e.id
+            {
+                stop.cancel();
+                return Err(MqttError::Closed);
+            }
+            let _ = self.sent.send(e);
+            Ok(())
+        }
+    }
+
+    fn numbered(n: i64) -> Event {
+        Event::new(
+            EventType::DeviceOnline,
+            "acme",
+            "d",
+            None,
+            None,
+            NOW + n,
+            0,
+            json!({}),
+        )
+    }
+
+    /// Runs the outbox over the store in `dir` (a fresh connection: a restart) until it has
+    /// published `expect` events, then stops it; returns their ids and the saved cursor.
+    /// `refuse` names an event the broker refuses, which stops the outbox instead.
+    async fn outbox_run(
+        dir: &std::path::Path,
+        expect: usize,
+        refuse: Option<&Event>,
+    ) -> (Vec<String>, i64) {
+        let (sent, mut got) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let recorder = Recorder {
+            sent,
+            refuse: refuse.map(|e| (e.id.clone(), stop.clone())),
+        };
+        let task = tokio::spawn(outbox::run(
+            Store::open(dir).unwrap(),
+            recorder,
+            Arc::new(Notify::new()),
+            stop.clone(),
+            Metrics::new(),
+        ));
+        let mut ids = Vec::new();
+        for _ in 0..expect {
+            ids.push(got.recv().await.unwrap().id);
+        }
+        stop.cancel();
+        task.await.unwrap();
+        // nothing else went out before it stopped
+        assert!(got.try_recv().is_err());
+        (
+            ids,
+            Store::open(dir).unwrap().cursor(outbox::CURSOR).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_event_outbox_resumes_after_its_saved_cursor_across_restarts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let e: Vec<Event> = (0..8).map(numbered).collect();
+        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+            e[range].iter().map(|e| e.id.clone()).collect()
+        };
+        let mut store = Store::open(dir).unwrap();
+        let c = store.commit(&[], &e[..5]).unwrap();
+        assert_eq!(c.last_event_seq, 5);
+        // An earlier run had the first two confirmed.
+        store.set_cursor(outbox::CURSOR, 2).unwrap();
+
+        assert_eq!(outbox_run(dir, 3, None).await, (ids(2..5), 5));
+
+        // While it is down: a re-derived event (ignored, but it spends a seq) and new ones.
+        store.commit(&[], &e[..1]).unwrap();
+        let c = store.commit(&[], &e[5..8]).unwrap();
+        assert_eq!(c.last_event_seq, 9);
+        // The broker refuses e[6] and the outbox is stopped there: e[5] went out and is not
+        // sent again; e[6] and e[7] wait for the next start.
+        assert_eq!(outbox_run(dir, 1, Some(&e[6])).await, (ids(5..6), 7));
+        assert_eq!(outbox_run(dir, 2, None).await, (ids(6..8), 9));
+        assert_eq!(outbox_run(dir, 0, None).await, (vec![], 9));
     }
 }

@@ -36,6 +36,10 @@ pub struct Durable<A> {
 }
 
 /// Runs the writer until the pipeline drops its sender; returns the store.
+///
+/// `retry_wait` blocks the writer between a failed commit and its retry, for the backoff
+/// it is given (`std::thread::sleep` in service). Tests pass their own, to act while the
+/// store is refusing a batch.
 pub fn run<A: Send + 'static>(
     mut store: Store,
     mut rx: mpsc::Receiver<WriterMsg<A>>,
@@ -43,6 +47,7 @@ pub fn run<A: Send + 'static>(
     events: broadcast::Sender<Arc<Event>>,
     outbox: Arc<Notify>,
     metrics: Arc<Metrics>,
+    mut retry_wait: impl FnMut(Duration),
 ) -> Store {
     let mut last_rowid = store.telemetry_rowid_max().unwrap_or(0);
     while let Some(msg) = rx.blocking_recv() {
@@ -59,7 +64,7 @@ pub fn run<A: Send + 'static>(
                         Err(e) => {
                             metrics.commit_errors.inc();
                             tracing::error!(error = %e, "store commit failed; retrying");
-                            std::thread::sleep(backoff);
+                            retry_wait(backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(5));
                         }
                     }
@@ -85,6 +90,8 @@ pub fn run<A: Send + 'static>(
                     tracing::debug!("acknowledger gone; stopping writer");
                 }
             }
+            // Deletes what was received before the cutoff; a reading received exactly at it
+            // stays (see `retention::RetentionSchedule::due`).
             WriterMsg::Prune(cutoff_ms) => match store.prune_telemetry(cutoff_ms) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "pruned telemetry past retention"),
@@ -98,4 +105,212 @@ pub fn run<A: Send + 'static>(
         }
     }
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::mpsc as std_mpsc;
+    use std::thread::JoinHandle;
+
+    use landport_tracker::{EventType, Reading};
+    use rusqlite::Connection;
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{DB_FILE, EventFilter, TelemetryRow};
+
+    const NOW: i64 = 1_795_400_000_000;
+
+    fn row(device: &str, ts_ms: i64) -> TelemetryRow {
+        TelemetryRow {
+            tenant: "acme".into(),
+            device: device.into(),
+            shipment: None,
+            reading: Reading::at(ts_ms).with_temp(4.0),
+            received_ms: NOW,
+        }
+    }
+
+    fn event(device: &str, ts_ms: i64) -> Event {
+        Event::new(
+            EventType::DeviceOnline,
+            "acme",
+            device,
+            None,
+            None,
+            ts_ms,
+            0,
+            json!({}),
+        )
+    }
+
+    fn batch(device: &str, ack: u32) -> WriterMsg<u32> {
+        WriterMsg::Batch {
+            output: Output {
+                rows: vec![row(device, NOW), row(device, NOW + 1_000)],
+                events: vec![event(device, NOW)],
+                dead_letters: Vec::new(),
+            },
+            acks: vec![ack],
+            oldest_ms: NOW,
+        }
+    }
+
+    /// A writer on a thread of its own over a fresh store, as the pipeline runs it. Its
+    /// retry wait reports each failed commit's backoff on `failures` and then blocks until
+    /// the test sends on `retry`, so the test acts while a batch is being refused.
+    struct Harness {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+        tx: Option<mpsc::Sender<WriterMsg<u32>>>,
+        durable: mpsc::Receiver<Durable<u32>>,
+        failures: std_mpsc::Receiver<Duration>,
+        retry: std_mpsc::Sender<()>,
+        metrics: Arc<Metrics>,
+        thread: Option<JoinHandle<Store>>,
+    }
+
+    impl Harness {
+        fn start() -> Harness {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_owned();
+            let store = Store::open(&dir).unwrap();
+            let (tx, rx) = mpsc::channel(4);
+            let (durable_tx, durable) = mpsc::channel(16);
+            let (failed_tx, failures) = std_mpsc::channel();
+            let (retry, retry_rx) = std_mpsc::channel::<()>();
+            let metrics = Metrics::new();
+            let (events, _) = broadcast::channel(16);
+            let m = metrics.clone();
+            let thread = std::thread::spawn(move || {
+                let wait = move |backoff: Duration| {
+                    let _ = failed_tx.send(backoff);
+                    let _ = retry_rx.recv();
+                };
+                run(
+                    store,
+                    rx,
+                    durable_tx,
+                    events,
+                    Arc::new(Notify::new()),
+                    m,
+                    wait,
+                )
+            });
+            Harness {
+                _tmp: tmp,
+                dir,
+                tx: Some(tx),
+                durable,
+                failures,
+                retry,
+                metrics,
+                thread: Some(thread),
+            }
+        }
+
+        fn send(&self, msg: WriterMsg<u32>) {
+            self.tx.as_ref().unwrap().blocking_send(msg).unwrap();
+        }
+
+        /// A second read-write connection, for the test's own SQL.
+        fn connection(&self) -> Connection {
+            Connection::open(self.dir.join(DB_FILE)).unwrap()
+        }
+
+        /// Ends the writer (as the pipeline does, by dropping its sender) and waits for it.
+        fn stop(mut self) -> Store {
+            drop(self.tx.take());
+            self.thread.take().unwrap().join().unwrap()
+        }
+    }
+
+    /// What another connection reads of one device's batch right now: readings, event ids.
+    fn stored(reader: &Store, device: &str) -> (usize, Vec<String>) {
+        let readings = reader.track("acme", device, 0, i64::MAX, 100).unwrap();
+        let filter = EventFilter {
+            device: Some(device.into()),
+            ..EventFilter::tenant("acme", 0)
+        };
+        let events = reader.events_after(&filter, 100).unwrap();
+        (
+            readings.len(),
+            events.into_iter().map(|(_, e)| e.id).collect(),
+        )
+    }
+
+    /// Makes the database refuse every reading, as a full or failing disk would: the
+    /// transaction that tries to store one fails and leaves nothing behind.
+    fn refuse_writes(conn: &Connection) {
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_telemetry BEFORE INSERT ON telemetry
+             BEGIN SELECT RAISE(ABORT, 'the test refuses writes'); END;",
+        )
+        .unwrap();
+    }
+
+    fn accept_writes(conn: &Connection) {
+        conn.execute_batch("DROP TRIGGER refuse_telemetry").unwrap();
+    }
+
+    #[test]
+    fn each_batch_is_readable_from_another_connection_when_its_acks_are_released() {
+        let mut h = Harness::start();
+        let reader = Store::open_reader(&h.dir).unwrap();
+        let devices = ["d0", "d1", "d2", "d3"];
+        for (ack, d) in devices.iter().enumerate() {
+            h.send(batch(d, ack as u32));
+        }
+        for (ack, d) in devices.iter().enumerate() {
+            let released = h.durable.blocking_recv().unwrap();
+            assert_eq!(released.acks, [ack as u32], "acks come back in batch order");
+            // At the moment of release, the batch is committed: another connection sees
+            // its readings and its event.
+            assert_eq!(stored(&reader, d), (2, vec![event(d, NOW).id]), "{d}");
+        }
+        assert_eq!(h.metrics.commits.get(), 4);
+        drop(h.stop());
+    }
+
+    #[test]
+    fn a_refused_commit_releases_no_ack_until_a_retry_commits() {
+        let mut h = Harness::start();
+        let conn = h.connection();
+        let reader = Store::open_reader(&h.dir).unwrap();
+        refuse_writes(&conn);
+        h.send(batch("d0", 7));
+
+        // Refused twice: the writer backs off and holds the acks back each time.
+        for backoff_ms in [50, 100] {
+            assert_eq!(
+                h.failures.recv().unwrap(),
+                Duration::from_millis(backoff_ms)
+            );
+            assert!(
+                h.durable.try_recv().is_err(),
+                "no ack may be released while the batch is not stored"
+            );
+            assert_eq!(stored(&reader, "d0"), (0, vec![]));
+            h.retry.send(()).unwrap();
+        }
+        assert_eq!(h.failures.recv().unwrap(), Duration::from_millis(200));
+        assert!(h.durable.try_recv().is_err());
+        assert_eq!(h.metrics.commit_errors.get(), 3);
+
+        // The store takes writes again: the next retry commits, and only then the ack goes.
+        accept_writes(&conn);
+        h.retry.send(()).unwrap();
+        let released = h.durable.blocking_recv().unwrap();
+        assert_eq!(released.acks, [7]);
+        assert_eq!(stored(&reader, "d0"), (2, vec![event("d0", NOW).id]));
+        assert_eq!(h.metrics.commits.get(), 1);
+
+        // Later batches go through as usual, and nothing was stored twice.
+        h.send(batch("d1", 8));
+        assert_eq!(h.durable.blocking_recv().unwrap().acks, [8]);
+        assert!(h.failures.try_recv().is_err());
+        let store = h.stop();
+        assert_eq!(store.readings_after(0, 100).unwrap().len(), 4);
+    }
 }
