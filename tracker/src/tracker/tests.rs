@@ -1195,3 +1195,98 @@ fn small_eta_drift_over_many_readings_fires_nothing() {
         "{lowest}..{highest} ms"
     );
 }
+
+// ----- fences changed under devices that have reported ------------------------------------
+
+#[test]
+fn a_fence_created_around_a_parked_truck_is_entered_once_confirmed() {
+    let mut tr = tracker();
+    for t in [0, 60] {
+        assert!(apply(&mut tr, "t1", fix(IN.0, IN.1, t)).is_empty());
+    }
+    let mut f = square("wh", 123.0, 41.0, 0.01);
+    f.confirm_seconds = Some(45);
+    tr.upsert_geofence(T, f).unwrap();
+    assert!(apply(&mut tr, "t1", fix(IN.0, IN.1, 120)).is_empty());
+    assert!(
+        apply(&mut tr, "t1", fix(IN.0, IN.1, 164)).is_empty(),
+        "44 s < the fence's 45 s"
+    );
+    let ev = apply(&mut tr, "t1", fix(IN.0, IN.1, 165));
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+    assert_eq!(ev[0].geofence.as_deref(), Some("wh"));
+    // Between the last reading before the fence existed and the first one after.
+    assert!(
+        (T0 + 60_000..=T0 + 120_000).contains(&ev[0].ts_ms),
+        "{}",
+        ev[0].ts_ms - T0
+    );
+    assert_eq!(tr.device(T, "t1").unwrap().geofences, ["wh"]);
+    assert_eq!(tr.devices_in_geofence(T, "wh").unwrap(), ["t1"]);
+    assert!(
+        apply(&mut tr, "t1", fix(IN.0, IN.1, 300)).is_empty(),
+        "once"
+    );
+}
+
+#[test]
+fn a_fence_created_around_a_parked_truck_with_zero_confirm_is_entered_at_its_next_reading() {
+    let mut tr = tracker();
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 0));
+    let mut f = square("wh", 123.0, 41.0, 0.01);
+    f.confirm_seconds = Some(0);
+    tr.upsert_geofence(T, f).unwrap();
+    assert_eq!(
+        kinds(&apply(&mut tr, "t1", fix(IN.0, IN.1, 60))),
+        [EventType::GeofenceEntered]
+    );
+}
+
+#[test]
+fn a_fence_shrunk_away_from_a_parked_truck_is_exited_once_confirmed() {
+    let mut tr = with_fence();
+    // Parked 0.005 deg east of the centre: inside the 0.01 fence, outside a 0.002 one.
+    let spot = (123.005, 41.0);
+    apply(&mut tr, "t1", fix(spot.0, spot.1, 0));
+    let ev = apply(&mut tr, "t1", fix(spot.0, spot.1, 30));
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+    apply(&mut tr, "t1", fix(spot.0, spot.1, 90));
+    tr.upsert_geofence(T, square("wh", 123.0, 41.0, 0.002))
+        .unwrap();
+    assert!(apply(&mut tr, "t1", fix(spot.0, spot.1, 120)).is_empty());
+    assert!(
+        apply(&mut tr, "t1", fix(spot.0, spot.1, 149)).is_empty(),
+        "29 s < 30 s"
+    );
+    let ev = apply(&mut tr, "t1", fix(spot.0, spot.1, 150));
+    assert_eq!(kinds(&ev), [EventType::GeofenceExited]);
+    assert_eq!(ev[0].geofence.as_deref(), Some("wh"));
+    assert!(
+        (T0 + 90_000..=T0 + 120_000).contains(&ev[0].ts_ms),
+        "{}",
+        ev[0].ts_ms - T0
+    );
+    assert!(tr.device(T, "t1").unwrap().geofences.is_empty());
+    assert_eq!(
+        tr.devices_in_geofence(T, "wh").unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(
+        apply(&mut tr, "t1", fix(spot.0, spot.1, 300)).is_empty(),
+        "once"
+    );
+}
+
+#[test]
+fn a_fence_reshaped_but_still_around_a_parked_truck_changes_nothing() {
+    let mut tr = with_fence();
+    let spot = (123.005, 41.0);
+    apply(&mut tr, "t1", fix(spot.0, spot.1, 0));
+    apply(&mut tr, "t1", fix(spot.0, spot.1, 30));
+    tr.upsert_geofence(T, square("wh", 123.001, 41.0, 0.008))
+        .unwrap();
+    for t in [60, 120, 600] {
+        assert!(apply(&mut tr, "t1", fix(spot.0, spot.1, t)).is_empty());
+    }
+    assert_eq!(tr.device(T, "t1").unwrap().geofences, ["wh"]);
+}
