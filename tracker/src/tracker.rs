@@ -714,6 +714,9 @@ impl Tracker {
                     sh.deviated = false;
                     sh.route_pending_since_ms = None;
                 }
+                // The cached ETA was measured on the old plan (route, destination, device):
+                // `shipment_eta` recomputes it from the device's last fix until the next one.
+                sh.eta = None;
                 if sh.def.temp_range_c != def.temp_range_c {
                     sh.excursion = None;
                 }

@@ -1290,3 +1290,112 @@ fn a_fence_reshaped_but_still_around_a_parked_truck_changes_nothing() {
     }
     assert_eq!(tr.device(T, "t1").unwrap().geofences, ["wh"]);
 }
+
+// ----- a route changed in transit -----------------------------------------------------------
+
+/// The length in metres of the polyline through `pts`, segment by segment.
+fn polyline_m(pts: &[(f64, f64)]) -> f64 {
+    pts.windows(2)
+        .map(|w| geodesy::distance_m(w[0], w[1]))
+        .sum()
+}
+
+/// S1 on `east_route`, departed from (123.0, 41.0) and now at (123.2, 41.0) at 60 km/h.
+fn in_transit_on_the_east_route() -> (Tracker, Vec<Event>) {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(east_route());
+    tr.upsert_shipment(T, def).unwrap();
+    let mut all = Vec::new();
+    for i in 0..=20 {
+        let lon = 123.0 + 0.01 * i as f64;
+        all.extend(apply(
+            &mut tr,
+            "t1",
+            fix(lon, 41.0, i * 50).with_speed(60.0),
+        ));
+    }
+    (tr, all)
+}
+
+#[test]
+fn a_new_route_in_transit_replans_the_eta_without_departing_again() {
+    let (mut tr, before) = in_transit_on_the_east_route();
+    let departed = |ev: &[Event]| {
+        ev.iter()
+            .filter(|e| e.kind == EventType::ShipmentDeparted)
+            .count()
+    };
+    assert_eq!(departed(&before), 1, "{:?}", kinds(&before));
+    let old = tr.shipment_eta(T, "S1").unwrap();
+    let to_go_on_old = polyline_m(&[(123.2, 41.0), (123.5, 41.0), (124.0, 41.0)]);
+    assert!((old.remaining_m - to_go_on_old).abs() < 1.0, "{old:?}");
+
+    // A detour north from where the truck is: up to 41.1, east, and back down.
+    let detour = [(123.2, 41.1), (124.0, 41.1), (124.0, 41.0)];
+    let mut def = tr.shipment(T, "S1").unwrap().def.clone();
+    def.route = Some(LineString::from(
+        [(123.0, 41.0), (123.2, 41.0)]
+            .into_iter()
+            .chain(detour)
+            .collect::<Vec<_>>(),
+    ));
+    tr.upsert_shipment(T, def).unwrap();
+    let to_go_on_new = polyline_m(&[(123.2, 41.0), detour[0], detour[1], detour[2]]);
+    assert!(to_go_on_new > to_go_on_old + 20_000.0);
+
+    // Replanned at once, from the last fix: the API must not show the old route's ETA.
+    let sh = tr.shipment(T, "S1").unwrap();
+    assert_eq!(sh.status, ShipmentStatus::InTransit);
+    let now = tr.shipment_eta(T, "S1").unwrap();
+    assert_eq!(now.method, EtaMethod::Route);
+    assert!(
+        (now.remaining_m - to_go_on_new).abs() < 1.0,
+        "{now:?} vs {to_go_on_new}"
+    );
+    assert!(now.eta_ms > old.eta_ms + 20 * 60_000, "{now:?} vs {old:?}");
+
+    // And with the next reading: still in transit, no second departure, the new ETA
+    // announced (it moved by far more than 10 % of the time remaining).
+    let ev = apply(&mut tr, "t1", fix(123.2, 41.01, 1_060).with_speed(60.0));
+    assert_eq!(kinds(&ev), [EventType::ShipmentEtaChanged]);
+    let sh = tr.shipment(T, "S1").unwrap();
+    assert_eq!(sh.status, ShipmentStatus::InTransit);
+    assert_eq!(sh.departed_ms, Some(T0 + 50_000));
+    let next = tr.shipment_eta(T, "S1").unwrap();
+    let to_go = polyline_m(&[(123.2, 41.01), detour[0], detour[1], detour[2]]);
+    assert!(
+        (next.remaining_m - to_go).abs() < 1.0,
+        "{next:?} vs {to_go}"
+    );
+    // On the new route, not off the old one: no deviation.
+    for i in 1..=10 {
+        let ev = apply(
+            &mut tr,
+            "t1",
+            fix(123.2, 41.01 + 0.009 * i as f64, 1_060 + 60 * i).with_speed(60.0),
+        );
+        assert!(
+            ev.iter().all(|e| !matches!(
+                e.kind,
+                EventType::RouteDeviated | EventType::ShipmentDeparted
+            )),
+            "{:?}",
+            kinds(&ev)
+        );
+    }
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::InTransit
+    );
+}
