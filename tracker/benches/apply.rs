@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use geo_types::{LineString, MultiPolygon, Polygon};
-use landport_tracker::{GeofenceDef, Reading, Shape, Tracker, TrackerSettings};
+use landport_tracker::{GeofenceDef, LiveView, Reading, Shape, Tracker, TrackerSettings};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use std::hint::black_box;
 
@@ -148,6 +148,37 @@ fn positions_tick(c: &mut Criterion) {
     g.finish();
 }
 
+/// What publishing the read side costs the pipeline's task with 100,000 devices: a view built
+/// from the previous one after 2,500 readings (a tenth of a second at 25,000 readings/s), beside
+/// a view built from nothing (every device copied) and the 2,500 readings' own `apply` cost.
+fn read_side(c: &mut Criterion) {
+    let mut g = c.benchmark_group("read_side");
+    g.sample_size(20);
+    let mut f = fleet(100_000);
+    let mut out = Vec::new();
+    let mut view = f.tracker.view(&LiveView::default());
+    g.bench_function("view_after_2500_readings_of_100k", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                f.run(2_500, &mut out);
+                let start = std::time::Instant::now();
+                view = f.tracker.view(&view);
+                spent += start.elapsed();
+                black_box(view.seq());
+            }
+            spent
+        })
+    });
+    g.bench_function("apply_2500_readings_of_100k", |b| {
+        b.iter(|| f.run(2_500, &mut out))
+    });
+    g.bench_function("view_from_nothing_100k", |b| {
+        b.iter(|| black_box(f.tracker.view(&LiveView::default()).seq()))
+    });
+    g.finish();
+}
+
 /// Baseline measured in the same run: the bare cost of what a naive tracker does per reading,
 /// one R-tree point query over the 10,000 fence envelopes plus the exact tests, with nothing
 /// else. `apply` should cost about this or less, with every rule running.
@@ -195,5 +226,5 @@ fn baseline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, baseline, apply, positions_tick);
+criterion_group!(benches, baseline, apply, positions_tick, read_side);
 criterion_main!(benches);

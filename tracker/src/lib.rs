@@ -36,4 +36,6 @@ pub use id::{Id, IdError, check_id};
 pub use reading::{Fix, Reading, TimestampMs};
 pub use settings::{EtaSettings, TrackerSettings};
 pub use shipment::{Eta, EtaMethod, Place, ShipmentDef, ShipmentState, ShipmentStatus};
-pub use tracker::{Applied, DeviceSlot, DeviceView, Tracker, TrackerSnapshot};
+pub use tracker::{
+    Applied, DeviceSlot, DeviceView, LiveView, ShipmentView, TenantView, Tracker, TrackerSnapshot,
+};
