@@ -1399,3 +1399,79 @@ fn a_new_route_in_transit_replans_the_eta_without_departing_again() {
         ShipmentStatus::InTransit
     );
 }
+
+// ----- duplicates when only one reading carries a seq ---------------------------------------
+
+/// Applies `r` to device "t1" and says what the tracker did with it.
+fn applied(tr: &mut Tracker, r: Reading) -> Applied {
+    let slot = tr.device_slot(T, "t1");
+    tr.apply(slot, &r, r.ts_ms, &mut Vec::new())
+}
+
+#[test]
+fn same_ts_is_a_duplicate_when_only_the_accepted_reading_carries_a_seq() {
+    let mut tr = tracker();
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 0).with_seq(7)),
+        Applied::Current
+    );
+    assert_eq!(applied(&mut tr, fix(OUT.0, OUT.1, 0)), Applied::Duplicate);
+}
+
+#[test]
+fn same_ts_is_a_duplicate_when_only_the_new_reading_carries_a_seq() {
+    let mut tr = tracker();
+    assert_eq!(applied(&mut tr, fix(OUT.0, OUT.1, 0)), Applied::Current);
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 0).with_seq(7)),
+        Applied::Duplicate
+    );
+}
+
+#[test]
+fn one_sided_seq_duplicates_of_older_readings_are_recognised_too() {
+    let mut tr = tracker();
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 0).with_seq(1)),
+        Applied::Current
+    );
+    assert_eq!(applied(&mut tr, fix(OUT.0, OUT.1, 10)), Applied::Current);
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 20).with_seq(3)),
+        Applied::Current
+    );
+    // Neither is the latest: they are found among the remembered keys, not by "older than".
+    assert_eq!(applied(&mut tr, fix(OUT.0, OUT.1, 0)), Applied::Duplicate);
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 10).with_seq(2)),
+        Applied::Duplicate
+    );
+    // With both seqs present they must match: a different seq at an old ts is a late reading.
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 0).with_seq(9)),
+        Applied::Late
+    );
+    // And an old ts never seen is late, whatever its seq.
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 5).with_seq(1)),
+        Applied::Late
+    );
+}
+
+#[test]
+fn a_seq_repeated_at_a_new_ts_is_never_a_duplicate_with_or_without_seqs_around_it() {
+    let mut tr = tracker();
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 0).with_seq(5)),
+        Applied::Current
+    );
+    assert_eq!(applied(&mut tr, fix(OUT.0, OUT.1, 10)), Applied::Current);
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 20).with_seq(5)),
+        Applied::Current
+    );
+    assert_eq!(
+        applied(&mut tr, fix(OUT.0, OUT.1, 30).with_seq(5)),
+        Applied::Current
+    );
+}
