@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use landport_ingest::pipeline::{Output, TrackerHandle, now_ms};
 use serde_json::{Value, json};
-use support::TestApi;
+use support::{SseItem, SseStream, TestApi};
 use tower::ServiceExt;
 
 const ADMIN: &str = "admin-secret-key";
@@ -1352,111 +1352,284 @@ impl PipeReplace for (StatusCode, Value) {
     }
 }
 
+/// An event as the pipeline would broadcast it; `n` makes it distinct.
+fn live_event(
+    tenant: &str,
+    device: &str,
+    shipment: Option<&str>,
+    n: i64,
+) -> Arc<landport_tracker::Event> {
+    Arc::new(landport_tracker::Event::new(
+        landport_tracker::EventType::GeofenceEntered,
+        tenant,
+        device,
+        shipment,
+        Some("port"),
+        1_795_000_000_000 + n,
+        0,
+        json!({}),
+    ))
+}
+
+/// `tenant/device` of each feature of a `positions` item, sorted.
+fn position_devices(item: &SseItem) -> Vec<String> {
+    assert_eq!(item.event, "positions", "{item:?}");
+    let v = item.json();
+    assert_eq!(v["type"], "FeatureCollection", "{v}");
+    let mut out: Vec<String> = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}/{}",
+                f["properties"]["tenant"].as_str().unwrap(),
+                f["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `tenant/device/shipment` of an `event` item (shipment `-` if none).
+fn event_of(item: &SseItem) -> String {
+    assert_eq!(item.event, "event", "{item:?}");
+    let v = item.json();
+    assert_eq!(
+        item.id.as_deref(),
+        v["id"].as_str(),
+        "the SSE id is the event id"
+    );
+    format!(
+        "{}/{}/{}",
+        v["tenant"].as_str().unwrap(),
+        v["device"].as_str().unwrap(),
+        v["shipment"].as_str().unwrap_or("-")
+    )
+}
+
+/// The next `n` items named `event`, as [`event_of`] shows them.
+async fn next_events(stream: &mut SseStream, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.push(event_of(&stream.next_named("event").await));
+    }
+    out
+}
+
 #[tokio::test]
 async fn the_stream_sends_the_tenants_events_and_positions_only() {
-    use landport_tracker::{Event, EventType};
-    use std::time::Duration;
-
     let app = App::new().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
     app.device(&acme, "truck-1").await;
     app.device(&globex, "van-1").await;
-    let open = |path: &str, key: &str| {
-        Request::get(path)
-            .header(header::AUTHORIZATION, format!("Bearer {key}"))
-            .body(Body::empty())
-            .unwrap()
-    };
-    async fn next_frame(body: &mut Body) -> String {
-        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-            .await
-            .expect("an SSE frame within 5 s")
-            .unwrap()
-            .unwrap();
-        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
-    }
 
-    let res = app
-        .router
-        .clone()
-        .oneshot(open("/v1/stream?topics=events", &acme))
-        .await
+    let mut events = SseStream::open(&app.router, "/v1/stream?topics=events", &acme).await;
+    // Another tenant's event first: the broadcast is in order, so had it passed the filter it
+    // would be the first item.
+    app.events
+        .send(live_event("globex", "van-1", None, 1))
         .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert!(
-        res.headers()[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let mut body = res.into_body();
-    let ev = |tenant: &str, device: &str| {
-        Arc::new(Event::new(
-            EventType::GeofenceEntered,
-            tenant,
-            device,
-            None,
-            Some("port"),
-            1_795_000_000_000,
-            0,
-            json!({}),
-        ))
-    };
-    app.events.send(ev("globex", "van-1")).unwrap();
-    app.events.send(ev("acme", "truck-1")).unwrap();
-    let text = next_frame(&mut body).await;
-    assert!(text.contains("event: event"), "{text}");
-    assert!(
-        text.contains("\"tenant\":\"acme\"") && !text.contains("globex"),
-        "{text}"
-    );
-    assert!(text.contains("id: evt_"), "{text}");
+    app.events
+        .send(live_event("acme", "truck-1", None, 2))
+        .unwrap();
+    let item = events.next().await;
+    assert_eq!(event_of(&item), "acme/truck-1/-");
+    assert!(item.id.as_deref().unwrap().starts_with("evt_"), "{item:?}");
 
-    let res = app
-        .router
-        .clone()
-        .oneshot(open("/v1/stream?topics=positions", &acme))
-        .await
-        .unwrap();
-    let mut body = res.into_body();
+    let mut positions = SseStream::open(&app.router, "/v1/stream?topics=positions", &acme).await;
     app.fix("globex", "van-1", 122.0, 40.0).await;
     app.fix("acme", "truck-1", 122.2, 40.6).await;
-    let text = next_frame(&mut body).await;
-    assert!(text.contains("event: positions"), "{text}");
-    assert!(
-        text.contains("truck-1") && !text.contains("van-1"),
-        "{text}"
-    );
+    assert_eq!(position_devices(&positions.next().await), ["acme/truck-1"]);
     // Later items carry only what changed since the one before.
     app.device(&acme, "truck-2").await;
     app.fix("acme", "truck-2", 122.3, 40.7).await;
-    let text = next_frame(&mut body).await;
-    assert!(
-        text.contains("truck-2") && !text.contains("truck-1"),
-        "{text}"
-    );
+    assert_eq!(position_devices(&positions.next().await), ["acme/truck-2"]);
     app.fix("acme", "truck-1", 122.21, 40.61).await;
-    let text = next_frame(&mut body).await;
-    assert!(
-        text.contains("truck-1") && !text.contains("truck-2"),
-        "{text}"
+    assert_eq!(position_devices(&positions.next().await), ["acme/truck-1"]);
+
+    let (s, v) = app.get("/v1/stream?topics=weather", &acme).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, v) = app.get("/v1/stream?shipment=SHP-9", &acme).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn a_shipment_stream_sends_only_that_shipments_events_and_its_devices_positions() {
+    let app = App::new().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    for d in ["truck-1", "truck-2"] {
+        app.device(&acme, d).await;
+    }
+    app.device(&globex, "truck-1").await;
+    let shipment = |id: &str, device: &str| json!({"id": id, "device": device, "destination": {"lat": 38.9, "lon": 121.6}});
+    for (key, id, device) in [
+        (&acme, "SHP-1", "truck-1"),
+        (&acme, "SHP-2", "truck-2"),
+        // The same shipment id in another tenant.
+        (&globex, "SHP-1", "truck-1"),
+    ] {
+        let (s, v) = app
+            .call(
+                "POST",
+                "/v1/shipments",
+                Some(key),
+                Some(shipment(id, device)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    for (tenant, device) in [
+        ("acme", "truck-1"),
+        ("acme", "truck-2"),
+        ("globex", "truck-1"),
+    ] {
+        app.fix(tenant, device, 122.0, 40.0).await;
+    }
+
+    let mut s = SseStream::open(
+        &app.router,
+        "/v1/stream?topics=positions,events&shipment=SHP-1",
+        &acme,
+    )
+    .await;
+    // The first positions item holds every device it may show: the shipment's one only.
+    assert_eq!(
+        position_devices(&s.next_named("positions").await),
+        ["acme/truck-1"]
     );
 
-    let res = app
-        .router
-        .clone()
-        .oneshot(open("/v1/stream?topics=weather", &acme))
-        .await
+    // Events of the other shipment, of none, and of another tenant's SHP-1 come first in the
+    // broadcast; the stream's first event must still be acme's SHP-1.
+    app.events
+        .send(live_event("acme", "truck-2", Some("SHP-2"), 1))
         .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    let res = app
-        .router
-        .clone()
-        .oneshot(open("/v1/stream?shipment=SHP-9", &acme))
-        .await
+    app.events
+        .send(live_event("acme", "truck-2", None, 2))
         .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    app.events
+        .send(live_event("globex", "truck-1", Some("SHP-1"), 3))
+        .unwrap();
+    app.events
+        .send(live_event("acme", "truck-1", Some("SHP-1"), 4))
+        .unwrap();
+    // Positions: the other devices move first (possibly in a tick of their own, which must
+    // then send nothing), then the shipment's device.
+    app.fix("acme", "truck-2", 122.1, 40.1).await;
+    app.fix("globex", "truck-1", 122.1, 40.1).await;
+    app.fix("acme", "truck-1", 122.1, 40.1).await;
+    let (mut events, mut moved) = (Vec::new(), Vec::new());
+    while events.is_empty() || moved.is_empty() {
+        let item = s.next().await;
+        match item.event.as_str() {
+            "event" => events.push(event_of(&item)),
+            "positions" => moved.push(position_devices(&item)),
+            other => panic!("unexpected {other}: {item:?}"),
+        }
+    }
+    assert_eq!(events, ["acme/truck-1/SHP-1"]);
+    assert_eq!(moved, [["acme/truck-1"]]);
+
+    // An admin key names the tenant the shipment belongs to.
+    let mut s = SseStream::open(
+        &app.router,
+        "/v1/stream?topics=positions,events&shipment=SHP-1&tenant=globex",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(
+        position_devices(&s.next_named("positions").await),
+        ["globex/truck-1"]
+    );
+    app.events
+        .send(live_event("acme", "truck-1", Some("SHP-1"), 5))
+        .unwrap();
+    app.events
+        .send(live_event("globex", "truck-1", Some("SHP-1"), 6))
+        .unwrap();
+    assert_eq!(next_events(&mut s, 1).await, ["globex/truck-1/SHP-1"]);
+    let (st, v) = app.get("/v1/stream?shipment=SHP-1", ADMIN).await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{v}"
+    );
+    let (st, _) = app.get("/v1/stream?shipment=SHP-2", &globex).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "another tenant's shipment");
+}
+
+#[tokio::test]
+async fn an_admin_stream_covers_every_tenant_or_the_one_it_names_and_a_tenant_key_its_own() {
+    let app = App::new().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    app.device(&acme, "truck-1").await;
+    app.device(&globex, "van-1").await;
+    app.fix("acme", "truck-1", 122.0, 40.0).await;
+    app.fix("globex", "van-1", 122.5, 40.5).await;
+
+    let path = "/v1/stream?topics=positions,events";
+    let mut all = SseStream::open(&app.router, path, ADMIN).await;
+    let mut only_acme = SseStream::open(&app.router, &format!("{path}&tenant=acme"), ADMIN).await;
+    let mut own = SseStream::open(&app.router, path, &globex).await;
+    // A tenant key's `?tenant=` is ignored.
+    let mut own_named = SseStream::open(&app.router, &format!("{path}&tenant=acme"), &globex).await;
+
+    assert_eq!(
+        position_devices(&all.next_named("positions").await),
+        ["acme/truck-1", "globex/van-1"]
+    );
+    assert_eq!(
+        position_devices(&only_acme.next_named("positions").await),
+        ["acme/truck-1"]
+    );
+    assert_eq!(
+        position_devices(&own.next_named("positions").await),
+        ["globex/van-1"]
+    );
+    assert_eq!(
+        position_devices(&own_named.next_named("positions").await),
+        ["globex/van-1"]
+    );
+
+    // Interleaved, so that each stream's missing items lie between ones it gets.
+    for (n, (tenant, device)) in [
+        ("globex", "van-1"),
+        ("acme", "truck-1"),
+        ("globex", "van-1"),
+        ("acme", "truck-1"),
+        ("globex", "van-1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        app.events
+            .send(live_event(tenant, device, None, n as i64))
+            .unwrap();
+    }
+    assert_eq!(
+        next_events(&mut all, 5).await,
+        [
+            "globex/van-1/-",
+            "acme/truck-1/-",
+            "globex/van-1/-",
+            "acme/truck-1/-",
+            "globex/van-1/-"
+        ]
+    );
+    assert_eq!(
+        next_events(&mut only_acme, 2).await,
+        ["acme/truck-1/-", "acme/truck-1/-"]
+    );
+    for s in [&mut own, &mut own_named] {
+        assert_eq!(
+            next_events(s, 3).await,
+            ["globex/van-1/-", "globex/van-1/-", "globex/van-1/-"]
+        );
+    }
 }
 
 /// A device time that only goes up, even for two readings in one millisecond (a repeated

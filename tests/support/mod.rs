@@ -232,38 +232,146 @@ pub fn http(
     (status, json)
 }
 
-/// A server-sent-events stream read on a thread; its `data:` lines of events named `name`
-/// arrive on the channel.
+/// A server-sent-events stream read on a thread; the `data` of its events named `name`
+/// arrive on the channel (one string per event, its `data:` lines joined by `\n`).
+///
+/// Returns only once the stream is established server-side: the response is `200` and its
+/// first item, the `: ready` comment the server sends once it has subscribed, has been read.
+/// An event published after this returns is therefore on the stream.
 pub fn sse(
     addr: SocketAddr,
     path: &str,
     key: &str,
     name: &str,
 ) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connecting");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
+    let socket = s.try_clone().unwrap();
+    let mut head = std::io::BufReader::new(s);
+    let mut status_line = String::new();
+    head.read_line(&mut status_line)
+        .unwrap_or_else(|e| panic!("GET {path}: no response head: {e}"));
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        head.read_line(&mut line)
+            .unwrap_or_else(|e| panic!("GET {path}: reading the headers: {e}"));
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            chunked |= k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked");
+        }
+    }
+    assert!(
+        status_line.split(' ').nth(1) == Some("200"),
+        "GET {path}: {}",
+        status_line.trim_end()
+    );
+    let body: Box<dyn Read + Send> = if chunked {
+        Box::new(Chunked {
+            inner: head,
+            left: 0,
+        })
+    } else {
+        Box::new(head)
+    };
+    let mut items = SseItems(std::io::BufReader::new(body));
+    match items.next_item() {
+        Some((_, _, comments)) if comments.iter().any(|c| c == "ready") => {}
+        other => panic!("GET {path}: expected the `: ready` comment first, got {other:?}"),
+    }
+    // From here the thread blocks on the stream for as long as it lasts.
+    socket.set_read_timeout(None).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let name = name.to_owned();
     std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut current = String::new();
-        for line in std::io::BufReader::new(s).lines() {
-            let Ok(line) = line else { break };
-            if let Some(ev) = line.strip_prefix("event:") {
-                current = ev.trim().to_owned();
-            } else if let Some(data) = line.strip_prefix("data:")
-                && current == name
-                && tx.send(data.trim().to_owned()).is_err()
-            {
+        while let Some((event, data, _)) = items.next_item() {
+            if event == name && tx.send(data).is_err() {
                 break;
             }
         }
     });
     rx
+}
+
+/// The items of a text/event-stream, parsed as the SSE spec says (fields up to a blank line).
+struct SseItems<R>(std::io::BufReader<R>);
+
+impl<R: Read> SseItems<R> {
+    /// The next item: (event name, `data` lines joined by `\n`, comments); `None` at the end
+    /// of the stream or on a read error (a timeout included).
+    fn next_item(&mut self) -> Option<(String, String, Vec<String>)> {
+        use std::io::BufRead;
+        let (mut event, mut data, mut comments) = (String::from("message"), Vec::new(), Vec::new());
+        let mut any = false;
+        loop {
+            let mut line = String::new();
+            if self.0.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if any {
+                    return Some((event, data.join("\n"), comments));
+                }
+                continue;
+            }
+            any = true;
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "" => comments.push(value.to_owned()),
+                "event" => event = value.to_owned(),
+                "data" => data.push(value.to_owned()),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` response, as a reader of its bytes.
+struct Chunked<R> {
+    inner: R,
+    /// Bytes left in the current chunk.
+    left: usize,
+}
+
+impl<R: std::io::BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut size = String::new();
+            // The CRLF that ends the previous chunk, then the size line.
+            while size.trim().is_empty() {
+                size.clear();
+                if self.inner.read_line(&mut size)? == 0 {
+                    return Ok(0);
+                }
+            }
+            let hex = size.trim().split(';').next().unwrap_or_default();
+            self.left = usize::from_str_radix(hex, 16).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("chunk size {size:?}"),
+                )
+            })?;
+            if self.left == 0 {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..n])?;
+        self.left -= n;
+        Ok(n)
+    }
 }
 
 /// A warehouse fence around (123.0, 41.0) that confirms at once.

@@ -8,14 +8,19 @@
 //!   shipment's device.
 //! - `event: lagged` — this client fell behind the broadcast and missed `data` events; it can
 //!   fill the gap from `GET /v1/events`.
+//!
+//! The stream opens with the SSE comment `: ready` (ignored by SSE parsers), sent at once: the
+//! broadcast is subscribed by then, so a client that has read it gets every event published
+//! after. It also puts the response headers on the wire (hyper sends them with the first body
+//! bytes), so that a client need not wait for the first item to know the stream is open.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::Stream;
 use futures_util::stream;
+use futures_util::{Stream, StreamExt};
 use landport_tracker::{DeviceView, Event};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -113,7 +118,9 @@ pub async fn stream(
         let item = c.next().await?;
         Some((Ok(item), c))
     });
-    Ok(Sse::new(items).keep_alive(KeepAlive::default()))
+    // `client` subscribed above: from here on no event is missed (see the module docs).
+    let ready = stream::once(async { Ok(SseEvent::default().comment("ready")) });
+    Ok(Sse::new(ready.chain(items)).keep_alive(KeepAlive::default()))
 }
 
 impl Client {
