@@ -1,7 +1,8 @@
 //! The README's shell examples, run as written against the real binary: what a newcomer types
 //! must work. Only what a test machine needs is rewritten: free ports for 8080 and 1883, a
 //! temporary data directory, the key the README calls `<the key>`, a few seconds instead of 60
-//! for the simulator, and an end to the live stream.
+//! for the simulator, waits where a person would watch (see [`run_block`]), and an end to the
+//! live stream.
 
 mod support;
 #[path = "../ingest/tests/support_mqtt/mod.rs"]
@@ -77,16 +78,51 @@ impl Drop for Service {
 }
 
 /// Runs a README block with bash, after the rewrites the module docs list; the service lines
-/// (`... landport run`) start `Service`s instead. Returns everything the commands printed.
-fn run_block(block: &str, dir: &Path) -> (String, Vec<Service>) {
+/// (`... landport run`) start `Service`s instead. Returns everything the commands printed, the
+/// output of the background ones (`mosquitto_sub ... &`, the live stream) last.
+///
+/// No step waits a fixed time. A background subscriber is waited for until it receives a
+/// probe published after it started; each `mosquitto_pub` until Landport has taken the message
+/// in and committed its batch (`/metrics`); the live stream until it has sent its `: ready`;
+/// and before the background commands are ended, until their output holds each of
+/// `background_until` (each wait fails the script's output with `TIMEOUT ...` after 30 s).
+fn run_block(block: &str, dir: &Path, background_until: &[&str]) -> (String, Vec<Service>) {
     let mut services = Vec::new();
     let mut script = String::new();
+    let mut background = Vec::new();
     for line in block.lines() {
         if line.trim() == "cargo build --release" {
             continue;
         }
         if line.trim_end().ends_with("/landport run") {
             services.push(Service::start(line, dir));
+            continue;
+        }
+        let out = dir.join(format!("background-{}.out", background.len()));
+        if line.starts_with("mosquitto_sub ") && line.trim_end().ends_with(" &") {
+            // Probe on a topic the subscription's first filter matches.
+            let filter = line
+                .split_whitespace()
+                .skip_while(|w| *w != "-t")
+                .nth(1)
+                .expect("mosquitto_sub -t FILTER")
+                .trim_matches('\'');
+            let probe = filter.replace(['+', '#'], "readme-probe");
+            let command = line.trim_end().trim_end_matches('&');
+            script.push_str(&format!(
+                "{command} > {out} 2>&1 &\nwait_subscribed {out} '{probe}'\n",
+                out = out.display()
+            ));
+            background.push(out);
+            continue;
+        }
+        if line.contains("/v1/stream") {
+            let command = line.split_once("  #").map_or(line, |(c, _)| c);
+            script.push_str(&format!(
+                "{command} -N > {out} 2>&1 &\nwait_until 'the live stream to open' grep -q '^: ready' {out}\n",
+                out = out.display()
+            ));
+            background.push(out);
             continue;
         }
         script.push_str(line);
@@ -97,7 +133,6 @@ fn run_block(block: &str, dir: &Path) -> (String, Vec<Service>) {
     let key_file = dir.join("key.json");
     let script = script
         .replace("localhost:8080", &http.to_string())
-        .replace(" -v &\n", " -v &\nsleep 1\n")
         .replace("mosquitto_pub ", "pub_and_wait ")
         .replace("mosquitto_sub ", &format!("mosquitto_sub -p {mqtt} "))
         .replace(
@@ -110,15 +145,53 @@ fn run_block(block: &str, dir: &Path) -> (String, Vec<Service>) {
         .replace(
             "'Authorization: Bearer <the key>'",
             "\"Authorization: Bearer $(the_key)\"",
-        )
-        .replace("curl -s '", "curl -s --max-time 5 '");
-    // A reading is taken in a moment, not at once: give it the second a person would.
+        );
+    // `pub_and_wait`: the pipeline takes messages in one loop and commits each batch before
+    // the next, and nothing else is going on here: the first commit after a publish that
+    // counts it in `messages_in` is the commit of its batch.
     let preamble = format!(
-        "pub_and_wait() {{ mosquitto_pub -p {mqtt} \"$@\" && sleep 1; }}\n\
-         the_key() {{ sed -E 's/.*\"key\":\"([^\"]+)\".*/\\1/' {}; }}\n",
-        key_file.display()
+        r#"wait_until() {{
+  local what=$1 end=$((SECONDS + 30)); shift
+  until "$@"; do
+    if [ $SECONDS -ge $end ]; then echo "TIMEOUT waiting for $what"; return 1; fi
+    sleep 0.05
+  done
+}}
+metric() {{ curl -s --max-time 5 {http}/metrics | awk -v n="$1" '$1 == n {{ print $2 }}'; }}
+at_least() {{ local v; v=$(metric "$1"); [ "${{v:-0}}" -ge "$2" ]; }}
+PUBLISHED=0
+pub_and_wait() {{
+  local commits; commits=$(metric landport_store_commits_total)
+  mosquitto_pub -p {mqtt} "$@" || return
+  PUBLISHED=$((PUBLISHED + 1))
+  wait_until "message $PUBLISHED to be taken in" at_least landport_messages_in_total $PUBLISHED &&
+    wait_until "message $PUBLISHED to be committed" \
+      at_least landport_store_commits_total $(( ${{commits:-0}} + 1 ))
+}}
+wait_subscribed() {{
+  local n=0 end=$((SECONDS + 30))
+  until grep -q readme-probe- "$1"; do
+    if [ $SECONDS -ge $end ]; then echo "TIMEOUT waiting for the subscriber of $1"; return 1; fi
+    n=$((n + 1)); mosquitto_pub -p {mqtt} -t "$2" -m "readme-probe-$n"
+    sleep 0.05
+  done
+}}
+the_key() {{ sed -E 's/.*"key":"([^"]+)".*/\1/' {key}; }}
+"#,
+        key = key_file.display()
     );
-    let epilogue = "\nsleep 1\nkill $(jobs -p) 2>/dev/null\nwait\n";
+    let outputs: Vec<String> = background.iter().map(|p| p.display().to_string()).collect();
+    let mut epilogue = String::new();
+    for needle in background_until {
+        epilogue.push_str(&format!(
+            "wait_until '{needle:?} in the background output' grep -qF -- '{needle}' {}\n",
+            outputs.join(" ")
+        ));
+    }
+    epilogue.push_str("kill $(jobs -p) 2>/dev/null\nwait\n");
+    for out in &outputs {
+        epilogue.push_str(&format!("cat {out}\n"));
+    }
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!("{preamble}{script}{epilogue}"))
@@ -126,6 +199,7 @@ fn run_block(block: &str, dir: &Path) -> (String, Vec<Service>) {
         .expect("bash");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("TIMEOUT"), "{text}");
     (text, services)
 }
 
@@ -135,7 +209,11 @@ fn quick_start_accepts_every_format_and_explains_a_refusal() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (out, services) = run_block(&sh_blocks_after("## Quick start", 2), tmp.path());
+    let (out, services) = run_block(
+        &sh_blocks_after("## Quick start", 2),
+        tmp.path(),
+        &["landport/acme/truck-17/rejected"],
+    );
     assert!(
         out.contains("landport/acme/truck-17/rejected"),
         "the refused reading is explained on the rejected topic:\n{out}"
@@ -180,7 +258,7 @@ fn the_http_api_tour_sets_up_a_tenant_and_shows_position_events_eta_and_a_share_
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (out, _services) = run_block(&sh_blocks_after("### The HTTP API", 1), tmp.path());
+    let (out, _services) = run_block(&sh_blocks_after("### The HTTP API", 1), tmp.path(), &[]);
     for (what, needle) in [
         ("the tenant's key", "\"key\":\"lp_"),
         ("the device inside the yard", "\"geofences\":[\"yard\"]"),
@@ -188,6 +266,7 @@ fn the_http_api_tour_sets_up_a_tenant_and_shows_position_events_eta_and_a_share_
         ("an ETA window", "\"p10\":"),
         ("the ETA's method", "\"method\":\"direct\""),
         ("a share token", "\"token\":"),
+        ("the live stream, open", ": ready"),
     ] {
         assert!(out.contains(needle), "{what} ({needle}) in:\n{out}");
     }
