@@ -22,6 +22,7 @@
 //! retention cutoff, monotonic time for the periods (snapshots, [`retention`] prunes).
 
 pub mod ingestor;
+pub mod read_side;
 pub mod retention;
 pub mod writer;
 
@@ -39,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Inbound, MqttClient};
 use crate::store::{Checkpointer, EventFilter, Store, StoreError};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
+pub use read_side::{LiveReader, ReadSide};
 use retention::RetentionSchedule;
 use writer::{Durable, WriterMsg};
 
@@ -110,13 +112,16 @@ impl Default for PipelineConfig {
     }
 }
 
-/// A closure run on the ingestor between batches.
-type Command = Box<dyn FnOnce(&mut Ingestor) + Send>;
+/// A closure run on the ingestor between batches; it publishes the read side before it
+/// answers, so the caller's next read sees what it did.
+type Command = Box<dyn FnOnce(&mut Ingestor, &mut ReadSide) + Send>;
 
-/// Cheap handle to reach the tracker from other tasks (the HTTP API).
+/// Cheap handle to reach the tracker from other tasks (the HTTP API): commands run on the
+/// pipeline's task, reads go to the read side and never wait for that task.
 #[derive(Clone)]
 pub struct TrackerHandle {
     tx: mpsc::Sender<Command>,
+    live: LiveReader,
 }
 
 impl TrackerHandle {
@@ -125,12 +130,24 @@ impl TrackerHandle {
     /// tokio runtime; the task ends when every handle is dropped.
     pub fn standalone(mut ingestor: Ingestor) -> TrackerHandle {
         let (tx, mut rx) = mpsc::channel::<Command>(256);
+        let mut read_side = ReadSide::new(ingestor.tracker(), ReadSide::DEFAULT_EVERY);
+        let live = read_side.reader();
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
-                cmd(&mut ingestor);
+                cmd(&mut ingestor, &mut read_side);
             }
         });
-        TrackerHandle { tx }
+        TrackerHandle { tx, live }
+    }
+
+    /// The latest published view of the live state (see [`read_side`]).
+    pub fn live(&self) -> Arc<landport_tracker::LiveView> {
+        self.live.current()
+    }
+
+    /// A reader of the read side that can wait for the next view (live streams).
+    pub fn reader(&self) -> LiveReader {
+        self.live.clone()
     }
 
     /// Runs `f` on the ingestor (and its tracker) between batches; `None` if the pipeline has
@@ -140,8 +157,10 @@ impl TrackerHandle {
         f: impl FnOnce(&mut Ingestor) -> R + Send + 'static,
     ) -> Option<R> {
         let (tx, rx) = oneshot::channel();
-        let cmd: Command = Box::new(move |ing| {
-            let _ = tx.send(f(ing));
+        let cmd: Command = Box::new(move |ing, read_side| {
+            let r = f(ing);
+            read_side.publish(ing.tracker());
+            let _ = tx.send(r);
         });
         self.tx.send(cmd).await.ok()?;
         rx.await.ok()
@@ -284,6 +303,7 @@ pub struct Pipeline {
     config: PipelineConfig,
     inbox: mpsc::Receiver<Inbound>,
     commands: mpsc::Receiver<Command>,
+    read_side: ReadSide,
     events: broadcast::Sender<Arc<Event>>,
     metrics: Arc<Metrics>,
     /// Server and monotonic time; [`SystemClock`] unless [`Pipeline::with_clock`].
@@ -303,6 +323,8 @@ impl Pipeline {
     ) -> (Self, TrackerHandle, broadcast::Sender<Arc<Event>>) {
         let (tx, commands) = mpsc::channel(256);
         let (events, _) = broadcast::channel(4_096);
+        let read_side = ReadSide::new(ingestor.tracker(), ReadSide::DEFAULT_EVERY);
+        let live = read_side.reader();
         let p = Pipeline {
             ingestor,
             store,
@@ -310,11 +332,12 @@ impl Pipeline {
             config,
             inbox,
             commands,
+            read_side,
             events: events.clone(),
             metrics,
             clock: Arc::new(SystemClock),
         };
-        (p, TrackerHandle { tx }, events)
+        (p, TrackerHandle { tx, live }, events)
     }
 
     /// Runs on `clock` instead of the system's (tests).
@@ -333,6 +356,7 @@ impl Pipeline {
             config,
             mut inbox,
             mut commands,
+            mut read_side,
             events,
             metrics,
             clock,
@@ -424,8 +448,16 @@ impl Pipeline {
                     }
                     stop = true;
                 }
-                Some(cmd) = commands.recv(), if !stop => cmd(&mut ingestor),
-                _ = tick.tick(), if !stop => ingestor.tick(clock.now_ms(), &mut out),
+                Some(cmd) = commands.recv(), if !stop => cmd(&mut ingestor, &mut read_side),
+                _ = tick.tick(), if !stop => {
+                    ingestor.tick(clock.now_ms(), &mut out);
+                    read_side.mark();
+                }
+                // Readings applied since the last view reach readers within `every`, even
+                // when no more arrive.
+                _ = tokio::time::sleep_until(
+                    read_side.due_at().unwrap_or_else(Instant::now).into()
+                ), if read_side.due_at().is_some() && !stop => {}
                 msg = inbox.recv(), if !stop => match msg {
                     None => stop = true,
                     Some(first) => {
@@ -446,10 +478,12 @@ impl Pipeline {
                         if let Some((_, n)) = draining.as_mut() {
                             *n += taken;
                         }
+                        read_side.mark();
                     }
                 },
                 else => {}
             }
+            read_side.publish_due(ingestor.tracker(), Instant::now());
             if !out.is_empty() || !acks.is_empty() {
                 let msg = WriterMsg::Batch {
                     output: out,
@@ -1062,11 +1096,24 @@ mod tests {
 
     // ----- the event outbox ---------------------------------------------------------------
 
-    /// Records what the outbox publishes. Refuses the event `refuse` and stops the outbox
-    /// there, as a shutdown while the broker is away does.
+    /// How the recording broker treats the outbox.
+    #[derive(Clone, Copy)]
+    enum Broker<'a> {
+        /// Takes every event.
+        Up,
+        /// Refuses this event, and the outbox is stopped there (a shutdown while the broker
+        /// is away).
+        RefusesAndStops(&'a Event),
+        /// Never answers for this event, and the process dies there (kill -9).
+        HangsAt(&'a Event),
+    }
+
+    /// Records what the outbox publishes (and, for [`Broker::HangsAt`], the event it hangs
+    /// on).
     struct Recorder {
         sent: mpsc::UnboundedSender<Event>,
         refuse: Option<(String, CancellationToken)>,
+        hang: Option<String>,
     }
 
     impl outbox::EventPublisher for Recorder {
@@ -1078,7 +1125,11 @@ mod tests {
                 stop.cancel();
                 return Err(MqttError::Closed);
             }
+            let hang = self.hang.as_ref() == Some(&e.id);
             let _ = self.sent.send(e);
+            if hang {
+                std::future::pending::<()>().await;
+            }
             Ok(())
         }
     }
@@ -1097,18 +1148,25 @@ mod tests {
     }
 
     /// Runs the outbox over the store in `dir` (a fresh connection: a restart) until it has
-    /// published `expect` events, then stops it; returns their ids and the saved cursor.
-    /// `refuse` names an event the broker refuses, which stops the outbox instead.
+    /// published `expect` events, then stops it (or kills it, for [`Broker::HangsAt`]);
+    /// returns their ids and the saved cursor.
     async fn outbox_run(
         dir: &std::path::Path,
         expect: usize,
-        refuse: Option<&Event>,
+        broker: Broker<'_>,
     ) -> (Vec<String>, i64) {
         let (sent, mut got) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let recorder = Recorder {
             sent,
-            refuse: refuse.map(|e| (e.id.clone(), stop.clone())),
+            refuse: match broker {
+                Broker::RefusesAndStops(e) => Some((e.id.clone(), stop.clone())),
+                _ => None,
+            },
+            hang: match broker {
+                Broker::HangsAt(e) => Some(e.id.clone()),
+                _ => None,
+            },
         };
         let task = tokio::spawn(outbox::run(
             Store::open(dir).unwrap(),
@@ -1121,8 +1179,13 @@ mod tests {
         for _ in 0..expect {
             ids.push(got.recv().await.unwrap().id);
         }
-        stop.cancel();
-        task.await.unwrap();
+        if let Broker::HangsAt(_) = broker {
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+        } else {
+            stop.cancel();
+            task.await.unwrap();
+        }
         // nothing else went out before it stopped
         assert!(got.try_recv().is_err());
         (
@@ -1145,7 +1208,7 @@ mod tests {
         // An earlier run had the first two confirmed.
         store.set_cursor(outbox::CURSOR, 2).unwrap();
 
-        assert_eq!(outbox_run(dir, 3, None).await, (ids(2..5), 5));
+        assert_eq!(outbox_run(dir, 3, Broker::Up).await, (ids(2..5), 5));
 
         // While it is down: a re-derived event (ignored, but it spends a seq) and new ones.
         store.commit(&[], &e[..1]).unwrap();
@@ -1153,8 +1216,27 @@ mod tests {
         assert_eq!(c.last_event_seq, 9);
         // The broker refuses e[6] and the outbox is stopped there: e[5] went out and is not
         // sent again; e[6] and e[7] wait for the next start.
-        assert_eq!(outbox_run(dir, 1, Some(&e[6])).await, (ids(5..6), 7));
-        assert_eq!(outbox_run(dir, 2, None).await, (ids(6..8), 9));
-        assert_eq!(outbox_run(dir, 0, None).await, (vec![], 9));
+        let refused = Broker::RefusesAndStops(&e[6]);
+        assert_eq!(outbox_run(dir, 1, refused).await, (ids(5..6), 7));
+        assert_eq!(outbox_run(dir, 2, Broker::Up).await, (ids(6..8), 9));
+        assert_eq!(outbox_run(dir, 0, Broker::Up).await, (vec![], 9));
+    }
+
+    #[tokio::test]
+    async fn an_outbox_killed_mid_page_skips_nothing_after_the_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let e: Vec<Event> = (0..5).map(numbered).collect();
+        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+            e[range].iter().map(|e| e.id.clone()).collect()
+        };
+        Store::open(dir).unwrap().commit(&[], &e).unwrap();
+        // Killed while e[2] is being handed over: the page is not marked done ...
+        assert_eq!(
+            outbox_run(dir, 3, Broker::HangsAt(&e[2])).await,
+            (ids(0..3), 0)
+        );
+        // ... so it all goes again (at least once: consumers drop ids they have seen).
+        assert_eq!(outbox_run(dir, 5, Broker::Up).await, (ids(0..5), 5));
     }
 }

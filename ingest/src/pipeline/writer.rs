@@ -257,19 +257,42 @@ mod tests {
     #[test]
     fn each_batch_is_readable_from_another_connection_when_its_acks_are_released() {
         let mut h = Harness::start();
+        let conn = h.connection();
         let reader = Store::open_reader(&h.dir).unwrap();
-        let devices = ["d0", "d1", "d2", "d3"];
-        for (ack, d) in devices.iter().enumerate() {
+        // The store refuses each batch's first commit: the writer then holds the batch until
+        // the test lets it retry, so the test looks while the commit is known not to have
+        // happened. Acks released before the commit would be here already.
+        for (ack, d) in ["d0", "d1", "d2"].into_iter().enumerate() {
+            refuse_writes(&conn);
             h.send(batch(d, ack as u32));
-        }
-        for (ack, d) in devices.iter().enumerate() {
+            h.failures.recv().unwrap();
+            assert!(
+                h.durable.try_recv().is_err(),
+                "{d}: released before its commit"
+            );
+            assert_eq!(stored(&reader, d), (0, vec![]));
+            accept_writes(&conn);
+            h.retry.send(()).unwrap();
             let released = h.durable.blocking_recv().unwrap();
-            assert_eq!(released.acks, [ack as u32], "acks come back in batch order");
-            // At the moment of release, the batch is committed: another connection sees
-            // its readings and its event.
+            assert_eq!(released.acks, [ack as u32]);
+            // At the moment of release another connection sees the readings and the event.
             assert_eq!(stored(&reader, d), (2, vec![event(d, NOW).id]), "{d}");
         }
-        assert_eq!(h.metrics.commits.get(), 4);
+        // And with no refusal, several batches queued at once.
+        let devices = ["d3", "d4", "d5", "d6"];
+        for (i, d) in devices.iter().enumerate() {
+            h.send(batch(d, 3 + i as u32));
+        }
+        for (i, d) in devices.iter().enumerate() {
+            let released = h.durable.blocking_recv().unwrap();
+            assert_eq!(
+                released.acks,
+                [3 + i as u32],
+                "acks come back in batch order"
+            );
+            assert_eq!(stored(&reader, d), (2, vec![event(d, NOW).id]), "{d}");
+        }
+        assert_eq!(h.metrics.commits.get(), 7);
         drop(h.stop());
     }
 
