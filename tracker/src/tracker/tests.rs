@@ -1475,3 +1475,94 @@ fn a_seq_repeated_at_a_new_ts_is_never_a_duplicate_with_or_without_seqs_around_i
         Applied::Current
     );
 }
+
+// ----- speed derived from fixes ---------------------------------------------------------------
+
+/// A shipment S1 on device t1 with an 80 km/h limit.
+fn limited_to_80() -> Tracker {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        None,
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.max_speed_kmh = Some(80.0);
+    tr.upsert_shipment(T, def).unwrap();
+    tr
+}
+
+/// Degrees of longitude for `m` metres east at 41N.
+fn east_deg(m: f64) -> f64 {
+    m / geodesy::metres_per_degree(41.0).0
+}
+
+#[test]
+fn a_truck_that_reports_no_speed_is_timed_between_its_fixes() {
+    let mut tr = limited_to_80();
+    assert!(apply(&mut tr, "t1", fix(123.0, 41.0, 0)).is_empty());
+    // 1 km in 30 s: 120 km/h.
+    let ev = apply(&mut tr, "t1", fix(123.0 + east_deg(1_000.0), 41.0, 30));
+    let over: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventType::DeviceOverspeed)
+        .collect();
+    assert_eq!(over.len(), 1, "{:?}", kinds(&ev));
+    let kmh = over[0].data["speed_kmh"].as_f64().unwrap();
+    assert!((kmh - 120.0).abs() < 1.0, "{kmh} km/h");
+}
+
+#[test]
+fn fixes_under_five_seconds_apart_give_no_speed_but_five_seconds_do() {
+    let mut tr = limited_to_80();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    // GPS jitter: 200 m in 4 s would be 180 km/h.
+    let ev = apply(&mut tr, "t1", fix(123.0 + east_deg(200.0), 41.0, 4));
+    assert!(
+        ev.iter().all(|e| e.kind != EventType::DeviceOverspeed),
+        "{:?}",
+        kinds(&ev)
+    );
+    // 150 m in exactly 5 s: 108 km/h.
+    let ev = apply(&mut tr, "t1", fix(123.0 + east_deg(350.0), 41.0, 9));
+    let over: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventType::DeviceOverspeed)
+        .collect();
+    assert_eq!(over.len(), 1, "{:?}", kinds(&ev));
+    let kmh = over[0].data["speed_kmh"].as_f64().unwrap();
+    assert!((kmh - 108.0).abs() < 1.0, "{kmh} km/h");
+}
+
+#[test]
+fn for_its_first_two_minutes_a_trucks_speed_is_blended_with_the_default() {
+    let mut tr = tracker();
+    tr.upsert_shipment(
+        T,
+        shipment(
+            "S1",
+            None,
+            Place::Point {
+                lon: 124.0,
+                lat: 41.0,
+            },
+        ),
+    )
+    .unwrap();
+    // 100 km/h reported for 50 s (5 intervals of 10 s): weight 50/120 on the measured speed,
+    // the rest on the 50 km/h default.
+    for i in 0..=5 {
+        let lon = 123.0 + east_deg(100.0 / 3.6 * (i * 10) as f64);
+        apply(&mut tr, "t1", fix(lon, 41.0, i * 10).with_speed(100.0));
+    }
+    let eta = tr.shipment_eta(T, "S1").unwrap();
+    let planned_kmh = eta.remaining_m / eta.remaining_s * 3.6;
+    let w = 50.0 / 120.0;
+    let expected = w * 100.0 + (1.0 - w) * 50.0;
+    assert!(
+        (planned_kmh - expected).abs() < 0.01,
+        "{planned_kmh} vs {expected}"
+    );
+}
