@@ -140,7 +140,13 @@ impl ApiState {
         self.inner.events.subscribe()
     }
 
-    /// Runs `f` on the live ingestor (and its tracker) between batches.
+    /// The latest published view of the live state: reads never wait for the pipeline.
+    pub(crate) fn live(&self) -> Arc<landport_tracker::LiveView> {
+        self.inner.tracker.live()
+    }
+
+    /// Runs `f` on the live ingestor (and its tracker) between batches: for commands (writes)
+    /// only; reads go to [`ApiState::live`].
     pub(crate) async fn tracker<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Ingestor) -> R + Send + 'static,

@@ -2,6 +2,7 @@
 //! live state from the tracker.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -102,8 +103,8 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response,
     let scope = caller.scope().map(str::to_owned);
     let sc = scope.clone();
     let registry = s.read(move |st| st.list_devices(sc.as_deref())).await?;
-    let live = live_devices(&s, scope).await?;
-    let mut all: BTreeMap<(String, String), (Option<DeviceRecord>, Option<DeviceView>)> =
+    let live = live_devices(&s, scope);
+    let mut all: BTreeMap<(String, String), (Option<DeviceRecord>, Option<Arc<DeviceView>>)> =
         BTreeMap::new();
     for r in registry {
         let key = (r.tenant.clone(), r.id.clone());
@@ -115,33 +116,28 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response,
     }
     let devices: Vec<_> = all
         .iter()
-        .map(|((t, id), (r, v))| device_json(t, id, r.as_ref(), v.as_ref()))
+        .map(|((t, id), (r, v))| device_json(t, id, r.as_ref(), v.as_deref()))
         .collect();
     Ok(axum::Json(json!({ "devices": devices })).into_response())
 }
 
-/// Live views of the devices of `scope` (`None` = every tenant), with their tenant.
-pub(crate) async fn live_devices(
-    s: &ApiState,
-    scope: Option<String>,
-) -> Result<Vec<(String, DeviceView)>, ApiError> {
-    s.tracker(move |ing| {
-        let t = ing.tracker();
-        let tenants: Vec<String> = match scope {
-            Some(one) => vec![one],
-            None => t.tenants().map(str::to_owned).collect(),
-        };
-        tenants
-            .into_iter()
-            .flat_map(|ten| {
-                t.devices(&ten)
-                    .into_iter()
-                    .map(move |v| (ten.clone(), v))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    })
-    .await
+/// Live views of the devices of `scope` (`None` = every tenant), with their tenant, from the
+/// read side.
+fn live_devices(s: &ApiState, scope: Option<String>) -> Vec<(String, Arc<DeviceView>)> {
+    let live = s.live();
+    let tenants: Vec<String> = match scope {
+        Some(one) => vec![one],
+        None => live.tenants().map(str::to_owned).collect(),
+    };
+    tenants
+        .into_iter()
+        .flat_map(|ten| {
+            live.devices(&ten)
+                .into_iter()
+                .map(move |v| (ten.clone(), v))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Registers a device (telemetry from it is accepted from then on): 201 with the device.
@@ -234,8 +230,7 @@ async fn load(
 ) -> Result<(Option<DeviceRecord>, Option<DeviceView>), ApiError> {
     let (t, i) = (tenant.to_owned(), id.to_owned());
     let reg = s.read(move |st| st.get_device(&t, &i)).await?;
-    let (t, i) = (tenant.to_owned(), id.to_owned());
-    let live = s.tracker(move |ing| ing.tracker().device(&t, &i)).await?;
+    let live = s.live().device(tenant, id).map(|d| (*d).clone());
     Ok((reg, live))
 }
 

@@ -223,17 +223,13 @@ pub async fn devices_inside(
     if s.read(move |st| st.get_geofence(&t, &i)).await?.is_none() {
         return Err(ApiError::not_found("geofence", id));
     }
-    let (t, i) = (tenant.clone(), id);
-    let live = s
-        .tracker(move |ing| {
-            let tr = ing.tracker();
-            tr.devices_in_geofence(&t, &i)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|d| tr.device(&t, d))
-                .collect::<Vec<_>>()
-        })
-        .await?;
+    let view = s.live();
+    let live: Vec<_> = view
+        .devices_in_geofence(&tenant, &id)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| view.device(&tenant, d))
+        .collect();
     let scope = tenant.clone();
     let registry = s.read(move |st| st.list_devices(Some(&scope))).await?;
     let devices: Vec<_> = live

@@ -2,6 +2,7 @@
 //! `GET /v1/devices/nearby?lat=&lon=&radius_m=&limit=`, both from the tracker's spatial index.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -84,12 +85,8 @@ pub async fn positions(
             ApiError::bad_request("bbox=minLon,minLat,maxLon,maxLat is required")
         })?)?;
     let scope = caller.scope().map(str::to_owned);
-    let found = s
-        .tracker(move |ing| {
-            let t = ing.tracker();
-            per_tenant(t, scope, |ten| t.in_bbox(ten, bbox))
-        })
-        .await?;
+    let live = s.live();
+    let found = per_tenant(&live, scope, |ten| live.in_bbox(ten, bbox));
     let features: Vec<PositionFeature<'_>> = found
         .iter()
         .filter_map(|(tenant, d)| PositionFeature::new(tenant, d))
@@ -177,7 +174,7 @@ impl<'a> PositionFeature<'a> {
 
 /// Runs `f` for the scope's tenant, or every tenant the tracker knows.
 fn per_tenant<T>(
-    t: &landport_tracker::Tracker,
+    t: &landport_tracker::LiveView,
     scope: Option<String>,
     f: impl Fn(&str) -> Vec<T>,
 ) -> Vec<(String, T)> {
@@ -249,12 +246,9 @@ pub async fn nearby(
     }
     let scope = caller.scope().map(str::to_owned);
     let sc = scope.clone();
-    let mut found: Vec<(String, (DeviceView, f64))> = s
-        .tracker(move |ing| {
-            let t = ing.tracker();
-            per_tenant(t, sc, |ten| t.nearby(ten, lon, lat, radius_m, limit))
-        })
-        .await?;
+    let live = s.live();
+    let mut found: Vec<(String, (Arc<DeviceView>, f64))> =
+        per_tenant(&live, sc, |ten| live.nearby(ten, lon, lat, radius_m, limit));
     // Across tenants (admin), merge and cut again.
     found.sort_by(|a, b| a.1.1.total_cmp(&b.1.1));
     found.truncate(limit);

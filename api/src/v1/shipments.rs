@@ -240,9 +240,7 @@ async fn live_state(
     tenant: &str,
     id: &str,
 ) -> Result<Option<ShipmentState>, ApiError> {
-    let (t, i) = (tenant.to_owned(), id.to_owned());
-    s.tracker(move |ing| ing.tracker().shipment(&t, &i).cloned())
-        .await
+    Ok(s.live().shipment(tenant, id).map(|v| v.state.clone()))
 }
 
 /// `{"shipments": [...]}`, by tenant and id.
@@ -268,17 +266,11 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response,
         .iter()
         .map(|r| (r.tenant.clone(), r.def.id.clone()))
         .collect();
-    let live: Vec<Option<ShipmentState>> = s
-        .tracker(move |ing| {
-            keys.iter()
-                .map(|(t, i)| ing.tracker().shipment(t, i).cloned())
-                .collect()
-        })
-        .await?;
+    let view = s.live();
     let out: Vec<_> = recs
         .iter()
-        .zip(&live)
-        .map(|(r, l)| shipment_json(r, l.as_ref()))
+        .zip(&keys)
+        .map(|(r, (t, i))| shipment_json(r, view.shipment(t, i).map(|v| &v.state)))
         .collect();
     Ok(axum::Json(json!({ "shipments": out })).into_response())
 }
@@ -514,16 +506,9 @@ pub async fn eta(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let (t, i) = (tenant.clone(), id.clone());
-    let (eta, status) = s
-        .tracker(move |ing| {
-            let tr = ing.tracker();
-            (
-                tr.shipment_eta(&t, &i),
-                tr.shipment(&t, &i).map(|s| s.status),
-            )
-        })
-        .await?;
+    let view = s.live();
+    let live = view.shipment(&tenant, &id);
+    let (eta, status) = (live.and_then(|v| v.eta), live.map(|v| v.state.status));
     // The tracker holds every shipment the store does (API changes reach both at once); the
     // store is asked only when it does not, for the 404 or the stored status.
     let status = match status {
@@ -605,17 +590,10 @@ pub async fn public(
         .read(move |st| st.get_shipment(&t, &i))
         .await?
         .ok_or_else(not_found)?;
-    let (t, i, dev) = (share.tenant, share.shipment, rec.def.device.clone());
-    let (state, eta, device) = s
-        .tracker(move |ing| {
-            let tr = ing.tracker();
-            (
-                tr.shipment(&t, &i).map(|s| s.status),
-                tr.shipment_eta(&t, &i),
-                tr.device(&t, &dev),
-            )
-        })
-        .await?;
+    let view = s.live();
+    let live = view.shipment(&share.tenant, &share.shipment);
+    let (state, eta) = (live.map(|v| v.state.status), live.and_then(|v| v.eta));
+    let device = view.device(&share.tenant, &rec.def.device);
     let status = state.unwrap_or(rec.status);
     let position = device.and_then(|d| {
         d.fix.map(|f| {

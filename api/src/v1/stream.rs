@@ -15,6 +15,7 @@
 //! bytes), so that a client need not wait for the first item to know the stream is open.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -158,36 +159,28 @@ impl Client {
     }
 
     /// The FeatureCollection (JSON) of devices whose live state changed since the previous
-    /// call (all of them, the first time); `Some(None)` when none changed, `None` when the
-    /// tracker is gone. The tracker compares one counter per device: a live map costs the
-    /// pipeline little while few devices move.
+    /// call (all of them, the first time); `Some(None)` when none changed. Read from the read
+    /// side (one counter per device compared), never on the pipeline's task.
     async fn changed_positions(&mut self) -> Option<Option<String>> {
-        let (scope, since) = (self.scope.clone(), self.since);
-        let (views, seq) = self
-            .state
-            .tracker(move |ing| {
-                let t = ing.tracker();
-                let tenants: Vec<String> = match scope {
-                    Some(one) => vec![one],
-                    None => t.tenants().map(str::to_owned).collect(),
+        let live = self.state.live();
+        let tenants: Vec<String> = match &self.scope {
+            Some(one) => vec![one.clone()],
+            None => live.tenants().map(str::to_owned).collect(),
+        };
+        let views: Vec<(String, Arc<DeviceView>)> = tenants
+            .into_iter()
+            .flat_map(|ten| {
+                let changed = match self.since {
+                    Some(s) => live.changed_since(&ten, s),
+                    None => live.devices(&ten),
                 };
-                let views: Vec<(String, DeviceView)> = tenants
+                changed
                     .into_iter()
-                    .flat_map(|ten| {
-                        let changed = match since {
-                            Some(s) => t.changed_since(&ten, s),
-                            None => t.devices(&ten),
-                        };
-                        changed
-                            .into_iter()
-                            .map(move |d| (ten.clone(), d))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                (views, t.change_seq())
+                    .map(move |d| (ten.clone(), d))
+                    .collect::<Vec<_>>()
             })
-            .await
-            .ok()?;
+            .collect();
+        let seq = live.seq();
         self.since = Some(seq);
         let features: Vec<PositionFeature<'_>> = views
             .iter()

@@ -91,11 +91,7 @@ pub async fn track(
         })
         .await?;
     if readings.is_empty() && !registered {
-        let (t, i) = (tenant, id.clone());
-        let live = s
-            .tracker(move |ing| ing.tracker().device(&t, &i).is_some())
-            .await?;
-        if !live {
+        if s.live().device(&tenant, &id).is_none() {
             return Err(ApiError::not_found("device", id));
         }
     }
