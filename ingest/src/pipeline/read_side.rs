@@ -3,8 +3,11 @@
 //! pipeline's task or waiting for it.
 //!
 //! The writer builds a view from the previous one (only what changed is copied, see
-//! [`Tracker::view`]) at most every [`ReadSide::every`] after readings, and at once after a
-//! command, so an API write is visible to the request that follows it. A `tokio::sync::watch`
+//! [`Tracker::view`]) after readings, and at once after a command, so an API write is visible
+//! to the request that follows it. After readings it publishes as often as it can while
+//! publishing stays under 1/[`COST_SHARE`] of the writer's time (with a few devices, after
+//! every batch, before the batch is committed: whoever sees a stored event sees its reading),
+//! and at least every `every` (100 ms by default; 100,000 devices cost about 3 ms a view). A `tokio::sync::watch`
 //! channel carries it: a reader holds its lock only to clone an `Arc`, and a reader that waits
 //! for the next view (a live stream) is woken by the publish.
 
@@ -13,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use landport_tracker::{LiveView, Tracker};
 use tokio::sync::watch;
+
+/// Publishing may take at most 1/COST_SHARE of the writer's time.
+pub const COST_SHARE: u32 = 20;
 
 /// The publishing end, owned by the single writer of the tracker.
 #[derive(Debug)]
@@ -24,6 +30,8 @@ pub struct ReadSide {
     published_at: Instant,
     /// Something changed since the current view was published.
     pending: bool,
+    /// How long building and publishing the current view took.
+    last_cost: Duration,
 }
 
 /// A reader's handle: cheap to clone, one per request or stream.
@@ -44,6 +52,7 @@ impl ReadSide {
             every,
             published_at: Instant::now(),
             pending: false,
+            last_cost: Duration::ZERO,
         }
     }
 
@@ -61,22 +70,27 @@ impl ReadSide {
 
     /// Publishes now (after an API command, so the caller's next read sees its write).
     pub fn publish(&mut self, tracker: &Tracker) {
+        let start = Instant::now();
         let prev = self.tx.borrow().clone();
-        self.tx.send_replace(Arc::new(tracker.view(&prev)));
+        let view = Arc::new(tracker.view(&prev));
+        self.tx.send_replace(view);
         self.published_at = Instant::now();
+        self.last_cost = self.published_at.duration_since(start);
         self.pending = false;
     }
 
-    /// Publishes if something changed and the current view is `every` old.
+    /// Publishes if something changed and either publishing is cheap beside the time since
+    /// the last view, or that view is `every` old.
     pub fn publish_due(&mut self, tracker: &Tracker, now: Instant) {
-        if self.pending && now.duration_since(self.published_at) >= self.every {
+        if self.due_at().is_some_and(|due| now >= due) {
             self.publish(tracker);
         }
     }
 
-    /// When a pending change must be published, if one is pending.
+    /// When a pending change is to be published, if one is pending.
     pub fn due_at(&self) -> Option<Instant> {
-        self.pending.then(|| self.published_at + self.every)
+        let wait = (self.last_cost * COST_SHARE).min(self.every);
+        self.pending.then(|| self.published_at + wait)
     }
 }
 
@@ -111,6 +125,8 @@ mod tests {
         tracker.apply(slot, &r, r.ts_ms, &mut out);
         side.mark();
         let t0 = side.published_at;
+        // As if the last view had cost 10 ms: the next waits 100 ms (`every`), not 200.
+        side.last_cost = Duration::from_millis(10);
         side.publish_due(&tracker, t0 + Duration::from_millis(99));
         assert!(
             reader.current().device("acme", "t1").is_none(),
@@ -120,6 +136,18 @@ mod tests {
         side.publish_due(&tracker, t0 + Duration::from_millis(100));
         assert!(reader.current().device("acme", "t1").is_some());
         assert_eq!(side.due_at(), None, "nothing pending");
+    }
+
+    #[test]
+    fn a_cheap_view_is_published_at_once_and_a_costly_one_waits_its_share() {
+        let tracker = Tracker::new(TrackerSettings::default());
+        let mut side = ReadSide::new(&tracker, Duration::from_millis(100));
+        let t0 = side.published_at;
+        side.mark();
+        side.last_cost = Duration::ZERO;
+        assert_eq!(side.due_at(), Some(t0), "cheap: after every batch");
+        side.last_cost = Duration::from_millis(2);
+        assert_eq!(side.due_at(), Some(t0 + Duration::from_millis(40)));
     }
 
     #[tokio::test]
