@@ -666,3 +666,123 @@ pub async fn backpressure(port: u16, client_id: &str) {
     wait_until("all PUBACKs written", || s.stats.acked() >= 1000).await;
     s.stop().await;
 }
+
+/// A TCP proxy in front of a broker that counts the PUBACKs clients send through it. A PUBACK
+/// it has counted is on the broker's socket, ahead of whatever the client sends after it (its
+/// disconnect included): for brokers that cannot be asked whether they have an ack (rumqttd).
+pub struct PubackCounter {
+    /// Where clients connect instead of the broker.
+    pub port: u16,
+    pubacks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PubackCounter {
+    /// Listens on a free loopback port and forwards each connection to `broker_port`.
+    pub async fn start(broker_port: u16) -> PubackCounter {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let pubacks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = pubacks.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                else {
+                    continue;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_broker, mut to_broker) = broker.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
+                    let _ = to_client.shutdown().await;
+                });
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut packets = PacketSplitter::default();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = from_client.read(&mut buf).await {
+                        if n == 0 || to_broker.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let forwarded = packets.complete(&buf[..n], PUBACK);
+                        counter.fetch_add(forwarded, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let _ = to_broker.shutdown().await;
+                });
+            }
+        });
+        PubackCounter {
+            port,
+            pubacks,
+            task,
+        }
+    }
+
+    /// PUBACKs forwarded to the broker so far.
+    pub fn pubacks(&self) -> u64 {
+        self.pubacks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for PubackCounter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// MQTT's packet type of PUBACK (the fixed header's high nibble).
+const PUBACK: u8 = 4;
+
+/// Splits a byte stream into MQTT packets by their fixed headers (type, remaining length).
+#[derive(Default)]
+struct PacketSplitter {
+    /// Type of the packet under way; `None` between packets.
+    kind: Option<u8>,
+    /// Remaining length read so far, and the shift of its next 7 bits; `None` once complete.
+    length: Option<(usize, u32)>,
+    /// Body bytes still to come.
+    left: usize,
+}
+
+impl PacketSplitter {
+    /// Takes the next `bytes` of the stream; returns how many packets of type `kind` ended in
+    /// them.
+    fn complete(&mut self, bytes: &[u8], kind: u8) -> u64 {
+        let mut ended = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            match (self.kind, self.length) {
+                (None, _) => {
+                    self.kind = Some(bytes[i] >> 4);
+                    self.length = Some((0, 0));
+                    i += 1;
+                }
+                (Some(_), Some((value, shift))) => {
+                    let b = bytes[i];
+                    i += 1;
+                    let value = value | (usize::from(b & 0x7f) << shift);
+                    if b & 0x80 != 0 {
+                        self.length = Some((value, shift + 7));
+                    } else {
+                        self.length = None;
+                        self.left = value;
+                    }
+                }
+                (Some(_), None) => {
+                    let take = self.left.min(bytes.len() - i);
+                    i += take;
+                    self.left -= take;
+                }
+            }
+            if self.kind.is_some() && self.length.is_none() && self.left == 0 {
+                ended += u64::from(self.kind == Some(kind));
+                self.kind = None;
+            }
+        }
+        ended
+    }
+}
