@@ -12,8 +12,8 @@ use landport_ingest::store::{Store, TelemetryRow};
 use landport_tracker::{Event, EventType, Reading};
 use serde_json::json;
 use support_influx::{
-    RunningSink, Server, commit, count, influxql, now_ms, post_v1, readings, test_config, v1,
-    wait_caught_up, wait_for,
+    RunningSink, Server, commit, count, expected_points, influxql, now_ms, points_written, post_v1,
+    readings, telemetry_points, test_config, v1, wait_caught_up, wait_for,
 };
 
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -101,10 +101,12 @@ async fn readings_and_events_arrive_with_their_tags_fields_and_time() {
     wait_caught_up(&store, CATCH_UP).await;
 
     let db = "landport_test";
-    assert_eq!(count(&url, db, "telemetry", "lat").await, 2_002);
-    assert_eq!(count(&url, db, "telemetry", "temp_c").await, 2);
-    assert_eq!(count(&url, db, "telemetry", "battery_pct").await, 2_002);
+    // Every point, with its tags and fields, and nothing else; each line written once (a
+    // second write of a point would leave the points as they are, not the server's count).
+    let sent: Vec<TelemetryRow> = special.iter().chain(&bulk).cloned().collect();
+    assert_eq!(telemetry_points(&url, db, "").await, expected_points(&sent));
     assert_eq!(count(&url, db, "events", "id").await, 2);
+    assert_eq!(points_written(&url).await, 2_004 + 2);
 
     // one point, exactly: tags (escaped on the way), every field, the time in ms
     let answer = influxql(
@@ -178,13 +180,20 @@ async fn an_outage_loses_nothing_and_every_point_arrives_once() {
     let tmp = tempfile::tempdir().unwrap();
     let mut store = Store::open(tmp.path()).unwrap();
     let base = now_ms() - 3_600_000;
-    commit(&mut store, &readings("acme", 50, 1_000, base));
+    let mut rows = readings("acme", 50, 1_000, base);
+    commit(&mut store, &rows);
     let sink = RunningSink::start(test_config(&url, v1("outage")), tmp.path());
     wait_caught_up(&store, CATCH_UP).await;
-    assert_eq!(count(&url, "outage", "telemetry", "lat").await, 1_000);
+    assert_eq!(
+        telemetry_points(&url, "outage", "").await,
+        expected_points(&rows)
+    );
+    assert_eq!(points_written(&url).await, 1_000);
 
     server.stop();
-    commit(&mut store, &readings("acme", 50, 5_000, base + 100_000));
+    let during = readings("acme", 50, 5_000, base + 100_000);
+    commit(&mut store, &during);
+    rows.extend(during);
     wait_for("failed writes", Duration::from_secs(30), || {
         let errors = sink.metrics.sink_errors.get();
         std::future::ready(if errors > 0 {
@@ -208,7 +217,16 @@ async fn an_outage_loses_nothing_and_every_point_arrives_once() {
 
     server.start();
     wait_caught_up(&store, CATCH_UP).await;
-    assert_eq!(count(&url, "outage", "telemetry", "lat").await, 6_000);
+    assert_eq!(
+        telemetry_points(&url, "outage", "").await,
+        expected_points(&rows)
+    );
+    assert_eq!(
+        points_written(&url).await,
+        5_000,
+        "since the restart: the backlog, each line once"
+    );
+    assert_eq!(sink.metrics.sink_lines.get(), 6_000);
     assert_eq!(sink.stats.dropped_rows(), 0);
     assert_eq!(sink.metrics.sink_queue_depth.get(), 0);
     sink.stop().await;
@@ -223,7 +241,8 @@ async fn a_restarted_sink_resumes_from_its_cursor_without_sending_again() {
     let tmp = tempfile::tempdir().unwrap();
     let mut store = Store::open(tmp.path()).unwrap();
     let base = now_ms() - 3_600_000;
-    commit(&mut store, &readings("acme", 20, 2_000, base));
+    let mut rows = readings("acme", 20, 2_000, base);
+    commit(&mut store, &rows);
 
     let first = RunningSink::start(test_config(&url, v1("restart")), tmp.path());
     wait_caught_up(&store, CATCH_UP).await;
@@ -231,7 +250,9 @@ async fn a_restarted_sink_resumes_from_its_cursor_without_sending_again() {
     first.stop().await;
     assert_eq!(sent_first, 2_000);
 
-    commit(&mut store, &readings("acme", 20, 1_000, base + 100_000));
+    let more = readings("acme", 20, 1_000, base + 100_000);
+    commit(&mut store, &more);
+    rows.extend(more);
     let second = RunningSink::start(test_config(&url, v1("restart")), tmp.path());
     wait_caught_up(&store, CATCH_UP).await;
     assert_eq!(
@@ -239,7 +260,11 @@ async fn a_restarted_sink_resumes_from_its_cursor_without_sending_again() {
         1_000,
         "only the new rows are sent"
     );
-    assert_eq!(count(&url, "restart", "telemetry", "lat").await, 3_000);
+    assert_eq!(
+        telemetry_points(&url, "restart", "").await,
+        expected_points(&rows)
+    );
+    assert_eq!(points_written(&url).await, 3_000, "no line sent twice");
     second.stop().await;
 }
 
@@ -271,7 +296,18 @@ async fn a_line_influxdb_refuses_is_skipped_and_the_rest_delivered() {
     let sink = RunningSink::start(config, tmp.path());
     wait_caught_up(&store, CATCH_UP).await;
     assert_eq!(sink.stats.refused_lines(), 4);
-    assert_eq!(count(&url, "poison", "telemetry", "lat").await, 996);
+    let poisoned = [17, 480, 481, 999];
+    let delivered: Vec<TelemetryRow> = (rows.iter().enumerate())
+        .filter(|(i, _)| !poisoned.contains(i))
+        .map(|(_, r)| r.clone())
+        .collect();
+    assert_eq!(
+        telemetry_points(&url, "poison", "WHERE tenant = 'acme'").await,
+        expected_points(&delivered)
+    );
+    // Each good line counted once as sent, though InfluxDB saw some twice: it writes the good
+    // lines of a body it refuses ("partial write"), and the sink sends them again while
+    // splitting the body to find the bad ones (the same values: nothing changes).
     assert_eq!(sink.metrics.sink_lines.get(), 996);
     assert!(sink.metrics.sink_errors.get() >= 4);
     sink.stop().await;
@@ -291,7 +327,8 @@ async fn the_spool_bound_gives_up_the_oldest_rows_while_influxdb_is_down() {
     let mut config = test_config(&url, v1("spool"));
     config.spool_max_bytes = 100_000;
     let sink = RunningSink::start(config, tmp.path());
-    commit(&mut store, &readings("acme", 10, 3_000, base));
+    let rows = readings("acme", 10, 3_000, base);
+    commit(&mut store, &rows);
     wait_for("rows given up", Duration::from_secs(30), || {
         let dropped = sink.stats.dropped_rows();
         std::future::ready(if dropped > 0 {
@@ -307,10 +344,11 @@ async fn the_spool_bound_gives_up_the_oldest_rows_while_influxdb_is_down() {
     wait_caught_up(&store, CATCH_UP).await;
     let dropped = sink.stats.dropped_rows();
     assert!((2_000..3_000).contains(&dropped), "{dropped}");
-    // the newest rows made it, the oldest did not
+    // the newest rows made it, the oldest did not, and none was sent twice
     assert_eq!(
-        count(&url, "spool", "telemetry", "lat").await,
-        3_000 - dropped
+        telemetry_points(&url, "spool", "").await,
+        expected_points(&rows[dropped as usize..])
     );
+    assert_eq!(points_written(&url).await, 3_000 - dropped);
     sink.stop().await;
 }

@@ -502,3 +502,111 @@ pub async fn vm_export(url: &str, selector: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// Points keyed by `(tenant, device, time in ms)`: each point's other tags and its fields by
+/// name, numbers written as `f64` (InfluxDB's JSON writes 271.0 as 271).
+pub type Points = std::collections::BTreeMap<(String, String, i64), Vec<(String, String)>>;
+
+/// What InfluxDB 1.x holds in `telemetry` of `database` (`SELECT *`, then `where`, e.g.
+/// `WHERE tenant = 'acme'`). Two writes of one (series, time) are one point here: use
+/// [`points_written`] to see a write sent twice.
+pub async fn telemetry_points(url: &str, database: &str, where_clause: &str) -> Points {
+    let answer = influxql(
+        url,
+        database,
+        &format!("SELECT * FROM telemetry {where_clause}"),
+    )
+    .await;
+    assert!(answer["results"][0]["error"].is_null(), "{answer}");
+    assert!(
+        answer["results"][0]["partial"].is_null(),
+        "a truncated answer: {answer}"
+    );
+    let mut out = Points::new();
+    let Some(series) = answer["results"][0]["series"].as_array() else {
+        return out;
+    };
+    for s in series {
+        let columns: Vec<&str> = s["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        for values in s["values"].as_array().unwrap() {
+            let (mut tenant, mut device, mut time) = (String::new(), String::new(), 0);
+            let mut rest = Vec::new();
+            for (name, v) in columns.iter().zip(values.as_array().unwrap()) {
+                match (*name, v) {
+                    (_, serde_json::Value::Null) => {}
+                    ("time", v) => time = v.as_i64().unwrap(),
+                    ("tenant", v) => tenant = v.as_str().unwrap().to_owned(),
+                    ("device", v) => device = v.as_str().unwrap().to_owned(),
+                    (name, serde_json::Value::String(s)) => rest.push((name.to_owned(), s.clone())),
+                    (name, v) => rest.push((name.to_owned(), v.as_f64().unwrap().to_string())),
+                }
+            }
+            rest.sort();
+            let key = (tenant, device, time);
+            assert!(out.insert(key.clone(), rest).is_none(), "{key:?} twice");
+        }
+    }
+    out
+}
+
+/// The points `rows` should make (SPEC 7: a row without any field makes none).
+pub fn expected_points(rows: &[TelemetryRow]) -> Points {
+    let mut out = Points::new();
+    for row in rows {
+        let r = &row.reading;
+        let fix = r.fix.as_ref();
+        let fields = [
+            ("lat", fix.map(|f| f.lat)),
+            ("lon", fix.map(|f| f.lon)),
+            ("speed_kmh", fix.and_then(|f| f.speed_kmh)),
+            ("heading_deg", fix.and_then(|f| f.heading_deg)),
+            ("accuracy_m", fix.and_then(|f| f.accuracy_m)),
+            ("temp_c", r.temp_c),
+            ("weight_kg", r.weight_kg),
+            ("battery_pct", r.battery_pct),
+        ];
+        let mut point: Vec<(String, String)> = fields
+            .iter()
+            .filter_map(|(name, v)| v.map(|v| (name.to_string(), v.to_string())))
+            .collect();
+        if point.is_empty() {
+            continue;
+        }
+        if let Some(s) = &row.shipment {
+            point.push(("shipment".into(), s.clone()));
+        }
+        point.sort();
+        let key = (row.tenant.clone(), row.device.clone(), r.ts_ms);
+        assert!(
+            out.insert(key.clone(), point).is_none(),
+            "test rows: {key:?} twice"
+        );
+    }
+    out
+}
+
+/// Points InfluxDB 1.x has taken in over HTTP since it (re)started, every write counted, a
+/// point written again included (`SHOW STATS`, httpd's `pointsWrittenOK`).
+pub async fn points_written(url: &str) -> u64 {
+    let answer = influxql(url, "_internal", "SHOW STATS FOR 'httpd'").await;
+    let series = answer["results"][0]["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no httpd stats: {answer}"));
+    series
+        .iter()
+        .map(|s| {
+            let column = s["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|c| c == "pointsWrittenOK")
+                .unwrap_or_else(|| panic!("no pointsWrittenOK: {s}"));
+            s["values"][0][column].as_u64().unwrap()
+        })
+        .sum()
+}
