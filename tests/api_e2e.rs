@@ -302,20 +302,22 @@ async fn removing_a_reefers_range_during_an_excursion_freezes_nothing() {
             (s == 200 && d["position"]["lon"] == 123.0).then_some(())
         },
     );
-    let (s, body) = http(
-        http_addr,
-        "GET",
-        "/v1/events?device=reefer-1&tenant=acme",
-        admin,
-        None,
-    );
-    assert_eq!(s, 200);
-    let types: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    // The view shows a change before its batch is stored: wait for the stored event.
+    let types = wait_for("the offline event stored", Duration::from_secs(20), || {
+        let (s, body) = http(
+            http_addr,
+            "GET",
+            "/v1/events?device=reefer-1&tenant=acme",
+            admin,
+            None,
+        );
+        let types: Vec<String> = body["events"]
+            .as_array()?
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
+        (s == 200 && !types.is_empty()).then_some(types)
+    });
     assert_eq!(
         types,
         ["device.offline"],

@@ -4,10 +4,11 @@
 //!
 //! The writer builds a view from the previous one (only what changed is copied, see
 //! [`Tracker::view`]) after readings, and at once after a command, so an API write is visible
-//! to the request that follows it. After readings it publishes as often as it can while
-//! publishing stays under 1/[`COST_SHARE`] of the writer's time (with a few devices, after
-//! every batch, before the batch is committed: whoever sees a stored event sees its reading),
-//! and at least every `every` (100 ms by default; 100,000 devices cost about 3 ms a view). A `tokio::sync::watch`
+//! to the request that follows it. After readings it publishes before each batch is committed
+//! (so whoever sees a stored event sees its reading) as long as publishing stays within
+//! 1/[`COST_SHARE`] of the writer's time (a credit that grows with time, spent by each view's
+//! cost); past that budget, at least every `every` (100 ms by default; a view of 100,000
+//! devices costs about 3 ms). A `tokio::sync::watch`
 //! channel carries it: a reader holds its lock only to clone an `Arc`, and a reader that waits
 //! for the next view (a live stream) is woken by the publish.
 
@@ -19,6 +20,8 @@ use tokio::sync::watch;
 
 /// Publishing may take at most 1/COST_SHARE of the writer's time.
 pub const COST_SHARE: u32 = 20;
+/// The most publishing credit saved up while idle: a burst of cheap views after a quiet spell.
+const CREDIT_MAX: Duration = Duration::from_millis(10);
 
 /// The publishing end, owned by the single writer of the tracker.
 #[derive(Debug)]
@@ -32,6 +35,9 @@ pub struct ReadSide {
     pending: bool,
     /// How long building and publishing the current view took.
     last_cost: Duration,
+    /// Writer time publishing may still spend, and when it was last topped up.
+    credit: Duration,
+    credit_at: Instant,
 }
 
 /// A reader's handle: cheap to clone, one per request or stream.
@@ -53,6 +59,8 @@ impl ReadSide {
             published_at: Instant::now(),
             pending: false,
             last_cost: Duration::ZERO,
+            credit: CREDIT_MAX,
+            credit_at: Instant::now(),
         }
     }
 
@@ -76,21 +84,31 @@ impl ReadSide {
         self.tx.send_replace(view);
         self.published_at = Instant::now();
         self.last_cost = self.published_at.duration_since(start);
+        self.credit = self.credit.saturating_sub(self.last_cost);
         self.pending = false;
     }
 
-    /// Publishes if something changed and either publishing is cheap beside the time since
-    /// the last view, or that view is `every` old.
+    /// Publishes if something changed and either the credit covers another view like the
+    /// last one, or the current view is `every` old.
     pub fn publish_due(&mut self, tracker: &Tracker, now: Instant) {
+        self.top_up(now);
         if self.due_at().is_some_and(|due| now >= due) {
             self.publish(tracker);
         }
     }
 
-    /// When a pending change is to be published, if one is pending.
+    fn top_up(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.credit_at) / COST_SHARE;
+        self.credit = (self.credit + earned).min(CREDIT_MAX);
+        self.credit_at = now;
+    }
+
+    /// When a pending change is to be published, if one is pending: now if the credit covers
+    /// it, else once it will have, and at the latest `every` after the current view.
     pub fn due_at(&self) -> Option<Instant> {
-        let wait = (self.last_cost * COST_SHARE).min(self.every);
-        self.pending.then(|| self.published_at + wait)
+        let short = self.last_cost.saturating_sub(self.credit);
+        let wait = (self.credit_at + short * COST_SHARE).min(self.published_at + self.every);
+        self.pending.then_some(wait)
     }
 }
 
@@ -125,8 +143,11 @@ mod tests {
         tracker.apply(slot, &r, r.ts_ms, &mut out);
         side.mark();
         let t0 = side.published_at;
-        // As if the last view had cost 10 ms: the next waits 100 ms (`every`), not 200.
+        // As if the last view had cost 10 ms with no credit left: the next waits 100 ms
+        // (`every`), not the 200 ms it would take to earn 10 ms.
         side.last_cost = Duration::from_millis(10);
+        side.credit = Duration::ZERO;
+        side.credit_at = t0;
         side.publish_due(&tracker, t0 + Duration::from_millis(99));
         assert!(
             reader.current().device("acme", "t1").is_none(),
@@ -143,11 +164,17 @@ mod tests {
         let tracker = Tracker::new(TrackerSettings::default());
         let mut side = ReadSide::new(&tracker, Duration::from_millis(100));
         let t0 = side.published_at;
+        side.credit_at = t0;
         side.mark();
-        side.last_cost = Duration::ZERO;
+        side.last_cost = Duration::from_micros(50);
         assert_eq!(side.due_at(), Some(t0), "cheap: after every batch");
-        side.last_cost = Duration::from_millis(2);
-        assert_eq!(side.due_at(), Some(t0 + Duration::from_millis(40)));
+        side.credit = Duration::from_millis(1);
+        side.last_cost = Duration::from_millis(3);
+        assert_eq!(
+            side.due_at(),
+            Some(t0 + Duration::from_millis(40)),
+            "2 ms short: 40 ms to earn them"
+        );
     }
 
     #[tokio::test]
