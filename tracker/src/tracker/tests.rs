@@ -1566,3 +1566,29 @@ fn for_its_first_two_minutes_a_trucks_speed_is_blended_with_the_default() {
         "{planned_kmh} vs {expected}"
     );
 }
+
+#[test]
+fn an_excursion_deadline_comes_before_offline_and_goes_once_it_fired() {
+    let mut tr = reefer();
+    apply(&mut tr, "t1", temp(0, -18.0));
+    apply(&mut tr, "t1", temp(60, -5.0));
+    apply(&mut tr, "t1", temp(120, -6.0));
+    // The excursion is due at 60 + 300 s, the silence at 120 + 300 s (deadlines register
+    // lazily: the first reading's offline deadline is still in the heap until it passes).
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 359_999, &mut out);
+    assert!(out.is_empty(), "{:?}", kinds(&out));
+    assert_eq!(tr.next_deadline(), Some(T0 + 360_000));
+    tr.on_timer(T0 + 360_000, &mut out);
+    assert_eq!(kinds(&out), [EventType::TemperatureExcursion]);
+    assert_eq!(out[0].ts_ms, T0 + 360_000);
+    // Fired: only the offline deadline is left.
+    assert_eq!(tr.next_deadline(), Some(T0 + 420_000));
+    out.clear();
+    tr.on_timer(T0 + 420_000, &mut out);
+    assert_eq!(kinds(&out), [EventType::DeviceOffline]);
+    assert_eq!(out[0].ts_ms, T0 + 420_000, "last reading + offline_after");
+    assert_eq!(out[0].data["last_seen"], format_rfc3339(T0 + 120_000));
+    assert_eq!(tr.stalled_timers(), 0);
+    assert_eq!(tr.next_deadline(), None);
+}
