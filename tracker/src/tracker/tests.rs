@@ -1592,3 +1592,127 @@ fn an_excursion_deadline_comes_before_offline_and_goes_once_it_fired() {
     assert_eq!(tr.stalled_timers(), 0);
     assert_eq!(tr.next_deadline(), None);
 }
+
+// ----- boundaries of the geofence and place rules ---------------------------------------------
+
+#[test]
+fn exit_reports_how_long_the_visit_lasted() {
+    let mut tr = tracker_fence_zero_confirm();
+    // First fix inside: entered at once, at T0.
+    assert_eq!(
+        kinds(&apply(&mut tr, "t1", fix(IN.0, IN.1, 0))),
+        [EventType::GeofenceEntered]
+    );
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 100));
+    // 123.0 and 123.02 lie 0.01 degrees either side of the east edge: crossing halfway.
+    let ev = apply(&mut tr, "t1", fix(123.02, 41.0, 200));
+    assert_eq!(kinds(&ev), [EventType::GeofenceExited]);
+    assert!(
+        (ev[0].ts_ms - (T0 + 150_000)).abs() <= 100,
+        "{}",
+        ev[0].ts_ms - T0
+    );
+    assert_eq!(ev[0].data["entered_at"], format_rfc3339(T0));
+    let duration_s = ev[0].data["duration_s"].as_f64().unwrap();
+    assert!(
+        (duration_s - (ev[0].ts_ms - T0) as f64 / 1000.0).abs() < 1e-9,
+        "{duration_s}"
+    );
+    assert!((duration_s - 150.0).abs() <= 0.1, "{duration_s}");
+}
+
+#[test]
+fn crossing_time_leans_towards_the_reading_nearer_the_boundary() {
+    // 0.002 degrees (~170 m) outside, then 0.01 (~840 m) inside: the crossing is about 1/6 of
+    // the way, whichever reading is nearer the edge.
+    let mut tr = tracker_fence_zero_confirm();
+    apply(&mut tr, "t1", fix(123.012, 41.0, 0));
+    let ev = apply(&mut tr, "t1", fix(123.0, 41.0, 120));
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+    let frac = (ev[0].ts_ms - T0) as f64 / 120_000.0;
+    assert!((frac - 1.0 / 6.0).abs() < 0.01, "crossing at {frac}");
+    // And on the way out: 0.01 inside, then 0.002 outside: about 5/6 of the way.
+    let ev = apply(&mut tr, "t1", fix(123.012, 41.0, 240));
+    assert_eq!(kinds(&ev), [EventType::GeofenceExited]);
+    let frac = (ev[0].ts_ms - T0 - 120_000) as f64 / 120_000.0;
+    assert!((frac - 5.0 / 6.0).abs() < 0.01, "crossing at {frac}");
+}
+
+#[test]
+fn an_accuracy_equal_to_the_distance_to_the_boundary_still_decides() {
+    // SPEC: only an accuracy that *exceeds* the distance to the boundary changes nothing.
+    let mut tr = tracker_fence_zero_confirm();
+    let fence = crate::geofence::Geofence::new(square("wh", 123.0, 41.0, 0.01)).unwrap();
+    apply(&mut tr, "t1", fix(OUT.0, OUT.1, 0));
+    let near = (123.0095, 41.0);
+    let d = fence.boundary_distance_m(near.0, near.1);
+    assert!(d > 10.0 && d < 100.0, "{d}");
+    let blurred = fix(near.0, near.1, 10).with_accuracy(d.next_up());
+    assert!(apply(&mut tr, "t1", blurred).is_empty());
+    let ev = apply(&mut tr, "t1", fix(near.0, near.1, 20).with_accuracy(d));
+    assert_eq!(kinds(&ev), [EventType::GeofenceEntered]);
+}
+
+#[test]
+fn no_dwell_before_the_visit_is_announced() {
+    // First fix inside (inside at once, announced once confirmed), then readings too blurred
+    // to confirm it, for longer than the dwell.
+    let mut tr = tracker();
+    let mut f = square("wh", 123.0, 41.0, 0.01);
+    f.dwell_seconds = Some(600);
+    tr.upsert_geofence(T, f).unwrap();
+    let mut all = apply(&mut tr, "t1", fix(IN.0, IN.1, 0));
+    for t in [300, 700, 800] {
+        all.extend(apply(
+            &mut tr,
+            "t1",
+            fix(IN.0, IN.1, t).with_accuracy(2_000.0),
+        ));
+    }
+    let mut out = Vec::new();
+    tr.on_timer(T0 + 900_000, &mut out);
+    all.extend(
+        out.into_iter()
+            .filter(|e| e.kind != EventType::DeviceOffline),
+    );
+    assert!(all.is_empty(), "{:?}", kinds(&all));
+    // A sharp reading announces the visit (from the first fix), and the dwell that is due.
+    let ev = apply(&mut tr, "t1", fix(IN.0, IN.1, 810));
+    assert_eq!(
+        kinds(&ev),
+        [EventType::GeofenceEntered, EventType::GeofenceDwell]
+    );
+    assert_eq!(ev[0].ts_ms, T0);
+    assert_eq!(ev[1].ts_ms, T0 + 600_000);
+}
+
+#[test]
+fn a_point_origin_is_left_only_after_being_there() {
+    let mut tr = tracker();
+    let def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 123.2,
+            lat: 41.0,
+        },
+    );
+    tr.upsert_shipment(T, def).unwrap();
+    // First seen 2 km from the origin, driving towards it: not a departure.
+    assert!(apply(&mut tr, "t1", fix(123.0, 41.018, 0)).is_empty());
+    assert!(apply(&mut tr, "t1", fix(123.0, 41.009, 60)).is_empty());
+    // At the dock for a while: still planned.
+    for t in [120, 180, 240] {
+        assert!(apply(&mut tr, "t1", fix(123.0, 41.001, t)).is_empty());
+    }
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::Planned
+    );
+    let ev = apply(&mut tr, "t1", fix(123.01, 41.0, 300));
+    assert_eq!(kinds(&ev), [EventType::ShipmentDeparted]);
+    assert_eq!(ev[0].ts_ms, T0 + 300_000);
+}
