@@ -21,7 +21,6 @@ use landport_ingest::pipeline::{self, IngestSettings, Pipeline, PipelineConfig};
 use landport_ingest::sink::{InfluxSink, SinkConfig, WriteApi};
 use landport_ingest::store::Store;
 use landport_ingest::topic::OwnTracksTenants;
-use landport_tracker::{EtaSettings, TrackerSettings};
 use tokio_util::sync::CancellationToken;
 
 /// Sets up `tracing` from `[log]`; `RUST_LOG` wins over `log.level`.
@@ -41,27 +40,6 @@ pub fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
-}
-
-/// The tracker's rules as configured.
-pub fn tracker_settings(config: &Config) -> TrackerSettings {
-    let t = &config.tracker;
-    TrackerSettings {
-        confirm_seconds: t.confirm_seconds,
-        offline_after_seconds: t.offline_after_seconds,
-        route_corridor_m: t.route_corridor_m,
-        max_speed_kmh: t.max_speed_kmh,
-        temp_grace_seconds: t.temp_grace_seconds,
-        weight_change_kg: t.weight_change_kg,
-        place_radius_m: t.place_radius_m,
-        eta: EtaSettings {
-            detour_factor: t.eta.detour_factor,
-            default_speed_kmh: t.eta.default_speed_kmh,
-            min_speed_kmh: t.eta.min_speed_kmh,
-            change_min_seconds: t.eta.change_min_seconds,
-            change_fraction: t.eta.change_fraction,
-        },
-    }
 }
 
 pub(crate) fn ingest_settings(config: &Config) -> IngestSettings {
@@ -115,7 +93,7 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("opening the store in {}", config.storage.path.display()))?;
     let ingestor = pipeline::recover(
         &mut store,
-        tracker_settings(&config),
+        config.tracker.clone(),
         ingest_settings(&config),
         metrics.clone(),
     )

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::validate::Problems;
 use crate::{
     AuthConfig, ConfigError, HttpConfig, InfluxDbConfig, IngestConfig, LogConfig, MapConfig,
-    MqttConfig, StorageConfig, TrackerConfig, load,
+    MqttConfig, StorageConfig, TrackerSettings, load,
 };
 
 /// The whole Landport config. Every section may be left out of the file (its defaults apply),
@@ -31,7 +31,7 @@ pub struct Config {
     /// `[log]`: logging.
     pub log: LogConfig,
     /// `[tracker]`: defaults of the event rules and the ETA model.
-    pub tracker: TrackerConfig,
+    pub tracker: TrackerSettings,
     /// `[map]`: the live map page.
     pub map: MapConfig,
 }
@@ -106,7 +106,7 @@ impl Config {
         self.auth.validate(&mut p);
         self.ingest.validate(&mut p);
         self.log.validate(&mut p);
-        self.tracker.validate(&mut p);
+        crate::sections::tracker::validate(&self.tracker, &mut p);
         self.map.validate(&mut p);
         let problems = p.into_vec();
         if problems.is_empty() {

@@ -3,7 +3,7 @@
 //! The binary loads one [`Config`] at start-up with [`Config::load`] and hands each runtime
 //! component only its own section: the API gets [`HttpConfig`], [`AuthConfig`] and
 //! [`MapConfig`], the ingestor [`MqttConfig`] and [`IngestConfig`], the store
-//! [`StorageConfig`], the sink `Option<InfluxDbConfig>`, the tracker [`TrackerConfig`], the
+//! [`StorageConfig`], the sink `Option<InfluxDbConfig>`, the tracker's own [`TrackerSettings`], the
 //! logger [`LogConfig`]. No component reads the file or the environment itself.
 //!
 //! ```toml
@@ -38,7 +38,7 @@
 //! - `error.rs`: [`ConfigError`]; `secret.rs`: [`Secret`], a string `Debug` does not print.
 //!
 //! Units are part of key names (`_seconds`, `_ms`, `_m`, `_kmh`, `_kg`, `_bytes`); sections
-//! with times also offer [`std::time::Duration`] accessors (`TrackerConfig::offline_after`).
+//! with times also offer [`std::time::Duration`] accessors (`TrackerSettings::offline_after`).
 
 mod config;
 pub mod env;
@@ -51,6 +51,7 @@ mod validate;
 pub use config::Config;
 pub use env::ENV_PREFIX;
 pub use error::{ConfigError, FieldError, SourceLocation};
+pub use landport_tracker::{EtaSettings, TrackerSettings};
 pub use secret::Secret;
 pub use sections::auth::AuthConfig;
 pub use sections::http::HttpConfig;
@@ -60,7 +61,6 @@ pub use sections::log::{LogConfig, LogFormat};
 pub use sections::map::MapConfig;
 pub use sections::mqtt::MqttConfig;
 pub use sections::storage::StorageConfig;
-pub use sections::tracker::{EtaConfig, TrackerConfig};
 
 #[cfg(test)]
 mod tests;
