@@ -1716,3 +1716,99 @@ fn a_point_origin_is_left_only_after_being_there() {
     assert_eq!(kinds(&ev), [EventType::ShipmentDeparted]);
     assert_eq!(ev[0].ts_ms, T0 + 300_000);
 }
+
+#[test]
+fn without_an_origin_moving_the_place_radius_away_from_where_it_was_first_seen_departs() {
+    // The radius set to exactly the distance of the second fix: "farther than" the radius.
+    let (start, edge) = ((123.0, 41.0), (123.0, 41.0027));
+    let mut tr = Tracker::new(TrackerSettings {
+        place_radius_m: geodesy::distance_m(start, edge),
+        ..TrackerSettings::default()
+    });
+    let def = shipment(
+        "S1",
+        None,
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    tr.upsert_shipment(T, def).unwrap();
+    assert!(apply(&mut tr, "t1", fix(start.0, start.1, 0)).is_empty());
+    assert!(apply(&mut tr, "t1", fix(123.0, 41.001, 60)).is_empty());
+    assert!(
+        apply(&mut tr, "t1", fix(edge.0, edge.1, 120)).is_empty(),
+        "exactly on the radius is not away"
+    );
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::Planned
+    );
+    let ev = apply(&mut tr, "t1", fix(123.0, 41.0028, 180));
+    assert_eq!(kinds(&ev), [EventType::ShipmentDeparted]);
+}
+
+#[test]
+fn a_point_place_includes_its_radius() {
+    let (origin, edge) = ((123.0, 41.0), (123.0, 41.0027));
+    let mut tr = Tracker::new(TrackerSettings {
+        place_radius_m: geodesy::distance_m(origin, edge),
+        ..TrackerSettings::default()
+    });
+    let def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: origin.0,
+            lat: origin.1,
+        }),
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    tr.upsert_shipment(T, def).unwrap();
+    apply(&mut tr, "t1", fix(origin.0, origin.1, 0));
+    assert!(
+        apply(&mut tr, "t1", fix(edge.0, edge.1, 60)).is_empty(),
+        "on the radius: still at the origin"
+    );
+    let ev = apply(&mut tr, "t1", fix(123.0, 41.0028, 120));
+    assert_eq!(kinds(&ev), [EventType::ShipmentDeparted]);
+}
+
+#[test]
+fn a_shipment_without_an_origin_arrives_and_says_how_late() {
+    let mut tr = tracker();
+    for (id, deadline) in [("LATE", T0 + 1_000_000), ("EARLY", T0 + 5_000_000)] {
+        let mut def = shipment(
+            id,
+            None,
+            Place::Point {
+                lon: 123.2,
+                lat: 41.0,
+            },
+        );
+        def.deadline_ms = Some(deadline);
+        tr.upsert_shipment(T, def).unwrap();
+    }
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    apply(&mut tr, "t1", fix(123.1, 41.0, 600));
+    // Far from where it was first seen, at the destination.
+    let ev = apply(&mut tr, "t1", fix(123.2, 41.001, 1_234));
+    let arrived: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventType::ShipmentArrived)
+        .map(|e| (e.shipment.clone().unwrap(), e.data["late_by_s"].clone()))
+        .collect();
+    assert_eq!(
+        arrived,
+        [
+            ("LATE".to_owned(), json!(234.0)),
+            ("EARLY".to_owned(), json!(0.0))
+        ]
+    );
+    assert_eq!(
+        tr.shipment(T, "LATE").unwrap().status,
+        ShipmentStatus::Arrived
+    );
+}
