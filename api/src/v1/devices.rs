@@ -104,8 +104,7 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response,
     let sc = scope.clone();
     let registry = s.read(move |st| st.list_devices(sc.as_deref())).await?;
     let live = live_devices(&s, scope);
-    let mut all: BTreeMap<(String, String), (Option<DeviceRecord>, Option<Arc<DeviceView>>)> =
-        BTreeMap::new();
+    let mut all: BTreeMap<(String, String), RegisteredAndLive> = BTreeMap::new();
     for r in registry {
         let key = (r.tenant.clone(), r.id.clone());
         all.entry(key).or_default().0 = Some(r);
@@ -120,6 +119,9 @@ pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response,
         .collect();
     Ok(axum::Json(json!({ "devices": devices })).into_response())
 }
+
+/// A device's registry record and live state; either may be missing.
+type RegisteredAndLive = (Option<DeviceRecord>, Option<Arc<DeviceView>>);
 
 /// Live views of the devices of `scope` (`None` = every tenant), with their tenant, from the
 /// read side.

@@ -90,10 +90,8 @@ pub async fn track(
             Ok((r, st.get_device(&t, &i)?.is_some()))
         })
         .await?;
-    if readings.is_empty() && !registered {
-        if s.live().device(&tenant, &id).is_none() {
-            return Err(ApiError::not_found("device", id));
-        }
+    if readings.is_empty() && !registered && s.live().device(&tenant, &id).is_none() {
+        return Err(ApiError::not_found("device", id));
     }
     let truncated = readings.len() == limit;
     let (coords, times): (Vec<_>, Vec<_>) = readings
