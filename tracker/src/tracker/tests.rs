@@ -1812,3 +1812,39 @@ fn a_shipment_without_an_origin_arrives_and_says_how_late() {
         ShipmentStatus::Arrived
     );
 }
+
+#[test]
+fn route_deviation_waits_for_the_confirmation_window() {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(east_route());
+    tr.upsert_shipment(T, def).unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    apply(&mut tr, "t1", fix(123.1, 41.0, 300));
+    let deviated = |ev: &[Event]| {
+        ev.iter()
+            .filter(|e| e.kind == EventType::RouteDeviated)
+            .map(|e| e.ts_ms - T0)
+            .collect::<Vec<_>>()
+    };
+    // 2.2 km off the route (the default corridor is 500 m) from t = 600 s.
+    assert!(deviated(&apply(&mut tr, "t1", fix(123.2, 41.02, 600))).is_empty());
+    assert!(
+        deviated(&apply(&mut tr, "t1", fix(123.2, 41.02, 629))).is_empty(),
+        "29 s < 30 s"
+    );
+    assert_eq!(
+        deviated(&apply(&mut tr, "t1", fix(123.2, 41.02, 630))),
+        [600_000]
+    );
+}
