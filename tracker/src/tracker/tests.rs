@@ -1848,3 +1848,60 @@ fn route_deviation_waits_for_the_confirmation_window() {
         [600_000]
     );
 }
+
+/// S1 on `east_route` with a corridor of `corridor_m`, in transit at (123.1, 41.0) at 300 s.
+fn on_the_east_route(corridor_m: f64) -> Tracker {
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 124.0,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(east_route());
+    def.route_corridor_m = Some(corridor_m);
+    tr.upsert_shipment(T, def).unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    apply(&mut tr, "t1", fix(123.1, 41.0, 300));
+    tr
+}
+
+fn route_events(ev: &[Event]) -> Vec<EventType> {
+    ev.iter()
+        .map(|e| e.kind)
+        .filter(|k| matches!(k, EventType::RouteDeviated | EventType::RouteRejoined))
+        .collect()
+}
+
+#[test]
+fn a_truck_exactly_on_the_corridor_edge_has_not_deviated() {
+    let spot = (123.2, 41.0054);
+    let edge_m = Route::new(east_route())
+        .unwrap()
+        .project(spot.0, spot.1)
+        .off_route_m;
+    let mut tr = on_the_east_route(edge_m);
+    for t in [600, 630, 700] {
+        let ev = apply(&mut tr, "t1", fix(spot.0, spot.1, t));
+        assert!(route_events(&ev).is_empty(), "{:?}", kinds(&ev));
+    }
+}
+
+#[test]
+fn a_reading_less_accurate_than_its_distance_to_the_corridor_edge_changes_nothing() {
+    // ~600 m off a 500 m corridor: 100 m beyond its edge.
+    let spot = (123.2, 41.0054);
+    let mut tr = on_the_east_route(500.0);
+    for t in [600, 630, 700] {
+        let ev = apply(&mut tr, "t1", fix(spot.0, spot.1, t).with_accuracy(150.0));
+        assert!(route_events(&ev).is_empty(), "{:?}", kinds(&ev));
+    }
+    apply(&mut tr, "t1", fix(spot.0, spot.1, 710).with_accuracy(50.0));
+    let ev = apply(&mut tr, "t1", fix(spot.0, spot.1, 740).with_accuracy(50.0));
+    assert_eq!(route_events(&ev), [EventType::RouteDeviated]);
+}
