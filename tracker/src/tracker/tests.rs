@@ -1905,3 +1905,18 @@ fn a_reading_less_accurate_than_its_distance_to_the_corridor_edge_changes_nothin
     let ev = apply(&mut tr, "t1", fix(spot.0, spot.1, 740).with_accuracy(50.0));
     assert_eq!(route_events(&ev), [EventType::RouteDeviated]);
 }
+
+#[test]
+fn a_brief_exit_from_the_corridor_is_forgotten_once_back_inside() {
+    let mut tr = on_the_east_route(500.0);
+    let mut all = Vec::new();
+    // Off at 600 s, back on the road at 610 s, off again from 640 s.
+    for (t, lat) in [(600, 41.02), (610, 41.0), (640, 41.02), (660, 41.02)] {
+        all.extend(apply(&mut tr, "t1", fix(123.2, lat, t)));
+    }
+    assert!(route_events(&all).is_empty(), "{:?}", kinds(&all));
+    let ev = apply(&mut tr, "t1", fix(123.2, 41.02, 670));
+    assert_eq!(route_events(&ev), [EventType::RouteDeviated]);
+    let deviated = ev.iter().find(|e| e.kind == EventType::RouteDeviated);
+    assert_eq!(deviated.unwrap().ts_ms, T0 + 640_000);
+}
