@@ -1047,8 +1047,13 @@ fn eta_changes(events: &[Event]) -> Vec<&Event> {
 /// minutes (speed 0: warm-up over) and then moved to `park` (~555 m north) and parked there:
 /// in transit from `DEPARTED_MS` on, with its first ETA announced.
 fn parked_in_transit(destination: (f64, f64)) -> Tracker {
+    parked_in_transit_due(destination, None)
+}
+
+/// [`parked_in_transit`] with a delivery deadline.
+fn parked_in_transit_due(destination: (f64, f64), deadline_ms: Option<TimestampMs>) -> Tracker {
     let mut tr = tracker();
-    let def = shipment(
+    let mut def = shipment(
         "S1",
         Some(Place::Point {
             lon: 123.0,
@@ -1059,6 +1064,7 @@ fn parked_in_transit(destination: (f64, f64)) -> Tracker {
             lat: destination.1,
         },
     );
+    def.deadline_ms = deadline_ms;
     tr.upsert_shipment(T, def).unwrap();
     for t in [0, 60, 120, 180] {
         assert!(apply(&mut tr, "t1", parked(123.0, 41.0, t * 1000)).is_empty());
@@ -1083,6 +1089,13 @@ fn a_parked_trucks_eta_moves_exactly_as_fast_as_time_passes() {
     let later = tr.shipment_eta(T, "S1").unwrap();
     assert_eq!(later.eta_ms - first.eta_ms, 123_457);
     assert_eq!(later.remaining_s, first.remaining_s);
+    // No route: the straight distance times the detour factor, at the 5 km/h floor.
+    let straight = geodesy::distance_m(PARK, (123.0, 41.02));
+    assert!(
+        (later.remaining_m - straight * 1.3).abs() < 1e-6,
+        "{later:?}"
+    );
+    assert!((later.remaining_s - later.remaining_m / (5.0 / 3.6)).abs() < 1e-6);
     // ~1.67 km straight x 1.3 detour at 5 km/h: about 26 minutes to go, so 10 % is under the
     // 5-minute floor and the threshold is 300 s.
     assert!(later.remaining_s > 1_000.0 && later.remaining_s < 3_000.0);
@@ -1919,4 +1932,70 @@ fn a_brief_exit_from_the_corridor_is_forgotten_once_back_inside() {
     assert_eq!(route_events(&ev), [EventType::RouteDeviated]);
     let deviated = ev.iter().find(|e| e.kind == EventType::RouteDeviated);
     assert_eq!(deviated.unwrap().ts_ms, T0 + 640_000);
+}
+
+#[test]
+fn late_risk_fires_once_the_eta_is_past_the_deadline_not_on_it() {
+    // A twin tells the ETA announced at departure; make that the deadline.
+    let twin = parked_in_transit((123.0, 41.02));
+    let deadline = twin.shipment_eta(T, "S1").unwrap().eta_ms;
+    let mut tr = parked_in_transit_due((123.0, 41.02), Some(deadline));
+    assert!(!tr.shipment(T, "S1").unwrap().late_risk, "on the deadline");
+    let ev = apply(&mut tr, "t1", parked(PARK.0, PARK.1, DEPARTED_MS + 1));
+    assert_eq!(kinds(&ev), [EventType::ShipmentLateRisk]);
+    assert_eq!(ev[0].data["late_by_s"], 0.001);
+}
+
+#[test]
+fn off_the_route_the_distance_back_to_it_counts_towards_the_eta() {
+    let mut tr = on_the_east_route(500.0);
+    let spot = (123.2, 41.02);
+    apply(&mut tr, "t1", fix(spot.0, spot.1, 600));
+    let eta = tr.shipment_eta(T, "S1").unwrap();
+    let back_m = geodesy::distance_m(spot, (123.2, 41.0));
+    let to_end_m = polyline_m(&[(123.2, 41.0), (123.5, 41.0), (124.0, 41.0)]);
+    assert_eq!(eta.method, EtaMethod::Route);
+    assert!(
+        (eta.remaining_m - (to_end_m + back_m)).abs() < 5.0,
+        "{eta:?} vs {to_end_m} + {back_m}"
+    );
+}
+
+#[test]
+fn overspeed_is_judged_against_the_tightest_limit_of_the_active_shipments() {
+    let mut tr = tracker();
+    for (id, limit) in [("LOOSE", 90.0), ("TIGHT", 70.0), ("MIDDLE", 80.0)] {
+        let mut def = shipment(
+            id,
+            None,
+            Place::Point {
+                lon: 124.0,
+                lat: 41.0,
+            },
+        );
+        def.max_speed_kmh = Some(limit);
+        tr.upsert_shipment(T, def).unwrap();
+    }
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0).with_speed(60.0));
+    let ev = apply(&mut tr, "t1", fix(123.01, 41.0, 30).with_speed(75.0));
+    let over: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventType::DeviceOverspeed)
+        .collect();
+    assert_eq!(over.len(), 1, "{:?}", kinds(&ev));
+    assert_eq!(over[0].shipment.as_deref(), Some("TIGHT"));
+    assert_eq!(over[0].data["limit_kmh"], 70.0);
+}
+
+#[test]
+fn without_shipment_or_device_limits_the_tracker_default_applies() {
+    let mut tr = Tracker::new(TrackerSettings {
+        max_speed_kmh: 100.0,
+        ..TrackerSettings::default()
+    });
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0).with_speed(95.0));
+    let ev = apply(&mut tr, "t1", fix(123.01, 41.0, 30).with_speed(105.0));
+    assert_eq!(kinds(&ev), [EventType::DeviceOverspeed]);
+    assert_eq!(ev[0].data["limit_kmh"], 100.0);
+    assert_eq!(ev[0].shipment, None);
 }
