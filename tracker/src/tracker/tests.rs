@@ -1999,3 +1999,28 @@ fn without_shipment_or_device_limits_the_tracker_default_applies() {
     assert_eq!(ev[0].data["limit_kmh"], 100.0);
     assert_eq!(ev[0].shipment, None);
 }
+
+#[test]
+fn an_overspeed_episode_lasts_until_the_speed_drops_below_the_band_under_the_limit() {
+    // Limit 80: the episode starts above 80 and ends at or under 76 (5 %, at least 2 km/h).
+    let mut tr = limited_to_80();
+    let mut fired = Vec::new();
+    for (i, v) in [80.0, 85.0, 90.0, 85.0, 88.0, 76.1, 81.0, 76.0, 80.5]
+        .into_iter()
+        .enumerate()
+    {
+        let i = i as i64;
+        let ev = apply(
+            &mut tr,
+            "t1",
+            fix(123.0 + i as f64 * 0.01, 41.0, i * 10).with_speed(v),
+        );
+        fired.extend(
+            ev.iter()
+                .filter(|e| e.kind == EventType::DeviceOverspeed)
+                .map(|e| e.data["speed_kmh"].as_f64().unwrap()),
+        );
+    }
+    // 80 is not over 80; 85 starts the episode, which 76.1 does not end and 76 does.
+    assert_eq!(fired, [85.0, 80.5]);
+}
