@@ -158,7 +158,7 @@ pub async fn run(config: Config) -> Result<()> {
         },
         metrics.clone(),
     );
-    let pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
+    let mut pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
 
     let sink_task = match &config.influxdb {
         Some(influx) => {
@@ -177,6 +177,8 @@ pub async fn run(config: Config) -> Result<()> {
     };
 
     let ready = Arc::new(AtomicBool::new(false));
+    // Cleared for good when the pipeline fails (the loop below only runs while it is up).
+    let ready_off = ready.clone();
     {
         // Readiness: connected to the broker while the pipeline runs.
         let (ready, stats, metrics, shutdown) = (
@@ -234,14 +236,24 @@ pub async fn run(config: Config) -> Result<()> {
     .merge(landport_api::web::router(map, api));
     let http_task = tokio::spawn(landport_api::serve(listener, router, shutdown.clone()));
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: flushing the pipeline");
+    let failure = supervise(wait_for_signal(), &mut pipeline_task).await;
+    match &failure {
+        None => tracing::info!("shutting down: flushing the pipeline"),
+        Some(e) => {
+            // Not ready from now on, and a non-zero exit for the supervisor to restart us:
+            // a process that no longer ingests must not look healthy.
+            ready_off.store(false, Ordering::Relaxed);
+            tracing::error!(error = %e, "the pipeline stopped; shutting down");
+        }
+    }
     shutdown.cancel();
     let _ = http_task.await;
-    match pipeline_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "pipeline stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "pipeline task failed"),
+    if failure.is_none() {
+        match pipeline_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "pipeline stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "pipeline task failed"),
+        }
     }
     // The pipeline has dropped its client handles; the source sends the last acknowledgements
     // and disconnects.
@@ -255,8 +267,34 @@ pub async fn run(config: Config) -> Result<()> {
             Err(e) => tracing::error!(error = %e, "InfluxDB sink task failed"),
         }
     }
-    tracing::info!("stopped");
-    Ok(())
+    match failure {
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Some(e) => Err(e),
+    }
+}
+
+/// Waits for the stop signal, or for the pipeline to end before it: the pipeline runs until
+/// asked to stop, so ending by itself (an error, a panic, a dead store writer) is a failure,
+/// returned as `Some`.
+async fn supervise(
+    signal: impl std::future::Future<Output = ()>,
+    pipeline: &mut tokio::task::JoinHandle<Result<(), pipeline::PipelineError>>,
+) -> Option<anyhow::Error> {
+    tokio::select! {
+        _ = signal => None,
+        end = pipeline => Some(match end {
+            Ok(Ok(())) => anyhow::anyhow!("the pipeline stopped by itself"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("the pipeline failed"),
+            Err(e) if e.is_panic() => anyhow::anyhow!(
+                "the pipeline panicked: {}",
+                pipeline::panic_message(&*e.into_panic())
+            ),
+            Err(e) => anyhow::anyhow!("the pipeline task failed: {e}"),
+        }),
+    }
 }
 
 async fn wait_for_signal() {
@@ -273,5 +311,41 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pipeline_that_panics_or_ends_by_itself_is_a_failure_and_a_signal_is_not() {
+        let mut panics: tokio::task::JoinHandle<Result<(), pipeline::PipelineError>> =
+            tokio::spawn(async { panic!("tracker bug") });
+        let e = supervise(pending(), &mut panics).await.expect("a failure");
+        assert!(e.to_string().contains("panicked: tracker bug"), "{e}");
+
+        let mut ends = tokio::spawn(async { Ok(()) });
+        let e = supervise(pending(), &mut ends).await.expect("a failure");
+        assert!(e.to_string().contains("stopped by itself"), "{e}");
+
+        let mut writer_gone = tokio::spawn(async {
+            Err(pipeline::PipelineError::WriterStopped(
+                "disk on fire".into(),
+            ))
+        });
+        let e = supervise(pending(), &mut writer_gone)
+            .await
+            .expect("a failure");
+        assert!(
+            format!("{e:#}").contains("store writer stopped: disk on fire"),
+            "{e:#}"
+        );
+
+        let mut runs = tokio::spawn(pending::<Result<(), pipeline::PipelineError>>());
+        assert!(supervise(async {}, &mut runs).await.is_none());
+        runs.abort();
     }
 }

@@ -175,6 +175,19 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("tracker snapshot: {0}")]
     Snapshot(String),
+    /// The store writer thread ended (it panicked): nothing more can be made durable, so
+    /// nothing more is acknowledged. The process should stop and be restarted.
+    #[error("the store writer stopped: {0}")]
+    WriterStopped(String),
+}
+
+/// The message of a panic payload (`panic!` with a string, or a formatted one).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
 }
 
 /// Builds the ingestor from the store: the latest snapshot, the registry, then a replay of
@@ -491,6 +504,7 @@ impl Pipeline {
                     oldest_ms: oldest.unwrap_or_else(|| clock.now_ms()),
                 };
                 if writer_tx.send(msg).await.is_err() {
+                    // The writer is gone; what it had not committed stays unacknowledged.
                     break;
                 }
             }
@@ -499,7 +513,9 @@ impl Pipeline {
                 last_snapshot = clock.now();
                 match serde_json::to_vec(&ingestor.tracker().snapshot()) {
                     Ok(bytes) => {
-                        let _ = writer_tx.send(WriterMsg::Snapshot(bytes)).await;
+                        if writer_tx.send(WriterMsg::Snapshot(bytes)).await.is_err() {
+                            break;
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, "tracker snapshot failed"),
                 }
@@ -512,16 +528,21 @@ impl Pipeline {
             }
         }
         drop(writer_tx);
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = writer.join();
+        let writer_end = tokio::task::spawn_blocking(move || {
+            let end = writer.join();
             checkpointer.stop();
+            end
         })
         .await;
         let _ = acker.await;
         outbox_notify.notify_one();
         outbox_stop.cancel();
         let _ = outbox.await;
-        Ok(())
+        match writer_end {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(panic)) => Err(PipelineError::WriterStopped(panic_message(&panic))),
+            Err(e) => Err(PipelineError::WriterStopped(e.to_string())),
+        }
     }
 }
 
