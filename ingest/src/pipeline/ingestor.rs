@@ -202,6 +202,22 @@ impl Ingestor {
 
     /// Fires what is due at `now_ms` (offline, dwell, excursions) and tidies the indexes.
     pub fn tick(&mut self, now_ms: TimestampMs, out: &mut Output) {
+        self.fire_timers(now_ms, out);
+        self.tracker.maintain();
+    }
+
+    /// Server time (epoch ms) at which [`Ingestor::fire_timers`] next has something to do.
+    pub fn next_deadline(&self) -> Option<TimestampMs> {
+        self.tracker.next_deadline()
+    }
+
+    /// Rebuilds the tracker's position indexes where that pays (call it every second or so).
+    pub fn maintain(&mut self) {
+        self.tracker.maintain();
+    }
+
+    /// Fires what is due at `now_ms`: offline, dwell, excursions.
+    pub fn fire_timers(&mut self, now_ms: TimestampMs, out: &mut Output) {
         let first = out.events.len();
         let stalled_before = self.tracker.stalled_timers();
         self.tracker.on_timer(now_ms, &mut out.events);
@@ -219,7 +235,6 @@ impl Ingestor {
         for e in &out.events[first..] {
             self.metrics.event(e.kind.as_str());
         }
-        self.tracker.maintain();
     }
 }
 

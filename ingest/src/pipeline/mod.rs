@@ -80,7 +80,8 @@ impl Clock for SystemClock {
 pub struct PipelineConfig {
     /// Most messages folded into one transaction.
     pub batch_max_messages: usize,
-    /// Timer resolution for offline/dwell/excursion events.
+    /// How often the tracker's position indexes are tidied. (Offline, dwell and excursion
+    /// timers do not wait for it: the pipeline sleeps until the tracker's next deadline.)
     pub tick: Duration,
     /// How often the tracker state is saved.
     pub snapshot_every: Duration,
@@ -433,6 +434,11 @@ impl Pipeline {
         // Set once shutdown has been asked for and a drain is on: (deadline, messages taken).
         let mut draining: Option<(Instant, u64)> = None;
         loop {
+            // The tracker's next deadline (server time) as a point on tokio's clock.
+            let timer_at = ingestor.next_deadline().map(|deadline_ms| {
+                let wait_ms = (deadline_ms - clock.now_ms()).max(0) as u64;
+                tokio::time::Instant::now() + Duration::from_millis(wait_ms)
+            });
             let mut out = Output::default();
             let mut acks = Vec::new();
             let mut oldest = None;
@@ -462,8 +468,12 @@ impl Pipeline {
                     stop = true;
                 }
                 Some(cmd) = commands.recv(), if !stop => cmd(&mut ingestor, &mut read_side),
-                _ = tick.tick(), if !stop => {
-                    ingestor.tick(clock.now_ms(), &mut out);
+                _ = tick.tick(), if !stop => ingestor.maintain(),
+                // Timers fire when due, not on the next tick: the tracker says when.
+                _ = tokio::time::sleep_until(timer_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if timer_at.is_some() && !stop =>
+                {
+                    ingestor.fire_timers(clock.now_ms(), &mut out);
                     read_side.mark();
                 }
                 // Readings applied since the last view reach readers within `every`, even
@@ -1113,6 +1123,78 @@ mod tests {
             ["recent", "probe-1", "at-next", "probe-2", "probe-3"]
         );
         p.stop().await;
+    }
+
+    /// Server time that moves with tokio's clock, so a test with paused time sees timers
+    /// where the pipeline would put them.
+    struct TokioClock {
+        start: tokio::time::Instant,
+        start_ms: TimestampMs,
+    }
+
+    impl Clock for TokioClock {
+        fn now_ms(&self) -> TimestampMs {
+            self.start_ms + self.start.elapsed().as_millis() as i64
+        }
+
+        fn now(&self) -> Instant {
+            tokio::time::Instant::now().into_std()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_fire_at_the_trackers_deadline_not_on_the_next_tick() {
+        let (_tmp, store) = store();
+        let ing = Ingestor::new(
+            Tracker::new(offline_after(5)),
+            ingest_settings(),
+            Metrics::new(),
+        );
+        let start = tokio::time::Instant::now();
+        let clock = Arc::new(TokioClock {
+            start,
+            start_ms: NOW,
+        });
+        let (source, broker, _) = MqttSource::new(MqttSourceConfig::default()).unwrap();
+        let (inbox, rx) = mpsc::channel(16);
+        let config = PipelineConfig {
+            tick: Duration::from_secs(1),
+            ..PipelineConfig::default()
+        };
+        let (p, _tracker, events) = Pipeline::new(ing, store, broker, rx, config, Metrics::new());
+        let mut events = events.subscribe();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(p.with_clock(clock.clone()).run(shutdown.clone()));
+
+        // A reading half a second in: its device goes offline 5.5 s in. A 1 s tick would
+        // notice at 6 s.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = clock.now_ms();
+        inbox
+            .send(Inbound {
+                topic: "landport/acme/t1/telemetry".into(),
+                payload: Bytes::from(format!(r#"{{"ts":{now},"lat":41.0,"lon":123.0}}"#)),
+                qos: 0,
+                ack: None,
+                received_ms: now,
+            })
+            .await
+            .unwrap();
+        let offline = loop {
+            let e = events.recv().await.unwrap();
+            if e.kind == EventType::DeviceOffline {
+                break e;
+            }
+        };
+        let fired_after = clock.now_ms() - NOW;
+        assert!(
+            (5_500..5_550).contains(&fired_after),
+            "offline fired {fired_after} ms in"
+        );
+        assert_eq!(offline.ts_ms, now + 5_000);
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        drop(source);
     }
 
     // ----- the event outbox ---------------------------------------------------------------
