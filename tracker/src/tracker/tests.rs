@@ -2024,3 +2024,83 @@ fn an_overspeed_episode_lasts_until_the_speed_drops_below_the_band_under_the_lim
     // 80 is not over 80; 85 starts the episode, which 76.1 does not end and 76 does.
     assert_eq!(fired, [85.0, 80.5]);
 }
+
+// ----- weight ----------------------------------------------------------------------------------
+
+fn weighed(t: i64, lon: f64, kg: f64) -> Reading {
+    fix(lon, 41.0, t).with_weight(kg)
+}
+
+#[test]
+fn a_weight_step_of_exactly_the_threshold_is_reported() {
+    let mut tr = tracker();
+    apply(&mut tr, "t1", weighed(0, OUT.0, 8_000.0));
+    assert!(apply(&mut tr, "t1", weighed(60, OUT.0, 8_199.9)).is_empty());
+    let ev = apply(&mut tr, "t1", weighed(120, OUT.0, 8_200.0));
+    assert_eq!(kinds(&ev), [EventType::WeightChanged]);
+    assert_eq!(ev[0].data["delta_kg"], 200.0);
+}
+
+#[test]
+fn a_weight_step_names_the_fence_where_goods_change_hands() {
+    let mut tr = tracker();
+    for (id, kind) in [
+        ("a-zone", "zone"),
+        ("b-restricted", "restricted"),
+        ("c-dock", "depot"),
+    ] {
+        let mut f = square(id, 123.0, 41.0, 0.01);
+        f.kind = kind.into();
+        f.confirm_seconds = Some(0);
+        tr.upsert_geofence(T, f).unwrap();
+    }
+    let mut f = square("0-customs", 123.3, 41.0, 0.01);
+    f.kind = "restricted".into();
+    f.confirm_seconds = Some(0);
+    tr.upsert_geofence(T, f).unwrap();
+    let mut f = square("1-lot", 123.3, 41.0, 0.01);
+    f.kind = "parking".into();
+    f.confirm_seconds = Some(0);
+    tr.upsert_geofence(T, f).unwrap();
+
+    apply(&mut tr, "t1", weighed(0, 123.0, 8_000.0));
+    let ev = apply(&mut tr, "t1", weighed(60, 123.0, 20_000.0));
+    assert_eq!(kinds(&ev), [EventType::WeightChanged]);
+    assert_eq!(ev[0].geofence.as_deref(), Some("c-dock"), "a depot first");
+    // Inside a restricted area and a parking lot: the lot, though its id sorts later.
+    apply(&mut tr, "t1", weighed(600, 123.3, 20_000.0));
+    let ev = apply(&mut tr, "t1", weighed(660, 123.3, 12_000.0));
+    let wc: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventType::WeightChanged)
+        .collect();
+    assert_eq!(wc[0].geofence.as_deref(), Some("1-lot"));
+}
+
+#[test]
+fn unloading_after_arrival_is_reported_with_the_arrived_shipment() {
+    let mut tr = tracker();
+    tr.upsert_shipment(
+        T,
+        shipment(
+            "S1",
+            Some(Place::Point {
+                lon: 123.0,
+                lat: 41.0,
+            }),
+            Place::Point {
+                lon: 123.2,
+                lat: 41.0,
+            },
+        ),
+    )
+    .unwrap();
+    apply(&mut tr, "t1", weighed(0, 123.0, 20_000.0));
+    apply(&mut tr, "t1", weighed(60, 123.1, 20_000.0));
+    let ev = apply(&mut tr, "t1", weighed(600, 123.2, 20_000.0));
+    assert!(kinds(&ev).contains(&EventType::ShipmentArrived));
+    let ev = apply(&mut tr, "t1", weighed(900, 123.2, 2_000.0));
+    assert_eq!(kinds(&ev), [EventType::WeightChanged]);
+    assert_eq!(ev[0].shipment.as_deref(), Some("S1"));
+    assert_eq!(ev[0].data["direction"], "unload");
+}
