@@ -19,8 +19,8 @@ use landport_ingest::metrics::Metrics;
 use landport_ingest::mqtt::{EmbeddedBroker, EmbeddedBrokerConfig, MqttSource, MqttSourceConfig};
 use landport_ingest::pipeline::{self, IngestSettings, Pipeline, PipelineConfig};
 use landport_ingest::sink::{InfluxSink, SinkConfig, WriteApi};
-use landport_ingest::store::Store;
 use landport_ingest::topic::OwnTracksTenants;
+use landport_store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// Sets up `tracing` from `[log]`; `RUST_LOG` wins over `log.level`.

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use landport_ingest::store::{EventFilter, Store};
+use landport_store::{EventFilter, Store};
 use landport_tracker::{Event, Reading, Tracker, TrackerSettings};
 use rumqttc::QoS;
 use support::{Landport, free_port, metric, seed_fence, wait_for, warehouse};

@@ -8,7 +8,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use landport_ingest::store::KeyHash;
+use landport_store::KeyHash;
 use serde::Deserialize;
 
 use crate::error::ApiError;

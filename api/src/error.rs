@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use landport_ingest::store::StoreError;
+use landport_store::StoreError;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 

@@ -27,7 +27,7 @@
 //! #     ready: Arc<AtomicBool>,
 //! #     tracker: landport_ingest::pipeline::TrackerHandle,
 //! #     events: tokio::sync::broadcast::Sender<Arc<landport_tracker::Event>>,
-//! # ) -> Result<axum::Router, landport_ingest::store::StoreError> {
+//! # ) -> Result<axum::Router, landport_store::StoreError> {
 //! let api = landport_api::ApiState::new(storage_path, tracker, events, admin_key)?;
 //! let router = landport_api::router_with_api(landport_api::AppState { metrics, ready }, api);
 //! # Ok(router)

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use landport_ingest::pipeline::{Ingestor, TrackerHandle};
-use landport_ingest::store::{KeyHash, Store, StoreError};
+use landport_store::{KeyHash, Store, StoreError};
 use landport_tracker::Event;
 use tokio::sync::broadcast;
 

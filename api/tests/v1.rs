@@ -929,7 +929,7 @@ async fn bad_bodies_get_json_errors_not_plain_text() {
 
 #[tokio::test]
 async fn a_track_is_the_stored_history_of_the_tenants_device() {
-    use landport_ingest::store::{Store, TelemetryRow};
+    use landport_store::{Store, TelemetryRow};
     use landport_tracker::Reading;
 
     let app = App::new().await;
@@ -1008,7 +1008,7 @@ async fn a_track_is_the_stored_history_of_the_tenants_device() {
 
 #[tokio::test]
 async fn events_are_listed_per_tenant_by_cursor_and_filters() {
-    use landport_ingest::store::Store;
+    use landport_store::Store;
     use landport_tracker::{Event, EventType};
 
     let app = App::new().await;

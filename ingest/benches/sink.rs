@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use landport_ingest::sink::line::{encode_event, encode_reading};
-use landport_ingest::store::TelemetryRow;
+use landport_store::TelemetryRow;
 use landport_tracker::{Event, EventType, Reading};
 
 const ROWS: usize = 10_000;

@@ -22,5 +22,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 pub mod sink;
-pub mod store;
 pub mod topic;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use landport_ingest::sink::line::encode_reading;
 use landport_ingest::sink::{InfluxWriter, SinkConfig};
-use landport_ingest::store::{Store, TelemetryRow};
+use landport_store::{Store, TelemetryRow};
 use landport_tracker::Reading;
 use support_influx::{RunningSink, Server, now_ms, v1};
 

@@ -398,9 +398,9 @@ pub fn warehouse() -> landport_tracker::GeofenceDef {
 /// Stores [`warehouse`] for `tenant` in `dir/data` before the service starts (the store is the
 /// registry the service loads).
 pub fn seed_fence(dir: &std::path::Path, tenant: &str) {
-    let mut store = landport_ingest::store::Store::open(&dir.join("data")).unwrap();
+    let mut store = landport_store::Store::open(&dir.join("data")).unwrap();
     store
-        .insert_geofence(&landport_ingest::store::GeofenceRecord {
+        .insert_geofence(&landport_store::GeofenceRecord {
             tenant: tenant.into(),
             def: warehouse(),
             updated_ms: 0,

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use landport_ingest::pipeline::now_ms;
-use landport_ingest::store::DeviceRecord;
+use landport_store::DeviceRecord;
 use landport_tracker::DeviceView;
 use landport_tracker::device::DeviceProfile;
 use serde::Deserialize;

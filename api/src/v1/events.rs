@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use landport_ingest::store::EventFilter;
+use landport_store::EventFilter;
 use landport_tracker::EventType;
 use serde::Deserialize;
 use serde_json::json;

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use landport_ingest::pipeline::now_ms;
-use landport_ingest::store::GeofenceRecord;
+use landport_store::GeofenceRecord;
 use serde_json::json;
 
 use super::geojson::{FeatureIn, feature};

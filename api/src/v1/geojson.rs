@@ -8,7 +8,7 @@
 //! `[lon, lat]` degrees (an altitude is ignored).
 
 use geo_types::{Coord, LineString, MultiPolygon, Point, Polygon};
-use landport_ingest::store::GeofenceRecord;
+use landport_store::GeofenceRecord;
 use landport_tracker::geofence::Geofence;
 use landport_tracker::{GeofenceDef, Shape, TrackerError};
 use serde::Deserialize;

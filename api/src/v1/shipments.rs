@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use geo_types::{Coord, LineString};
 use landport_ingest::pipeline::now_ms;
-use landport_ingest::store::{KeyHash, ShareToken, ShipmentRecord};
+use landport_store::{KeyHash, ShareToken, ShipmentRecord};
 use landport_tracker::{Eta, Place, ShipmentDef, ShipmentState, ShipmentStatus, TrackerError};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! JSON shapes shared by several endpoints: devices and times.
 
 use chrono::{DateTime, SecondsFormat};
-use landport_ingest::store::DeviceRecord;
+use landport_store::DeviceRecord;
 use landport_tracker::DeviceView;
 use serde_json::{Value, json};
 

@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use landport_ingest::store::KeyHash;
+use landport_store::KeyHash;
 use serde_json::json;
 
 use crate::error::ApiError;

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::decode::{Limits, decode};
 use crate::metrics::Metrics;
-use crate::store::TelemetryRow;
 use crate::topic::{OwnTracksTenants, TopicKind, rejected_topic};
+use landport_store::TelemetryRow;
 
 /// Bytes of a refused payload quoted in its dead letter.
 const EXCERPT_BYTES: usize = 256;

@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Inbound, MqttClient};
-use crate::store::{Checkpointer, EventFilter, Store, StoreError};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
+use landport_store::{Checkpointer, EventFilter, Store, StoreError};
 pub use read_side::{LiveReader, ReadSide};
 use retention::RetentionSchedule;
 use writer::{Durable, WriterMsg};
@@ -89,7 +89,7 @@ pub struct PipelineConfig {
     /// [`retention`]).
     pub retention: Duration,
     /// How often a background thread copies the WAL back into the database, so that commits
-    /// seldom do it themselves (see [`crate::store::Checkpointer`]).
+    /// seldom do it themselves (see [`landport_store::Checkpointer`]).
     pub checkpoint_every: Duration,
     /// On shutdown, keep taking messages until none has come for [`DRAIN_IDLE`], for at most
     /// this long. For the embedded broker, whose backlog dies with the process: with an
@@ -672,9 +672,9 @@ mod tests {
     use super::*;
     use crate::decode::Limits;
     use crate::mqtt::{MqttError, MqttSource, MqttSourceConfig};
-    use crate::store::{DeviceRecord, ShipmentRecord, TelemetryRow};
     use crate::topic::OwnTracksTenants;
     use ShipmentStatus::{Arrived, Cancelled, Delivered, InTransit, Planned};
+    use landport_store::{DeviceRecord, ShipmentRecord, TelemetryRow};
 
     const NOW: TimestampMs = 1_795_400_000_000;
     const DAY_MS: i64 = 86_400_000;

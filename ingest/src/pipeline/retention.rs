@@ -27,7 +27,7 @@ impl RetentionSchedule {
 
     /// The cutoff to prune with when a prune is due at `now` (monotonic) / `now_ms` (server
     /// time, epoch milliseconds), and `None` when not. The cutoff is `now_ms - retention`:
-    /// [`Store::prune_telemetry`](crate::store::Store::prune_telemetry) deletes what was
+    /// [`Store::prune_telemetry`](landport_store::Store::prune_telemetry) deletes what was
     /// received *before* it, so a reading received exactly at the cutoff (exactly `retention`
     /// old, not older) is kept until the next prune.
     pub fn due(&mut self, now: Instant, now_ms: TimestampMs) -> Option<TimestampMs> {

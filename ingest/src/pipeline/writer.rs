@@ -10,7 +10,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::metrics::Metrics;
 use crate::pipeline::ingestor::{DeadLetter, Output};
-use crate::store::Store;
+use landport_store::Store;
 
 /// What the pipeline sends the writer.
 #[derive(Debug)]
@@ -118,7 +118,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::{DB_FILE, EventFilter, TelemetryRow};
+    use landport_store::{DB_FILE, EventFilter, TelemetryRow};
 
     const NOW: i64 = 1_795_400_000_000;
 

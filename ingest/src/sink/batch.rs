@@ -7,7 +7,7 @@ use bytes::Bytes;
 use landport_tracker::Event;
 
 use super::line;
-use crate::store::TelemetryRow;
+use landport_store::TelemetryRow;
 
 /// Cursor of the readings delivered to InfluxDB (a telemetry rowid).
 pub const TELEMETRY_CURSOR: &str = "influx_telemetry";

@@ -19,7 +19,7 @@ use super::spool::{Backlog, rows_to_drop};
 use super::{SinkConfig, SinkError, SinkStats};
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use landport_store::{Store, StoreError};
 
 /// At most one log line per this interval for each kind of repeated problem.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -477,7 +477,7 @@ mod tests {
 
     use super::*;
     use crate::sink::batch::BatchBuilder;
-    use crate::store::TelemetryRow;
+    use landport_store::TelemetryRow;
 
     /// A server that refuses any body holding `refuse` (as InfluxDB 1.x does, after writing
     /// the other lines, saying how many it dropped when `count_dropped`), fails the first

@@ -26,7 +26,7 @@
 
 use landport_tracker::Event;
 
-use crate::store::TelemetryRow;
+use landport_store::TelemetryRow;
 
 /// Measurement of the readings.
 pub const TELEMETRY_MEASUREMENT: &str = "telemetry";

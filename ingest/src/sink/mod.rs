@@ -89,7 +89,7 @@ pub use batch::{EVENTS_CURSOR, TELEMETRY_CURSOR};
 pub use client::{InfluxWriter, WriteApi, WriteError};
 pub use driver::InfluxSink;
 
-use crate::store::StoreError;
+use landport_store::StoreError;
 
 /// Default of [`SinkConfig::batch_max_lines`].
 pub const DEFAULT_BATCH_MAX_LINES: usize = 5_000;

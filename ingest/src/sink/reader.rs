@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::SinkStats;
 use super::batch::{Batch, BatchBuilder, Stream};
 use crate::backoff::Backoff;
-use crate::store::{EventFilter, Store, StoreError};
+use landport_store::{EventFilter, Store, StoreError};
 
 /// How often the store is asked for new rows once the reader has caught up: `flush_interval`
 /// within these bounds. New rows wait at most this long before they are read (and then up to
@@ -217,7 +217,7 @@ mod tests {
     use landport_tracker::{Event, EventType};
 
     use super::*;
-    use crate::store::DB_FILE;
+    use landport_store::DB_FILE;
 
     fn event(device: &str, ts_ms: i64) -> Event {
         let data = serde_json::json!({});

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use landport_ingest::metrics::Metrics;
 use landport_ingest::sink::{InfluxSink, SinkConfig, SinkStats, WriteApi};
-use landport_ingest::store::{Store, TelemetryRow};
+use landport_store::{Store, TelemetryRow};
 use landport_tracker::Reading;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use landport_ingest::store::{EventFilter, Store, TelemetryRow};
+use landport_store::{EventFilter, Store, TelemetryRow};
 use landport_tracker::{Event, EventType, Reading};
 
 /// Set in the child's environment: the store directory.

@@ -126,7 +126,7 @@ fn run(conn: &Connection, every: Duration, stop: &(Mutex<bool>, Condvar)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::Store;
 
     fn wal_bytes(dir: &Path) -> u64 {
         std::fs::metadata(dir.join(format!("{DB_FILE}-wal")))

@@ -4,10 +4,10 @@
 //! device's readings extend its own run of the `(tenant, device, ts)` index, so a commit
 //! writes about one page (2 KiB) per distinct device to the WAL.
 //!
-//! `cargo bench -p landport-ingest --bench store`
+//! `cargo bench -p landport-store --bench store`
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use landport_ingest::store::{Store, TelemetryRow};
+use landport_store::{Store, TelemetryRow};
 use landport_tracker::{Event, EventType, Reading};
 
 const BATCH_READINGS: usize = 1_000;

@@ -1,6 +1,6 @@
 //! The store's telemetry, events, cursors and snapshots, through the public API.
 
-use landport_ingest::store::{EventFilter, PRUNE_CHUNK_ROWS, Store, TelemetryRow};
+use landport_store::{EventFilter, PRUNE_CHUNK_ROWS, Store, TelemetryRow};
 use landport_tracker::{Event, EventType, Fix, Reading};
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use landport_ingest::store::{EventFilter, Store};
+use landport_store::{EventFilter, Store};
 use landport_tracker::{Event, EventType};
 use serde_json::json;
 

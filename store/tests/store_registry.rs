@@ -2,7 +2,7 @@
 //! tokens): round trips, conflicts, and tenant isolation.
 
 use geo_types::{LineString, Point, coord};
-use landport_ingest::store::{
+use landport_store::{
     DeviceRecord, GeofenceRecord, KeyHash, ShareToken, ShipmentRecord, Store, StoreError, Tenant,
 };
 use landport_tracker::{GeofenceDef, Place, Shape, ShipmentDef, ShipmentStatus};
@@ -123,7 +123,7 @@ fn api_keys_are_found_by_hash_until_revoked() {
     assert_eq!(store.lookup_key_hash(&KeyHash::of("wrong")).unwrap(), None);
 
     // the key itself is nowhere in the file
-    let db = std::fs::read(store.dir().join(landport_ingest::store::DB_FILE)).unwrap();
+    let db = std::fs::read(store.dir().join(landport_store::DB_FILE)).unwrap();
     let wal = std::fs::read(store.dir().join("landport.db-wal")).unwrap_or_default();
     for bytes in [db, wal] {
         assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
