@@ -2104,3 +2104,15 @@ fn unloading_after_arrival_is_reported_with_the_arrived_shipment() {
     assert_eq!(ev[0].shipment.as_deref(), Some("S1"));
     assert_eq!(ev[0].data["direction"], "unload");
 }
+
+#[test]
+fn a_truck_that_left_from_exactly_the_boundary_crossed_it_at_that_reading() {
+    // The boundary counts as inside; a reading exactly on it (a corner of the square) is the
+    // last one inside, and the crossing is right there.
+    let mut tr = tracker_fence_zero_confirm();
+    apply(&mut tr, "t1", fix(IN.0, IN.1, 0));
+    assert!(apply(&mut tr, "t1", fix(123.01, 40.99, 60)).is_empty());
+    let ev = apply(&mut tr, "t1", fix(123.03, 40.98, 120));
+    assert_eq!(kinds(&ev), [EventType::GeofenceExited]);
+    assert_eq!(ev[0].ts_ms, T0 + 60_000);
+}
