@@ -1644,3 +1644,61 @@ fn next_ts() -> i64 {
         now
     }
 }
+
+/// PATCHing the route of a shipment on its way keeps it in transit and replans at once: the
+/// ETA and remaining distance follow the new route before the next reading.
+#[tokio::test]
+async fn patching_the_route_of_a_shipment_in_transit_keeps_it_in_transit_and_replans() {
+    let app = App::new().await;
+    let acme = app.tenant("acme").await;
+    let (s, _) = app
+        .call(
+            "POST",
+            "/v1/geofences",
+            Some(&acme),
+            Some(polygon_feature("depot", 123.0, 41.0)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    app.device(&acme, "truck-1").await;
+    let straight = json!({"type": "LineString", "coordinates": [[123.0, 41.0], [124.0, 41.0]]});
+    let body = json!({"id": "S1", "device": "truck-1", "origin": "depot",
+        "destination": {"lat": 41.0, "lon": 124.0}, "route": straight});
+    let (s, v) = app
+        .call("POST", "/v1/shipments", Some(&acme), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    app.fix("acme", "truck-1", 123.0, 41.0).await; // in the depot
+    app.fix("acme", "truck-1", 123.2, 41.0).await; // out of it, on the route: departed
+    let (_, v) = app.get("/v1/shipments/S1", &acme).await;
+    assert_eq!(v["status"], "in_transit", "{v}");
+    let (_, eta) = app.get("/v1/shipments/S1/eta", &acme).await;
+    assert_eq!(eta["method"], "route");
+    let before_m = eta["remaining_m"].as_f64().unwrap();
+
+    // A detour north: about 1.5x the distance left.
+    let detour = json!({"type": "LineString",
+        "coordinates": [[123.0, 41.0], [123.2, 41.0], [123.6, 41.5], [124.0, 41.0]]});
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/v1/shipments/S1",
+            Some(&acme),
+            Some(json!({"route": detour})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["status"], "in_transit",
+        "a new route does not undo the departure"
+    );
+    let (_, eta) = app.get("/v1/shipments/S1/eta", &acme).await;
+    assert_eq!(eta["status"], "in_transit");
+    assert_eq!(eta["method"], "route");
+    let after_m = eta["remaining_m"].as_f64().unwrap();
+    assert!(
+        after_m > before_m * 1.3,
+        "replanned at once: {before_m} m -> {after_m} m"
+    );
+}
