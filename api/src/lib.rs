@@ -39,6 +39,7 @@ pub mod error;
 mod openapi;
 mod state;
 mod v1;
+pub use v1::positions::positions_json;
 pub mod web;
 
 pub use error::ApiError;

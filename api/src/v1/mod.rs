@@ -11,7 +11,7 @@ mod devices;
 mod events;
 mod geofences;
 mod geojson;
-mod positions;
+pub(crate) mod positions;
 mod shipments;
 mod stream;
 mod tenants;
