@@ -39,9 +39,10 @@
 //!    produce again carry the same deterministic ids, which `INSERT OR IGNORE` drops.
 //! 3. Now and then the pipeline saves a tracker snapshot with the highest telemetry rowid it has
 //!    applied ([`Store::save_snapshot`], [`Committed::last_rowid`]). On restart it restores the
-//!    latest snapshot and replays [`Store::readings_after`] that rowid through the tracker, in
-//!    rowid order (the order they were applied in). Re-derived events are ignored by id, so no
-//!    event is lost and none appears twice with different ids.
+//!    newest snapshot that decodes ([`Store::load_snapshots`]; else the one before it, else
+//!    none, replaying every stored reading) and replays [`Store::readings_after`] its rowid
+//!    through the tracker, in rowid order (the order they were applied in). Re-derived events
+//!    are ignored by id, so no event is lost and none appears twice with different ids.
 //! 4. The InfluxDB sink and the MQTT event publisher tail `telemetry` / `events` from a
 //!    persisted cursor ([`Store::cursor`]): read a page, deliver it, and only once the far side
 //!    has confirmed it, [`Store::set_cursor`]. A crash in between delivers the page again:

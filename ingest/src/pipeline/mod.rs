@@ -27,6 +27,7 @@ pub mod read_side;
 pub mod retention;
 pub mod writer;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Inbound, MqttClient};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
-use landport_store::{Checkpointer, EventFilter, Store, StoreError};
+use landport_store::{
+    Checkpointer, EventFilter, GeofenceRecord, ShipmentRecord, Store, StoreError,
+};
 pub use read_side::{LiveReader, ReadSide};
 use retention::RetentionSchedule;
 use writer::{Durable, WriterMsg};
@@ -192,36 +195,48 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
-/// Builds the ingestor from the store: the latest snapshot, the registry, then a replay of
-/// the readings stored after the snapshot. Events the replay derives are committed (those
-/// already stored are ignored by id), so none is lost if the crash came between apply and
-/// publish.
+/// Builds the ingestor from the store: the newest snapshot that restores, the registry, then
+/// a replay of the readings stored after that snapshot. Events the replay derives are
+/// committed (those already stored are ignored by id), so none is lost if the crash came
+/// between apply and publish.
+///
+/// A snapshot that does not decode or restore (corrupt, or written by an incompatible
+/// version) is skipped with a warning for the one before it (the store keeps two); with none
+/// left, the tracker starts empty and every stored reading is replayed. Replay is
+/// deterministic, so an older starting point gives the same state and the same event ids;
+/// it only takes longer. (A full replay starts at the oldest reading retention kept: state
+/// that only older readings built is lost.)
 ///
 /// Today's `tracker_settings` replace the snapshot's. The registry is written before the
-/// tracker by every API change, so it may be newer than the snapshot: device profiles come
-/// from it, and each shipment's status is [`merge_status`] of the registry's and the
-/// snapshot's.
+/// tracker by every API change, so it may be newer than the snapshot: it is the source of
+/// truth for definitions. What it no longer holds is removed from the restored tracker (see
+/// `drop_deleted`; without `auto_register`, the replay also skips the readings of devices it
+/// no longer holds), device profiles come from it, and each shipment's status is
+/// [`merge_status`] of the registry's and the snapshot's.
 pub fn recover(
     store: &mut Store,
     tracker_settings: TrackerSettings,
     ingest: IngestSettings,
     metrics: Arc<Metrics>,
 ) -> Result<Ingestor, PipelineError> {
-    let (tracker, mut after) = match store.load_snapshot()? {
-        Some((bytes, rowid)) => {
-            let mut snap: TrackerSnapshot = serde_json::from_slice(&bytes)
-                .map_err(|e| PipelineError::Snapshot(e.to_string()))?;
-            // Settings come from today's config, not the snapshot's, and before the restore
-            // arms the timers: `set_settings` afterwards would leave every device's offline
-            // deadline at the snapshot's `offline_after_seconds`.
-            snap.settings = tracker_settings;
-            let t = Tracker::restore(snap).map_err(|e| PipelineError::Snapshot(e.to_string()))?;
-            (t, rowid)
-        }
-        None => (Tracker::new(tracker_settings), 0),
-    };
+    let (tracker, mut after) = restore_newest(store.load_snapshots()?, tracker_settings);
+    let devices = store.list_devices(None)?;
+    let geofences = store.list_geofences(None)?;
+    let shipments = store.list_shipments(None)?;
+    let registered: HashSet<(String, String)> = devices
+        .iter()
+        .map(|d| (d.tenant.clone(), d.id.clone()))
+        .collect();
+    let auto_register = ingest.auto_register;
     let mut ing = Ingestor::new(tracker, ingest, metrics);
-    for d in store.list_devices(None)? {
+    drop_deleted(
+        ing.tracker_mut(),
+        &registered,
+        &geofences,
+        &shipments,
+        auto_register,
+    );
+    for d in devices {
         ing.set_registered(&d.tenant, &d.id, true);
         // Registered after the snapshot, or changed since: the registry has the profile.
         match serde_json::from_value::<DeviceProfile>(d.profile) {
@@ -242,12 +257,12 @@ pub fn recover(
             ),
         }
     }
-    for g in store.list_geofences(None)? {
+    for g in geofences {
         if let Err(e) = ing.tracker_mut().upsert_geofence(&g.tenant, g.def) {
             tracing::warn!(tenant = g.tenant, error = %e, "stored geofence no longer loads");
         }
     }
-    for s in store.list_shipments(None)? {
+    for s in shipments {
         let (tenant, id, status) = (s.tenant.clone(), s.def.id.clone(), s.status);
         match ing.tracker_mut().upsert_shipment(&tenant, s.def) {
             Ok(()) => {
@@ -266,6 +281,12 @@ pub fn recover(
         let Some(&(last, _)) = rows.last() else { break };
         let mut events = Vec::new();
         for (_, row) in &rows {
+            // Without auto-registration, a device with no registry row had its registration
+            // deleted (see `drop_deleted`): its readings from before the deletion would bring
+            // it back. The live run forgot it at the deletion, so the replay skips them too.
+            if !auto_register && !registered.contains(&(row.tenant.clone(), row.device.clone())) {
+                continue;
+            }
             ing.replay(row, &mut events);
         }
         store.commit(&[], &events)?;
@@ -276,6 +297,135 @@ pub fn recover(
         tracing::info!(replayed, "replayed readings stored after the last snapshot");
     }
     Ok(ing)
+}
+
+/// The tracker restored from the first of `snapshots` (newest first, as
+/// [`Store::load_snapshots`] returns them) that decodes and restores, under today's
+/// `settings`, with the telemetry rowid it covers; an empty tracker and rowid 0 (replay
+/// everything) when none does. Each one skipped is logged with the reason.
+fn restore_newest(snapshots: Vec<(Vec<u8>, i64)>, settings: TrackerSettings) -> (Tracker, i64) {
+    let kept = snapshots.len();
+    for (bytes, applied_rowid) in snapshots {
+        match restore_snapshot(&bytes, settings.clone()) {
+            Ok(tracker) => return (tracker, applied_rowid),
+            Err(e) => tracing::warn!(
+                applied_rowid,
+                bytes = bytes.len(),
+                error = %e,
+                "tracker snapshot does not restore; falling back on an older one"
+            ),
+        }
+    }
+    if kept > 0 {
+        tracing::warn!(
+            kept,
+            "no tracker snapshot restores; starting empty and replaying every stored reading"
+        );
+    }
+    (Tracker::new(settings), 0)
+}
+
+/// Decodes and restores one snapshot under `settings`.
+fn restore_snapshot(bytes: &[u8], settings: TrackerSettings) -> Result<Tracker, PipelineError> {
+    let mut snap: TrackerSnapshot =
+        serde_json::from_slice(bytes).map_err(|e| PipelineError::Snapshot(e.to_string()))?;
+    // Settings come from today's config, not the snapshot's, and before the restore arms the
+    // timers: `set_settings` afterwards would leave every device's offline deadline at the
+    // snapshot's `offline_after_seconds`.
+    snap.settings = settings;
+    Tracker::restore(snap).map_err(|e| PipelineError::Snapshot(e.to_string()))
+}
+
+/// Removes from a restored tracker what the registry deleted after the snapshot was taken
+/// (the API deletes from the store first, then from the live tracker, so a crash after a
+/// deletion but before the next snapshot brings the item back otherwise).
+///
+/// - Geofences and shipments exist only through the registry: any the registry lacks goes.
+/// - Devices are different: with `auto_register`, a device reporting on its tenant's topic
+///   is live without ever having a registry row, and neither the snapshot nor the registry
+///   records that a device *was* registered (the ingestor's registered set is rebuilt from
+///   the registry, and a deletion leaves no trace). So a live device without a row is
+///   dropped only when `auto_register` is off: then only registration admits readings, and a
+///   live device without a row had its registration deleted (or came in while the config
+///   still allowed auto-registration, and would now be refused: dropping it is right too).
+///   With `auto_register` on, such devices are kept: dropping them would wipe every
+///   auto-registered device's live state at each restart, and a replay from the snapshot
+///   would then fire their geofence entries again. The price is that a registered device
+///   deleted shortly before a crash reappears as an auto-registered one; telling the two
+///   apart needs the store to record deletions.
+/// - A shipment names its device before that device is registered or reports, and the
+///   tracker holds a slot for it meanwhile. Such a slot (named by a shipment the registry
+///   holds, never reported) is kept: the shipment would create it again, and each restart
+///   would leave one more removed slot in the tracker (and its snapshots). A device that
+///   has reported goes even then; loading the shipment then links it to a new, empty slot,
+///   as registering the device again would.
+fn drop_deleted(
+    tracker: &mut Tracker,
+    registered: &HashSet<(String, String)>,
+    geofences: &[GeofenceRecord],
+    shipments: &[ShipmentRecord],
+    auto_register: bool,
+) {
+    let fences: HashSet<(&str, &str)> = geofences
+        .iter()
+        .map(|g| (g.tenant.as_str(), g.def.id.as_str()))
+        .collect();
+    let defined: HashSet<(&str, &str)> = shipments
+        .iter()
+        .map(|s| (s.tenant.as_str(), s.def.id.as_str()))
+        .collect();
+    // (tenant, device) of every shipment the registry holds
+    let carriers: HashSet<(&str, &str)> = shipments
+        .iter()
+        .map(|s| (s.tenant.as_str(), s.def.device.as_str()))
+        .collect();
+    let tenants: Vec<String> = tracker.tenants().map(str::to_owned).collect();
+    for tenant in &tenants {
+        let t = tenant.as_str();
+        let gone_shipments: Vec<String> = tracker
+            .shipments(t)
+            .into_iter()
+            .map(|s| s.def.id.clone())
+            .filter(|id| !defined.contains(&(t, id.as_str())))
+            .collect();
+        let gone_fences: Vec<String> = tracker
+            .geofences(t)
+            .into_iter()
+            .map(|g| g.id.clone())
+            .filter(|id| !fences.contains(&(t, id.as_str())))
+            .collect();
+        let gone_devices: Vec<String> = if auto_register {
+            Vec::new()
+        } else {
+            tracker
+                .devices(t)
+                .into_iter()
+                .filter(|d| !registered.contains(&(tenant.clone(), d.id.clone())))
+                .filter(|d| d.last_seen_ms.is_some() || !carriers.contains(&(t, d.id.as_str())))
+                .map(|d| d.id)
+                .collect()
+        };
+        // Before the registry's shipments are loaded, which link each to its device again
+        // (`remove_device` unlinks a device's shipments).
+        for id in &gone_shipments {
+            tracker.remove_shipment(t, id);
+        }
+        for id in &gone_fences {
+            tracker.remove_geofence(t, id);
+        }
+        for id in &gone_devices {
+            tracker.remove_device(t, id);
+        }
+        if !(gone_shipments.is_empty() && gone_fences.is_empty() && gone_devices.is_empty()) {
+            tracing::info!(
+                tenant = t,
+                shipments = ?gone_shipments,
+                geofences = ?gone_fences,
+                devices = ?gone_devices,
+                "removed what the registry deleted after the snapshot"
+            );
+        }
+    }
 }
 
 /// A shipment's status after a restart, from the registry's (`stored`: the user's last word,
@@ -819,6 +969,342 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    // ----- recover: falling back on an older snapshot --------------------------------------
+
+    /// A position reading.
+    fn fix(ts_ms: TimestampMs, lon: f64, lat: f64) -> String {
+        format!(r#"{{"ts":{ts_ms},"lat":{lat},"lon":{lon}}}"#)
+    }
+
+    const OUTSIDE: (f64, f64) = (123.05, 41.0);
+    const INSIDE: (f64, f64) = (123.0, 41.0);
+
+    /// Trucks driving in and out of the yard in three stretches, with a snapshot after the
+    /// first and after the second. `replace` stands in for each snapshot's bytes, older
+    /// first (`None` keeps the real one). Returns the live ingestor as it was at the "crash".
+    fn yard_history(store: &mut Store, replace: [Option<Vec<u8>>; 2]) -> Ingestor {
+        let fence = GeofenceRecord {
+            tenant: "acme".into(),
+            def: yard(),
+            updated_ms: NOW,
+        };
+        store.insert_geofence(&fence).unwrap();
+        let mut ing = restart(store, TrackerSettings::default());
+        let stretches = [
+            [("t1", OUTSIDE), ("t2", INSIDE)],
+            [("t1", INSIDE), ("t2", OUTSIDE)],
+            [("t1", OUTSIDE), ("t3", INSIDE)],
+        ];
+        let mut replace = replace.into_iter();
+        for (i, stretch) in stretches.into_iter().enumerate() {
+            let ts = NOW + i as i64 * 60_000;
+            for (device, (lon, lat)) in stretch {
+                ingest(store, &mut ing, device, &fix(ts, lon, lat), ts);
+                ingest(
+                    store,
+                    &mut ing,
+                    device,
+                    &temp(ts + 1, 4.0 + i as f64),
+                    ts + 1,
+                );
+            }
+            if let Some(bytes) = replace.next() {
+                match bytes {
+                    Some(bytes) => {
+                        let rowid = store.telemetry_rowid_max().unwrap();
+                        store.save_snapshot(&bytes, rowid).unwrap();
+                    }
+                    None => save_snapshot(store, &ing),
+                }
+            }
+        }
+        ing
+    }
+
+    /// The tracker's devices as the API shows them, without their slots (a full replay may
+    /// number devices in another order than the live run did).
+    fn device_views(ing: &Ingestor) -> Vec<landport_tracker::DeviceView> {
+        let mut views = ing.tracker().devices("acme");
+        for v in &mut views {
+            v.slot = landport_tracker::DeviceSlot(0);
+        }
+        views
+    }
+
+    /// Every stored event id, in seq order.
+    fn event_ids(store: &Store) -> Vec<String> {
+        let events = store.events_after(&EventFilter::default(), 10_000).unwrap();
+        events.into_iter().map(|(_, e)| e.id).collect()
+    }
+
+    /// The bytes of a snapshot of `ing` from a version this build does not read: they decode,
+    /// and `Tracker::restore` refuses them.
+    fn from_another_version(ing: &Ingestor) -> Vec<u8> {
+        let mut snap = ing.tracker().snapshot();
+        snap.version += 1;
+        serde_json::to_vec(&snap).unwrap()
+    }
+
+    /// What a crash and restart after [`yard_history`] gave.
+    struct Recovered {
+        /// The live state at the crash.
+        live: Vec<landport_tracker::DeviceView>,
+        /// The state after the restart.
+        recovered: Vec<landport_tracker::DeviceView>,
+        /// The telemetry rowid the restart replayed from (0 = every reading).
+        replayed_after: i64,
+        /// Stored event ids at the crash, and after the restart.
+        events_before: Vec<String>,
+        events_after: Vec<String>,
+    }
+
+    /// Runs [`yard_history`] with the snapshot bytes `replace` makes (from a live ingestor
+    /// of the same history), crashes and restarts.
+    fn crash_and_recover(replace: impl FnOnce(&Ingestor) -> [Option<Vec<u8>>; 2]) -> Recovered {
+        let (_scratch_dir, mut scratch) = store();
+        let replace = replace(&yard_history(&mut scratch, [None, None]));
+
+        let (_tmp, mut store) = store();
+        let live = yard_history(&mut store, replace);
+        let events_before = event_ids(&store);
+        let (_, replayed_after) =
+            restore_newest(store.load_snapshots().unwrap(), TrackerSettings::default());
+        let ing = restart(&mut store, TrackerSettings::default());
+        Recovered {
+            live: device_views(&live),
+            recovered: device_views(&ing),
+            replayed_after,
+            events_before,
+            events_after: event_ids(&store),
+        }
+    }
+
+    #[test]
+    fn a_newest_snapshot_that_does_not_decode_falls_back_on_the_one_before() {
+        let good = crash_and_recover(|_| [None, None]);
+        let got = crash_and_recover(|_| [None, Some(b"{\"version\":1,\"sett".to_vec())]);
+        // the older snapshot, not a full replay
+        assert!(
+            0 < got.replayed_after && got.replayed_after < good.replayed_after,
+            "{} vs {}",
+            got.replayed_after,
+            good.replayed_after
+        );
+        assert!(
+            got.live.iter().any(|v| v.geofences == ["yard"]),
+            "{:?}",
+            got.live
+        );
+        assert_eq!(got.recovered, got.live);
+        assert_eq!(
+            got.recovered, good.recovered,
+            "as a recover from a good snapshot"
+        );
+        assert!(got.events_before.len() >= 4, "{:?}", got.events_before);
+        assert_eq!(got.events_after, got.events_before, "nothing stored twice");
+        assert_eq!(got.events_after, good.events_after);
+    }
+
+    #[test]
+    fn with_no_snapshot_that_restores_every_stored_reading_is_replayed() {
+        let good = crash_and_recover(|_| [None, None]);
+        let got = crash_and_recover(|live| {
+            [
+                Some(b"\x00garbage".to_vec()),
+                Some(from_another_version(live)),
+            ]
+        });
+        assert_eq!(got.replayed_after, 0, "a full replay");
+        assert_eq!(got.recovered, got.live);
+        assert_eq!(
+            got.recovered, good.recovered,
+            "as a recover from a good snapshot"
+        );
+        assert_eq!(got.events_after, got.events_before, "nothing stored twice");
+        assert_eq!(got.events_after, good.events_after);
+    }
+
+    #[test]
+    fn restore_newest_takes_the_first_snapshot_that_restores() {
+        let (_tmp, mut store) = store();
+        let ing = yard_history(&mut store, [None, None]);
+        let good = serde_json::to_vec(&ing.tracker().snapshot()).unwrap();
+        let settings = TrackerSettings::default;
+        let cases = [
+            (vec![(good.clone(), 7), (b"x".to_vec(), 5)], 7),
+            (vec![(b"x".to_vec(), 7), (good.clone(), 5)], 5),
+            (vec![(from_another_version(&ing), 7), (good, 5)], 5),
+            (vec![(b"x".to_vec(), 7), (b"y".to_vec(), 5)], 0),
+            (vec![], 0),
+        ];
+        for (i, (snapshots, want)) in cases.into_iter().enumerate() {
+            let (tracker, rowid) = restore_newest(snapshots, settings());
+            assert_eq!(rowid, want, "case {i}");
+            let devices = tracker.devices("acme").len();
+            assert_eq!(devices, if want == 0 { 0 } else { 3 }, "case {i}");
+        }
+    }
+
+    // ----- recover: what the registry deleted after the snapshot ---------------------------
+
+    fn shipment_to(id: &str, device: &str, fence: &str) -> ShipmentRecord {
+        ShipmentRecord {
+            tenant: "acme".into(),
+            def: ShipmentDef {
+                id: id.into(),
+                device: device.into(),
+                reference: None,
+                origin: None,
+                destination: Place::Geofence(fence.into()),
+                route: None,
+                route_corridor_m: None,
+                deadline_ms: None,
+                temp_range_c: None,
+                max_speed_kmh: None,
+            },
+            status: Planned,
+            updated_ms: NOW,
+        }
+    }
+
+    #[test]
+    fn geofences_and_shipments_deleted_after_the_last_snapshot_stay_deleted() {
+        let (_tmp, mut store) = store();
+        let mut dock = yard();
+        dock.id = "dock".into();
+        for def in [yard(), dock] {
+            let fence = GeofenceRecord {
+                tenant: "acme".into(),
+                def,
+                updated_ms: NOW,
+            };
+            store.insert_geofence(&fence).unwrap();
+        }
+        store
+            .insert_shipment(&shipment_to("S", "t1", "yard"))
+            .unwrap();
+        store
+            .insert_shipment(&shipment_to("K", "t2", "dock"))
+            .unwrap();
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        ingest(&mut store, &mut ing, "t1", &fix(NOW, 123.0, 41.0), NOW);
+        assert_eq!(ing.tracker().geofences("acme").len(), 2);
+        assert_eq!(ing.tracker().shipments("acme").len(), 2);
+        save_snapshot(&mut store, &ing);
+        // Deleted as the API does it (the store first, then the live tracker); then the
+        // crash, before the next snapshot.
+        assert!(store.delete_shipment("acme", "S").unwrap());
+        assert!(store.delete_geofence("acme", "yard").unwrap());
+        drop(ing);
+
+        let ing = restart(&mut store, TrackerSettings::default());
+        let t = ing.tracker();
+        let fences: Vec<&str> = t.geofences("acme").iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(fences, ["dock"]);
+        assert!(t.geofence("acme", "yard").is_none());
+        assert!(t.shipment("acme", "S").is_none());
+        let shipments: Vec<&str> = t
+            .shipments("acme")
+            .iter()
+            .map(|s| s.def.id.as_str())
+            .collect();
+        assert_eq!(shipments, ["K"]);
+        // t1 is inside both fences; only the one that still exists is listed.
+        assert_eq!(t.device("acme", "t1").unwrap().geofences, ["dock"]);
+    }
+
+    fn truck(id: &str) -> DeviceRecord {
+        DeviceRecord {
+            tenant: "acme".into(),
+            id: id.into(),
+            name: id.into(),
+            kind: "truck".into(),
+            profile: json!({}),
+            created_ms: NOW,
+        }
+    }
+
+    fn restart_registered_only(store: &mut Store) -> Ingestor {
+        let ingest = IngestSettings {
+            auto_register: false,
+            ..ingest_settings()
+        };
+        recover(store, TrackerSettings::default(), ingest, Metrics::new()).unwrap()
+    }
+
+    #[test]
+    fn without_auto_registration_a_device_deleted_after_the_last_snapshot_stays_deleted() {
+        let (_tmp, mut store) = store();
+        store.insert_device(&truck("gone")).unwrap();
+        store.insert_device(&truck("kept")).unwrap();
+        // planned for a truck not registered yet: the tracker holds a slot for it
+        let fence = GeofenceRecord {
+            tenant: "acme".into(),
+            def: yard(),
+            updated_ms: NOW,
+        };
+        store.insert_geofence(&fence).unwrap();
+        store
+            .insert_shipment(&shipment_to("P", "later", "yard"))
+            .unwrap();
+        let mut ing = restart_registered_only(&mut store);
+        let later_slot = ing.tracker().find_device("acme", "later").unwrap();
+        ingest(&mut store, &mut ing, "gone", &temp(NOW, 4.0), NOW);
+        ingest(&mut store, &mut ing, "kept", &temp(NOW, 4.0), NOW);
+        save_snapshot(&mut store, &ing);
+        // A reading after the snapshot: replaying it must not bring the device back either.
+        let later = NOW + 1_000;
+        ingest(&mut store, &mut ing, "gone", &temp(later, 5.0), later);
+        assert!(store.delete_device("acme", "gone").unwrap());
+        drop(ing);
+
+        let mut ing = restart_registered_only(&mut store);
+        assert!(ing.tracker().device("acme", "gone").is_none());
+        assert!(ing.tracker().device("acme", "kept").is_some());
+        // the shipment's slot is the one it had, still linked
+        let t = ing.tracker();
+        assert_eq!(t.find_device("acme", "later"), Some(later_slot));
+        assert_eq!(t.device_shipment(later_slot), Some("P"));
+        // and its readings are refused, as after the deletion
+        let mut out = Output::default();
+        let later = NOW + 2_000;
+        ing.handle(
+            "landport/acme/gone/telemetry",
+            temp(later, 5.0).as_bytes(),
+            later,
+            &mut out,
+        );
+        assert!(out.rows.is_empty());
+        assert_eq!(out.dead_letters.len(), 1);
+    }
+
+    #[test]
+    fn with_auto_registration_devices_without_a_registry_row_keep_their_live_state() {
+        let (_tmp, mut store) = store();
+        let fence = GeofenceRecord {
+            tenant: "acme".into(),
+            def: yard(),
+            updated_ms: NOW,
+        };
+        store.insert_geofence(&fence).unwrap();
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        let kinds = ingest(&mut store, &mut ing, "t9", &fix(NOW, 123.0, 41.0), NOW);
+        assert_eq!(kinds, [EventType::GeofenceEntered]);
+        save_snapshot(&mut store, &ing);
+        let before = event_ids(&store);
+        drop(ing);
+
+        let mut ing = restart(&mut store, TrackerSettings::default());
+        assert_eq!(
+            ing.tracker().device("acme", "t9").unwrap().geofences,
+            ["yard"]
+        );
+        let later = NOW + 1_000;
+        let kinds = ingest(&mut store, &mut ing, "t9", &fix(later, 123.0, 41.0), later);
+        assert_eq!(kinds, [], "still inside: no second entry");
+        assert_eq!(event_ids(&store), before);
     }
 
     // ----- the pipeline driver ------------------------------------------------------------
