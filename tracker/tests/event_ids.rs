@@ -1,0 +1,185 @@
+//! Event ids are part of the contract (SPEC section 5): a replay must give the same ids, also
+//! across releases, so consumers that stored yesterday's ids can still de-duplicate. This test
+//! pins the ids of one fixed journey that produces every event type; any change to how ids are
+//! derived (hashed fields, their order, the discriminators the rules pass) fails it.
+
+use geo_types::{LineString, MultiPolygon, Polygon};
+use landport_tracker::device::DeviceProfile;
+use landport_tracker::{
+    Event, EventType, GeofenceDef, Place, Reading, Shape, ShipmentDef, Tracker, TrackerSettings,
+};
+
+const T0: i64 = 1_795_400_000_000; // 2026-11-24 (ms)
+const T: &str = "acme";
+
+fn square(id: &str, kind: &str, lon: f64, lat: f64, dwell_seconds: Option<u32>) -> GeofenceDef {
+    let h = 0.01;
+    let ring = LineString::from(vec![
+        (lon - h, lat - h),
+        (lon + h, lat - h),
+        (lon + h, lat + h),
+        (lon - h, lat + h),
+        (lon - h, lat - h),
+    ]);
+    GeofenceDef {
+        id: id.into(),
+        name: id.to_uppercase(),
+        kind: kind.into(),
+        shape: Shape::Area(MultiPolygon(vec![Polygon::new(ring, vec![])])),
+        confirm_seconds: None,
+        dwell_seconds,
+    }
+}
+
+/// A fixed journey: loads at the origin yard (dwell, weight), warms up (excursion, recovery),
+/// drives too fast, leaves its corridor and rejoins it, stops long enough for the ETA to move
+/// past the deadline, goes silent (offline, online) and arrives.
+fn journey() -> Vec<Event> {
+    let mut tr = Tracker::new(TrackerSettings::default());
+    tr.upsert_geofence(T, square("origin", "warehouse", 123.0, 41.0, Some(60)))
+        .unwrap();
+    tr.upsert_geofence(T, square("dest", "port", 123.5, 41.0, None))
+        .unwrap();
+    tr.set_device_profile(
+        T,
+        "t1",
+        DeviceProfile {
+            temp_range_c: Some([0.0, 10.0]),
+            max_speed_kmh: None,
+        },
+    );
+    tr.upsert_shipment(
+        T,
+        ShipmentDef {
+            id: "SHP-1".into(),
+            device: "t1".into(),
+            reference: Some("PO-7".into()),
+            origin: Some(Place::Geofence("origin".into())),
+            destination: Place::Geofence("dest".into()),
+            route: Some(LineString::from(vec![(123.0, 41.0), (123.5, 41.0)])),
+            route_corridor_m: None,
+            deadline_ms: Some(T0 + 60 * 60_000),
+            temp_range_c: Some([2.0, 8.0]),
+            max_speed_kmh: Some(80.0),
+        },
+    )
+    .unwrap();
+    let slot = tr.device_slot(T, "t1");
+
+    // (seconds after T0, reading builder)
+    let mut readings: Vec<Reading> = Vec::new();
+    let at = |s: i64| Reading::at(T0 + s * 1000);
+    // In the yard: dwell, a load, a temperature excursion and its recovery.
+    for i in 0..=40 {
+        let s = i * 10;
+        let temp = if (2..=35).contains(&i) { 12.0 } else { 5.0 };
+        let weight = if i < 10 { 1_000.0 } else { 2_500.0 };
+        readings.push(
+            at(s)
+                .with_position(123.0, 41.0)
+                .with_accuracy(5.0)
+                .with_temp(temp)
+                .with_weight(weight),
+        );
+    }
+    // On the road at 100 km/h (0.02 degrees a minute), off the corridor for a while.
+    let mut s = 400;
+    let mut lon = 123.0;
+    for i in 0..12 {
+        s += 60;
+        lon += 0.02;
+        let lat = if (4..8).contains(&i) { 41.03 } else { 41.0 };
+        readings.push(at(s).with_position(lon, lat).with_speed(100.0));
+    }
+    // A long stop: the ETA slips past the deadline.
+    for _ in 0..12 {
+        s += 240;
+        readings.push(at(s).with_position(lon, 41.0).with_speed(0.0));
+    }
+    // Silence (offline), then on again to the destination.
+    s += 1_200;
+    while lon < 123.5 {
+        lon = (lon + 0.02).min(123.5);
+        readings.push(at(s).with_position(lon, 41.0).with_speed(60.0));
+        s += 72;
+    }
+    for _ in 0..3 {
+        readings.push(at(s).with_position(123.5, 41.0).with_speed(0.0));
+        s += 30;
+    }
+
+    let mut out = Vec::new();
+    for r in &readings {
+        tr.on_timer(r.ts_ms, &mut out);
+        tr.apply(slot, r, r.ts_ms, &mut out);
+    }
+    out
+}
+
+#[test]
+fn the_journey_produces_every_event_type() {
+    let events = journey();
+    for kind in EventType::ALL {
+        assert!(
+            events.iter().any(|e| e.kind == kind),
+            "no {kind} in {:?}",
+            events.iter().map(|e| e.kind).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn event_ids_are_pinned() {
+    let got: Vec<String> = journey()
+        .iter()
+        .map(|e| format!("{} {}", e.kind, e.id))
+        .collect();
+    let want: &[&str] = &[
+        "geofence.entered evt_6734384160601b1554b9cae9c29c16ad",
+        "geofence.dwell evt_b64f06d5284f84be982cc87e6c083b58",
+        "cargo.weight_changed evt_85226e1acba113100d5cc902abe79bb5",
+        "cargo.temperature_excursion evt_9801f4ac59d26efef501b43cd7f68e8b",
+        "cargo.temperature_excursion evt_56091d27fe087f7e829098bbb3013fea",
+        "cargo.temperature_recovered evt_09bd2187ec1fc082ee597641fe2a1eaf",
+        "cargo.temperature_recovered evt_450d4f9f3fc09dc0c3c9d4a53deca220",
+        "device.overspeed evt_6788872d7c467def716923f1c3fbe333",
+        "geofence.exited evt_7b727abff2c33d1c4f10245a82e67248",
+        "shipment.departed evt_d1ab69087ab1505d2f3336e0c61581e9",
+        "shipment.late_risk evt_d363efa7b9cedc358739ab04d6152ea2",
+        "shipment.eta_changed evt_3b5ffe9cb60e770d61e7c875761abf0d",
+        "shipment.eta_changed evt_f2cdb0761739b74660a8399ceac02178",
+        "shipment.eta_changed evt_9797ef1be1daa8c212baa26c704e21f3",
+        "route.deviated evt_54fc2b0e3f6954942f0b92eb45557f4a",
+        "shipment.eta_changed evt_099a2af8d885fdfe1d872c62d0d5ece3",
+        "shipment.eta_changed evt_32f6be80f6476fecfbb4c09da047126f",
+        "shipment.eta_changed evt_fb0c9cfa038f8d42ad853a52c290e973",
+        "shipment.eta_changed evt_cd464f9036ef69b4c6603f53d83ac6a6",
+        "route.rejoined evt_c319e2b12a075bc17fac252af1309b78",
+        "shipment.eta_changed evt_d001118047b14e4aae070b8f53b83ee2",
+        "shipment.eta_changed evt_aef794c5678a299e6d21b53437f69a36",
+        "shipment.eta_changed evt_1a651ea020a8a27fd0e11e0033fe529a",
+        "shipment.late_risk evt_2c1928eade2af8a35d439c6afd174405",
+        "shipment.eta_changed evt_b81f6e0f31a4ed0fbc4a183e8ccc1384",
+        "shipment.eta_changed evt_a82fce60bec6804965bb32bfe2298665",
+        "shipment.eta_changed evt_c4dcaf4846ea1cdccbb3cc5a3f4d800d",
+        "shipment.eta_changed evt_867e6a7076ea35d391ab42574327d5c9",
+        "shipment.eta_changed evt_e9cbbf801918cddff89d4fa5a1d9b399",
+        "shipment.eta_changed evt_f3e767b7d1ab8fdcb085b5510e04fd55",
+        "shipment.eta_changed evt_4049fcc19fc265595880509ce620c256",
+        "device.offline evt_d846be7c63c27bd2acd0995d1dcb5586",
+        "device.online evt_da47f155cff046ba528b7d0e3ff64f00",
+        "shipment.eta_changed evt_72d77e33f2acd8888f16855d83b0d4b7",
+        "shipment.eta_changed evt_5522e6ca6476447ea9e094ca6ad16da6",
+        "shipment.eta_changed evt_a9b8a111f9ee516025ceb2f9349fc16a",
+        "shipment.eta_changed evt_032cf7dc44fe0149d74a6af1dbf227b4",
+        "shipment.eta_changed evt_ba2dc375edce9c99c8e658261a91e8cf",
+        "shipment.eta_changed evt_0f4e28cab5838bfecf50d0b8441900c6",
+        "shipment.eta_changed evt_b62e05c0ffa3f636d4a8757ad28ec820",
+        "geofence.entered evt_7b5286c47c29a008d1aa527b52975c78",
+        "shipment.arrived evt_f8dd6042db19d71f98b0098247699f99",
+    ];
+    assert_eq!(
+        got, want,
+        "event ids changed: replays would not de-duplicate"
+    );
+}
