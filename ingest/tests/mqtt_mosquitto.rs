@@ -86,3 +86,71 @@ async fn a_full_channel_stops_the_source_reading_and_nothing_is_lost() {
     let Some(m) = Mosquitto::start() else { return };
     backpressure(m.port, "ingest-mosq-bp").await;
 }
+
+/// A confirmation from `publish_confirmed` resolves only once the broker's PUBACK arrives:
+/// not while the publishes are held on their way, then once they get there (and subscribers
+/// have them). A connection lost before the PUBACK fails the confirmation, so that the
+/// publisher sends again (rumqttc alone would drop them on a new session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_waits_for_the_brokers_puback_and_fails_if_the_connection_is_lost() {
+    let Some(m) = Mosquitto::start() else { return };
+    let proxy = PublishHold::start(m.port, true).await;
+    let mut events = subscriber(m.port, "landport/+/+/events").await;
+    let s = run_source(source_config(proxy.port, "ingest-mosq-confirm")).await;
+    let topic = "landport/acme/truck-1/events";
+
+    let mut confirmations = Vec::new();
+    for i in 0..5u8 {
+        confirmations.push(s.client.publish_confirmed(topic, vec![i]).await.unwrap());
+    }
+    wait_until("five publishes held on their way", || {
+        proxy.held_publishes() >= 5
+    })
+    .await;
+    for c in &mut confirmations {
+        assert!(
+            c.try_result().is_none(),
+            "confirmed before the broker had it"
+        );
+    }
+    proxy.hold(false);
+    for c in confirmations {
+        tokio::time::timeout(WAIT, c)
+            .await
+            .expect("the PUBACK to arrive")
+            .expect("acknowledged");
+    }
+    for i in 0..5u8 {
+        let p = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("the event to reach the subscriber")
+            .unwrap();
+        assert_eq!(&p.payload[..], [i]);
+    }
+
+    // Lost on the way: the connection ends before the broker has them.
+    proxy.hold(true);
+    let mut lost = Vec::new();
+    for i in 5..8u8 {
+        lost.push(s.client.publish_confirmed(topic, vec![i]).await.unwrap());
+    }
+    wait_until("three more held", || proxy.held_publishes() >= 8).await;
+    proxy.cut();
+    for c in lost {
+        let r = tokio::time::timeout(WAIT, c)
+            .await
+            .expect("the loss to be noticed");
+        assert!(
+            matches!(r, Err(landport_ingest::mqtt::MqttError::NotAcknowledged)),
+            "{r:?}"
+        );
+    }
+    // The source goes on: after the reconnect, a new publish is confirmed.
+    proxy.hold(false);
+    let c = s.client.publish_confirmed(topic, vec![9]).await.unwrap();
+    tokio::time::timeout(WAIT, c)
+        .await
+        .expect("the PUBACK to arrive")
+        .expect("acknowledged");
+    s.stop().await;
+}

@@ -9,6 +9,8 @@
 //!   rumqttc's own handle-plus-event-loop shape.
 //! - [`stats`]: [`MqttStats`], the source's counters for `/metrics` and `/readyz`.
 //! - `ack_order` (private, pure): PUBACKs in arrival order, whatever order the pipeline acks in.
+//! - `publish_acks` (private, pure): which of *our* publishes the broker has acknowledged, so
+//!   that [`MqttClient::publish_confirmed`] can say when a PUBACK arrived.
 //!
 //! Data flow and acknowledgement:
 //!
@@ -16,6 +18,7 @@
 //! broker --PUBLISH--> MqttSource::run --Inbound{ack: AckToken}--> [bounded mpsc] --> pipeline
 //! broker <--PUBACK--- MqttSource::run <--AckToken-- MqttClient::ack <-- (reading durable)
 //! broker <--PUBLISH-- publisher connection <-- MqttClient::publish <-- events, dead letters
+//! broker ---PUBACK--> publisher connection --> Confirmation (publish_confirmed) --> outbox
 //! ```
 //!
 //! The subscription is a persistent session (`clean_session = false`) with manual acks, so a
@@ -30,13 +33,14 @@
 
 mod ack_order;
 pub mod broker;
+mod publish_acks;
 pub mod source;
 pub mod stats;
 pub mod url;
 
 pub use crate::backoff::Backoff;
 pub use broker::{EmbeddedBroker, EmbeddedBrokerConfig};
-pub use source::{AckToken, Inbound, MqttClient, MqttSource, MqttSourceConfig};
+pub use source::{AckToken, Confirmation, Inbound, MqttClient, MqttSource, MqttSourceConfig};
 pub use stats::MqttStats;
 pub use url::BrokerUrl;
 
@@ -71,6 +75,11 @@ pub enum MqttError {
     /// The source's driver has stopped; nothing more can be published.
     #[error("the MQTT source has stopped")]
     Closed,
+    /// A publish the broker will never acknowledge: the connection was lost (or the source
+    /// stopped) before its PUBACK came. It may or may not have reached the broker; publish it
+    /// again. From a [`Confirmation`].
+    #[error("the MQTT publish was not acknowledged (connection lost); publish it again")]
+    NotAcknowledged,
 }
 
 impl MqttError {

@@ -29,9 +29,22 @@
 //!
 //! The generation check and rumqttc's request queue are kept consistent under one mutex
 //! (see `AckGate`).
+//!
+//! Our own publishes. [`MqttClient::publish`] returns once rumqttc has the publish queued,
+//! which says nothing about the broker. [`MqttClient::publish_confirmed`] also returns a
+//! [`Confirmation`] that resolves when the broker's PUBACK for that publish arrives: the
+//! publisher's driver pairs rumqttc's `Outgoing::Publish(pkid)` events with the publishes
+//! queued, in queue order, and each `PubAck(pkid)` with its publish (`publish_acks`). On a
+//! connection loss the driver drops every publish still queued or in flight from rumqttc
+//! (which would otherwise re-send some and, on a new session, silently drop others) and
+//! tells their confirmations `NotAcknowledged`: whoever waits publishes again (see
+//! `PublishBook`).
 
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -39,11 +52,12 @@ use rumqttc::{
     AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
     Publish, QoS, Request, Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::MqttError;
 use super::ack_order::{AckOrder, Action, Outcome, Settled};
+use super::publish_acks::PublishAcks;
 use super::stats::MqttStats;
 use super::url::BrokerUrl;
 use crate::backoff::Backoff;
@@ -278,12 +292,106 @@ impl AckGate {
     }
 }
 
+/// What a publish's PUBACK is told to; `None` for publishes nobody waits on.
+type AckWaiter = Option<oneshot::Sender<()>>;
+
+/// Our publishes on the publisher connection, from rumqttc's request queue to their PUBACK:
+/// shared by the handles, which queue them, and the publisher's driver, which sees them
+/// written and acknowledged (see `publish_acks`).
+#[derive(Debug, Default)]
+struct PublishBook {
+    /// Held only for the book-keeping together with a non-blocking `try_publish` (handles) or
+    /// `EventLoop::clean` (driver), never across `.await`: the entries must be in the request
+    /// queue's order, and a connection loss must find the queue and the entries alike.
+    state: Mutex<BookState>,
+    /// Notified (every waiter) after each step of the publisher's event loop and when it
+    /// stops, so a handle facing a full request queue knows when to try again.
+    progressed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct BookState {
+    acks: PublishAcks<AckWaiter>,
+    /// The publisher's loop has ended: nothing more can be published.
+    closed: bool,
+}
+
+impl PublishBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BookState> {
+        // Every change under it is a single push or pop: a panic can't leave it half-done.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a publish did not enter rumqttc's queue.
+enum Refused {
+    /// The queue is full; the payload and waiter, to try again.
+    Full(Vec<u8>, AckWaiter),
+    Closed,
+}
+
+/// Resolves once the broker has acknowledged one QoS 1 publish (its PUBACK arrived): `Ok`,
+/// or `Err(MqttError::NotAcknowledged)` once it never will (the connection was lost or the
+/// source stopped first): publish it again. From [`MqttClient::publish_confirmed`].
+#[derive(Debug)]
+#[must_use = "a confirmation says when the broker has the publish"]
+pub struct Confirmation(Option<oneshot::Receiver<()>>);
+
+impl Confirmation {
+    /// One that is confirmed already: for publishers whose hand-over is the confirmation
+    /// (test doubles).
+    pub fn confirmed() -> Self {
+        Confirmation(None)
+    }
+
+    /// One that resolves when `rx` gets its value, and fails (not acknowledged) when its
+    /// sender is dropped: for publishers of one's own (test doubles).
+    pub fn from_receiver(rx: oneshot::Receiver<()>) -> Self {
+        Confirmation(Some(rx))
+    }
+
+    /// The outcome if it is known, without waiting.
+    pub fn try_result(&mut self) -> Option<Result<(), MqttError>> {
+        let Some(rx) = self.0.as_mut() else {
+            return Some(Ok(()));
+        };
+        match rx.try_recv() {
+            Ok(()) => {
+                self.0 = None;
+                Some(Ok(()))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(MqttError::NotAcknowledged)),
+        }
+    }
+}
+
+impl Future for Confirmation {
+    type Output = Result<(), MqttError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(rx) = self.0.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match Pin::new(rx).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.0 = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Err(MqttError::NotAcknowledged)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// Cheap handle to the source: acknowledge what the pipeline made durable, publish events and
 /// dead letters. Clone freely; on shutdown the driver waits (up to `shutdown_grace`) for
 /// every clone to be dropped, then sends what is queued and disconnects.
 #[derive(Clone, Debug)]
 pub struct MqttClient {
     publisher: AsyncClient,
+    /// Our publishes until their PUBACK, shared with the publisher's driver.
+    book: Arc<PublishBook>,
     stats: Arc<MqttStats>,
     /// Cancels the driver's `clients_gone` when the last clone is dropped.
     _alive: Arc<DropGuard>,
@@ -299,25 +407,32 @@ impl MqttClient {
     }
 
     /// Publishes on the publisher connection, QoS 1 (`qos1`) or 0. `Ok` means handed to the
-    /// client: it is written as soon as the connection is up and, with QoS 1, retransmitted
-    /// after a reconnect if the broker kept our session. It waits while the client's queue is
-    /// full (broker down or slow). Errors: an invalid topic, or the driver has stopped.
+    /// client, no more: it is written as soon as the connection is up, but a connection lost
+    /// before the broker's PUBACK drops it (see the module docs). For at-least-once use
+    /// [`MqttClient::publish_confirmed`]. It waits while the client's queue is full (broker
+    /// down or slow). Errors: an invalid topic, or the driver has stopped.
     pub async fn publish(
         &self,
         topic: &str,
         payload: Vec<u8>,
         qos1: bool,
     ) -> Result<(), MqttError> {
-        check_topic(topic)?;
-        let qos = if qos1 {
-            QoS::AtLeastOnce
-        } else {
-            QoS::AtMostOnce
-        };
-        self.publisher
-            .publish(topic, qos, false, payload)
-            .await
-            .map_err(|_| MqttError::Closed)
+        self.enqueue(topic, payload, qos(qos1), None).await
+    }
+
+    /// Publishes QoS 1 like [`MqttClient::publish`] and returns, once it is queued, a
+    /// [`Confirmation`] that resolves when the broker's PUBACK for it arrives, or fails when
+    /// it never will (publish it again then: duplicates are possible, losses are not). Many
+    /// may be outstanding at once; they resolve in any order.
+    pub async fn publish_confirmed(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<Confirmation, MqttError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(topic, payload, QoS::AtLeastOnce, Some(tx))
+            .await?;
+        Ok(Confirmation(Some(rx)))
     }
 
     /// [`MqttClient::publish`] without waiting: `Err(QueueFull)` when the publisher's queue is
@@ -325,15 +440,60 @@ impl MqttClient {
     /// never hold back the acks queued behind them.
     pub fn try_publish(&self, topic: &str, payload: Vec<u8>, qos1: bool) -> Result<(), MqttError> {
         check_topic(topic)?;
-        let qos = if qos1 {
-            QoS::AtLeastOnce
-        } else {
-            QoS::AtMostOnce
-        };
+        match self.try_enqueue(topic, payload, qos(qos1), None) {
+            Ok(()) => Ok(()),
+            Err(Refused::Closed) => Err(MqttError::Closed),
+            Err(Refused::Full(..)) => Err(MqttError::QueueFull),
+        }
+    }
+
+    /// Queues a publish, waiting while the queue is full.
+    async fn enqueue(
+        &self,
+        topic: &str,
+        mut payload: Vec<u8>,
+        qos: QoS,
+        mut waiter: AckWaiter,
+    ) -> Result<(), MqttError> {
+        check_topic(topic)?;
+        loop {
+            // Registered before trying, so that progress made in between is not missed.
+            let progressed = self.book.progressed.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            match self.try_enqueue(topic, payload, qos, waiter) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(MqttError::Closed),
+                Err(Refused::Full(p, w)) => (payload, waiter) = (p, w),
+            }
+            progressed.await;
+        }
+    }
+
+    /// Queues a publish and its entry in the book together (see [`PublishBook`]).
+    fn try_enqueue(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: QoS,
+        waiter: AckWaiter,
+    ) -> Result<(), Refused> {
+        let mut book = self.book.lock();
+        if book.closed {
+            return Err(Refused::Closed);
+        }
+        book.acks.queued(waiter);
         match self.publisher.try_publish(topic, qos, false, payload) {
             Ok(()) => Ok(()),
-            Err(_) if self.stats.publisher_stopped() => Err(MqttError::Closed),
-            Err(_) => Err(MqttError::QueueFull),
+            Err(e) => {
+                let waiter = book.acks.refused().flatten();
+                let payload = match e {
+                    ClientError::TryRequest(Request::Publish(p))
+                    | ClientError::Request(Request::Publish(p)) => Vec::from(p.payload),
+                    ClientError::TryRequest(_) | ClientError::Request(_) => Vec::new(),
+                };
+                Err(Refused::Full(payload, waiter))
+            }
         }
     }
 
@@ -356,6 +516,8 @@ pub struct MqttSource {
     settle_tx: mpsc::UnboundedSender<Settled>,
     settled: mpsc::UnboundedReceiver<Settled>,
     gate: Arc<AckGate>,
+    /// Our publishes until their PUBACK (shared with every [`MqttClient`]).
+    book: Arc<PublishBook>,
     stats: Arc<MqttStats>,
     /// Cancelled when the last [`MqttClient`] is dropped.
     clients_gone: CancellationToken,
@@ -387,8 +549,10 @@ impl MqttSource {
         let (settle_tx, settled) = mpsc::unbounded_channel();
         let stats = Arc::new(MqttStats::default());
         let clients_gone = CancellationToken::new();
+        let book = Arc::new(PublishBook::default());
         let client = MqttClient {
             publisher: publisher_client.clone(),
+            book: book.clone(),
             stats: stats.clone(),
             _alive: Arc::new(clients_gone.clone().drop_guard()),
         };
@@ -402,6 +566,7 @@ impl MqttSource {
             settle_tx,
             settled,
             gate: Arc::new(AckGate::default()),
+            book,
             stats,
             clients_gone,
         };
@@ -428,6 +593,7 @@ impl MqttSource {
             settle_tx,
             settled,
             gate,
+            book,
             stats,
             clients_gone,
         } = self;
@@ -483,9 +649,16 @@ impl MqttSource {
                 log: LogLimiter::new(Duration::from_secs(30)),
                 stats: &stats,
             };
-            drive_publisher(publisher, &mut link, &cfg, &shutdown, &clients_gone).await;
+            drive_publisher(publisher, &mut link, &cfg, &book, &shutdown, &clients_gone).await;
             stats.set_publisher_connected(false);
-            stats.set_publisher_stopped();
+            // The event loop is gone with what it held: no PUBACK comes any more.
+            let lost = {
+                let mut b = book.lock();
+                b.closed = true;
+                b.acks.lost()
+            };
+            drop(lost);
+            book.progressed.notify_waiters();
         };
         tokio::join!(forwarder, sub, publ);
     }
@@ -737,11 +910,13 @@ impl Delivery {
     }
 }
 
-/// The publisher's loop: keeps the connection up; rumqttc does the rest.
+/// The publisher's loop: keeps the connection up, and tells publishes their PUBACK (see
+/// [`PublishBook`]); rumqttc does the rest.
 async fn drive_publisher(
     mut el: EventLoop,
     link: &mut Link<'_>,
     cfg: &MqttSourceConfig,
+    book: &PublishBook,
     shutdown: &CancellationToken,
     clients_gone: &CancellationToken,
 ) {
@@ -769,13 +944,27 @@ async fn drive_publisher(
             polled = el.poll() => polled,
         };
         drain.progressed();
+        book.progressed.notify_waiters();
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 connected = true;
                 link.stats.set_publisher_connected(true);
                 link.connected(&mut ever_connected, ack.session_present);
             }
-            Ok(Event::Outgoing(Outgoing::Publish(_))) => link.stats.add_published(),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                link.stats.add_published();
+                let done = book.lock().acks.written(pkid);
+                if let Some(Some(tx)) = done {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let done = book.lock().acks.acked(ack.pkid);
+                if let Some(Some(tx)) = done {
+                    // Err: nobody waits any more (the publisher gave up on it).
+                    let _ = tx.send(());
+                }
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 if drain.active {
                     return;
@@ -786,6 +975,7 @@ async fn drive_publisher(
                 let was_connected = connected;
                 connected = false;
                 link.stats.set_publisher_connected(false);
+                drop_publishes(&mut el, book);
                 if drain.active {
                     return;
                 }
@@ -796,6 +986,31 @@ async fn drive_publisher(
                 }
             }
         }
+    }
+}
+
+/// After a connection error: takes every publish out of rumqttc (in flight, queued, and one
+/// parked by a pkid collision) and tells their confirmations they were not acknowledged.
+/// rumqttc would re-send those in flight on a resumed session but drop everything on a new
+/// one, and a re-send could not be told from a new publish; the publishers send again instead.
+fn drop_publishes(el: &mut EventLoop, book: &PublishBook) {
+    let lost = {
+        let mut b = book.lock();
+        // rumqttc moved its in-flight publishes to `pending` already; this also drains the
+        // request queue, so that the book and rumqttc agree on "nothing is queued".
+        el.clean();
+        el.pending.retain(|r| !matches!(r, Request::Publish(_)));
+        el.state.collision = None;
+        b.acks.lost()
+    };
+    if !lost.is_empty() {
+        let awaited = lost.iter().filter(|w| w.is_some()).count();
+        tracing::info!(
+            awaited,
+            dropped = lost.len() - awaited,
+            "MQTT publisher: connection lost before PUBACKs; the awaited publishes are sent again \
+             by their publishers, the others (dead letters) are dropped"
+        );
     }
 }
 
@@ -981,6 +1196,14 @@ impl LogLimiter {
     fn reset(&mut self) {
         self.last = None;
         self.suppressed = 0;
+    }
+}
+
+fn qos(qos1: bool) -> QoS {
+    if qos1 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
     }
 }
 

@@ -31,8 +31,6 @@ pub struct MqttStats {
     subscribed: AtomicBool,
     /// The publishing connection is up.
     publisher_connected: AtomicBool,
-    /// The publisher's loop has ended (shutdown): publishes fail.
-    publisher_stopped: AtomicBool,
 }
 
 impl MqttStats {
@@ -110,12 +108,6 @@ impl MqttStats {
     }
     pub(crate) fn set_subscribed(&self, yes: bool) {
         self.subscribed.store(yes, Relaxed);
-    }
-    pub(crate) fn publisher_stopped(&self) -> bool {
-        self.publisher_stopped.load(Relaxed)
-    }
-    pub(crate) fn set_publisher_stopped(&self) {
-        self.publisher_stopped.store(true, Relaxed);
     }
     pub(crate) fn set_publisher_connected(&self, up: bool) {
         self.publisher_connected.store(up, Relaxed);

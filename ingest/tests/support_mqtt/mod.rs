@@ -786,3 +786,163 @@ impl PacketSplitter {
         ended
     }
 }
+
+/// MQTT's packet type of PUBLISH (the fixed header's high nibble).
+const PUBLISH: u8 = 3;
+
+/// A TCP proxy in front of a broker that, while holding, keeps back what a client sends from
+/// its first PUBLISH on (so the broker neither gets those publishes nor acknowledges them) and
+/// throws it away if the client's connection ends meanwhile: publishes in flight when a client
+/// dies, or a broker that stalls. Connections that never publish (a subscriber) pass freely.
+pub struct PublishHold {
+    /// Where clients connect instead of the broker.
+    pub port: u16,
+    holding: tokio::sync::watch::Sender<bool>,
+    /// Bumped to cut every connection.
+    cut: tokio::sync::watch::Sender<u64>,
+    held: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PublishHold {
+    /// Listens on a free loopback port and forwards each connection to `broker_port`,
+    /// holding from the start if `holding`.
+    pub async fn start(broker_port: u16, holding: bool) -> PublishHold {
+        use tokio::io::AsyncWriteExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let (hold_tx, hold_rx) = tokio::sync::watch::channel(holding);
+        let (cut_tx, cut_rx) = tokio::sync::watch::channel(0u64);
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = held.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                else {
+                    continue;
+                };
+                let (from_client, mut to_client) = client.into_split();
+                let (mut from_broker, to_broker) = broker.into_split();
+                let mut cut = cut_rx.clone();
+                cut.mark_unchanged();
+                let down = tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut from_broker, &mut to_client) => {}
+                        _ = cut.changed() => {}
+                    }
+                    let _ = to_client.shutdown().await;
+                });
+                let mut cut = cut_rx.clone();
+                cut.mark_unchanged();
+                let up = hold_forward(from_client, to_broker, hold_rx.clone(), counter.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = up => {}
+                        _ = cut.changed() => {}
+                    }
+                    // Dropping the halves closes both sockets; the client sees the end.
+                    down.abort();
+                });
+            }
+        });
+        PublishHold {
+            port,
+            holding: hold_tx,
+            cut: cut_tx,
+            held,
+            task,
+        }
+    }
+
+    /// Starts or stops holding; stopping forwards what is held, in order.
+    pub fn hold(&self, yes: bool) {
+        self.holding.send_replace(yes);
+    }
+
+    /// Closes every connection through it now (what it held is gone).
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// PUBLISH packets held back so far, in all.
+    pub fn held_publishes(&self) -> u64 {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for PublishHold {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+/// The client-to-broker half of [`PublishHold`]: forwards whole packets, or keeps them back
+/// while holding (from the first PUBLISH on); what is held when the client ends is dropped.
+async fn hold_forward(
+    mut from_client: tokio::net::tcp::OwnedReadHalf,
+    mut to_broker: tokio::net::tcp::OwnedWriteHalf,
+    mut holding: tokio::sync::watch::Receiver<bool>,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = Vec::new();
+    let mut held: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = from_client.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                stream.extend_from_slice(&buf[..n]);
+                let mut out = Vec::new();
+                while let Some(packet) = next_packet(&mut stream) {
+                    let publish = packet[0] >> 4 == PUBLISH;
+                    if *holding.borrow() && (publish || !held.is_empty()) {
+                        counter.fetch_add(u64::from(publish), std::sync::atomic::Ordering::SeqCst);
+                        held.extend_from_slice(&packet);
+                    } else {
+                        out.extend_from_slice(&packet);
+                    }
+                }
+                if !out.is_empty() && to_broker.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            changed = holding.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if !*holding.borrow_and_update()
+                    && !held.is_empty()
+                    && to_broker.write_all(&std::mem::take(&mut held)).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to_broker.shutdown().await;
+}
+
+/// Takes the first whole MQTT packet off the front of `stream`, if it is all there.
+fn next_packet(stream: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut len = 0usize;
+    let mut i = 1;
+    loop {
+        let b = *stream.get(i)?;
+        len |= usize::from(b & 0x7f) << (7 * (i - 1));
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = i + len;
+    (stream.len() >= end).then(|| stream.drain(..end).collect())
+}
