@@ -53,6 +53,9 @@ pub struct PositionIndex {
     /// Dirty keys scanned by queries since the last rebuild, here and in snapshots (queries
     /// take `&self`, hence the atomic; relaxed ordering: it is a statistic).
     scanned: Arc<AtomicU64>,
+    /// Rebuilds so far: a snapshot older than the latest rebuild still scans the keys dirty
+    /// at its time, so the read side takes a new one.
+    rebuilds: u64,
 }
 
 /// Rebuild when more keys than this have moved (or `len / REBUILD_FRACTION`, if larger)...
@@ -142,6 +145,12 @@ impl PositionIndex {
         }
         self.dirty.clear();
         self.scanned.store(0, Ordering::Relaxed);
+        self.rebuilds += 1;
+    }
+
+    /// How many times the R-tree has been rebuilt.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
     }
 
     /// Keys moved or removed since the last rebuild.

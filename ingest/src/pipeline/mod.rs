@@ -619,7 +619,11 @@ impl Pipeline {
                     stop = true;
                 }
                 Some(cmd) = commands.recv(), if !stop => cmd(&mut ingestor, &mut read_side),
-                _ = tick.tick(), if !stop => ingestor.maintain(),
+                _ = tick.tick(), if !stop => {
+                    ingestor.maintain();
+                    // A rebuilt position index reaches readers with the next view.
+                    read_side.mark();
+                }
                 // Timers fire when due, not on the next tick: the tracker says when.
                 _ = tokio::time::sleep_until(timer_at.unwrap_or_else(tokio::time::Instant::now)),
                     if timer_at.is_some() && !stop =>

@@ -64,8 +64,11 @@ impl Tracker {
         let mut tenants = HashMap::with_capacity(self.tenants.len());
         for (i, t) in self.tenants.iter().enumerate() {
             let old = prev.tenants.get(&t.name);
+            // A rebuilt R-tree counts as a change: the old snapshot would go on scanning every
+            // key that was dirty when it was taken.
             let unchanged = old.is_some_and(|o| {
                 o.epoch == t.epoch
+                    && o.positions.rebuilds() == t.positions.rebuilds()
                     && t.locals
                         .iter()
                         .all(|&g| self.changed_at.get(g as usize).is_none_or(|&c| c <= o.seq))
@@ -466,6 +469,36 @@ mod tests {
                 view = next;
             }
         }
+    }
+
+    #[test]
+    fn a_rebuilt_position_index_reaches_the_next_view() {
+        let mut tr = Tracker::new(TrackerSettings::default());
+        let mut out = Vec::new();
+        for i in 0..2_000 {
+            let slot = tr.device_slot("acme", &format!("d{i}"));
+            let lon = 122.0 + i as f64 * 0.001;
+            tr.apply(
+                slot,
+                &Reading::at(T0).with_position(lon, 41.0),
+                T0,
+                &mut out,
+            );
+        }
+        let v1 = tr.view(&LiveView::default());
+        assert_eq!(v1.tenants["acme"].positions.dirty_len(), 2_000);
+        // Queries on the view make the rebuild pay (see PositionIndex::maintain).
+        for _ in 0..9 {
+            assert_eq!(v1.in_bbox("acme", [121.0, 40.0, 125.0, 42.0]).len(), 2_000);
+        }
+        tr.maintain();
+        let v2 = tr.view(&v1);
+        assert_eq!(
+            v2.tenants["acme"].positions.dirty_len(),
+            0,
+            "the rebuilt tree"
+        );
+        assert_eq!(v2.in_bbox("acme", [121.0, 40.0, 125.0, 42.0]).len(), 2_000);
     }
 
     #[test]
