@@ -2,9 +2,15 @@
 //! a test says otherwise.
 
 use super::*;
-use crate::geofence::Shape;
+use crate::device::DeviceProfile;
+use crate::event::format_rfc3339;
+use crate::geodesy;
+use crate::geofence::{GeofenceDef, Shape};
+use crate::route::Route;
 use crate::settings::EtaSettings;
+use crate::shipment::{EtaMethod, Place, ShipmentDef, ShipmentStatus};
 use geo_types::{LineString, MultiPolygon, Point, Polygon};
+use serde_json::json;
 
 const T0: i64 = 1_795_400_000_000; // 2026-11-24 (ms)
 const T: &str = "acme";

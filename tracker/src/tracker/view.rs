@@ -14,7 +14,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{DeviceView, Tracker, remaining};
+use super::plans::remaining;
+use super::{DeviceView, Tracker};
 use crate::eta;
 use crate::positions::PositionIndex;
 use crate::shipment::{Eta, ShipmentState, ShipmentStatus};
