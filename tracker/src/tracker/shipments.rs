@@ -138,11 +138,16 @@ impl Tracker {
     pub(super) fn replan_tenant(&mut self, t: usize) {
         let slots: Vec<u32> = self.tenants[t].shipments.values().copied().collect();
         for s in slots {
-            if let Some(sh) = self.shipments[s as usize].as_ref() {
-                let route = self.plans[s as usize].route.take();
+            if let Some(sh) = self.shipments[s as usize].as_mut() {
+                let old = &mut self.plans[s as usize];
                 let mut plan = plan_for(&self.tenants[t].fences, sh);
-                plan.route = route;
-                self.plans[s as usize] = plan;
+                plan.route = old.route.take();
+                // A reshaped destination fence moves the point a direct ETA aims at: the
+                // cached ETA was measured to the old one (as in `upsert_shipment`).
+                if plan.destination_lonlat != old.destination_lonlat {
+                    sh.eta = None;
+                }
+                *old = plan;
             }
         }
     }

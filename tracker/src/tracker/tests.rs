@@ -1348,6 +1348,32 @@ fn in_transit_on_the_east_route() -> (Tracker, Vec<Event>) {
 }
 
 #[test]
+fn moving_the_destination_fence_replans_the_direct_eta_at_once() {
+    let mut tr = tracker();
+    tr.upsert_geofence(T, square("dest", 123.5, 41.0, 0.01))
+        .unwrap();
+    tr.upsert_shipment(T, shipment("S1", None, Place::Geofence("dest".into())))
+        .unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    let old = tr.shipment_eta(T, "S1").unwrap();
+    assert_eq!(old.method, EtaMethod::Direct);
+    let detour = TrackerSettings::default().eta.detour_factor;
+    let to_old = geodesy::distance_m((123.0, 41.0), (123.5, 41.0)) * detour;
+    assert!((old.remaining_m - to_old).abs() < 1.0, "{old:?}");
+
+    // The fence is redrawn 0.5 degrees further east: the ETA aims at its new centre before
+    // the next reading, not at where it used to be.
+    tr.upsert_geofence(T, square("dest", 124.0, 41.0, 0.01))
+        .unwrap();
+    let now = tr.shipment_eta(T, "S1").unwrap();
+    let to_new = geodesy::distance_m((123.0, 41.0), (124.0, 41.0)) * detour;
+    assert!(
+        (now.remaining_m - to_new).abs() < 1.0,
+        "{now:?} vs {to_new}"
+    );
+}
+
+#[test]
 fn a_new_route_in_transit_replans_the_eta_without_departing_again() {
     let (mut tr, before) = in_transit_on_the_east_route();
     let departed = |ev: &[Event]| {
