@@ -213,8 +213,7 @@ pub async fn run(config: Config) -> Result<()> {
         });
     }
 
-    let listener = landport_api::bind(config.http.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP up");
+    let http_runtime = http_runtime().context("starting the HTTP runtime")?;
     let api = landport_api::ApiState::new(
         &config.storage.path,
         tracker,
@@ -234,7 +233,26 @@ pub async fn run(config: Config) -> Result<()> {
         api.clone(),
     )
     .merge(landport_api::web::router(map, api));
-    let http_task = tokio::spawn(landport_api::serve(listener, router, shutdown.clone()));
+    // Bound and served on the HTTP runtime, so connections are driven by its threads.
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (listen, http_shutdown) = (config.http.listen, shutdown.clone());
+    let http_task = http_runtime.spawn(async move {
+        match landport_api::bind(listen).await {
+            Ok(listener) => {
+                let _ = bound_tx.send(listener.local_addr());
+                landport_api::serve(listener, router, http_shutdown).await
+            }
+            Err(e) => {
+                let _ = bound_tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    });
+    let local = bound_rx
+        .await
+        .context("the HTTP runtime stopped")?
+        .context("binding HTTP")?;
+    tracing::info!(listen = %local, "HTTP up");
 
     let failure = supervise(wait_for_signal(), &mut pipeline_task).await;
     match &failure {
@@ -274,6 +292,58 @@ pub async fn run(config: Config) -> Result<()> {
         }
         Some(e) => Err(e),
     }
+}
+
+/// Nice value of the HTTP side's threads: readers (large boxes, many live maps) get about a
+/// tenth of a core's weight against ingest's threads when both want more CPU than the machine
+/// has (Linux CFS weights 110 vs 1024), so no number of readers slows ingest by more than
+/// about 10 %; on an idle machine they run at full speed.
+const HTTP_NICE: i32 = 10;
+
+/// A runtime owned by async code: dropped, it lets its threads go without blocking (a plain
+/// `Runtime` may not be dropped inside another runtime), on every path out of `run`.
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnedRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The runtime that serves HTTP: its own worker and blocking threads, at [`HTTP_NICE`].
+fn http_runtime() -> std::io::Result<OwnedRuntime> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("landport-http")
+        .on_thread_start(|| {
+            if let Err(e) = lower_this_threads_priority() {
+                tracing::debug!(error = ?e, "could not lower the HTTP thread's priority");
+            }
+        })
+        .enable_all()
+        .build()?;
+    Ok(OwnedRuntime(Some(rt)))
+}
+
+/// Sets the calling thread's nice value to [`HTTP_NICE`] (per thread on Linux).
+fn lower_this_threads_priority() -> Result<(), thread_priority::Error> {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    // The crate maps 0..=99 onto nice 19..=-20 (rounding towards the lower priority).
+    let crossplatform = (99 * (19 - HTTP_NICE) / 39) as u8;
+    let value = ThreadPriorityValue::try_from(crossplatform)
+        .map_err(|_| thread_priority::Error::Priority("HTTP_NICE out of -20..=19"))?;
+    thread_priority::set_current_thread_priority(ThreadPriority::Crossplatform(value))
 }
 
 /// Waits for the stop signal, or for the pipeline to end before it: the pipeline runs until
@@ -319,6 +389,30 @@ mod tests {
     use std::future::pending;
 
     use super::*;
+
+    /// The nice value of the calling thread (Linux: field 19 of /proc/thread-self/stat).
+    #[cfg(target_os = "linux")]
+    fn nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name may hold spaces: count fields after its closing parenthesis.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn http_threads_run_at_a_lower_priority_than_ingest() {
+        let before = nice();
+        let rt = http_runtime().unwrap();
+        let (worker, blocking) = rt.block_on(async {
+            let worker = tokio::spawn(async { nice() }).await.unwrap();
+            let blocking = tokio::task::spawn_blocking(nice).await.unwrap();
+            (worker, blocking)
+        });
+        drop(rt);
+        assert_eq!((worker, blocking), (HTTP_NICE, HTTP_NICE));
+        assert_eq!(nice(), before, "the calling thread keeps its priority");
+    }
 
     #[tokio::test]
     async fn a_pipeline_that_panics_or_ends_by_itself_is_a_failure_and_a_signal_is_not() {
