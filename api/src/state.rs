@@ -29,6 +29,8 @@ struct Inner {
     keys: Mutex<KeyCache>,
     /// Live events, for the SSE stream.
     events: broadcast::Sender<Arc<Event>>,
+    /// The live maps' shared positions feeds.
+    positions: crate::v1::positions_feed::PositionsHub,
 }
 
 impl ApiState {
@@ -53,6 +55,7 @@ impl ApiState {
                 admin_key: admin_key.filter(|k| !k.is_empty()).map(KeyHash::of),
                 keys: Mutex::default(),
                 events,
+                positions: Default::default(),
             }),
         })
     }
@@ -138,6 +141,11 @@ impl ApiState {
     /// A receiver of the live events from now on.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
+    }
+
+    /// The shared positions feeds of the live stream.
+    pub(crate) fn positions_hub(&self) -> &crate::v1::positions_feed::PositionsHub {
+        &self.inner.positions
     }
 
     /// The latest published view of the live state: reads never wait for the pipeline.

@@ -12,6 +12,7 @@ mod events;
 mod geofences;
 mod geojson;
 pub(crate) mod positions;
+pub(crate) mod positions_feed;
 mod shipments;
 mod stream;
 mod tenants;

@@ -3,9 +3,10 @@
 //! - `event: event` — one stored-event envelope (SPEC 5) as JSON, `id:` its event id; from
 //!   the pipeline's broadcast, filtered to the caller's tenant (and the shipment, if named).
 //! - `event: positions` — a GeoJSON FeatureCollection of the devices whose live state changed
-//!   since the previous one (all of them in the first; polled from the tracker every
-//!   [`POSITIONS_EVERY`]), as `/v1/positions` shapes them; with `shipment=`, only that
-//!   shipment's device.
+//!   since the previous one (all of them in the first; then every [`POSITIONS_EVERY`]), as
+//!   `/v1/positions` shapes them, from the read side. Viewers of the same scope share one
+//!   feed (`positions_feed`): each second's changes are serialized once for all of them. With
+//!   `shipment=`, only that shipment's device, polled by this stream alone.
 //! - `event: lagged` — this client fell behind the broadcast and missed `data` events; it can
 //!   fill the gap from `GET /v1/events`.
 //!
@@ -22,11 +23,12 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream;
 use futures_util::{Stream, StreamExt};
-use landport_tracker::{DeviceView, Event};
+use landport_tracker::Event;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::positions::{PositionCollection, PositionFeature};
+use super::positions_feed::changed_json;
 use crate::auth::Caller;
 use crate::error::{ApiError, Query};
 use crate::state::ApiState;
@@ -53,7 +55,12 @@ struct Client {
     device: Option<(String, String)>,
     events: bool,
     positions: bool,
-    /// The tracker's change counter at the previous positions item; `None` before the first.
+    /// Without `shipment=`: the scope's shared positions feed, and whether the next positions
+    /// item must be a full collection (the first, or after falling behind the feed).
+    feed: Option<broadcast::Receiver<Arc<str>>>,
+    /// The view to send in full next (the feed's, when subscribed or after falling behind).
+    full_due: Option<Arc<landport_tracker::LiveView>>,
+    /// With `shipment=`: the view seq at the previous positions item; `None` before the first.
     since: Option<u64>,
 }
 
@@ -104,15 +111,25 @@ pub async fn stream(
     };
     let mut tick = tokio::time::interval(POSITIONS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let scope = caller.scope().map(str::to_owned);
+    // The first item is the feed's view in full; the feed then carries what changed after it.
+    let (feed, full_due) = if positions && device.is_none() {
+        let (rx, view) = s.positions_hub().subscribe(&s, scope.clone());
+        (Some(rx), Some(view))
+    } else {
+        (None, None)
+    };
     let client = Client {
         rx: s.subscribe(),
         state: s,
         tick,
-        scope: caller.scope().map(str::to_owned),
+        scope,
         shipment,
         device,
         events,
         positions,
+        feed,
+        full_due,
         since: None,
     };
     let items = stream::unfold(client, |mut c| async move {
@@ -128,7 +145,31 @@ impl Client {
     /// The next item to send; `None` ends the stream (the pipeline stopped).
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
+            if let Some(view) = self.full_due.take()
+                && let Some(fc) = self
+                    .state
+                    .positions_hub()
+                    .full(&view, self.scope.as_deref())
+            {
+                return Some(SseEvent::default().event("positions").data(&*fc));
+            }
+            let feed = async {
+                match self.feed.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                r = feed => match r {
+                    Ok(fc) => return Some(SseEvent::default().event("positions").data(&*fc)),
+                    // Behind the shared feed (or it ended): start over with a full collection.
+                    Err(_) => {
+                        let hub = self.state.positions_hub();
+                        let (rx, view) = hub.subscribe(&self.state, self.scope.clone());
+                        self.feed = Some(rx);
+                        self.full_due = Some(view);
+                    }
+                },
                 r = self.rx.recv(), if self.events => match r {
                     Ok(ev) if self.wants(&ev) => {
                         let data = serde_json::to_string(&*ev).ok()?;
@@ -141,7 +182,7 @@ impl Client {
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = self.tick.tick(), if self.positions => {
+                _ = self.tick.tick(), if self.positions && self.device.is_some() => {
                     if let Some(fc) = self.changed_positions().await? {
                         return Some(SseEvent::default().event("positions").data(fc));
                     }
@@ -158,44 +199,13 @@ impl Client {
                 .is_none_or(|s| ev.shipment.as_deref() == Some(s))
     }
 
-    /// The FeatureCollection (JSON) of devices whose live state changed since the previous
-    /// call (all of them, the first time); `Some(None)` when none changed. Read from the read
-    /// side (one counter per device compared), never on the pipeline's task.
+    /// With `shipment=`: the FeatureCollection (JSON) of its device if its live state changed
+    /// since the previous call (at all, the first time); `Some(None)` when it did not.
     async fn changed_positions(&mut self) -> Option<Option<String>> {
         let live = self.state.live();
-        let tenants: Vec<String> = match &self.scope {
-            Some(one) => vec![one.clone()],
-            None => live.tenants().map(str::to_owned).collect(),
-        };
-        let views: Vec<(String, Arc<DeviceView>)> = tenants
-            .into_iter()
-            .flat_map(|ten| {
-                let changed = match self.since {
-                    Some(s) => live.changed_since(&ten, s),
-                    None => live.devices(&ten),
-                };
-                changed
-                    .into_iter()
-                    .map(move |d| (ten.clone(), d))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let seq = live.seq();
-        self.since = Some(seq);
-        let features: Vec<PositionFeature<'_>> = views
-            .iter()
-            .filter(|(ten, d)| {
-                self.device
-                    .as_ref()
-                    .is_none_or(|(want_t, want_d)| want_t == ten && *want_d == d.id)
-            })
-            .filter_map(|(ten, d)| PositionFeature::new(ten, d))
-            .collect();
-        if features.is_empty() {
-            return Some(None);
-        }
-        serde_json::to_string(&PositionCollection::new(features))
-            .ok()
-            .map(Some)
+        let device = self.device.as_ref().map(|(t, d)| (t.as_str(), d.as_str()));
+        let json = changed_json(&live, self.scope.as_deref(), self.since, device);
+        self.since = Some(live.seq());
+        Some(json)
     }
 }
