@@ -49,6 +49,12 @@ pub struct Metrics {
     pub sink_errors: Counter,
     /// Lines written to InfluxDB.
     pub sink_lines: Counter,
+    /// Rows given up by the InfluxDB sink's spool bound (still in the store, not in InfluxDB).
+    pub sink_dropped_rows: Counter,
+    /// Lines InfluxDB refused on their own, skipped.
+    pub sink_refused_lines: Counter,
+    /// Times the InfluxDB sink stepped over stored events it could not decode.
+    pub sink_undecodable_skips: Counter,
     /// Tracker deadlines found due that no rule could advance (each a bug, skipped instead of
     /// spinning the ingest task).
     pub tracker_stalled_timers: Counter,
@@ -75,6 +81,9 @@ impl Metrics {
             sink_errors: Counter::default(),
             sink_lines: Counter::default(),
             tracker_stalled_timers: Counter::default(),
+            sink_dropped_rows: Counter::default(),
+            sink_refused_lines: Counter::default(),
+            sink_undecodable_skips: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +168,21 @@ impl Metrics {
             "Tracker deadlines due that no rule could advance, skipped (a bug: report it)",
             m.tracker_stalled_timers.clone(),
         );
+        registry.register(
+            "influxdb_dropped_rows",
+            "Rows the InfluxDB sink gave up past influxdb.spool_max_bytes (still in the store)",
+            m.sink_dropped_rows.clone(),
+        );
+        registry.register(
+            "influxdb_refused_lines",
+            "Lines InfluxDB refused on their own (skipped)",
+            m.sink_refused_lines.clone(),
+        );
+        registry.register(
+            "influxdb_undecodable_skips",
+            "Times the InfluxDB sink stepped over stored events it could not decode",
+            m.sink_undecodable_skips.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -195,6 +219,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_influxdb_sinks_losses_are_in_the_exposition() {
+        let m = Metrics::new();
+        let stats = crate::sink::SinkStats::registered(&m);
+        stats.dropped_rows.inc_by(550);
+        stats.refused_lines.inc_by(2);
+        stats.undecodable_skips.inc();
+        let text = m.render();
+        for line in [
+            "landport_influxdb_dropped_rows_total 550",
+            "landport_influxdb_refused_lines_total 2",
+            "landport_influxdb_undecodable_skips_total 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(stats.dropped_rows(), 550);
+    }
 
     #[test]
     fn renders_counters_with_labels() {

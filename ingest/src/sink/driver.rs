@@ -56,8 +56,8 @@ impl InfluxSink {
             config,
             writer,
             store_dir: store_dir.into(),
+            stats: Arc::new(SinkStats::registered(&metrics)),
             metrics,
-            stats: Arc::new(SinkStats::default()),
         })
     }
 
@@ -264,9 +264,7 @@ impl<P: Post> Poster<P> {
                     // find each one again.
                     let all_refused = dropped_points(&message) == Some(range.len());
                     if range.len() == 1 || all_refused {
-                        self.stats
-                            .refused_lines
-                            .fetch_add(range.len() as u64, Ordering::Relaxed);
+                        self.stats.refused_lines.inc_by(range.len() as u64);
                         if let Some(suppressed) = self.log_refused.allow() {
                             let body = batch.body(range.start..range.start + 1);
                             let line: String = String::from_utf8_lossy(&body)
@@ -379,7 +377,7 @@ impl<P: Post> Poster<P> {
             self.acked = outcome.acked;
             self.stats
                 .dropped_rows
-                .fetch_add(dropped.telemetry + dropped.events, Ordering::Relaxed);
+                .inc_by(dropped.telemetry + dropped.events);
             tracing::error!(
                 dropped_readings = dropped.telemetry,
                 dropped_events = dropped.events,

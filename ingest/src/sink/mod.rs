@@ -90,6 +90,9 @@ pub use client::{InfluxWriter, WriteApi, WriteError};
 pub use driver::InfluxSink;
 
 use landport_store::StoreError;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::Metrics;
 
 /// Default of [`SinkConfig::batch_max_lines`].
 pub const DEFAULT_BATCH_MAX_LINES: usize = 5_000;
@@ -143,33 +146,43 @@ impl SinkConfig {
     }
 }
 
-/// Counters of the sink beyond the shared [`Metrics`](crate::metrics::Metrics): what it gave up.
+/// What the sink gave up, as counters of the shared registry ([`SinkStats::registered`]:
+/// `/metrics` shows them) or of its own ([`SinkStats::default`], for tests).
 #[derive(Debug, Default)]
 pub struct SinkStats {
     /// Rows (readings and events) given up by the spool bound.
-    dropped_rows: AtomicU64,
+    pub(crate) dropped_rows: Counter,
     /// Lines that InfluxDB refused on their own (e.g. a field type conflict).
-    refused_lines: AtomicU64,
+    pub(crate) refused_lines: Counter,
     /// Times the reader stepped over stored events it could not decode.
-    undecodable_skips: AtomicU64,
+    pub(crate) undecodable_skips: Counter,
 }
 
 impl SinkStats {
+    /// The counters registered in `metrics` (`landport_influxdb_*_total`).
+    pub fn registered(metrics: &Metrics) -> SinkStats {
+        SinkStats {
+            dropped_rows: metrics.sink_dropped_rows.clone(),
+            refused_lines: metrics.sink_refused_lines.clone(),
+            undecodable_skips: metrics.sink_undecodable_skips.clone(),
+        }
+    }
+
     /// Rows given up because the backlog exceeded `spool_max_bytes`.
     pub fn dropped_rows(&self) -> u64 {
-        self.dropped_rows.load(Ordering::Relaxed)
+        self.dropped_rows.get()
     }
 
     /// Lines InfluxDB refused (400, 413, 422) on their own, which were skipped.
     pub fn refused_lines(&self) -> u64 {
-        self.refused_lines.load(Ordering::Relaxed)
+        self.refused_lines.get()
     }
 
     /// Times the reader stepped over stored events that this build cannot decode (e.g. written
     /// by a newer one); each time one or more consecutive events, whose seqs the error log
     /// names. They are not in InfluxDB.
     pub fn undecodable_skips(&self) -> u64 {
-        self.undecodable_skips.load(Ordering::Relaxed)
+        self.undecodable_skips.get()
     }
 }
 

@@ -193,7 +193,7 @@ impl Reader {
                 Err(other) => return Err(other),
             }
         }
-        self.stats.undecodable_skips.fetch_add(1, Ordering::Relaxed);
+        self.stats.undecodable_skips.inc();
         tracing::error!(
             after_seq = from,
             up_to_seq = self.after_seq,
