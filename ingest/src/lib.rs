@@ -18,6 +18,7 @@
 
 pub mod backoff;
 pub mod decode;
+pub mod log_limit;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;

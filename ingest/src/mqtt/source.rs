@@ -45,7 +45,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rumqttc::{
@@ -61,6 +61,7 @@ use super::publish_acks::PublishAcks;
 use super::stats::MqttStats;
 use super::url::BrokerUrl;
 use crate::backoff::Backoff;
+use crate::log_limit::LogLimiter;
 
 /// The topics Landport reads (SPEC §4).
 pub const DEFAULT_SUBSCRIPTIONS: [&str; 3] = [
@@ -1162,43 +1163,6 @@ async fn settle(
     true
 }
 
-/// Lets one log line through per interval and counts the rest.
-struct LogLimiter {
-    interval: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    fn new(interval: Duration) -> Self {
-        LogLimiter {
-            interval,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(lines suppressed since the last one)` if this one may be logged.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < self.interval => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-
-    fn reset(&mut self) {
-        self.last = None;
-        self.suppressed = 0;
-    }
-}
-
 fn qos(qos1: bool) -> QoS {
     if qos1 {
         QoS::AtLeastOnce
@@ -1287,19 +1251,6 @@ mod tests {
             |c| c.reconnect_max = Duration::from_millis(1),
             "reconnect_max",
         );
-    }
-
-    #[test]
-    fn log_limiter_lets_one_line_through_per_interval_and_counts_the_rest() {
-        let mut l = LogLimiter::new(Duration::from_secs(3600));
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), None);
-        assert_eq!(l.allow(), None);
-        l.reset();
-        assert_eq!(l.allow(), Some(0));
-        let mut l = LogLimiter::new(Duration::ZERO);
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), Some(0));
     }
 
     #[tokio::test]

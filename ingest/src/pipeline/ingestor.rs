@@ -1,14 +1,15 @@
 //! The pipeline's synchronous core: one MQTT message in, readings to store, events and dead
 //! letters out. Owns the tracker; no I/O, so it is tested without a broker or a runtime.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use landport_tracker::{Applied, Event, Reading, TimestampMs, Tracker};
 use serde_json::json;
 
 use crate::decode::{Limits, decode};
+use crate::log_limit::KeyedLogLimiter;
 use crate::metrics::Metrics;
 use crate::topic::{OwnTracksTenants, TopicKind, rejected_topic};
 use landport_store::TelemetryRow;
@@ -55,7 +56,7 @@ pub struct Ingestor {
     /// (tenant, device) pairs registered through the API.
     registered: HashSet<(String, String)>,
     metrics: Arc<Metrics>,
-    log_limit: LogLimiter,
+    log_limit: KeyedLogLimiter,
     scratch: Vec<Reading>,
 }
 
@@ -66,7 +67,7 @@ impl Ingestor {
             settings,
             registered: HashSet::new(),
             metrics,
-            log_limit: LogLimiter::new(Duration::from_secs(10)),
+            log_limit: KeyedLogLimiter::new(Duration::from_secs(10)),
             scratch: Vec::new(),
         }
     }
@@ -242,7 +243,7 @@ impl Ingestor {
 #[allow(clippy::too_many_arguments)]
 fn reject(
     metrics: &Metrics,
-    log_limit: &mut LogLimiter,
+    log_limit: &mut KeyedLogLimiter,
     device: Option<(&str, &str)>,
     topic: &str,
     payload: &[u8],
@@ -269,44 +270,6 @@ fn reject(
         topic: rejected_topic(tenant, device),
         payload: serde_json::to_vec(&notice).unwrap_or_default(),
     });
-}
-
-/// Lets one log line per reason through per interval and counts the rest, so a flood of bad
-/// payloads can't flood the log.
-struct LogLimiter {
-    interval: Duration,
-    /// reason -> (last logged, suppressed since)
-    seen: HashMap<String, (Instant, u64)>,
-}
-
-impl LogLimiter {
-    fn new(interval: Duration) -> Self {
-        LogLimiter {
-            interval,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when this one may be logged.
-    fn allow(&mut self, reason: &str) -> Option<u64> {
-        let now = Instant::now();
-        match self.seen.get_mut(reason) {
-            Some((last, suppressed)) if now.duration_since(*last) < self.interval => {
-                *suppressed += 1;
-                None
-            }
-            Some((last, suppressed)) => {
-                let n = *suppressed;
-                *last = now;
-                *suppressed = 0;
-                Some(n)
-            }
-            None => {
-                self.seen.insert(reason.to_owned(), (now, 0));
-                Some(0)
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -428,13 +391,5 @@ mod tests {
         ing.handle("something/else", b"{}", NOW, &mut out);
         assert!(out.dead_letters.is_empty());
         assert_eq!(ing.metrics.rejected_count("unknown_topic"), 1);
-    }
-
-    #[test]
-    fn log_limiter_lets_one_line_per_reason_through() {
-        let mut l = LogLimiter::new(Duration::from_secs(3600));
-        assert_eq!(l.allow("a"), Some(0));
-        assert_eq!(l.allow("a"), None);
-        assert_eq!(l.allow("b"), Some(0));
     }
 }

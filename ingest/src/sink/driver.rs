@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -18,6 +18,7 @@ use super::reader::{Floors, Reader, ReaderSettings};
 use super::spool::{Backlog, rows_to_drop};
 use super::{SinkConfig, SinkError, SinkStats};
 use crate::backoff::Backoff;
+use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use landport_store::{Store, StoreError};
 
@@ -120,8 +121,8 @@ impl InfluxSink {
             metrics: self.metrics,
             stats: self.stats,
             prepared: false,
-            log_split: LogLimit::default(),
-            log_refused: LogLimit::default(),
+            log_split: LogLimiter::new(LOG_INTERVAL),
+            log_refused: LogLimiter::new(LOG_INTERVAL),
         };
         poster.run(rx, &shutdown).await;
         if let Err(e) = reader.await {
@@ -191,8 +192,8 @@ pub(crate) struct Poster<P> {
     pub(crate) stats: Arc<SinkStats>,
     /// Whether `prepare` succeeded since the last "database not found".
     pub(crate) prepared: bool,
-    pub(crate) log_split: LogLimit,
-    pub(crate) log_refused: LogLimit,
+    pub(crate) log_split: LogLimiter,
+    pub(crate) log_refused: LogLimiter,
 }
 
 impl<P: Post> Poster<P> {
@@ -440,32 +441,6 @@ fn sync_store(
     })
 }
 
-/// Lets one log line through per [`LOG_INTERVAL`] and counts the others.
-#[derive(Debug, Default)]
-pub(crate) struct LogLimit {
-    /// When a line was last let through.
-    last: Option<Instant>,
-    /// Lines held back since.
-    suppressed: u64,
-}
-
-impl LogLimit {
-    /// `Some(lines held back since the last one)` when this one may be logged.
-    pub(crate) fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -553,7 +528,7 @@ mod tests {
         store.commit(&rows, &[]).unwrap();
         let mut builder = BatchBuilder::new(Stream::Telemetry);
         for (rowid, row) in store.readings_after(0, n).unwrap() {
-            builder.push_reading(rowid, &row, Instant::now());
+            builder.push_reading(rowid, &row, std::time::Instant::now());
         }
         let batch = builder.take().unwrap();
         let poster = Poster {
@@ -566,8 +541,8 @@ mod tests {
             metrics: Metrics::new(),
             stats: Arc::new(SinkStats::default()),
             prepared: false,
-            log_split: LogLimit::default(),
-            log_refused: LogLimit::default(),
+            log_split: LogLimiter::new(LOG_INTERVAL),
+            log_refused: LogLimiter::new(LOG_INTERVAL),
         };
         Setup {
             _dir: dir,
@@ -714,15 +689,5 @@ mod tests {
         assert_eq!(cursor(&poster), 550);
         assert_eq!(poster.writer.lines.lock().unwrap().len(), 450);
         assert_eq!(poster.floors.telemetry.load(Ordering::Relaxed), 550);
-    }
-
-    #[test]
-    fn the_log_limit_lets_one_line_through_per_interval() {
-        let mut limit = LogLimit::default();
-        assert_eq!(limit.allow(), Some(0));
-        assert_eq!(limit.allow(), None);
-        assert_eq!(limit.allow(), None);
-        limit.last = Some(Instant::now() - LOG_INTERVAL);
-        assert_eq!(limit.allow(), Some(2));
     }
 }
