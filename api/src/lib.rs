@@ -9,10 +9,11 @@
 //! API's own store connections, the tracker handle, the admin key), `v1` (handlers, one file
 //! per resource, GeoJSON in `v1::geojson`).
 //!
-//! The API never reaches into the pipeline's locks: it reads the metrics, the store through
-//! its own connections (on blocking threads), and the tracker through the pipeline's
-//! [`TrackerHandle`](landport_ingest::pipeline::TrackerHandle), which runs a closure between
-//! batches.
+//! The API never reaches into the pipeline's locks and never runs on its task: it reads the
+//! metrics, the store through its own connections (on blocking threads), and live state from
+//! the read side the pipeline publishes; writes go as commands through the pipeline's
+//! [`TrackerHandle`](landport_pipeline::TrackerHandle), run between batches. It depends on
+//! landport-pipeline and the store, not on ingest.
 //!
 //! Wiring (the binary): [`router`] serves the operational endpoints alone; [`router_with_api`]
 //! adds `/v1`. [`ApiState::new`] opens the API's own store connections (after the binary has
@@ -23,9 +24,9 @@
 //! # fn wire(
 //! #     storage_path: &std::path::Path,
 //! #     admin_key: Option<&str>,
-//! #     metrics: Arc<landport_ingest::metrics::Metrics>,
+//! #     metrics: Arc<landport_pipeline::metrics::Metrics>,
 //! #     ready: Arc<AtomicBool>,
-//! #     tracker: landport_ingest::pipeline::TrackerHandle,
+//! #     tracker: landport_pipeline::TrackerHandle,
 //! #     events: tokio::sync::broadcast::Sender<Arc<landport_tracker::Event>>,
 //! # ) -> Result<axum::Router, landport_store::StoreError> {
 //! let api = landport_api::ApiState::new(storage_path, tracker, events, admin_key)?;
@@ -54,7 +55,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use landport_ingest::metrics::Metrics;
+use landport_pipeline::metrics::Metrics;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

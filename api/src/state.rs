@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use landport_ingest::pipeline::{Ingestor, TrackerHandle};
+use landport_pipeline::{Core, TrackerHandle};
 use landport_store::{KeyHash, Store, StoreError};
 use landport_tracker::Event;
 use tokio::sync::broadcast;
@@ -157,7 +157,7 @@ impl ApiState {
     /// only; reads go to [`ApiState::live`].
     pub(crate) async fn tracker<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Ingestor) -> R + Send + 'static,
+        f: impl FnOnce(&mut Core) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
         self.inner
             .tracker

@@ -7,7 +7,9 @@ mod support;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use landport_ingest::pipeline::{Output, now_ms};
+use landport_ingest::topic::{OwnTracksTenants, TopicKind};
+use landport_pipeline::{Output, now_ms};
+use landport_tracker::Reading;
 use serde_json::{Value, json};
 use support::TestApi;
 use tower::ServiceExt;
@@ -31,20 +33,24 @@ async fn call(t: &TestApi, method: &str, path: &str, body: Value) -> (StatusCode
     )
 }
 
-/// Whether ingest accepts a reading of `device` (of tenant `acme`), judged by its live state.
+/// Whether ingest takes in a reading of `device` (of tenant `acme`): its topic passes ingest's
+/// parser, and the live core then applies it (registered through the API, or refused).
 async fn ingest_accepts(t: &TestApi, device: &str) -> bool {
     let topic = format!("landport/acme/{device}/telemetry");
-    let payload = json!({"ts": now_ms(), "lat": 41.0, "lon": 123.0})
-        .to_string()
-        .into_bytes();
+    if TopicKind::parse(&topic, &OwnTracksTenants::default()).is_err() {
+        return false;
+    }
     let device = device.to_owned();
+    let reading = Reading::at(now_ms()).with_position(123.0, 41.0);
     t.tracker
-        .call(move |ing| {
+        .call(move |core| {
             let mut out = Output::default();
-            ing.handle(&topic, &payload, now_ms(), &mut out);
-            ing.tracker()
-                .device("acme", &device)
-                .is_some_and(|d| d.fix.is_some())
+            core.apply("acme", &device, &[reading], now_ms(), &mut out)
+                .is_ok()
+                && core
+                    .tracker()
+                    .device("acme", &device)
+                    .is_some_and(|d| d.fix.is_some())
         })
         .await
         .unwrap()

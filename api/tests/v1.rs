@@ -9,7 +9,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use landport_ingest::pipeline::{Output, TrackerHandle, now_ms};
+use landport_pipeline::{Output, TrackerHandle, now_ms};
+use landport_tracker::Reading;
 use serde_json::{Value, json};
 use support::{SseItem, SseStream, TestApi};
 use tower::ServiceExt;
@@ -111,16 +112,17 @@ impl App {
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
 
-    /// Feeds one native telemetry reading through the live ingestor, as MQTT would.
+    /// Applies one reading to the live core, as the pipeline does with a decoded message (a
+    /// device that is not registered is refused there, as over MQTT).
     async fn fix(&self, tenant: &str, device: &str, lon: f64, lat: f64) {
-        let topic = format!("landport/{tenant}/{device}/telemetry");
-        let payload = json!({"ts": next_ts(), "lat": lat, "lon": lon, "speed_kmh": 50.0})
-            .to_string()
-            .into_bytes();
+        let (tenant, device) = (tenant.to_owned(), device.to_owned());
+        let reading = Reading::at(next_ts())
+            .with_position(lon, lat)
+            .with_speed(50.0);
         self.tracker
-            .call(move |ing| {
+            .call(move |core| {
                 let mut out = Output::default();
-                ing.handle(&topic, &payload, now_ms(), &mut out);
+                let _ = core.apply(&tenant, &device, &[reading], now_ms(), &mut out);
             })
             .await
             .unwrap();

@@ -16,7 +16,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use landport_api::web::MapSettings;
-use landport_ingest::pipeline::{Output, TrackerHandle, now_ms};
+use landport_pipeline::{Output, TrackerHandle, now_ms};
+use landport_tracker::Reading;
 use serde_json::{Value, json};
 use support::TestApi;
 use tokio_util::sync::CancellationToken;
@@ -45,17 +46,17 @@ async fn post(router: &Router, path: &str, key: &str, body: Value) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-/// Feeds one native telemetry reading through the tracker, as MQTT would.
+/// Applies one reading to the live core, as the pipeline does with a decoded message.
 async fn fix(tracker: &TrackerHandle, device: &str, lon: f64, lat: f64, heading_deg: f64) {
-    let topic = format!("landport/acme/{device}/telemetry");
-    let payload = json!({"ts": next_ts(), "lat": lat, "lon": lon, "speed_kmh": 62.0,
-        "heading_deg": heading_deg})
-    .to_string()
-    .into_bytes();
+    let device = device.to_owned();
+    let reading = Reading::at(next_ts())
+        .with_position(lon, lat)
+        .with_speed(62.0)
+        .with_heading(heading_deg);
     tracker
-        .call(move |ing| {
+        .call(move |core| {
             let mut out = Output::default();
-            ing.handle(&topic, &payload, now_ms(), &mut out);
+            let _ = core.apply("acme", &device, &[reading], now_ms(), &mut out);
         })
         .await
         .unwrap();

@@ -18,9 +18,9 @@
 
 pub mod backoff;
 pub mod decode;
-pub mod log_limit;
-pub mod metrics;
 pub mod mqtt;
+// Moved to landport-pipeline; re-exported so paths in this crate and its users stay put.
+pub use landport_pipeline::{log_limit, metrics};
 pub mod pipeline;
 pub mod sink;
 pub mod topic;

@@ -78,6 +78,14 @@ impl Reading {
         self
     }
 
+    /// Heading, degrees clockwise from north.
+    pub fn with_heading(mut self, heading_deg: f64) -> Self {
+        if let Some(f) = self.fix.as_mut() {
+            f.heading_deg = Some(heading_deg);
+        }
+        self
+    }
+
     pub fn with_accuracy(mut self, accuracy_m: f64) -> Self {
         if let Some(f) = self.fix.as_mut() {
             f.accuracy_m = Some(accuracy_m);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use landport_ingest::pipeline::now_ms;
+use landport_pipeline::now_ms;
 use landport_store::DeviceRecord;
 use landport_tracker::DeviceView;
 use landport_tracker::device::DeviceProfile;

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use landport_ingest::pipeline::now_ms;
+use landport_pipeline::now_ms;
 use landport_store::GeofenceRecord;
 use serde_json::json;
 

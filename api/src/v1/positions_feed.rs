@@ -175,39 +175,29 @@ pub(crate) fn changed_json(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use landport_ingest::decode::Limits;
-    use landport_ingest::metrics::Metrics;
-    use landport_ingest::pipeline::{IngestSettings, Ingestor, Output, TrackerHandle, now_ms};
-    use landport_ingest::topic::OwnTracksTenants;
-    use landport_tracker::{Tracker, TrackerSettings};
+    use landport_pipeline::metrics::Metrics;
+    use landport_pipeline::{Core, Output, TrackerHandle, now_ms};
+    use landport_tracker::{Reading, Tracker, TrackerSettings};
 
     use super::*;
 
     fn api(dir: &std::path::Path) -> ApiState {
-        let ingestor = Ingestor::new(
+        let core = Core::new(
             Tracker::new(TrackerSettings::default()),
-            IngestSettings {
-                limits: Limits::default(),
-                owntracks: OwnTracksTenants {
-                    default_tenant: "default".into(),
-                    by_user: HashMap::new(),
-                },
-                auto_register: true,
-            },
+            true,
             Metrics::new(),
         );
         let (events, _) = broadcast::channel(4);
-        ApiState::new(dir, TrackerHandle::standalone(ingestor), events, None).unwrap()
+        ApiState::new(dir, TrackerHandle::standalone(core), events, None).unwrap()
     }
 
     async fn fix(s: &ApiState, device: &str, lon: f64) {
-        let topic = format!("landport/acme/{device}/telemetry");
-        let payload = format!(r#"{{"ts":{},"lat":41.0,"lon":{lon}}}"#, now_ms());
-        s.tracker(move |ing| {
+        let device = device.to_owned();
+        let reading = Reading::at(now_ms()).with_position(lon, 41.0);
+        s.tracker(move |core| {
             let mut out = Output::default();
-            ing.handle(&topic, payload.as_bytes(), now_ms(), &mut out);
+            core.apply("acme", &device, &[reading], now_ms(), &mut out)
+                .unwrap();
         })
         .await
         .unwrap();

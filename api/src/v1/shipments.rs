@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use geo_types::{Coord, LineString};
-use landport_ingest::pipeline::now_ms;
+use landport_pipeline::now_ms;
 use landport_store::{KeyHash, ShareToken, ShipmentRecord};
 use landport_tracker::{Eta, Place, ShipmentDef, ShipmentState, ShipmentStatus, TrackerError};
 use serde::Deserialize;

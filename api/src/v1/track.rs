@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
-use landport_ingest::pipeline::now_ms;
+use landport_pipeline::now_ms;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -16,10 +15,8 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use landport_api::web::{self, MapSettings};
 use landport_api::{ApiState, AppState, router_with_api};
-use landport_ingest::decode::Limits;
-use landport_ingest::metrics::Metrics;
-use landport_ingest::pipeline::{IngestSettings, Ingestor, TrackerHandle};
-use landport_ingest::topic::OwnTracksTenants;
+use landport_pipeline::metrics::Metrics;
+use landport_pipeline::{Core, TrackerHandle};
 use landport_tracker::{Event, Tracker, TrackerSettings};
 use tokio::sync::broadcast;
 use tower::ServiceExt;
@@ -39,19 +36,13 @@ impl TestApi {
     pub fn new(admin_key: &str) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();
-        let ingestor = Ingestor::new(
+        // Devices must be registered (auto_register off), as in the service's default.
+        let core = Core::new(
             Tracker::new(TrackerSettings::default()),
-            IngestSettings {
-                limits: Limits::default(),
-                owntracks: OwnTracksTenants {
-                    default_tenant: "default".into(),
-                    by_user: HashMap::new(),
-                },
-                auto_register: false,
-            },
+            false,
             metrics.clone(),
         );
-        let tracker = TrackerHandle::standalone(ingestor);
+        let tracker = TrackerHandle::standalone(core);
         let (events, _) = broadcast::channel(16);
         let api =
             ApiState::new(dir.path(), tracker.clone(), events.clone(), Some(admin_key)).unwrap();

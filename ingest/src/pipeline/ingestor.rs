@@ -1,44 +1,22 @@
-//! The pipeline's synchronous core: one MQTT message in, readings to store, events and dead
-//! letters out. Owns the tracker; no I/O, so it is tested without a broker or a runtime.
+//! The pipeline's front: one MQTT message in, decoded and validated, then applied to the
+//! [`Core`] (tracker and registry, landport-pipeline); refusals become dead letters. No I/O,
+//! so it is tested without a broker or a runtime.
 
-use std::collections::HashSet;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use landport_tracker::{Applied, Event, Reading, TimestampMs, Tracker};
+use landport_pipeline::log_limit::KeyedLogLimiter;
+use landport_pipeline::metrics::Metrics;
+pub use landport_pipeline::{Core, DeadLetter, Output, Refused};
+use landport_tracker::{TimestampMs, Tracker};
 use serde_json::json;
 
 use crate::decode::{Limits, decode};
-use crate::log_limit::KeyedLogLimiter;
-use crate::metrics::Metrics;
 use crate::topic::{OwnTracksTenants, TopicKind, rejected_topic};
-use landport_store::TelemetryRow;
 
 /// Bytes of a refused payload quoted in its dead letter.
 const EXCERPT_BYTES: usize = 256;
-
-/// What a batch of messages produced, to be made durable together.
-#[derive(Debug, Default)]
-pub struct Output {
-    /// Accepted readings (current and late), in the order the tracker applied them.
-    pub rows: Vec<TelemetryRow>,
-    pub events: Vec<Event>,
-    /// Rejections to publish to `landport/{tenant}/{device}/rejected`.
-    pub dead_letters: Vec<DeadLetter>,
-}
-
-impl Output {
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.events.is_empty() && self.dead_letters.is_empty()
-    }
-}
-
-/// A rejection notice for the dead-letter topic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    pub topic: String,
-    pub payload: Vec<u8>,
-}
 
 /// Settings of the ingest stage.
 #[derive(Debug, Clone)]
@@ -49,193 +27,91 @@ pub struct IngestSettings {
     pub auto_register: bool,
 }
 
-/// Decodes, validates and applies messages to the tracker.
+/// Decodes and validates messages and applies them to the core it owns.
 pub struct Ingestor {
-    tracker: Tracker,
-    settings: IngestSettings,
-    /// (tenant, device) pairs registered through the API.
-    registered: HashSet<(String, String)>,
+    core: Core,
+    limits: Limits,
+    owntracks: OwnTracksTenants,
     metrics: Arc<Metrics>,
     log_limit: KeyedLogLimiter,
-    scratch: Vec<Reading>,
 }
 
 impl Ingestor {
     pub fn new(tracker: Tracker, settings: IngestSettings, metrics: Arc<Metrics>) -> Self {
         Ingestor {
-            tracker,
-            settings,
-            registered: HashSet::new(),
+            core: Core::new(tracker, settings.auto_register, metrics.clone()),
+            limits: settings.limits,
+            owntracks: settings.owntracks,
             metrics,
             log_limit: KeyedLogLimiter::new(Duration::from_secs(10)),
-            scratch: Vec::new(),
         }
     }
 
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
+    pub fn core(&self) -> &Core {
+        &self.core
     }
 
-    pub fn tracker_mut(&mut self) -> &mut Tracker {
-        &mut self.tracker
-    }
-
-    /// Marks a device as registered to a tenant (or not), for `auto_register = false`.
-    pub fn set_registered(&mut self, tenant: &str, device: &str, registered: bool) {
-        let key = (tenant.to_owned(), device.to_owned());
-        if registered {
-            self.registered.insert(key);
-        } else {
-            self.registered.remove(&key);
-        }
+    pub fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
     }
 
     /// Handles one MQTT message received at server time `now_ms`.
     pub fn handle(&mut self, topic: &str, payload: &[u8], now_ms: TimestampMs, out: &mut Output) {
         self.metrics.messages_in.inc();
-        let kind = match TopicKind::parse(topic, &self.settings.owntracks) {
-            Ok(k) => k,
-            Err(rej) => {
+        let mut refuse =
+            |device: Option<(&str, &str)>, code: &str, message: &str, out: &mut Output| {
                 reject(
                     &self.metrics,
                     &mut self.log_limit,
-                    None,
+                    device,
                     topic,
                     payload,
-                    rej.code(),
-                    &rej.to_string(),
+                    code,
+                    message,
                     out,
-                );
-                return;
-            }
+                )
+            };
+        let kind = match TopicKind::parse(topic, &self.owntracks) {
+            Ok(k) => k,
+            Err(rej) => return refuse(None, rej.code(), &rej.to_string(), out),
         };
         let Some(dev) = kind.device() else {
             return;
         };
         let (tenant, device) = (dev.tenant.as_ref(), dev.device.as_ref());
-        if !self.settings.auto_register
-            && !self
-                .registered
-                .contains(&(tenant.to_owned(), device.to_owned()))
-        {
+        let dev = Some((tenant, device));
+        // Refused before decoding: an unregistered device's payload is not worth reading.
+        if !self.core.accepts(tenant, device) {
             let msg = format!("device {device:?} is not registered to tenant {tenant:?}");
-            reject(
-                &self.metrics,
-                &mut self.log_limit,
-                Some((tenant, device)),
-                topic,
-                payload,
-                "unregistered_device",
-                &msg,
-                out,
-            );
-            return;
+            return refuse(dev, "unregistered_device", &msg, out);
         }
-        let outcome = match decode(&kind, payload, &self.settings.limits, now_ms) {
+        let outcome = match decode(&kind, payload, &self.limits, now_ms) {
             Ok(o) => o,
-            Err(rej) => {
-                reject(
-                    &self.metrics,
-                    &mut self.log_limit,
-                    Some((tenant, device)),
-                    topic,
-                    payload,
-                    rej.code(),
-                    &rej.to_string(),
-                    out,
-                );
-                return;
-            }
+            Err(rej) => return refuse(dev, rej.code(), &rej.to_string(), out),
         };
         for rej in &outcome.rejections {
-            reject(
-                &self.metrics,
-                &mut self.log_limit,
-                Some((tenant, device)),
-                topic,
-                payload,
-                rej.code(),
-                &rej.to_string(),
-                out,
-            );
+            refuse(dev, rej.code(), &rej.to_string(), out);
         }
-        if outcome.readings.is_empty() {
-            return;
-        }
-        let slot = self.tracker.device_slot(tenant, device);
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&outcome.readings);
-        // A store-and-forward batch is applied in time order.
-        self.scratch.sort_by_key(|r| r.ts_ms);
-        let first_event = out.events.len();
-        for r in &self.scratch {
-            match self.tracker.apply(slot, r, now_ms, &mut out.events) {
-                Applied::Duplicate => {
-                    self.metrics.readings_duplicate.inc();
-                    continue;
-                }
-                Applied::Late => {
-                    self.metrics.readings_late.inc();
-                }
-                Applied::Current => {
-                    self.metrics.readings_accepted.inc();
-                }
-            }
-            out.rows.push(TelemetryRow {
-                tenant: tenant.to_owned(),
-                device: device.to_owned(),
-                shipment: self.tracker.device_shipment(slot).map(str::to_owned),
-                reading: *r,
-                received_ms: now_ms,
-            });
-        }
-        for e in &out.events[first_event..] {
-            self.metrics.event(e.kind.as_str());
-        }
+        // Registration was checked above, on this same task: apply cannot refuse.
+        let _ = self
+            .core
+            .apply(tenant, device, &outcome.readings, now_ms, out);
     }
+}
 
-    /// Re-applies a stored reading after a restart (no decoding, no registry check). Events it
-    /// re-derives carry the ids they had the first time.
-    pub fn replay(&mut self, row: &TelemetryRow, out: &mut Vec<Event>) {
-        let slot = self.tracker.device_slot(&row.tenant, &row.device);
-        self.tracker.apply(slot, &row.reading, row.received_ms, out);
+// An Ingestor is its core with the decoders in front: everything else (timers, replay, the
+// tracker, the registry) is the core's, reached through it.
+impl Deref for Ingestor {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
     }
+}
 
-    /// Fires what is due at `now_ms` (offline, dwell, excursions) and tidies the indexes.
-    pub fn tick(&mut self, now_ms: TimestampMs, out: &mut Output) {
-        self.fire_timers(now_ms, out);
-        self.tracker.maintain();
-    }
-
-    /// Server time (epoch ms) at which [`Ingestor::fire_timers`] next has something to do.
-    pub fn next_deadline(&self) -> Option<TimestampMs> {
-        self.tracker.next_deadline()
-    }
-
-    /// Rebuilds the tracker's position indexes where that pays (call it every second or so).
-    pub fn maintain(&mut self) {
-        self.tracker.maintain();
-    }
-
-    /// Fires what is due at `now_ms`: offline, dwell, excursions.
-    pub fn fire_timers(&mut self, now_ms: TimestampMs, out: &mut Output) {
-        let first = out.events.len();
-        let stalled_before = self.tracker.stalled_timers();
-        self.tracker.on_timer(now_ms, &mut out.events);
-        let stalled = self.tracker.stalled_timers() - stalled_before;
-        if stalled > 0 {
-            self.metrics.tracker_stalled_timers.inc_by(stalled);
-            if let Some(suppressed) = self.log_limit.allow("stalled_timer") {
-                tracing::error!(
-                    stalled,
-                    suppressed,
-                    "tracker deadlines due that no rule could advance were skipped (a bug)"
-                );
-            }
-        }
-        for e in &out.events[first..] {
-            self.metrics.event(e.kind.as_str());
-        }
+impl DerefMut for Ingestor {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.core
     }
 }
 

@@ -23,38 +23,29 @@
 
 pub mod ingestor;
 mod outbox;
-pub mod read_side;
 pub mod retention;
 pub mod writer;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use landport_tracker::device::DeviceProfile;
 use landport_tracker::{
     Event, ShipmentStatus, TimestampMs, Tracker, TrackerSettings, TrackerSnapshot,
 };
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Inbound, MqttClient};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
+use landport_pipeline::metrics::Metrics;
+pub use landport_pipeline::{Command, LiveReader, ReadSide, TrackerHandle, now_ms, read_side};
 use landport_store::{
     Checkpointer, EventFilter, GeofenceRecord, ShipmentRecord, Store, StoreError,
 };
-pub use read_side::{LiveReader, ReadSide};
 use retention::RetentionSchedule;
 use writer::{Durable, WriterMsg};
-
-/// Server time, epoch milliseconds.
-pub fn now_ms() -> TimestampMs {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as TimestampMs)
-        .unwrap_or(0)
-}
 
 /// Where the pipeline reads the time. [`SystemClock`] in service; tests pass a clock they move
 /// by hand ([`Pipeline::with_clock`]), so hours of retention or timers pass without a wait.
@@ -114,61 +105,6 @@ impl Default for PipelineConfig {
             checkpoint_every: Duration::from_millis(250),
             drain_on_shutdown: Duration::ZERO,
         }
-    }
-}
-
-/// A closure run on the ingestor between batches; it publishes the read side before it
-/// answers, so the caller's next read sees what it did.
-type Command = Box<dyn FnOnce(&mut Ingestor, &mut ReadSide) + Send>;
-
-/// Cheap handle to reach the tracker from other tasks (the HTTP API): commands run on the
-/// pipeline's task, reads go to the read side and never wait for that task.
-#[derive(Clone)]
-pub struct TrackerHandle {
-    tx: mpsc::Sender<Command>,
-    live: LiveReader,
-}
-
-impl TrackerHandle {
-    /// A handle to an ingestor served by a task of its own, with no MQTT or store around it:
-    /// for the API's tests, and tools that need the tracker alone. Must be called inside a
-    /// tokio runtime; the task ends when every handle is dropped.
-    pub fn standalone(mut ingestor: Ingestor) -> TrackerHandle {
-        let (tx, mut rx) = mpsc::channel::<Command>(256);
-        let mut read_side = ReadSide::new(ingestor.tracker(), ReadSide::DEFAULT_EVERY);
-        let live = read_side.reader();
-        tokio::spawn(async move {
-            while let Some(cmd) = rx.recv().await {
-                cmd(&mut ingestor, &mut read_side);
-            }
-        });
-        TrackerHandle { tx, live }
-    }
-
-    /// The latest published view of the live state (see [`read_side`]).
-    pub fn live(&self) -> Arc<landport_tracker::LiveView> {
-        self.live.current()
-    }
-
-    /// A reader of the read side that can wait for the next view (live streams).
-    pub fn reader(&self) -> LiveReader {
-        self.live.clone()
-    }
-
-    /// Runs `f` on the ingestor (and its tracker) between batches; `None` if the pipeline has
-    /// stopped.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Ingestor) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (tx, rx) = oneshot::channel();
-        let cmd: Command = Box::new(move |ing, read_side| {
-            let r = f(ing);
-            read_side.publish(ing.tracker());
-            let _ = tx.send(r);
-        });
-        self.tx.send(cmd).await.ok()?;
-        rx.await.ok()
     }
 }
 
@@ -486,10 +422,9 @@ impl Pipeline {
         config: PipelineConfig,
         metrics: Arc<Metrics>,
     ) -> (Self, TrackerHandle, broadcast::Sender<Arc<Event>>) {
-        let (tx, commands) = mpsc::channel(256);
         let (events, _) = broadcast::channel(4_096);
         let read_side = ReadSide::new(ingestor.tracker(), ReadSide::DEFAULT_EVERY);
-        let live = read_side.reader();
+        let (handle, commands) = TrackerHandle::new(read_side.reader());
         let p = Pipeline {
             ingestor,
             store,
@@ -502,7 +437,7 @@ impl Pipeline {
             metrics,
             clock: Arc::new(SystemClock),
         };
-        (p, TrackerHandle { tx, live }, events)
+        (p, handle, events)
     }
 
     /// Runs on `clock` instead of the system's (tests).
@@ -618,7 +553,7 @@ impl Pipeline {
                     }
                     stop = true;
                 }
-                Some(cmd) = commands.recv(), if !stop => cmd(&mut ingestor, &mut read_side),
+                Some(cmd) = commands.recv(), if !stop => cmd(ingestor.core_mut(), &mut read_side),
                 _ = tick.tick(), if !stop => {
                     ingestor.maintain();
                     // A rebuilt position index reaches readers with the next view.

@@ -210,3 +210,26 @@ fn seed() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ u64::from(std::process::id()).rotate_left(32) ^ CALLS.fetch_add(1, Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn the_influxdb_sinks_losses_are_in_the_exposition() {
+        let m = Metrics::new();
+        let stats = SinkStats::registered(&m);
+        stats.dropped_rows.inc_by(550);
+        stats.refused_lines.inc_by(2);
+        stats.undecodable_skips.inc();
+        let text = m.render();
+        for line in [
+            "landport_influxdb_dropped_rows_total 550",
+            "landport_influxdb_refused_lines_total 2",
+            "landport_influxdb_undecodable_skips_total 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(stats.dropped_rows(), 550);
+    }
+}

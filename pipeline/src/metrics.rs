@@ -221,24 +221,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_influxdb_sinks_losses_are_in_the_exposition() {
-        let m = Metrics::new();
-        let stats = crate::sink::SinkStats::registered(&m);
-        stats.dropped_rows.inc_by(550);
-        stats.refused_lines.inc_by(2);
-        stats.undecodable_skips.inc();
-        let text = m.render();
-        for line in [
-            "landport_influxdb_dropped_rows_total 550",
-            "landport_influxdb_refused_lines_total 2",
-            "landport_influxdb_undecodable_skips_total 1",
-        ] {
-            assert!(text.contains(line), "{line} in {text}");
-        }
-        assert_eq!(stats.dropped_rows(), 550);
-    }
-
-    #[test]
     fn renders_counters_with_labels() {
         let m = Metrics::new();
         m.messages_in.inc();

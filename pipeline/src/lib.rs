@@ -1,0 +1,24 @@
+//! # landport-pipeline
+//!
+//! The service core that every reader and writer of live state goes through, below the
+//! decoders (landport-ingest) and above the store:
+//! - [`core`]: the tracker and the device registry, and applying decoded readings to them
+//!   (rows, events, counters);
+//! - [`handle`]: [`TrackerHandle`], commands that run on the pipeline's task, and server time;
+//! - [`read_side`]: the immutable view of live state the pipeline publishes for readers;
+//! - [`metrics`]: the one Prometheus registry the components count into;
+//! - [`log_limit`]: rate-limited logging.
+//!
+//! The HTTP API depends on this crate and the store, not on ingest. (The pipeline's driver,
+//! which wires the MQTT source, the store writer and the outbox around a `Core`, still lives
+//! in `landport-ingest::pipeline`; see docs/architecture.md.)
+
+pub mod core;
+pub mod handle;
+pub mod log_limit;
+pub mod metrics;
+pub mod read_side;
+
+pub use core::{Core, DeadLetter, Output, Refused};
+pub use handle::{Command, TrackerHandle, now_ms};
+pub use read_side::{LiveReader, ReadSide};
