@@ -294,10 +294,11 @@ pub async fn run(config: Config) -> Result<()> {
     }
 }
 
-/// Nice value of the HTTP side's threads: readers (large boxes, many live maps) get about a
-/// tenth of a core's weight against ingest's threads when both want more CPU than the machine
-/// has (Linux CFS weights 110 vs 1024), so no number of readers slows ingest by more than
-/// about 10 %; on an idle machine they run at full speed.
+/// Nice value of the HTTP side's threads: when both want more CPU than the machine has,
+/// readers (large boxes, many live maps) get about a tenth of the weight of ingest's threads
+/// (Linux CFS weights 110 vs 1024); on an idle machine they run at full speed. Measured with
+/// 20 province-box readers and 100 live maps on two cores, ingest kept 0.73x of its rate alone
+/// (BENCHMARKS.md): the readers' memory traffic and the clients still cost it.
 const HTTP_NICE: i32 = 10;
 
 /// A runtime owned by async code: dropped, it lets its threads go without blocking (a plain

@@ -355,21 +355,39 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_cursor_moves_only_over_events_the_broker_acknowledged_in_order() {
+    /// `n` stored events and an outbox running over them against a hand-acked broker.
+    #[allow(clippy::type_complexity)]
+    fn start_with(
+        n: i64,
+    ) -> (
+        tempfile::TempDir,
+        Vec<Event>,
+        HandAcked,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        let events: Vec<Event> = (0..6).map(numbered).collect();
-        Store::open(dir).unwrap().commit(&[], &events).unwrap();
+        let events: Vec<Event> = (0..n).map(numbered).collect();
+        Store::open(tmp.path())
+            .unwrap()
+            .commit(&[], &events)
+            .unwrap();
         let broker = HandAcked::default();
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
-            Store::open(dir).unwrap(),
+            Store::open(tmp.path()).unwrap(),
             broker.clone(),
             Arc::new(Notify::new()),
             stop.clone(),
             Metrics::new(),
         ));
+        (tmp, events, broker, stop, task)
+    }
+
+    #[tokio::test]
+    async fn the_cursor_moves_only_over_events_the_broker_acknowledged_in_order() {
+        let (tmp, events, broker, stop, task) = start_with(6);
+        let dir = tmp.path();
         // All six go out at once (a window, not one at a time) ...
         broker.wait_published(6).await;
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
@@ -403,19 +421,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_waits_for_the_acks_in_flight_and_saves_only_what_was_acknowledged() {
-        let tmp = tempfile::tempdir().unwrap();
+        let (tmp, _events, broker, stop, task) = start_with(3);
         let dir = tmp.path();
-        let events: Vec<Event> = (0..3).map(numbered).collect();
-        Store::open(dir).unwrap().commit(&[], &events).unwrap();
-        let broker = HandAcked::default();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            Store::open(dir).unwrap(),
-            broker.clone(),
-            Arc::new(Notify::new()),
-            stop.clone(),
-            Metrics::new(),
-        ));
         broker.wait_published(3).await;
         stop.cancel();
         // Acknowledged after the stop: still counted.
