@@ -36,6 +36,8 @@
 //! - [`mod@env`]: environment overrides.
 //! - `sections/`: one file per section struct, each with its `Default` and its checks.
 //! - `error.rs`: [`ConfigError`]; `secret.rs`: [`Secret`], a string `Debug` does not print.
+//! - [`urls`]: the one URL parser (the `url` crate): [`BrokerUrl`] for `mqtt.url` (and the
+//!   simulators' `--broker`), HTTP base URLs for `influxdb.url` and `map.tile_url`.
 //!
 //! Units are part of key names (`_seconds`, `_ms`, `_m`, `_kmh`, `_kg`, `_bytes`); sections
 //! with times also offer [`std::time::Duration`] accessors (`TrackerSettings::offline_after`).
@@ -46,6 +48,7 @@ mod error;
 mod load;
 mod secret;
 mod sections;
+pub mod urls;
 mod validate;
 
 pub use config::Config;
@@ -61,6 +64,7 @@ pub use sections::log::{LogConfig, LogFormat};
 pub use sections::map::MapConfig;
 pub use sections::mqtt::MqttConfig;
 pub use sections::storage::StorageConfig;
+pub use urls::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
 
 #[cfg(test)]
 mod tests;

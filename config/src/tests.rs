@@ -139,6 +139,41 @@ fn mqtt_url_defaults_to_the_embedded_broker_reached_over_loopback() {
 }
 
 #[test]
+fn a_bad_broker_url_names_mqtt_url_and_says_why() {
+    let problem = |url: &str| {
+        let c = parse(&format!("[mqtt]\nembedded = false\nurl = {url:?}")).unwrap();
+        let got = problems(&c);
+        assert_eq!(got.len(), 1, "{url}: {got:?}");
+        got[0].clone()
+    };
+    for (url, why) in [
+        ("mqtt://x:1/a", "no path"),
+        ("mqtts://x:8883", "TLS"),
+        ("mqtt://u:p@x:1883", "mqtt.username"),
+        ("mqtt://::1:1883", "brackets"),
+        ("mqtt://x:0", "1..=65535"),
+        ("broker:1883", "expected mqtt://HOST:PORT"),
+    ] {
+        let got = problem(url);
+        assert!(
+            got.starts_with("mqtt.url: must be an mqtt:// or tcp:// URL"),
+            "{got}"
+        );
+        assert!(got.contains(why), "{url}: {got}");
+        assert!(got.ends_with(&format!("got {url:?}")), "{got}");
+    }
+    let c = parse("[mqtt]\nembedded = false\nurl = \"tcp://[::1]:1884\"").unwrap();
+    assert_eq!(problems(&c), Vec::<String>::new());
+    assert_eq!(
+        c.mqtt.broker(),
+        Ok(BrokerUrl {
+            host: "::1".into(),
+            port: 1884
+        })
+    );
+}
+
+#[test]
 fn an_empty_username_means_no_credentials() {
     let c = parse("[mqtt]\nusername = \"\"\npassword = \"\"").unwrap();
     assert_eq!(c.mqtt.credentials(), None);

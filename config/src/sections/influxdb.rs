@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Secret;
-use crate::validate::{Problems, is_http_url};
+use crate::urls::is_http_url;
+use crate::validate::Problems;
 
 /// Which InfluxDB write API the sink speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Problems, is_http_url};
+use crate::urls::is_http_url;
+use crate::validate::Problems;
 
 /// The `[map]` section, for the live map served by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

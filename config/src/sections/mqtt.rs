@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Secret;
-use crate::validate::{Problems, split_url};
+use crate::urls::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
+use crate::validate::Problems;
 
 /// The `[mqtt]` section, for the ingestor (and the embedded broker it may start).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +56,7 @@ impl Default for MqttConfig {
 
 impl MqttConfig {
     /// The MQTT port when a URL leaves it out.
-    pub const DEFAULT_PORT: u16 = 1883;
+    pub const DEFAULT_PORT: u16 = DEFAULT_MQTT_PORT;
 
     /// The URL the ingestor connects to: `url`, or else the embedded broker at `listen`
     /// (an unspecified listen address such as `0.0.0.0` is reached over loopback).
@@ -73,12 +74,16 @@ impl MqttConfig {
         }
     }
 
+    /// [`MqttConfig::broker_url`] parsed (see [`BrokerUrl::parse`]). An error only when `url`
+    /// is malformed, which [`Config::validate`](crate::Config::validate) rejects.
+    pub fn broker(&self) -> Result<BrokerUrl, BrokerUrlError> {
+        BrokerUrl::parse(&self.broker_url())
+    }
+
     /// Host and port of [`MqttConfig::broker_url`] (IPv6 hosts without brackets). `None` only
     /// when the URL is malformed, which [`Config::validate`](crate::Config::validate) rejects.
     pub fn broker_host_port(&self) -> Option<(String, u16)> {
-        let (scheme, host, port) = split_url(&self.broker_url())?;
-        matches!(scheme.as_str(), "mqtt" | "tcp")
-            .then(|| (host, port.unwrap_or(Self::DEFAULT_PORT)))
+        self.broker().ok().map(|b| (b.host, b.port))
     }
 
     /// User name and password to connect with, when a non-empty user name is set
@@ -109,14 +114,18 @@ impl MqttConfig {
         match &self.url {
             None if !self.embedded => p.push("mqtt.url", "required when embedded = false"),
             None => {}
-            Some(_) if self.broker_host_port().is_none() => p.push(
-                "mqtt.url",
-                format!(
-                    "must be an mqtt:// or tcp:// URL such as \"mqtt://broker:1883\", got {:?}",
-                    self.broker_url()
-                ),
-            ),
-            Some(_) => {}
+            Some(url) => {
+                if let Err(e) = BrokerUrl::parse(url) {
+                    p.push(
+                        "mqtt.url",
+                        format!(
+                            "must be an mqtt:// or tcp:// URL such as \"mqtt://broker:1883\": \
+                             {}, got {url:?}",
+                            e.reason
+                        ),
+                    );
+                }
+            }
         }
         let has_user = self.username.as_deref().is_some_and(|u| !u.is_empty());
         let has_password = self.password.as_ref().is_some_and(|p| !p.is_empty());
