@@ -1,6 +1,6 @@
 //! The device registry (live state comes from the tracker, not from here).
 
-use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 
 use super::{Store, StoreError};
 
@@ -39,6 +39,33 @@ fn decode((mut device, profile): (DeviceRecord, String)) -> Result<DeviceRecord,
     Ok(device)
 }
 
+fn get(conn: &Connection, tenant: &str, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM devices WHERE tenant = ?1 AND id = ?2"
+    ))?
+    .query_row(params![tenant, id], from_row)
+    .optional()?
+    .map(decode)
+    .transpose()
+}
+
+fn update(conn: &Connection, device: &DeviceRecord) -> Result<bool, StoreError> {
+    let profile = serde_json::to_string(&device.profile)?;
+    Ok(conn
+        .prepare_cached(
+            "UPDATE devices SET name = ?3, kind = ?4, profile = ?5
+             WHERE tenant = ?1 AND id = ?2",
+        )?
+        .execute(params![
+            device.tenant,
+            device.id,
+            device.name,
+            device.kind,
+            profile
+        ])?
+        > 0)
+}
+
 impl Store {
     /// Registers a device in `device.tenant`; [`StoreError::AlreadyExists`] when the tenant
     /// has one with that id.
@@ -63,32 +90,44 @@ impl Store {
     /// Replaces the name, kind and profile of a device of `device.tenant` (`created_ms` is
     /// kept); `false` when the tenant has no device with that id.
     pub fn update_device(&mut self, device: &DeviceRecord) -> Result<bool, StoreError> {
-        let profile = serde_json::to_string(&device.profile)?;
-        Ok(self
+        update(&self.conn, device)
+    }
+
+    /// Reads a device of `tenant`, lets `change` make the new record from it and writes that
+    /// back, in one transaction (as [`Store::update_shipment_with`]). `Ok(None)` and nothing
+    /// written when the tenant has no device `id`; `change`'s error and nothing written when
+    /// it refuses. `change` must keep the tenant and id.
+    pub fn update_device_with<E: From<StoreError>>(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        change: impl FnOnce(DeviceRecord) -> Result<DeviceRecord, E>,
+    ) -> Result<Option<DeviceRecord>, E> {
+        let tx = self
             .conn
-            .prepare_cached(
-                "UPDATE devices SET name = ?3, kind = ?4, profile = ?5
-                 WHERE tenant = ?1 AND id = ?2",
-            )?
-            .execute(params![
-                device.tenant,
-                device.id,
-                device.name,
-                device.kind,
-                profile
-            ])?
-            > 0)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let Some(old) = get(&tx, tenant, id)? else {
+            return Ok(None);
+        };
+        let new = change(old)?;
+        if new.tenant != tenant || new.id != id {
+            return Err(StoreError::Corrupt {
+                table: "devices",
+                reason: format!(
+                    "a change of {tenant}/{id} moved it to {}/{}",
+                    new.tenant, new.id
+                ),
+            }
+            .into());
+        }
+        update(&tx, &new)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(Some(new))
     }
 
     pub fn get_device(&self, tenant: &str, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM devices WHERE tenant = ?1 AND id = ?2"
-            ))?
-            .query_row(params![tenant, id], from_row)
-            .optional()?
-            .map(decode)
-            .transpose()
+        get(&self.conn, tenant, id)
     }
 
     /// The devices of `tenant` (`None` = every tenant: admin only), by tenant and id.

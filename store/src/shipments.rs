@@ -4,7 +4,7 @@
 //! key ([`KeyHash`]). It opens one shipment of one tenant, and goes when the shipment does.
 
 use landport_tracker::{ShipmentDef, ShipmentStatus};
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 
 use super::{KeyHash, Store, StoreError};
 
@@ -53,6 +53,34 @@ fn parse_status(status: &str) -> Result<ShipmentStatus, StoreError> {
     })
 }
 
+fn get(conn: &Connection, tenant: &str, id: &str) -> Result<Option<ShipmentRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM shipments WHERE tenant = ?1 AND id = ?2"
+    ))?
+    .query_row(params![tenant, id], from_row)
+    .optional()?
+    .map(decode)
+    .transpose()
+}
+
+fn update(conn: &Connection, shipment: &ShipmentRecord) -> Result<bool, StoreError> {
+    let def = serde_json::to_string(&shipment.def)?;
+    Ok(conn
+        .prepare_cached(
+            "UPDATE shipments SET device = ?3, def = ?4, status = ?5, updated_ms = ?6
+             WHERE tenant = ?1 AND id = ?2",
+        )?
+        .execute(params![
+            shipment.tenant,
+            shipment.def.id,
+            shipment.def.device,
+            def,
+            shipment.status.as_str(),
+            shipment.updated_ms
+        ])?
+        > 0)
+}
+
 impl Store {
     /// Adds a shipment; [`StoreError::AlreadyExists`] when the tenant has one with that id.
     pub fn insert_shipment(&mut self, shipment: &ShipmentRecord) -> Result<(), StoreError> {
@@ -77,22 +105,41 @@ impl Store {
     /// Replaces the definition and status of a shipment of `shipment.tenant`; `false` when
     /// the tenant has no shipment with that id.
     pub fn update_shipment(&mut self, shipment: &ShipmentRecord) -> Result<bool, StoreError> {
-        let def = serde_json::to_string(&shipment.def)?;
-        Ok(self
+        update(&self.conn, shipment)
+    }
+
+    /// Reads a shipment of `tenant`, lets `change` make the new record from it and writes that
+    /// back, in one transaction (`BEGIN IMMEDIATE`: no other connection writes in between, so
+    /// concurrent changes of different members all land). `Ok(None)` and nothing written when
+    /// the tenant has no shipment `id`; `change`'s error and nothing written when it refuses.
+    /// `change` must keep the tenant and id.
+    pub fn update_shipment_with<E: From<StoreError>>(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        change: impl FnOnce(ShipmentRecord) -> Result<ShipmentRecord, E>,
+    ) -> Result<Option<ShipmentRecord>, E> {
+        let tx = self
             .conn
-            .prepare_cached(
-                "UPDATE shipments SET device = ?3, def = ?4, status = ?5, updated_ms = ?6
-                 WHERE tenant = ?1 AND id = ?2",
-            )?
-            .execute(params![
-                shipment.tenant,
-                shipment.def.id,
-                shipment.def.device,
-                def,
-                shipment.status.as_str(),
-                shipment.updated_ms
-            ])?
-            > 0)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let Some(old) = get(&tx, tenant, id)? else {
+            return Ok(None);
+        };
+        let new = change(old)?;
+        if new.tenant != tenant || new.def.id != id {
+            return Err(StoreError::Corrupt {
+                table: "shipments",
+                reason: format!(
+                    "a change of {tenant}/{id} moved it to {}/{}",
+                    new.tenant, new.def.id
+                ),
+            }
+            .into());
+        }
+        update(&tx, &new)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(Some(new))
     }
 
     /// Sets only the status (the pipeline, when the tracker moves a shipment on); `false` when
@@ -118,14 +165,7 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> Result<Option<ShipmentRecord>, StoreError> {
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM shipments WHERE tenant = ?1 AND id = ?2"
-            ))?
-            .query_row(params![tenant, id], from_row)
-            .optional()?
-            .map(decode)
-            .transpose()
+        get(&self.conn, tenant, id)
     }
 
     /// The shipments of `tenant` (`None` = every tenant: admin, and the pipeline when it

@@ -324,6 +324,78 @@ fn shipments_round_trip_and_stay_in_their_tenant() {
 }
 
 #[test]
+fn a_change_reads_and_writes_in_one_transaction_and_a_refused_one_writes_nothing() {
+    let (tmp, mut store) = store();
+    store
+        .insert_shipment(&shipment("acme", "SHP-1", "truck-17"))
+        .unwrap();
+    store.insert_device(&device("acme", "truck-17")).unwrap();
+    let changed = store
+        .update_shipment_with("acme", "SHP-1", |mut rec| {
+            rec.def.reference = Some("PO-10".into());
+            rec.updated_ms = 2_000;
+            Ok::<_, StoreError>(rec)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.get_shipment("acme", "SHP-1").unwrap(), Some(changed));
+    let missing = store
+        .update_shipment_with("globex", "SHP-1", |_| -> Result<_, StoreError> {
+            panic!("no shipment: no change asked for")
+        })
+        .unwrap();
+    assert_eq!(missing, None);
+
+    // refused by the change: nothing written, and the write lock is given back
+    let before = store.get_shipment("acme", "SHP-1").unwrap();
+    let refused = store.update_shipment_with("acme", "SHP-1", |mut rec| {
+        rec.def.reference = None;
+        Err::<ShipmentRecord, _>(StoreError::Corrupt {
+            table: "test",
+            reason: "refused".into(),
+        })
+    });
+    assert!(refused.is_err());
+    assert_eq!(store.get_shipment("acme", "SHP-1").unwrap(), before);
+    let device_refused = store.update_device_with("acme", "truck-17", |mut rec| {
+        rec.name = "nope".into();
+        Err::<DeviceRecord, _>(StoreError::Thread("test"))
+    });
+    assert!(device_refused.is_err());
+    assert_eq!(
+        store.get_device("acme", "truck-17").unwrap(),
+        Some(device("acme", "truck-17"))
+    );
+    let mut other = Store::open(tmp.path()).unwrap();
+    other.insert_device(&device("acme", "t2")).unwrap();
+
+    // a change may not move the row
+    assert!(
+        store
+            .update_device_with("acme", "truck-17", |mut rec| {
+                rec.id = "elsewhere".into();
+                Ok::<_, StoreError>(rec)
+            })
+            .is_err()
+    );
+    let renamed = store
+        .update_device_with("acme", "truck-17", |mut rec| {
+            rec.name = "Big truck".into();
+            Ok::<_, StoreError>(rec)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.name, "Big truck");
+    assert_eq!(store.get_device("acme", "truck-17").unwrap(), Some(renamed));
+    assert_eq!(
+        store
+            .update_device_with("acme", "nobody", Ok::<_, StoreError>)
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
 fn share_tokens_open_one_shipment_and_go_with_it() {
     let (_tmp, mut store) = store();
     store

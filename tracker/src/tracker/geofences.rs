@@ -2,13 +2,25 @@
 
 use super::Tracker;
 use crate::error::TrackerError;
-use crate::geofence::GeofenceDef;
+use crate::geofence::{Geofence, GeofenceDef};
 
 impl Tracker {
     /// Adds or replaces a geofence. Devices are tested against it from their next reading.
     pub fn upsert_geofence(&mut self, tenant: &str, def: GeofenceDef) -> Result<(), TrackerError> {
+        self.upsert_prepared_geofence(tenant, Geofence::new(def)?)
+    }
+
+    /// [`upsert_geofence`](Self::upsert_geofence) of a fence validated beforehand with
+    /// [`Geofence::new`], which is the slow part (quadratic in a ring's vertex count), so that
+    /// the caller can validate off the task that owns the tracker. Fails only when the tenant's
+    /// fence slots are exhausted.
+    pub fn upsert_prepared_geofence(
+        &mut self,
+        tenant: &str,
+        fence: Geofence,
+    ) -> Result<(), TrackerError> {
         let t = self.tenant_index(tenant) as usize;
-        self.tenants[t].fences.upsert(def)?;
+        self.tenants[t].fences.upsert_prepared(fence)?;
         self.tenants[t].fence_generation += 1;
         self.tenants[t].epoch += 1;
         self.replan_tenant(t);

@@ -7,20 +7,38 @@ use crate::route::Route;
 use crate::shipment::{Eta, Place, ShipmentDef, ShipmentState, ShipmentStatus};
 
 impl Tracker {
-    /// Adds or replaces a shipment (its runtime status and history are kept on replace).
-    pub fn upsert_shipment(&mut self, tenant: &str, def: ShipmentDef) -> Result<(), TrackerError> {
-        validate_shipment(&def)?;
-        let t = self.tenant_index(tenant) as usize;
+    /// Whether [`upsert_shipment`](Self::upsert_shipment) would take `def` now: its values
+    /// are in range, the geofences it names exist in the tenant, its route is usable. Changes
+    /// nothing, so a caller can check before it stores the definition elsewhere.
+    pub fn check_shipment(&self, tenant: &str, def: &ShipmentDef) -> Result<(), TrackerError> {
+        self.check_shipment_places(tenant, def)?;
+        def.route.clone().map(Route::new).transpose()?;
+        Ok(())
+    }
+
+    /// The checks of [`check_shipment`](Self::check_shipment) but the route's.
+    fn check_shipment_places(&self, tenant: &str, def: &ShipmentDef) -> Result<(), TrackerError> {
+        validate_shipment(def)?;
         for place in def.origin.iter().chain(std::iter::once(&def.destination)) {
             if let Place::Geofence(id) = place
-                && self.tenants[t].fences.slot_of(id).is_none()
+                && self
+                    .tenant(tenant)
+                    .is_none_or(|t| t.fences.slot_of(id).is_none())
             {
                 return Err(TrackerError::InvalidShipment(format!(
                     "geofence {id:?} does not exist"
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Adds or replaces a shipment (its runtime status and history are kept on replace). A
+    /// definition it refuses changes nothing (see [`check_shipment`](Self::check_shipment)).
+    pub fn upsert_shipment(&mut self, tenant: &str, def: ShipmentDef) -> Result<(), TrackerError> {
+        self.check_shipment_places(tenant, &def)?;
         let route = def.route.clone().map(Route::new).transpose()?;
+        let t = self.tenant_index(tenant) as usize;
         let device = self.device_slot(tenant, &def.device).0;
         let slot = match self.tenants[t].shipments.get(&def.id) {
             Some(&s) => {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::device::DeviceProfile;
+use crate::error::TrackerError;
 use crate::event::format_rfc3339;
 use crate::geodesy;
 use crate::geofence::{GeofenceDef, Shape};
@@ -352,6 +353,56 @@ fn shipment(id: &str, origin: Option<Place>, destination: Place) -> ShipmentDef 
         temp_range_c: None,
         max_speed_kmh: None,
     }
+}
+
+#[test]
+fn a_refused_shipment_changes_nothing_and_the_check_refuses_it_too() {
+    let mut tr = tracker();
+    let to_nowhere = shipment("s1", None, Place::Geofence("nowhere".into()));
+    let err = tr.check_shipment(T, &to_nowhere).unwrap_err();
+    assert!(matches!(err, TrackerError::InvalidShipment(_)), "{err}");
+    assert_eq!(tr.upsert_shipment(T, to_nowhere), Err(err));
+    let mut bad_route = shipment(
+        "s1",
+        None,
+        Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        },
+    );
+    bad_route.route = Some(LineString::from(vec![(123.0, 41.0)]));
+    assert!(matches!(
+        tr.check_shipment(T, &bad_route),
+        Err(TrackerError::InvalidGeometry(_))
+    ));
+    assert!(tr.upsert_shipment(T, bad_route).is_err());
+    assert_eq!(
+        tr.tenants().count(),
+        0,
+        "no tenant, device or shipment was made"
+    );
+    let fine = shipment(
+        "s1",
+        None,
+        Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        },
+    );
+    tr.check_shipment(T, &fine).unwrap();
+    assert_eq!(tr.tenants().count(), 0, "a check changes nothing");
+    tr.upsert_shipment(T, fine).unwrap();
+    assert!(tr.shipment(T, "s1").is_some());
+}
+
+#[test]
+fn a_prepared_geofence_is_upserted_like_a_definition() {
+    let mut tr = tracker();
+    let fence = crate::geofence::Geofence::new(square("wh", 123.0, 41.0, 0.01)).unwrap();
+    tr.upsert_prepared_geofence(T, fence).unwrap();
+    apply(&mut tr, "t1", fix(123.0, 41.0, 0));
+    apply(&mut tr, "t1", fix(123.0, 41.0, 120));
+    assert_eq!(tr.devices_in_geofence(T, "wh"), Some(vec!["t1".to_owned()]));
 }
 
 #[test]
