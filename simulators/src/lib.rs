@@ -10,8 +10,10 @@
 //!   pure core (`Simulation::tick`) and an MQTT driver (`fleet::run`), behind
 //!   `landport simulate` and `landport demo`.
 //!
-//! Everything here talks to a broker with `rumqttc` directly and never uses Landport's own
-//! crates: a simulator must behave like any other device or client would.
+//! Everything here talks to a broker with `rumqttc` directly and never uses Landport's MQTT,
+//! ingest or pipeline code: a simulator must behave like any other device or client would. The
+//! one thing taken from Landport is how `--broker` is read (`landport_config::BrokerUrl`), so
+//! that a URL means the same to the simulators as to `mqtt.url`.
 
 pub mod fleet;
 pub mod loadgen;

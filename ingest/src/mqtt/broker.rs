@@ -55,7 +55,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::MqttError;
-use super::url::BrokerUrl;
 
 /// Settings of the embedded broker. Defaults in [`EmbeddedBrokerConfig::default`].
 #[derive(Debug, Clone)]
@@ -297,14 +296,6 @@ impl EmbeddedBroker {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// `mqtt://addr`, for the source's config.
-    pub fn url(&self) -> BrokerUrl {
-        BrokerUrl {
-            host: self.addr.ip().to_string(),
-            port: self.addr.port(),
-        }
     }
 
     /// False if rumqttd's listener has stopped (it logs why).

@@ -2,7 +2,6 @@
 //! and hands each publish to the pipeline.
 //!
 //! Layout:
-//! - [`url`]: `mqtt://host:port` / `tcp://host:port` -> [`BrokerUrl`].
 //! - [`crate::backoff`]: reconnect delays, exponential with full jitter; pure (the caller seeds it).
 //! - [`broker`]: [`EmbeddedBroker`], rumqttd in-process (`landport run` with `mqtt.embedded`).
 //! - [`source`]: [`MqttSource`] (the driver) and [`MqttClient`] (the cheap handle), in
@@ -36,27 +35,17 @@ pub mod broker;
 mod publish_acks;
 pub mod source;
 pub mod stats;
-pub mod url;
 
 pub use crate::backoff::Backoff;
 pub use broker::{EmbeddedBroker, EmbeddedBrokerConfig};
 pub use source::{AckToken, Confirmation, Inbound, MqttClient, MqttSource, MqttSourceConfig};
 pub use stats::MqttStats;
-pub use url::BrokerUrl;
 
 /// Errors of the MQTT module. Connection trouble is not an error here: the source reconnects
 /// by itself and counts it in [`MqttStats`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MqttError {
-    /// A broker URL we cannot use; `reason` says why.
-    #[error("{field}: {reason} (got {url:?})")]
-    InvalidUrl {
-        /// Config path of the value, e.g. `mqtt.url`.
-        field: &'static str,
-        url: String,
-        reason: String,
-    },
     /// A config value out of range; `field` is its path (`mqtt.source.channel_capacity`).
     #[error("{field}: {reason}")]
     InvalidConfig { field: String, reason: String },

@@ -59,7 +59,6 @@ use super::MqttError;
 use super::ack_order::{AckOrder, Action, Outcome, Settled};
 use super::publish_acks::PublishAcks;
 use super::stats::MqttStats;
-use super::url::BrokerUrl;
 use crate::backoff::Backoff;
 use crate::log_limit::LogLimiter;
 
@@ -73,7 +72,8 @@ pub const DEFAULT_SUBSCRIPTIONS: [&str; 3] = [
 /// Settings of one source. Defaults in [`MqttSourceConfig::default`].
 #[derive(Debug, Clone)]
 pub struct MqttSourceConfig {
-    /// Broker host name or IP.
+    /// Broker host name or IP (IPv6 without brackets). The caller parses the broker URL
+    /// (`landport_config::BrokerUrl`, the one parser) and passes host and port in.
     pub host: String,
     /// Broker TCP port.
     pub port: u16,
@@ -132,16 +132,6 @@ impl Default for MqttSourceConfig {
 }
 
 impl MqttSourceConfig {
-    /// The defaults, pointed at `url` (`mqtt://host:port`).
-    pub fn from_url(url: &str) -> Result<Self, MqttError> {
-        let BrokerUrl { host, port } = BrokerUrl::parse(url)?;
-        Ok(MqttSourceConfig {
-            host,
-            port,
-            ..Default::default()
-        })
-    }
-
     /// Checks every value rumqttc or tokio would panic on; errors name the field (`mqtt.*`).
     pub fn validate(&self) -> Result<(), MqttError> {
         let err = |f: &str, r: &str| Err(MqttError::config(format!("mqtt.{f}"), r));
@@ -1216,13 +1206,6 @@ mod tests {
                 "owntracks/+/+"
             ]
         );
-    }
-
-    #[test]
-    fn from_url_takes_host_and_port() {
-        let c = MqttSourceConfig::from_url("tcp://broker:1884").unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("broker", 1884));
-        assert!(MqttSourceConfig::from_url("broker:1884").is_err());
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub mod scrape;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow};
+use landport_config::BrokerUrl;
 use rumqttc::MqttOptions;
 
 pub use drain::{Drain, DrainConfig, DrainReport, drain};
@@ -43,28 +44,12 @@ fn unix_ms_f64() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// `mqtt://host:port`, `tcp://host:port` or `host:port` (port 1883 when left out) -> host,
-/// port.
+/// `--broker`: `mqtt://host:port`, `tcp://host:port` or `host:port` (port 1883 when left out)
+/// -> host, port (IPv6 without brackets), read by Landport's one broker-URL parser,
+/// [`BrokerUrl::parse_with_default_scheme`].
 pub fn parse_broker(url: &str) -> Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .unwrap_or(url);
-    if rest.contains("://") {
-        bail!("{url:?}: only mqtt:// and tcp:// brokers are supported");
-    }
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() => {
-            let port = port
-                .parse()
-                .with_context(|| format!("{url:?}: bad port {port:?}"))?;
-            Ok((host.trim_matches(['[', ']']).to_string(), port))
-        }
-        Some(_) => bail!("{url:?}: no host"),
-        None if rest.is_empty() => bail!("{url:?}: no host"),
-        None => Ok((rest.to_string(), 1883)),
-    }
+    let broker = BrokerUrl::parse_with_default_scheme(url).map_err(|e| anyhow!("--broker: {e}"))?;
+    Ok((broker.host, broker.port))
 }
 
 /// Options shared by the publisher and subscriber connections: a clean session (nothing is
@@ -97,5 +82,8 @@ mod tests {
         assert!(parse_broker("mqtts://broker:8883").is_err());
         assert!(parse_broker("mqtt://:1883").is_err());
         assert!(parse_broker("mqtt://broker:x").is_err());
+        assert_eq!(hp("[::1]:1887"), ("::1".into(), 1887));
+        let e = parse_broker("mqtts://broker:8883").unwrap_err().to_string();
+        assert!(e.starts_with("--broker: TLS"), "{e}");
     }
 }
