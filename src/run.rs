@@ -130,7 +130,7 @@ pub async fn run(config: Config) -> Result<()> {
         client_id: config.mqtt.client_id.clone(),
         username: config.mqtt.credentials().map(|(u, _)| u.to_owned()),
         password: config.mqtt.credentials().map(|(_, p)| p.to_owned()),
-        keep_alive: config.mqtt.keep_alive(),
+        keep_alive_seconds: config.mqtt.keep_alive_seconds,
         ..MqttSourceConfig::default()
     };
     let (source, client, inbox) =

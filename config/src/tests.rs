@@ -369,6 +369,32 @@ fn wrong_type_names_the_path_and_line() {
 }
 
 #[test]
+fn keep_alive_is_one_rule_from_5_to_65535_seconds() {
+    for ok in [5, 30, 65_535] {
+        let c = parse(&format!("[mqtt]\nkeep_alive_seconds = {ok}")).unwrap();
+        assert_eq!(problems(&c), Vec::<String>::new(), "{ok}");
+        assert_eq!(c.mqtt.keep_alive(), Duration::from_secs(ok));
+        assert_eq!(u64::from(c.mqtt.keep_alive_seconds.get()), ok);
+    }
+    for low in [1, 4] {
+        let c = parse(&format!("[mqtt]\nkeep_alive_seconds = {low}")).unwrap();
+        assert_eq!(
+            problems(&c),
+            ["mqtt.keep_alive_seconds: must be between 5 and 65535"],
+            "{low}"
+        );
+    }
+    assert!(
+        MqttConfig::KEEP_ALIVE_SECONDS.contains(&MqttConfig::default().keep_alive_seconds.get())
+    );
+    let e = err("[mqtt]\nkeep_alive_seconds = 0");
+    assert!(
+        e.contains("mqtt.keep_alive_seconds: invalid value: integer `0`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn syntax_error_gives_the_line() {
     let e = err("[http]\nlisten = \n");
     assert!(e.starts_with("line 2, column "), "{e}");

@@ -1,6 +1,8 @@
 //! `[mqtt]`: the embedded broker and the ingestor's MQTT client.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU16;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,8 +32,9 @@ pub struct MqttConfig {
     /// MQTT client id of the ingestor; with its persistent session the broker keeps QoS 1
     /// messages for this id while the service is down, so it must be stable across restarts.
     pub client_id: String,
-    /// MQTT keep-alive interval; see [`MqttConfig::keep_alive`].
-    pub keep_alive_seconds: u16,
+    /// MQTT keep-alive interval, seconds, within [`MqttConfig::KEEP_ALIVE_SECONDS`]; see
+    /// [`MqttConfig::keep_alive`]. Non-zero by type: MQTT's 0 (no keep-alive) is not offered.
+    pub keep_alive_seconds: NonZeroU16,
     /// Memory the embedded broker keeps per topic family for messages Landport has not taken
     /// yet, MiB. It is how far ingest may fall behind a burst: the embedded broker acknowledges
     /// publishes as it logs them, and once a backlog outgrows this it drops the oldest, even
@@ -48,7 +51,7 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             client_id: "landport-ingest".to_string(),
-            keep_alive_seconds: 30,
+            keep_alive_seconds: const { NonZeroU16::new(30).unwrap() },
             embedded_buffer_mb: 64,
         }
     }
@@ -57,6 +60,13 @@ impl Default for MqttConfig {
 impl MqttConfig {
     /// The MQTT port when a URL leaves it out.
     pub const DEFAULT_PORT: u16 = DEFAULT_MQTT_PORT;
+
+    /// The keep-alive Landport allows, seconds: the one rule for it. The MQTT source
+    /// (`landport-ingest`) takes the checked value as whole seconds and has no rule of its own.
+    /// Why at least 5: the broker drops a subscriber that is silent for 1.5x the keep-alive,
+    /// and backpressure parks ours (it stops reading) for a moment at times; a shorter
+    /// keep-alive turns those moments into reconnects.
+    pub const KEEP_ALIVE_SECONDS: RangeInclusive<u16> = 5..=u16::MAX;
 
     /// The URL the ingestor connects to: `url`, or else the embedded broker at `listen`
     /// (an unspecified listen address such as `0.0.0.0` is reached over loopback).
@@ -107,7 +117,7 @@ impl MqttConfig {
 
     /// `keep_alive_seconds` as a [`Duration`].
     pub fn keep_alive(&self) -> Duration {
-        Duration::from_secs(self.keep_alive_seconds.into())
+        Duration::from_secs(self.keep_alive_seconds.get().into())
     }
 
     pub(crate) fn validate(&self, p: &mut Problems) {
@@ -139,10 +149,11 @@ impl MqttConfig {
             "mqtt.client_id",
             "must not be empty",
         );
+        let allowed = Self::KEEP_ALIVE_SECONDS;
         p.check(
-            self.keep_alive_seconds >= 5,
+            allowed.contains(&self.keep_alive_seconds.get()),
             "mqtt.keep_alive_seconds",
-            "must be between 5 and 65535",
+            format!("must be between {} and {}", allowed.start(), allowed.end()),
         );
         p.check(
             (1..=65_536).contains(&self.embedded_buffer_mb),

@@ -42,6 +42,7 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU16;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -84,10 +85,12 @@ pub struct MqttSourceConfig {
     pub username: Option<String>,
     /// Needs `username` (MQTT 3.1.1 has no password without a user name).
     pub password: Option<String>,
-    /// MQTT keep-alive, whole seconds 1..=65535. A subscriber parked by backpressure for more
-    /// than 1.5x this is dropped by the broker; it then reconnects and gets the un-acked
-    /// messages again.
-    pub keep_alive: Duration,
+    /// MQTT keep-alive, whole seconds: what the CONNECT packet carries, so every value is one
+    /// rumqttc takes. The range Landport allows is one rule, `landport-config`'s
+    /// `MqttConfig::KEEP_ALIVE_SECONDS` (5..=65535, `mqtt.keep_alive_seconds`); the source has
+    /// none of its own. A subscriber parked by backpressure for more than 1.5x this is dropped
+    /// by the broker; it then reconnects and gets the un-acked messages again.
+    pub keep_alive_seconds: NonZeroU16,
     /// Topic filters, each subscribed with QoS 1.
     pub subscriptions: Vec<String>,
     /// Capacity of the inbound channel (messages). Small is fine: the broker holds the rest.
@@ -115,7 +118,7 @@ impl Default for MqttSourceConfig {
             client_id: "landport-ingest".to_owned(),
             username: None,
             password: None,
-            keep_alive: Duration::from_secs(30),
+            keep_alive_seconds: const { NonZeroU16::new(30).unwrap() },
             subscriptions: DEFAULT_SUBSCRIPTIONS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -157,10 +160,6 @@ impl MqttSourceConfig {
         if self.password.is_some() && self.username.is_none() {
             return err("password", "needs a username (MQTT 3.1.1)");
         }
-        let ka = self.keep_alive;
-        if ka < Duration::from_secs(1) || ka > Duration::from_secs(u64::from(u16::MAX)) {
-            return err("keep_alive", "must be 1..=65535 seconds");
-        }
         if self.subscriptions.is_empty() {
             return err("subscriptions", "must not be empty");
         }
@@ -195,7 +194,7 @@ impl MqttSourceConfig {
 
     fn options(&self, client_id: String, manual_acks: bool) -> MqttOptions {
         let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
-        o.set_keep_alive(Duration::from_secs(self.keep_alive.as_secs()))
+        o.set_keep_alive(Duration::from_secs(self.keep_alive_seconds.get().into()))
             .set_clean_session(false)
             .set_manual_acks(manual_acks)
             .set_inflight(self.max_inflight)
@@ -1220,8 +1219,9 @@ mod tests {
         };
         bad(|c| c.channel_capacity = 0, "channel_capacity");
         bad(|c| c.max_inflight = 0, "max_inflight");
-        bad(|c| c.keep_alive = Duration::from_millis(500), "keep_alive");
-        bad(|c| c.keep_alive = Duration::from_secs(70_000), "keep_alive");
+        // No keep-alive case: sub-second and over-65535 s values, which rumqttc panics on or
+        // truncates, are not representable (`NonZeroU16` seconds); the allowed range is the
+        // config's rule (`mqtt.keep_alive_seconds`, tested in landport-config).
         bad(|c| c.client_id = String::new(), "client_id");
         bad(|c| c.client_id = "a/b".into(), "client_id");
         bad(|c| c.port = 0, "port");

@@ -214,7 +214,7 @@ pub fn source_config(port: u16, client_id: &str) -> MqttSourceConfig {
     MqttSourceConfig {
         port,
         client_id: client_id.to_owned(),
-        keep_alive: Duration::from_secs(5),
+        keep_alive_seconds: std::num::NonZeroU16::new(5).unwrap(),
         reconnect_initial: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(2),
