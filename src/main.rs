@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use landport_config::Config;
 
 mod demo;
+mod mqtt_events;
 mod run;
 
 /// Live logistics telemetry: MQTT in, geofences, ETAs and events out, over HTTP.

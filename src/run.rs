@@ -1,10 +1,10 @@
 //! `landport run`: wires the components and waits for a signal.
 //!
 //! Start order: logging, store (recovering the tracker from its snapshot and the readings
-//! after it), embedded broker (if configured), MQTT source, pipeline, InfluxDB sink (if
-//! configured), HTTP. Stop order on SIGINT/SIGTERM: HTTP and the MQTT source stop taking work,
-//! the pipeline commits and acknowledges what it has, saves a snapshot, publishes pending
-//! events; then the sink flushes.
+//! after it), embedded broker (if configured), MQTT source, pipeline, MQTT event outbox,
+//! InfluxDB sink (if configured), HTTP. Stop order on SIGINT/SIGTERM: HTTP and the MQTT source
+//! stop taking work, the pipeline commits and acknowledges what it has and saves a snapshot;
+//! the outbox publishes pending events; then the source disconnects and the sink flushes.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -18,10 +18,14 @@ use landport_ingest::decode::Limits;
 use landport_ingest::metrics::Metrics;
 use landport_ingest::mqtt::{EmbeddedBroker, EmbeddedBrokerConfig, MqttSource, MqttSourceConfig};
 use landport_ingest::pipeline::{self, IngestSettings, Pipeline, PipelineConfig};
-use landport_ingest::sink::{InfluxSink, SinkConfig, WriteApi};
 use landport_ingest::topic::OwnTracksTenants;
+use landport_sinks::influx::{InfluxSink, SinkConfig, WriteApi};
+use landport_sinks::outbox;
 use landport_store::Store;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::mqtt_events::MqttEvents;
 
 /// Sets up `tracing` from `[log]`; `RUST_LOG` wins over `log.level`.
 pub fn init_logging(config: &Config) {
@@ -141,11 +145,15 @@ pub async fn run(config: Config) -> Result<()> {
     let source_shutdown = CancellationToken::new();
     let source_task = tokio::spawn(source.run(source_shutdown.clone()));
 
+    // The store writer wakes the outbox after each commit that stored events.
+    let events_committed = Arc::new(Notify::new());
+    let outbox_store = Store::open(&config.storage.path).context("opening the outbox's store")?;
     let (pipeline, tracker, events) = Pipeline::new(
         ingestor,
         store,
-        client,
+        client.clone(),
         inbox,
+        events_committed.clone(),
         PipelineConfig {
             retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
             // The embedded broker's backlog ends with the process: take it in before stopping.
@@ -159,6 +167,15 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     let mut pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
+    // Its own token: it stops after the pipeline has committed the last batch.
+    let outbox_stop = CancellationToken::new();
+    let outbox_task = tokio::spawn(outbox::run(
+        outbox_store,
+        MqttEvents(client),
+        events_committed.clone(),
+        outbox_stop.clone(),
+        metrics.clone(),
+    ));
 
     let sink_task = match &config.influxdb {
         Some(influx) => {
@@ -273,8 +290,15 @@ pub async fn run(config: Config) -> Result<()> {
             Err(e) => tracing::error!(error = %e, "pipeline task failed"),
         }
     }
-    // The pipeline has dropped its client handles; the source sends the last acknowledgements
-    // and disconnects.
+    // What the last commit stored goes out too: the outbox looks once more, publishes what is
+    // pending and waits (a few seconds at most) for its PUBACKs.
+    events_committed.notify_one();
+    outbox_stop.cancel();
+    if let Err(e) = outbox_task.await {
+        tracing::error!(error = %e, "event outbox task failed");
+    }
+    // The pipeline and the outbox have dropped their client handles; the source sends the
+    // last acknowledgements and disconnects.
     source_shutdown.cancel();
     let _ = source_task.await;
     if let Some((task, stop)) = sink_task {

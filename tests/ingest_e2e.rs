@@ -3,7 +3,7 @@
 //! dead-letter and event topics, and `/metrics`.
 
 mod support;
-#[path = "../ingest/tests/support_influx/mod.rs"]
+#[path = "../sinks/tests/support_influx/mod.rs"]
 mod support_influx;
 #[path = "../ingest/tests/support_mqtt/mod.rs"]
 mod support_mqtt;

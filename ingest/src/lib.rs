@@ -16,11 +16,9 @@
 //! (`benches/decode.rs`) alone. The MQTT source, the pipeline, the store and the sinks are
 //! thin drivers around them.
 
-pub mod backoff;
 pub mod decode;
 pub mod mqtt;
 // Moved to landport-pipeline; re-exported so paths in this crate and its users stay put.
-pub use landport_pipeline::{log_limit, metrics};
+pub use landport_pipeline::{backoff, log_limit, metrics};
 pub mod pipeline;
-pub mod sink;
 pub mod topic;

@@ -158,16 +158,9 @@ pub fn check_id(what: &'static str, id: &str) -> Result<(), Rejection> {
     })
 }
 
-/// Where a refused message from this device is reported:
-/// `landport/{tenant}/{device}/rejected`.
-pub fn rejected_topic(tenant: &str, device: &str) -> String {
-    format!("landport/{tenant}/{device}/rejected")
-}
-
-/// Where this device's events are published: `landport/{tenant}/{device}/events`.
-pub fn events_topic(tenant: &str, device: &str) -> String {
-    format!("landport/{tenant}/{device}/events")
-}
+// The topics Landport publishes to are named where they are published from (the pipeline's
+// dead letters, the sinks' event outbox); re-exported here beside the topics it reads.
+pub use landport_pipeline::topics::{events_topic, rejected_topic};
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@
 //! broker -> [bounded channel] -> pipeline task: decode, validate, tracker.apply (Ingestor)
 //!        -> [bounded channel] -> writer thread: one SQLite transaction per batch
 //!        -> [bounded channel] -> acknowledger task: MQTT PUBACKs, dead letters
-//!                             -> broadcast (SSE) and the outbox task: events to MQTT
+//!                             -> broadcast (SSE), and a wake-up for the event outbox
+//!                                (landport-sinks, spawned by the binary)
 //! ```
 //!
 //! A QoS 1 message is acknowledged only after its readings and the events they caused are
@@ -22,7 +23,6 @@
 //! retention cutoff, monotonic time for the periods (snapshots, [`retention`] prunes).
 
 pub mod ingestor;
-mod outbox;
 pub mod retention;
 pub mod writer;
 
@@ -41,9 +41,7 @@ use crate::mqtt::{AckToken, Inbound, MqttClient};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
 use landport_pipeline::metrics::Metrics;
 pub use landport_pipeline::{Command, LiveReader, ReadSide, TrackerHandle, now_ms, read_side};
-use landport_store::{
-    Checkpointer, EventFilter, GeofenceRecord, ShipmentRecord, Store, StoreError,
-};
+use landport_store::{Checkpointer, GeofenceRecord, ShipmentRecord, Store, StoreError};
 use retention::RetentionSchedule;
 use writer::{Durable, WriterMsg};
 
@@ -406,6 +404,8 @@ pub struct Pipeline {
     commands: mpsc::Receiver<Command>,
     read_side: ReadSide,
     events: broadcast::Sender<Arc<Event>>,
+    /// Told after each commit that stored events (wakes the event outbox).
+    events_committed: Arc<Notify>,
     metrics: Arc<Metrics>,
     /// Server and monotonic time; [`SystemClock`] unless [`Pipeline::with_clock`].
     clock: Arc<dyn Clock>,
@@ -413,12 +413,14 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline reading `inbox`; returns it with the handle to its tracker and the live event
-    /// stream.
+    /// stream. `events_committed` is notified after each commit that stored events (the
+    /// event outbox waits on it).
     pub fn new(
         ingestor: Ingestor,
         store: Store,
         broker: MqttClient,
         inbox: mpsc::Receiver<Inbound>,
+        events_committed: Arc<Notify>,
         config: PipelineConfig,
         metrics: Arc<Metrics>,
     ) -> (Self, TrackerHandle, broadcast::Sender<Arc<Event>>) {
@@ -434,6 +436,7 @@ impl Pipeline {
             commands,
             read_side,
             events: events.clone(),
+            events_committed,
             metrics,
             clock: Arc::new(SystemClock),
         };
@@ -446,8 +449,8 @@ impl Pipeline {
         self
     }
 
-    /// Runs until `shutdown`, then flushes: the last batch is committed and acknowledged, a
-    /// final snapshot saved, and pending events published.
+    /// Runs until `shutdown`, then flushes: the last batch is committed and acknowledged, and
+    /// a final snapshot saved.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PipelineError> {
         let Pipeline {
             mut ingestor,
@@ -458,19 +461,18 @@ impl Pipeline {
             mut commands,
             mut read_side,
             events,
+            events_committed,
             metrics,
             clock,
         } = self;
         let dir = store.dir().to_path_buf();
-        let outbox_store = Store::open(&dir)?;
         let checkpointer = Checkpointer::start(&dir, config.checkpoint_every)?;
-        let outbox_notify = Arc::new(Notify::new());
 
         let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg<AckToken>>(4);
         let (durable_tx, mut durable_rx) = mpsc::channel::<Durable<AckToken>>(16);
         let writer = {
             let (events, notify, metrics) =
-                (events.clone(), outbox_notify.clone(), metrics.clone());
+                (events.clone(), events_committed.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name("landport-store".into())
                 .spawn(move || {
@@ -504,14 +506,6 @@ impl Pipeline {
                 }
             })
         };
-        let outbox_stop = CancellationToken::new();
-        let outbox = tokio::spawn(outbox::run(
-            outbox_store,
-            broker.clone(),
-            outbox_notify.clone(),
-            outbox_stop.clone(),
-            metrics.clone(),
-        ));
 
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -635,9 +629,6 @@ impl Pipeline {
         })
         .await;
         let _ = acker.await;
-        outbox_notify.notify_one();
-        outbox_stop.cancel();
-        let _ = outbox.await;
         match writer_end {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(panic)) => Err(PipelineError::WriterStopped(panic_message(&panic))),
@@ -658,10 +649,10 @@ mod tests {
 
     use super::*;
     use crate::decode::Limits;
-    use crate::mqtt::{MqttError, MqttSource, MqttSourceConfig};
+    use crate::mqtt::{MqttSource, MqttSourceConfig};
     use crate::topic::OwnTracksTenants;
     use ShipmentStatus::{Arrived, Cancelled, Delivered, InTransit, Planned};
-    use landport_store::{DeviceRecord, ShipmentRecord, TelemetryRow};
+    use landport_store::{DeviceRecord, EventFilter, ShipmentRecord, TelemetryRow};
 
     const NOW: TimestampMs = 1_795_400_000_000;
     const DAY_MS: i64 = 86_400_000;
@@ -1320,8 +1311,15 @@ mod tests {
             let clock = ManualClock::at(NOW);
             let (source, broker, _) = MqttSource::new(MqttSourceConfig::default()).unwrap();
             let (inbox, rx) = mpsc::channel(16);
-            let (p, tracker, events) =
-                Pipeline::new(ingestor, store, broker, rx, config, Metrics::new());
+            let (p, tracker, events) = Pipeline::new(
+                ingestor,
+                store,
+                broker,
+                rx,
+                Arc::new(Notify::new()),
+                config,
+                Metrics::new(),
+            );
             let events = events.subscribe();
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(p.with_clock(clock.clone()).run(shutdown.clone()));
@@ -1463,7 +1461,15 @@ mod tests {
             tick: Duration::from_secs(3_600),
             ..PipelineConfig::default()
         };
-        let (p, _tracker, events) = Pipeline::new(ing, store, broker, rx, config, Metrics::new());
+        let (p, _tracker, events) = Pipeline::new(
+            ing,
+            store,
+            broker,
+            rx,
+            Arc::new(Notify::new()),
+            config,
+            Metrics::new(),
+        );
         let mut events = events.subscribe();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(p.run(shutdown.clone()));
@@ -1492,151 +1498,5 @@ mod tests {
         shutdown.cancel();
         task.await.unwrap().unwrap();
         drop(source);
-    }
-
-    // ----- the event outbox ---------------------------------------------------------------
-
-    /// How the recording broker treats the outbox.
-    #[derive(Clone, Copy)]
-    enum Broker<'a> {
-        /// Takes every event.
-        Up,
-        /// Refuses this event, and the outbox is stopped there (a shutdown while the broker
-        /// is away).
-        RefusesAndStops(&'a Event),
-        /// Never answers for this event, and the process dies there (kill -9).
-        HangsAt(&'a Event),
-    }
-
-    /// Records what the outbox publishes (and, for [`Broker::HangsAt`], the event it hangs
-    /// on).
-    struct Recorder {
-        sent: mpsc::UnboundedSender<Event>,
-        refuse: Option<(String, CancellationToken)>,
-        hang: Option<String>,
-    }
-
-    impl outbox::EventPublisher for Recorder {
-        async fn publish_event(&self, _topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
-            let e: Event = serde_json::from_slice(&payload).unwrap();
-            if let Some((id, stop)) = &self.refuse
-                && *id == e.id
-            {
-                stop.cancel();
-                return Err(MqttError::Closed);
-            }
-            let hang = self.hang.as_ref() == Some(&e.id);
-            let _ = self.sent.send(e);
-            if hang {
-                std::future::pending::<()>().await;
-            }
-            Ok(())
-        }
-    }
-
-    fn numbered(n: i64) -> Event {
-        Event::new(
-            EventType::DeviceOnline,
-            "acme",
-            "d",
-            None,
-            None,
-            NOW + n,
-            0,
-            json!({}),
-        )
-    }
-
-    /// Runs the outbox over the store in `dir` (a fresh connection: a restart) until it has
-    /// published `expect` events, then stops it (or kills it, for [`Broker::HangsAt`]);
-    /// returns their ids and the saved cursor.
-    async fn outbox_run(
-        dir: &std::path::Path,
-        expect: usize,
-        broker: Broker<'_>,
-    ) -> (Vec<String>, i64) {
-        let (sent, mut got) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let recorder = Recorder {
-            sent,
-            refuse: match broker {
-                Broker::RefusesAndStops(e) => Some((e.id.clone(), stop.clone())),
-                _ => None,
-            },
-            hang: match broker {
-                Broker::HangsAt(e) => Some(e.id.clone()),
-                _ => None,
-            },
-        };
-        let task = tokio::spawn(outbox::run(
-            Store::open(dir).unwrap(),
-            recorder,
-            Arc::new(Notify::new()),
-            stop.clone(),
-            Metrics::new(),
-        ));
-        let mut ids = Vec::new();
-        for _ in 0..expect {
-            ids.push(got.recv().await.unwrap().id);
-        }
-        if let Broker::HangsAt(_) = broker {
-            task.abort();
-            assert!(task.await.unwrap_err().is_cancelled());
-        } else {
-            stop.cancel();
-            task.await.unwrap();
-        }
-        // nothing else went out before it stopped
-        assert!(got.try_recv().is_err());
-        (
-            ids,
-            Store::open(dir).unwrap().cursor(outbox::CURSOR).unwrap(),
-        )
-    }
-
-    #[tokio::test]
-    async fn the_event_outbox_resumes_after_its_saved_cursor_across_restarts() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        let e: Vec<Event> = (0..8).map(numbered).collect();
-        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
-            e[range].iter().map(|e| e.id.clone()).collect()
-        };
-        let mut store = Store::open(dir).unwrap();
-        let c = store.commit(&[], &e[..5]).unwrap();
-        assert_eq!(c.last_event_seq, 5);
-        // An earlier run had the first two confirmed.
-        store.set_cursor(outbox::CURSOR, 2).unwrap();
-
-        assert_eq!(outbox_run(dir, 3, Broker::Up).await, (ids(2..5), 5));
-
-        // While it is down: a re-derived event (ignored, but it spends a seq) and new ones.
-        store.commit(&[], &e[..1]).unwrap();
-        let c = store.commit(&[], &e[5..8]).unwrap();
-        assert_eq!(c.last_event_seq, 9);
-        // The broker refuses e[6] and the outbox is stopped there: e[5] went out and is not
-        // sent again; e[6] and e[7] wait for the next start.
-        let refused = Broker::RefusesAndStops(&e[6]);
-        assert_eq!(outbox_run(dir, 1, refused).await, (ids(5..6), 7));
-        assert_eq!(outbox_run(dir, 2, Broker::Up).await, (ids(6..8), 9));
-        assert_eq!(outbox_run(dir, 0, Broker::Up).await, (vec![], 9));
-    }
-
-    #[tokio::test]
-    async fn an_outbox_killed_mid_page_skips_nothing_after_the_restart() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        let e: Vec<Event> = (0..5).map(numbered).collect();
-        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
-            e[range].iter().map(|e| e.id.clone()).collect()
-        };
-        Store::open(dir).unwrap().commit(&[], &e).unwrap();
-        // Killed while e[2] is being handed over: the page is not marked done ...
-        assert_eq!(
-            outbox_run(dir, 3, Broker::HangsAt(&e[2])).await,
-            (ids(0..3), 0)
-        );
-        // ... so it all goes again (at least once: consumers drop ids they have seen).
-        assert_eq!(outbox_run(dir, 5, Broker::Up).await, (ids(0..5), 5));
     }
 }

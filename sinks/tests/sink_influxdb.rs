@@ -7,7 +7,7 @@ mod support_influx;
 
 use std::time::Duration;
 
-use landport_ingest::sink::TELEMETRY_CURSOR;
+use landport_sinks::influx::TELEMETRY_CURSOR;
 use landport_store::{Store, TelemetryRow};
 use landport_tracker::{Event, EventType, Reading};
 use serde_json::json;

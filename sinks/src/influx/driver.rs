@@ -17,9 +17,9 @@ use super::client::{InfluxWriter, WriteError, dropped_points};
 use super::reader::{Floors, Reader, ReaderSettings};
 use super::spool::{Backlog, rows_to_drop};
 use super::{SinkConfig, SinkError, SinkStats};
-use crate::backoff::Backoff;
-use crate::log_limit::LogLimiter;
-use crate::metrics::Metrics;
+use landport_pipeline::Backoff;
+use landport_pipeline::log_limit::LogLimiter;
+use landport_pipeline::metrics::Metrics;
 use landport_store::{Store, StoreError};
 
 /// At most one log line per this interval for each kind of repeated problem.
@@ -33,7 +33,7 @@ const LINE_EXCERPT_CHARS: usize = 300;
 const CHANNEL_BATCHES: usize = 1;
 
 /// The InfluxDB sink: every stored reading and event, as line protocol, to InfluxDB. See the
-/// module docs of [`crate::sink`].
+/// module docs of [`crate::influx`].
 #[derive(Debug)]
 pub struct InfluxSink {
     config: SinkConfig,
@@ -116,7 +116,7 @@ impl InfluxSink {
             backoff: Backoff::new(
                 self.config.retry_initial_delay,
                 self.config.retry_max_delay,
-                super::seed(),
+                crate::seed(),
             ),
             metrics: self.metrics,
             stats: self.stats,
@@ -449,7 +449,7 @@ mod tests {
     use landport_tracker::Reading;
 
     use super::*;
-    use crate::sink::batch::BatchBuilder;
+    use crate::influx::batch::BatchBuilder;
     use landport_store::TelemetryRow;
 
     /// A server that refuses any body holding `refuse` (as InfluxDB 1.x does, after writing

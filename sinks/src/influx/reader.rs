@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SinkStats;
 use super::batch::{Batch, BatchBuilder, Stream};
-use crate::backoff::Backoff;
+use landport_pipeline::Backoff;
 use landport_store::{EventFilter, Store, StoreError};
 
 /// How often the store is asked for new rows once the reader has caught up: `flush_interval`
@@ -80,7 +80,7 @@ impl Reader {
             .settings
             .flush_interval
             .clamp(POLL_INTERVAL_MIN, POLL_INTERVAL_MAX);
-        let mut backoff = Backoff::new(poll, Duration::from_secs(5), super::seed());
+        let mut backoff = Backoff::new(poll, Duration::from_secs(5), crate::seed());
         // A closed channel means the poster is gone (e.g. its runtime shut down): stop too, or
         // the runtime would wait for this thread forever.
         while !shutdown.is_cancelled() && !batches.is_closed() {

@@ -47,7 +47,7 @@
 //! - `reader`: the blocking thread that reads the store and fills batches.
 //! - `driver`: [`InfluxSink`] and its poster (retries, splitting, cursors).
 //! - [`client`]: HTTP, v1 with reqwest, v2 with the `influxdb2` crate.
-//! - [`crate::backoff`], [`spool`]: the pure rules for retry delays and the spool bound.
+//! - [`landport_pipeline::backoff`], [`spool`]: the pure rules for retry delays and the spool bound.
 //!
 //! # Wiring (the binary)
 //!
@@ -82,8 +82,7 @@ mod reader;
 pub mod spool;
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use batch::{EVENTS_CURSOR, TELEMETRY_CURSOR};
 pub use client::{InfluxWriter, WriteApi, WriteError};
@@ -92,7 +91,7 @@ pub use driver::InfluxSink;
 use landport_store::StoreError;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::metrics::Metrics;
+use landport_pipeline::metrics::Metrics;
 
 /// Default of [`SinkConfig::batch_max_lines`].
 pub const DEFAULT_BATCH_MAX_LINES: usize = 5_000;
@@ -200,15 +199,6 @@ pub enum SinkError {
     /// A blocking task of the sink panicked.
     #[error("InfluxDB sink task: {0}")]
     Task(String),
-}
-
-/// A seed for jitter, different for each call and process.
-fn seed() -> u64 {
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ u64::from(std::process::id()).rotate_left(32) ^ CALLS.fetch_add(1, Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -10,10 +10,20 @@
 //! duplicates, which consumers drop by id (SPEC §5), never a loss.
 
 use std::collections::VecDeque;
+use std::fmt::Display;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use super::*;
-use crate::mqtt::{Confirmation, MqttError};
+use landport_pipeline::Backoff;
+use landport_pipeline::metrics::Metrics;
+use landport_pipeline::topics::events_topic;
+use landport_store::{EventFilter, Store};
+use landport_tracker::Event;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// The name of the outbox's cursor in the store.
 pub const CURSOR: &str = "mqtt_events";
@@ -30,47 +40,56 @@ const SAVE_EVERY_EVENTS: usize = 1_000;
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// After a stop, how long the outbox goes on for the events still unacknowledged.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Retries of a publish the MQTT client refused (its queue full, the broker away): the first
+/// pause is at most this, doubling ...
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// ... up to this.
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// Where the outbox sends events: the broker through [`MqttClient`] in service; tests
-/// record them.
+/// Where the outbox sends events: the broker through the MQTT client in service (the binary
+/// wires it in: this crate does not depend on landport-ingest); tests record them.
 pub trait EventPublisher: Send + Sync + 'static {
-    /// Publishes one event (QoS 1) and waits until the broker has it: `Ok` means
-    /// acknowledged (for [`MqttClient`], its PUBACK arrived).
-    fn publish_event(
-        &self,
-        topic: &str,
-        payload: Vec<u8>,
-    ) -> impl Future<Output = Result<(), MqttError>> + Send;
+    /// Why a publish failed (logged).
+    type Error: Display + Send;
+    /// Resolves once the broker has the event (`Ok`: for MQTT, its PUBACK arrived), or fails
+    /// if it never will (the connection was lost first): then the outbox publishes it again.
+    type Confirmation: Future<Output = Result<(), Self::Error>> + Send + Unpin;
 
-    /// Publishes one event and returns, once it is handed over, a [`Confirmation`] that
-    /// resolves when the broker has it; so that many can be out at once. The default waits
-    /// in [`EventPublisher::publish_event`].
+    /// Publishes one event (QoS 1) to `topic` and returns, once it is handed over, the
+    /// [`EventPublisher::Confirmation`] of its arrival; so that many can be out at once.
     fn publish_confirmed(
         &self,
         topic: &str,
         payload: Vec<u8>,
-    ) -> impl Future<Output = Result<Confirmation, MqttError>> + Send {
-        async move {
-            self.publish_event(topic, payload)
-                .await
-                .map(|()| Confirmation::confirmed())
-        }
-    }
+    ) -> impl Future<Output = Result<Self::Confirmation, Self::Error>> + Send;
 }
 
-impl EventPublisher for MqttClient {
-    async fn publish_event(&self, topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
-        MqttClient::publish_confirmed(self, topic, payload)
-            .await?
-            .await
+/// A published event, not yet known to be acknowledged.
+struct InFlight<C: Future> {
+    seq: i64,
+    confirmation: C,
+    /// Its outcome once known (a finished future is not polled again).
+    outcome: Option<C::Output>,
+}
+
+impl<E, C: Future<Output = Result<(), E>> + Unpin> InFlight<C> {
+    /// `Some(true)` acknowledged, `Some(false)` never will be, `None` not known yet; without
+    /// waiting.
+    fn acknowledged(&mut self) -> Option<bool> {
+        if self.outcome.is_none()
+            && let Poll::Ready(r) =
+                Pin::new(&mut self.confirmation).poll(&mut Context::from_waker(Waker::noop()))
+        {
+            self.outcome = Some(r);
+        }
+        self.outcome.as_ref().map(Result::is_ok)
     }
 
-    async fn publish_confirmed(
-        &self,
-        topic: &str,
-        payload: Vec<u8>,
-    ) -> Result<Confirmation, MqttError> {
-        MqttClient::publish_confirmed(self, topic, payload).await
+    /// Waits until the outcome is known.
+    async fn settled(&mut self) {
+        if self.outcome.is_none() {
+            self.outcome = Some((&mut self.confirmation).await);
+        }
     }
 }
 
@@ -104,9 +123,13 @@ impl Progress {
     }
 }
 
-pub async fn run(
+/// Runs the outbox until `stop`: publishes every event stored after its cursor, and then
+/// each batch the store writer commits (it calls `notify` after each commit with events).
+/// After `stop` it goes on, for at most [`STOP_GRACE`], until what is stored is published
+/// and acknowledged.
+pub async fn run<P: EventPublisher>(
     mut store: Store,
-    broker: impl EventPublisher,
+    broker: P,
     notify: Arc<Notify>,
     stop: CancellationToken,
     metrics: Arc<Metrics>,
@@ -119,27 +142,30 @@ pub async fn run(
         last_save: tokio::time::Instant::now(),
     };
     // Published, not yet known to be acknowledged, in seq order.
-    let mut in_flight: VecDeque<(i64, Confirmation)> = VecDeque::new();
+    let mut in_flight: VecDeque<InFlight<P::Confirmation>> = VecDeque::new();
     // Read from the store, not yet published.
     let mut page: VecDeque<(i64, Event)> = VecDeque::new();
     // The last seq read from the store.
     let mut read_to = start;
     // The last read found nothing after `read_to`.
     let mut caught_up = false;
-    let mut resend_delay = RESEND_FIRST;
+    // Pauses before publishing again what was not acknowledged, while nothing is (the broker
+    // is away), and before retrying a publish the client refused.
+    let mut resend = Backoff::new(RESEND_FIRST, RESEND_MAX, crate::seed());
+    let mut retry = Backoff::new(RETRY_FIRST, RETRY_MAX, crate::seed());
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     loop {
         // Move over the acknowledged prefix.
         let mut lost = false;
-        while let Some((seq, c)) = in_flight.front_mut() {
-            match c.try_result() {
-                Some(Ok(())) => {
-                    progress.acked = *seq;
+        while let Some(front) = in_flight.front_mut() {
+            match front.acknowledged() {
+                Some(true) => {
+                    progress.acked = front.seq;
                     progress.unsaved += 1;
-                    resend_delay = RESEND_FIRST;
+                    resend.reset();
                     in_flight.pop_front();
                 }
-                Some(Err(_)) => {
+                Some(false) => {
                     lost = true;
                     break;
                 }
@@ -172,10 +198,9 @@ pub async fn run(
             caught_up = false;
             progress.save(&mut store);
             tokio::select! {
-                _ = tokio::time::sleep(resend_delay) => {}
+                _ = tokio::time::sleep(resend.next_delay()) => {}
                 _ = stop.cancelled() => {}
             }
-            resend_delay = (resend_delay * 2).min(RESEND_MAX);
             continue;
         }
         if page.is_empty() && in_flight.len() < WINDOW {
@@ -195,9 +220,8 @@ pub async fn run(
         if in_flight.len() < WINDOW
             && let Some((seq, e)) = page.pop_front()
         {
-            let topic = crate::topic::events_topic(&e.tenant, &e.device);
+            let topic = events_topic(&e.tenant, &e.device);
             let payload = serde_json::to_vec(&e).unwrap_or_default();
-            let mut backoff = Duration::from_millis(100);
             let confirmation = loop {
                 match broker.publish_confirmed(&topic, payload.clone()).await {
                     Ok(c) => break c,
@@ -207,12 +231,16 @@ pub async fn run(
                             return;
                         }
                         tracing::warn!(error = %err, "publishing an event failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        tokio::time::sleep(retry.next_delay()).await;
                     }
                 }
             };
-            in_flight.push_back((seq, confirmation));
+            retry.reset();
+            in_flight.push_back(InFlight {
+                seq,
+                confirmation,
+                outcome: None,
+            });
             read_to = seq;
             continue;
         }
@@ -223,7 +251,7 @@ pub async fn run(
         if stop.is_cancelled() && in_flight.is_empty() && caught_up {
             return;
         }
-        let front = in_flight.front_mut().map(|(_, c)| c);
+        let front = in_flight.front_mut();
         let wait = if stop.is_cancelled() {
             Duration::from_millis(100)
         } else {
@@ -232,10 +260,8 @@ pub async fn run(
         tokio::select! {
             _ = async {
                 match front {
-                    Some(c) => {
-                        // The outcome is read at the top of the loop.
-                        let _ = c.await;
-                    }
+                    // The outcome is read at the top of the loop.
+                    Some(c) => c.settled().await,
                     None => std::future::pending().await,
                 }
             } => {}
@@ -246,8 +272,8 @@ pub async fn run(
     }
 }
 
-/// The first pause before publishing again what was not acknowledged; it doubles up to
-/// [`RESEND_MAX`] while nothing is acknowledged (the broker is away).
+/// The first pause before publishing again what was not acknowledged is at most this; it
+/// doubles up to [`RESEND_MAX`] while nothing is acknowledged (the broker is away).
 const RESEND_FIRST: Duration = Duration::from_millis(100);
 const RESEND_MAX: Duration = Duration::from_secs(5);
 
@@ -256,7 +282,7 @@ mod tests {
     use std::sync::Mutex;
 
     use landport_tracker::EventType;
-    use tokio::sync::oneshot;
+    use tokio::sync::{mpsc, oneshot};
 
     use super::*;
 
@@ -307,21 +333,23 @@ mod tests {
         }
     }
 
+    /// The sender of a publish's confirmation dropped: the connection was lost.
+    type Lost = oneshot::error::RecvError;
+
     impl EventPublisher for HandAcked {
-        async fn publish_event(&self, _topic: &str, _payload: Vec<u8>) -> Result<(), MqttError> {
-            unreachable!("the outbox publishes through publish_confirmed")
-        }
+        type Error = Lost;
+        type Confirmation = oneshot::Receiver<()>;
 
         async fn publish_confirmed(
             &self,
             _topic: &str,
             payload: Vec<u8>,
-        ) -> Result<Confirmation, MqttError> {
+        ) -> Result<oneshot::Receiver<()>, Lost> {
             let e: Event = serde_json::from_slice(&payload).unwrap();
             let (tx, rx) = oneshot::channel();
             self.sent.lock().unwrap().push((e.id, Some(tx)));
             self.published.notify_one();
-            Ok(Confirmation::from_receiver(rx))
+            Ok(rx)
         }
     }
 
@@ -435,5 +463,143 @@ mod tests {
             .expect("the outbox stops after its grace")
             .unwrap();
         assert_eq!(saved(dir), 2);
+    }
+
+    // ----- the event outbox ---------------------------------------------------------------
+
+    /// How the recording broker treats the outbox.
+    #[derive(Clone, Copy)]
+    enum Broker<'a> {
+        /// Takes every event.
+        Up,
+        /// Refuses this event, and the outbox is stopped there (a shutdown while the broker
+        /// is away).
+        RefusesAndStops(&'a Event),
+        /// Never answers for this event, and the process dies there (kill -9).
+        HangsAt(&'a Event),
+    }
+
+    /// Records what the outbox publishes (and, for [`Broker::HangsAt`], the event it hangs
+    /// on).
+    struct Recorder {
+        sent: mpsc::UnboundedSender<Event>,
+        refuse: Option<(String, CancellationToken)>,
+        hang: Option<String>,
+    }
+
+    impl EventPublisher for Recorder {
+        type Error = &'static str;
+        type Confirmation = std::future::Ready<Result<(), &'static str>>;
+
+        /// Returns once the event is recorded (or hangs there), confirmed already.
+        async fn publish_confirmed(
+            &self,
+            _topic: &str,
+            payload: Vec<u8>,
+        ) -> Result<Self::Confirmation, &'static str> {
+            let e: Event = serde_json::from_slice(&payload).unwrap();
+            if let Some((id, stop)) = &self.refuse
+                && *id == e.id
+            {
+                stop.cancel();
+                return Err("the MQTT source has stopped");
+            }
+            let hang = self.hang.as_ref() == Some(&e.id);
+            let _ = self.sent.send(e);
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(std::future::ready(Ok(())))
+        }
+    }
+
+    /// Runs the outbox over the store in `dir` (a fresh connection: a restart) until it has
+    /// published `expect` events, then stops it (or kills it, for [`Broker::HangsAt`]);
+    /// returns their ids and the saved cursor.
+    async fn outbox_run(
+        dir: &std::path::Path,
+        expect: usize,
+        broker: Broker<'_>,
+    ) -> (Vec<String>, i64) {
+        let (sent, mut got) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let recorder = Recorder {
+            sent,
+            refuse: match broker {
+                Broker::RefusesAndStops(e) => Some((e.id.clone(), stop.clone())),
+                _ => None,
+            },
+            hang: match broker {
+                Broker::HangsAt(e) => Some(e.id.clone()),
+                _ => None,
+            },
+        };
+        let task = tokio::spawn(run(
+            Store::open(dir).unwrap(),
+            recorder,
+            Arc::new(Notify::new()),
+            stop.clone(),
+            Metrics::new(),
+        ));
+        let mut ids = Vec::new();
+        for _ in 0..expect {
+            ids.push(got.recv().await.unwrap().id);
+        }
+        if let Broker::HangsAt(_) = broker {
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+        } else {
+            stop.cancel();
+            task.await.unwrap();
+        }
+        // nothing else went out before it stopped
+        assert!(got.try_recv().is_err());
+        (ids, Store::open(dir).unwrap().cursor(CURSOR).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_event_outbox_resumes_after_its_saved_cursor_across_restarts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let e: Vec<Event> = (0..8).map(numbered).collect();
+        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+            e[range].iter().map(|e| e.id.clone()).collect()
+        };
+        let mut store = Store::open(dir).unwrap();
+        let c = store.commit(&[], &e[..5]).unwrap();
+        assert_eq!(c.last_event_seq, 5);
+        // An earlier run had the first two confirmed.
+        store.set_cursor(CURSOR, 2).unwrap();
+
+        assert_eq!(outbox_run(dir, 3, Broker::Up).await, (ids(2..5), 5));
+
+        // While it is down: a re-derived event (ignored, but it spends a seq) and new ones.
+        store.commit(&[], &e[..1]).unwrap();
+        let c = store.commit(&[], &e[5..8]).unwrap();
+        assert_eq!(c.last_event_seq, 9);
+        // The broker refuses e[6] and the outbox is stopped there: e[5] went out and is not
+        // sent again; e[6] and e[7] wait for the next start.
+        let refused = Broker::RefusesAndStops(&e[6]);
+        assert_eq!(outbox_run(dir, 1, refused).await, (ids(5..6), 7));
+        assert_eq!(outbox_run(dir, 2, Broker::Up).await, (ids(6..8), 9));
+        assert_eq!(outbox_run(dir, 0, Broker::Up).await, (vec![], 9));
+    }
+
+    #[tokio::test]
+    async fn an_outbox_killed_mid_page_skips_nothing_after_the_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let e: Vec<Event> = (0..5).map(numbered).collect();
+        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+            e[range].iter().map(|e| e.id.clone()).collect()
+        };
+        Store::open(dir).unwrap().commit(&[], &e).unwrap();
+        // Killed while e[2] is being handed over: the page is not marked done ...
+        assert_eq!(
+            outbox_run(dir, 3, Broker::HangsAt(&e[2])).await,
+            (ids(0..3), 0)
+        );
+        // ... so it all goes again (at least once: consumers drop ids they have seen).
+        assert_eq!(outbox_run(dir, 5, Broker::Up).await, (ids(0..5), 5));
     }
 }

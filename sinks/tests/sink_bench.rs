@@ -3,7 +3,7 @@
 //! timed test, so it is ignored by default:
 //!
 //! ```text
-//! cargo test -p landport-ingest --release --test sink_bench -- --ignored --nocapture
+//! cargo test -p landport-sinks --release --test sink_bench -- --ignored --nocapture
 //! ```
 //!
 //! Both sides write the same readings (`ROWS`, 1,000 devices, 7 fields each) into a database
@@ -19,8 +19,8 @@ mod support_influx;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use landport_ingest::sink::line::encode_reading;
-use landport_ingest::sink::{InfluxWriter, SinkConfig};
+use landport_sinks::influx::line::encode_reading;
+use landport_sinks::influx::{InfluxWriter, SinkConfig};
 use landport_store::{Store, TelemetryRow};
 use landport_tracker::Reading;
 use support_influx::{RunningSink, Server, now_ms, v1};

@@ -18,8 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use landport_ingest::metrics::Metrics;
-use landport_ingest::sink::{InfluxSink, SinkConfig, SinkStats, WriteApi};
+use landport_pipeline::metrics::Metrics;
+use landport_sinks::influx::{InfluxSink, SinkConfig, SinkStats, WriteApi};
 use landport_store::{Store, TelemetryRow};
 use landport_tracker::Reading;
 use tokio::task::JoinHandle;
@@ -408,9 +408,9 @@ pub async fn wait_caught_up(store: &Store, timeout: Duration) {
     let events = store.event_seq_max().unwrap();
     wait_for("the sink to catch up", timeout, || {
         let telemetry = store
-            .cursor(landport_ingest::sink::TELEMETRY_CURSOR)
+            .cursor(landport_sinks::influx::TELEMETRY_CURSOR)
             .unwrap();
-        let event_cursor = store.cursor(landport_ingest::sink::EVENTS_CURSOR).unwrap();
+        let event_cursor = store.cursor(landport_sinks::influx::EVENTS_CURSOR).unwrap();
         std::future::ready(if telemetry >= target && event_cursor >= events {
             Ok(())
         } else {

@@ -2,14 +2,14 @@
 //! into a reused buffer, beside the same lines written with `write!` (std's float and integer
 //! formatting) as the baseline it was measured against.
 //!
-//! `cargo bench -p landport-ingest --bench sink`. The sink against a real server, and against
+//! `cargo bench -p landport-sinks --bench sink`. The sink against a real server, and against
 //! posting pre-built lines, is `tests/sink_bench.rs` (ignored test).
 
 use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use landport_ingest::sink::line::{encode_event, encode_reading};
+use landport_sinks::influx::line::{encode_event, encode_reading};
 use landport_store::TelemetryRow;
 use landport_tracker::{Event, EventType, Reading};
 

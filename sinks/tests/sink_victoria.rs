@@ -9,7 +9,7 @@ mod support_influx;
 
 use std::time::Duration;
 
-use landport_ingest::sink::WriteApi;
+use landport_sinks::influx::WriteApi;
 use landport_store::{Store, TelemetryRow};
 use landport_tracker::{Event, EventType, Reading};
 use serde_json::{Value, json};
