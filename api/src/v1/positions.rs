@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use landport_tracker::{DeviceView, LiveView};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::view::{device_json, rfc3339_string};
@@ -85,29 +87,181 @@ pub async fn positions(
         parse_bbox(q.bbox.as_deref().ok_or_else(|| {
             ApiError::bad_request("bbox=minLon,minLat,maxLon,maxLat is required")
         })?)?;
-    let body = positions_json(&s.live(), caller.scope(), bbox);
+    let found = in_bbox(&s.live(), caller.scope(), bbox);
+    let chunks = collection_chunks(found, CHUNK_BYTES)
+        .map(|c| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(c)));
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The body of `GET /v1/positions`: the FeatureCollection (JSON) of the devices of `scope`
-/// (`None`: every tenant) whose latest position is in `bbox`, from the read side. Public for
+/// (`None`: every tenant) whose latest position is in `bbox`, from the read side, in one
+/// buffer. The handler streams the same bytes in chunks ([`collection_chunks`]); this is for
 /// the bench that compares a request with serializing the same collection alone.
 pub fn positions_json(live: &LiveView, scope: Option<&str>, bbox: [f64; 4]) -> Vec<u8> {
-    let found = per_tenant(live, scope.map(str::to_owned), |ten| {
-        live.in_bbox(ten, bbox)
-    });
-    let features: Vec<PositionFeature<'_>> = found
-        .iter()
-        .filter_map(|(tenant, d)| PositionFeature::new(tenant, d))
-        .collect();
-    // Serializing plain structs into a Vec cannot fail.
-    serde_json::to_vec(&PositionCollection::new(features)).unwrap_or_default()
+    collection_chunks(in_bbox(live, scope, bbox), usize::MAX)
+        .flatten()
+        .collect()
 }
 
-// The FeatureCollection as borrowed, typed structs rather than `json!` trees: a 10,000-device
-// box built a `serde_json::Value` map per Feature, which cost ~6.7 us and ~1.7 KB of
-// short-lived heap per Feature (BENCHMARKS.md, "Where the time goes").
+/// The devices of `scope` (`None`: every tenant) whose latest position is in `bbox`, by
+/// tenant, each tenant's sorted by id.
+fn in_bbox(
+    live: &LiveView,
+    scope: Option<&str>,
+    bbox: [f64; 4],
+) -> Vec<(String, Vec<Arc<DeviceView>>)> {
+    let tenants: Vec<String> = match scope {
+        Some(one) => vec![one.to_owned()],
+        None => live.tenants().map(str::to_owned).collect(),
+    };
+    tenants
+        .into_iter()
+        .map(|t| {
+            let found = live.in_bbox(&t, bbox);
+            (t, found)
+        })
+        .collect()
+}
 
+/// Most bytes of Features buffered before a chunk of the body goes out. A province box is
+/// ~3 MB: built whole, every request mapped, faulted in and unmapped a fresh 3 MB buffer
+/// (~11 % of its CPU time) and twenty readers held 60 MB; in chunks, a request holds 64 KiB
+/// and a slow client holds back its own request only.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// A FeatureCollection of these devices (those without a position are left out) as chunks of
+/// about `chunk` bytes, each written when asked for: their concatenation is the document.
+pub(crate) fn collection_chunks(
+    devices: Vec<(String, Vec<Arc<DeviceView>>)>,
+    chunk: usize,
+) -> Chunks {
+    let items: Vec<(Arc<str>, Arc<DeviceView>)> = devices
+        .into_iter()
+        .flat_map(|(tenant, ds)| {
+            let tenant: Arc<str> = Arc::from(tenant);
+            ds.into_iter().map(move |d| (tenant.clone(), d))
+        })
+        .filter(|(_, d)| d.fix.is_some())
+        .collect();
+    Chunks {
+        items: items.into_iter(),
+        chunk,
+        written: 0,
+        started: false,
+        done: false,
+    }
+}
+
+/// See [`collection_chunks`].
+pub(crate) struct Chunks {
+    items: std::vec::IntoIter<(Arc<str>, Arc<DeviceView>)>,
+    chunk: usize,
+    /// Features written so far.
+    written: usize,
+    /// The header went out.
+    started: bool,
+    done: bool,
+}
+
+impl Iterator for Chunks {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.chunk.min(CHUNK_BYTES) + 1024);
+        if !self.started {
+            out.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
+            self.started = true;
+        }
+        while out.len() < self.chunk {
+            let Some((tenant, d)) = self.items.next() else {
+                out.extend_from_slice(b"]}");
+                self.done = true;
+                break;
+            };
+            if self.written > 0 {
+                out.push(b',');
+            }
+            self.written += 1;
+            write_feature(&mut out, &tenant, &d);
+        }
+        Some(out)
+    }
+}
+
+/// Writes one device's Feature, byte for byte what `serde_json` makes of [`PositionFeature`]
+/// (the tests hold the two equal). Written by hand because this is the API's largest answer:
+/// the derived serializer escaped every constant key and allocated per Feature, and a
+/// province box cost 1.4-1.7x serializing the same collection once as a `serde_json::Value`
+/// (BENCHMARKS.md). A device without a position writes nothing.
+pub(crate) fn write_feature(out: &mut Vec<u8>, tenant: &str, d: &DeviceView) {
+    let Some(f) = d.fix else {
+        return;
+    };
+    out.extend_from_slice(br#"{"type":"Feature","id":"#);
+    write_str(out, &d.id);
+    out.extend_from_slice(br#","geometry":{"type":"Point","coordinates":["#);
+    write_f64(out, f.lon);
+    out.push(b',');
+    write_f64(out, f.lat);
+    out.extend_from_slice(br#"]},"properties":{"tenant":"#);
+    write_str(out, tenant);
+    out.extend_from_slice(if d.online {
+        br#","online":true,"ts":"#
+    } else {
+        br#","online":false,"ts":"#
+    });
+    match rfc3339_string(d.fix_ts_ms) {
+        Some(ts) => write_str(out, &ts),
+        None => out.extend_from_slice(b"null"),
+    }
+    for (key, v) in [
+        (&br#","speed_kmh":"#[..], f.speed_kmh),
+        (br#","heading_deg":"#, f.heading_deg),
+        (br#","accuracy_m":"#, f.accuracy_m),
+        (br#","temp_c":"#, d.temp_c),
+        (br#","weight_kg":"#, d.weight_kg),
+        (br#","battery_pct":"#, d.battery_pct),
+    ] {
+        out.extend_from_slice(key);
+        match v {
+            Some(v) => write_f64(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.extend_from_slice(br#","geofences":["#);
+    for (i, g) in d.geofences.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, g);
+    }
+    out.extend_from_slice(b"]}}");
+}
+
+/// A JSON string, escaped as `serde_json` escapes it.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A number as `serde_json` writes an `f64` (its formatter; `null` when not finite).
+fn write_f64(out: &mut Vec<u8>, v: f64) {
+    use serde_json::ser::{CompactFormatter, Formatter};
+    if v.is_finite() {
+        let _ = CompactFormatter.write_f64(out, v);
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+// The FeatureCollection as borrowed, typed structs: what the hand-written writer above must
+// produce, kept as its oracle in the tests.
+
+#[cfg(test)]
 #[derive(Serialize)]
 pub(crate) struct PositionCollection<'a> {
     #[serde(rename = "type")]
@@ -115,6 +269,7 @@ pub(crate) struct PositionCollection<'a> {
     features: Vec<PositionFeature<'a>>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 pub(crate) struct PositionFeature<'a> {
     #[serde(rename = "type")]
@@ -124,6 +279,7 @@ pub(crate) struct PositionFeature<'a> {
     properties: PositionProperties<'a>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct PointGeometry {
     #[serde(rename = "type")]
@@ -132,6 +288,7 @@ struct PointGeometry {
 }
 
 /// Absent values are `null`, as in the other device shapes.
+#[cfg(test)]
 #[derive(Serialize)]
 struct PositionProperties<'a> {
     tenant: &'a str,
@@ -146,6 +303,7 @@ struct PositionProperties<'a> {
     geofences: &'a [String],
 }
 
+#[cfg(test)]
 impl<'a> PositionCollection<'a> {
     pub(crate) fn new(features: Vec<PositionFeature<'a>>) -> Self {
         PositionCollection {
@@ -155,6 +313,7 @@ impl<'a> PositionCollection<'a> {
     }
 }
 
+#[cfg(test)]
 impl<'a> PositionFeature<'a> {
     /// `None` for a device without a position.
     pub(crate) fn new(tenant: &'a str, d: &'a DeviceView) -> Option<Self> {
@@ -255,14 +414,25 @@ pub async fn nearby(
         )));
     }
     let scope = caller.scope().map(str::to_owned);
-    let sc = scope.clone();
     let live = s.live();
-    let mut found: Vec<(String, (Arc<DeviceView>, f64))> =
-        per_tenant(&live, sc, |ten| live.nearby(ten, lon, lat, radius_m, limit));
+    let mut found: Vec<(String, (Arc<DeviceView>, f64))> = per_tenant(&live, scope, |ten| {
+        live.nearby(ten, lon, lat, radius_m, limit)
+    });
     // Across tenants (admin), merge and cut again.
     found.sort_by(|a, b| a.1.1.total_cmp(&b.1.1));
     found.truncate(limit);
-    let registry = s.read(move |st| st.list_devices(scope.as_deref())).await?;
+    // The registry rows of the devices found only (at most `limit`), not the whole registry.
+    let keys: Vec<(String, String)> = found
+        .iter()
+        .map(|(tenant, (d, _))| (tenant.clone(), d.id.clone()))
+        .collect();
+    let registry = s
+        .read(move |st| {
+            keys.iter()
+                .filter_map(|(t, id)| st.get_device(t, id).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
     let by_key: HashMap<(&str, &str), _> = registry
         .iter()
         .map(|r| ((r.tenant.as_str(), r.id.as_str()), r))
@@ -281,7 +451,94 @@ pub async fn nearby(
 
 #[cfg(test)]
 mod tests {
+    use landport_tracker::Fix;
+    use landport_tracker::device::DeviceProfile;
+    use landport_tracker::tracker::DeviceSlot;
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn number() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            Just(None),
+            any::<f64>().prop_map(Some),
+            (-1e6f64..1e6).prop_map(Some),
+            Just(Some(0.1 + 0.2)),
+            Just(Some(-0.0)),
+            Just(Some(f64::NAN)),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9._-]{1,12}",
+            any::<String>(),
+            Just("quote\" back\\ nl\n tab\t \u{1} é 🚚".to_owned()),
+        ]
+    }
+
+    prop_compose! {
+        fn device()(
+            id in text(),
+            online in any::<bool>(),
+            fix in proptest::option::weighted(0.9, (-180.0f64..=180.0, -90.0f64..=90.0, number(), number(), number())),
+            ts in proptest::option::of(-62_000_000_000_000i64..300_000_000_000_000),
+            temp_c in number(),
+            weight_kg in number(),
+            battery_pct in number(),
+            geofences in proptest::collection::vec(text(), 0..3),
+        ) -> DeviceView {
+            DeviceView {
+                slot: DeviceSlot(0),
+                id,
+                online,
+                last_seen_ms: ts,
+                fix: fix.map(|(lon, lat, speed_kmh, heading_deg, accuracy_m)| Fix {
+                    lon, lat, speed_kmh, heading_deg, accuracy_m,
+                }),
+                fix_ts_ms: ts,
+                temp_c,
+                weight_kg,
+                battery_pct,
+                geofences,
+                profile: DeviceProfile::default(),
+            }
+        }
+    }
+
+    proptest! {
+        /// The hand-written writer against serde_json's derived serializer: the same bytes,
+        /// whatever the numbers (NaN and infinities become null) and strings (escapes,
+        /// control characters, non-ASCII), and the same document whatever the chunk size.
+        #[test]
+        fn the_body_is_byte_for_byte_what_serde_json_writes(
+            tenants in proptest::collection::vec(
+                (text(), proptest::collection::vec(device(), 0..6)), 0..4),
+            chunk in 1usize..400,
+        ) {
+            let features: Vec<PositionFeature<'_>> = tenants
+                .iter()
+                .flat_map(|(t, ds)| ds.iter().filter_map(move |d| PositionFeature::new(t, d)))
+                .collect();
+            let oracle = serde_json::to_vec(&PositionCollection::new(features)).unwrap();
+            let found: Vec<(String, Vec<Arc<DeviceView>>)> = tenants
+                .iter()
+                .map(|(t, ds)| (t.clone(), ds.iter().cloned().map(Arc::new).collect()))
+                .collect();
+            let chunks: Vec<Vec<u8>> = collection_chunks(found.clone(), chunk).collect();
+            let whole: Vec<u8> = chunks.concat();
+            prop_assert_eq!(
+                String::from_utf8_lossy(&whole),
+                String::from_utf8_lossy(&oracle)
+            );
+            let one: Vec<u8> = collection_chunks(found, usize::MAX).flatten().collect();
+            prop_assert_eq!(one, whole);
+            // Chunks end once they pass the size, so none but the last is much smaller.
+            for c in &chunks[..chunks.len() - 1] {
+                prop_assert!(c.len() >= chunk);
+            }
+        }
+    }
 
     #[test]
     fn bbox_parses_and_refuses_what_is_out_of_range() {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use landport_tracker::{DeviceView, LiveView};
 use tokio::sync::broadcast;
 
-use super::positions::{PositionCollection, PositionFeature};
+use super::positions::collection_chunks;
 use super::stream::POSITIONS_EVERY;
 use crate::state::ApiState;
 
@@ -151,26 +151,24 @@ pub(crate) fn changed_json(
         Some(one) => vec![one],
         None => live.tenants().collect(),
     };
-    let views: Vec<(&str, Arc<DeviceView>)> = tenants
+    let found: Vec<(String, Vec<Arc<DeviceView>>)> = tenants
         .into_iter()
         .filter(|ten| device.is_none_or(|(t, _)| t == *ten))
-        .flat_map(|ten| {
-            let changed = match since {
+        .map(|ten| {
+            let mut changed = match since {
                 Some(s) => live.changed_since(ten, s),
                 None => live.devices(ten),
             };
-            changed.into_iter().map(move |d| (ten, d))
+            changed.retain(|d| d.fix.is_some() && device.is_none_or(|(_, id)| d.id == id));
+            (ten.to_owned(), changed)
         })
-        .filter(|(_, d)| device.is_none_or(|(_, id)| d.id == id))
         .collect();
-    let features: Vec<PositionFeature<'_>> = views
-        .iter()
-        .filter_map(|(ten, d)| PositionFeature::new(ten, d))
-        .collect();
-    if features.is_empty() {
+    if found.iter().all(|(_, ds)| ds.is_empty()) {
         return None;
     }
-    serde_json::to_string(&PositionCollection::new(features)).ok()
+    let json: Vec<u8> = collection_chunks(found, usize::MAX).flatten().collect();
+    // The writer writes UTF-8 (JSON of Rust strings): this only checks it.
+    String::from_utf8(json).ok()
 }
 
 #[cfg(test)]
