@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mqtt::{AckToken, Inbound, MqttClient};
 pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
 use landport_pipeline::metrics::Metrics;
-pub use landport_pipeline::{Command, LiveReader, ReadSide, TrackerHandle, now_ms, read_side};
+pub use landport_pipeline::{Job, LiveReader, ReadSide, TrackerHandle, now_ms, read_side};
 use landport_store::{Checkpointer, GeofenceRecord, ShipmentRecord, Store, StoreError};
 use retention::RetentionSchedule;
 use writer::{Durable, WriterMsg};
@@ -401,7 +401,7 @@ pub struct Pipeline {
     broker: MqttClient,
     config: PipelineConfig,
     inbox: mpsc::Receiver<Inbound>,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Job>,
     read_side: ReadSide,
     events: broadcast::Sender<Arc<Event>>,
     /// Told after each commit that stored events (wakes the event outbox).
