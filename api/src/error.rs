@@ -9,7 +9,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use landport_pipeline::CommandError;
 use landport_store::StoreError;
+use landport_tracker::TrackerError;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -105,6 +107,21 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(format!("{what} {id:?} already exists"))
             }
             other => ApiError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> ApiError {
+        match e {
+            CommandError::Refused(TrackerError::InvalidGeometry(m)) => {
+                ApiError::InvalidGeometry(format!("invalid geometry: {m}"))
+            }
+            CommandError::Refused(other) => ApiError::BadRequest(other.to_string()),
+            CommandError::NotFound { what, id } => ApiError::NotFound { what, id },
+            CommandError::Store(e) => e.into(),
+            CommandError::Stopped => ApiError::Unavailable,
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

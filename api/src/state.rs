@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use landport_pipeline::{Core, TrackerHandle};
+use landport_pipeline::{Command, Outcome, TrackerHandle};
 use landport_store::{KeyHash, Store, StoreError};
 use landport_tracker::Event;
 use tokio::sync::broadcast;
@@ -21,7 +21,7 @@ pub struct ApiState {
 struct Inner {
     /// The API's own store connections (the pipeline keeps its own writer).
     db: Db,
-    /// Runs closures on the live tracker between pipeline batches.
+    /// Executes commands (writes) on the pipeline's task; the latest published view (reads).
     tracker: TrackerHandle,
     /// SHA-256 of the admin key; `None` = no admin key configured (demo mode).
     admin_key: Option<KeyHash>,
@@ -153,11 +153,26 @@ impl ApiState {
         self.inner.tracker.live()
     }
 
-    /// Runs `f` on the live ingestor (and its tracker) between batches: for commands (writes)
-    /// only; reads go to [`ApiState::live`].
+    /// Executes a write to live state on the pipeline's task: validated by the tracker,
+    /// stored through the API's writer connection in one transaction, then applied to the
+    /// tracker, and the read side published before it answers ([`TrackerHandle::execute`]).
+    /// The command's errors become the API's (400, 404, 409, 500, 503); a handler adds
+    /// context where it has some.
+    pub(crate) async fn command(
+        &self,
+        command: Command,
+    ) -> Result<Outcome, landport_pipeline::CommandError> {
+        self.inner
+            .tracker
+            .execute(&self.inner.db.writer, command)
+            .await
+    }
+
+    /// Runs `f` on the live core between batches (the tests feed readings with it).
+    #[cfg(test)]
     pub(crate) async fn tracker<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Core) -> R + Send + 'static,
+        f: impl FnOnce(&mut landport_pipeline::Core) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
         self.inner
             .tracker
@@ -180,6 +195,8 @@ struct KeyCache {
 /// The store connections. One of each for now; SQLite's WAL lets the reader run beside both
 /// writers (ours and the pipeline's). A pool is the next step if reads queue up.
 struct Db {
+    /// Locked on a blocking thread by [`ApiState::write`] and on the pipeline's task by
+    /// [`ApiState::command`], each for one short transaction and never across an `.await`.
     writer: Arc<Mutex<Store>>,
     reader: Arc<Mutex<Store>>,
 }

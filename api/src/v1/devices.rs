@@ -1,5 +1,6 @@
 //! `GET/POST /v1/devices`, `GET/PATCH/DELETE /v1/devices/{id}`: the registry in the store,
-//! live state from the tracker.
+//! live state from the tracker. Writes are [`Command`]s: this module parses and checks the
+//! request, the pipeline stores and applies it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use landport_pipeline::now_ms;
+use landport_pipeline::command::DeviceChange;
+use landport_pipeline::{Command, Outcome};
 use landport_store::DeviceRecord;
 use landport_tracker::DeviceView;
 use landport_tracker::device::DeviceProfile;
@@ -171,29 +173,26 @@ pub async fn create(
     let kind = body.kind.unwrap_or_default();
     check_kind(&kind)?;
     let profile = body.profile.map(Profile::check).transpose()?;
-    let rec = DeviceRecord {
-        tenant: tenant.clone(),
-        id: body.id.clone(),
+    let command = Command::RegisterDevice {
+        tenant,
         name: body.name.unwrap_or_else(|| body.id.clone()),
+        id: body.id,
         kind,
-        profile: serde_json::to_value(profile.clone().unwrap_or_default())
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-        created_ms: now_ms(),
+        profile,
     };
-    let stored = rec.clone();
-    s.write(move |st| st.insert_device(&stored)).await?;
-    let (t, id) = (tenant.clone(), body.id.clone());
-    let live = s
-        .tracker(move |ing| {
-            ing.set_registered(&t, &id, true);
-            if let Some(p) = profile {
-                ing.tracker_mut().set_device_profile(&t, &id, p);
-            }
-            ing.tracker().device(&t, &id)
-        })
-        .await?;
-    let out = device_json(&tenant, &rec.id, Some(&rec), live.as_ref());
+    let (rec, live) = device_outcome(s.command(command).await?)?;
+    let out = device_json(&rec.tenant, &rec.id, Some(&rec), live.as_ref());
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+/// The device a command stored and its live state.
+fn device_outcome(out: Outcome) -> Result<(DeviceRecord, Option<DeviceView>), ApiError> {
+    match out {
+        Outcome::Device { record, live } => Ok((record, live)),
+        other => Err(ApiError::Internal(format!(
+            "a device command answered {other:?}"
+        ))),
+    }
 }
 
 #[utoipa::path(
@@ -267,33 +266,16 @@ pub async fn patch(
     if let Some(k) = &body.kind {
         check_kind(k)?;
     }
-    let (t, i) = (tenant.clone(), id.clone());
-    let Some(mut rec) = s.read(move |st| st.get_device(&t, &i)).await? else {
-        return Err(ApiError::not_found("device", id));
+    let command = Command::UpdateDevice {
+        tenant: tenant.clone(),
+        id: id.clone(),
+        change: DeviceChange {
+            name: body.name,
+            kind: body.kind,
+            profile,
+        },
     };
-    if let Some(n) = body.name {
-        rec.name = n;
-    }
-    if let Some(k) = body.kind {
-        rec.kind = k;
-    }
-    if let Some(p) = &profile {
-        rec.profile = serde_json::to_value(p).map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
-    let stored = rec.clone();
-    if !s.write(move |st| st.update_device(&stored)).await? {
-        // Deleted between the read and the write.
-        return Err(ApiError::not_found("device", id));
-    }
-    let (t, i) = (tenant.clone(), id.clone());
-    let live = s
-        .tracker(move |ing| {
-            if let Some(p) = profile {
-                ing.tracker_mut().set_device_profile(&t, &i, p);
-            }
-            ing.tracker().device(&t, &i)
-        })
-        .await?;
+    let (rec, live) = device_outcome(s.command(command).await?)?;
     Ok(axum::Json(device_json(&tenant, &id, Some(&rec), live.as_ref())).into_response())
 }
 
@@ -320,18 +302,6 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let (t, i) = (tenant.clone(), id.clone());
-    let was_registered = s.write(move |st| st.delete_device(&t, &i)).await?;
-    let (t, i) = (tenant, id.clone());
-    let was_live = s
-        .tracker(move |ing| {
-            ing.set_registered(&t, &i, false);
-            ing.tracker_mut().remove_device(&t, &i)
-        })
-        .await?;
-    if was_registered || was_live {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("device", id))
-    }
+    s.command(Command::DeleteDevice { tenant, id }).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

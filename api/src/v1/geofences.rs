@@ -1,11 +1,15 @@
 //! `GET/POST /v1/geofences`, `GET/PUT/DELETE /v1/geofences/{id}`,
-//! `GET /v1/geofences/{id}/devices`. Stored first, then upserted into the tracker.
+//! `GET /v1/geofences/{id}/devices`. A write is a [`Command`] carrying the geofence validated
+//! and prepared here ([`Geofence::new`], the slow part, off the pipeline's task); the pipeline
+//! stores it, then puts it into the tracker.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use landport_pipeline::now_ms;
+use landport_pipeline::{Command, Outcome};
 use landport_store::GeofenceRecord;
+use landport_tracker::GeofenceDef;
+use landport_tracker::geofence::Geofence;
 use serde_json::json;
 
 use super::geojson::{FeatureIn, feature};
@@ -68,14 +72,8 @@ pub async fn create(
         None => random_id("gf_")?,
     };
     check_id("geofence", &id)?;
-    let rec = GeofenceRecord {
-        tenant,
-        def: body.into_def(id)?,
-        updated_ms: now_ms(),
-    };
-    let stored = rec.clone();
-    s.write(move |st| st.insert_geofence(&stored)).await?;
-    upsert_live(&s, &rec).await?;
+    let fence = prepare(body.into_def(id)?)?;
+    let (rec, _) = geofence_outcome(s.command(Command::CreateGeofence { tenant, fence }).await?)?;
     Ok((StatusCode::CREATED, axum::Json(feature(&rec))).into_response())
 }
 
@@ -115,14 +113,9 @@ pub async fn put(
             "the Feature id {fid:?} differs from the path's {id:?}"
         )));
     }
-    let rec = GeofenceRecord {
-        tenant,
-        def: body.into_def(id)?,
-        updated_ms: now_ms(),
-    };
-    let stored = rec.clone();
-    let created = s.write(move |st| st.put_geofence(&stored)).await?;
-    upsert_live(&s, &rec).await?;
+    let fence = prepare(body.into_def(id)?)?;
+    let (rec, created) =
+        geofence_outcome(s.command(Command::PutGeofence { tenant, fence }).await?)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -131,12 +124,21 @@ pub async fn put(
     Ok((status, axum::Json(feature(&rec))).into_response())
 }
 
-async fn upsert_live(s: &ApiState, rec: &GeofenceRecord) -> Result<(), ApiError> {
-    let (tenant, def) = (rec.tenant.clone(), rec.def.clone());
-    s.tracker(move |ing| ing.tracker_mut().upsert_geofence(&tenant, def))
-        .await?
-        // Validated before it was stored, so this is a fault of ours.
+/// The tracker's prepared form of a definition `into_def` has validated.
+fn prepare(def: GeofenceDef) -> Result<Geofence, ApiError> {
+    // Validated by `into_def` already, so a refusal here is a fault of ours.
+    Geofence::new(def)
         .map_err(|e| ApiError::Internal(format!("tracker refused a validated geofence: {e}")))
+}
+
+/// The geofence a command stored, and whether it was created.
+fn geofence_outcome(out: Outcome) -> Result<(GeofenceRecord, bool), ApiError> {
+    match out {
+        Outcome::Geofence { record, created } => Ok((record, created)),
+        other => Err(ApiError::Internal(format!(
+            "a geofence command answered {other:?}"
+        ))),
+    }
 }
 
 #[utoipa::path(
@@ -188,12 +190,7 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let (t, i) = (tenant.clone(), id.clone());
-    if !s.write(move |st| st.delete_geofence(&t, &i)).await? {
-        return Err(ApiError::not_found("geofence", id));
-    }
-    s.tracker(move |ing| ing.tracker_mut().remove_geofence(&tenant, &id))
-        .await?;
+    s.command(Command::DeleteGeofence { tenant, id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,21 +2,25 @@
 //! `GET /v1/shipments/{id}/eta`, `POST /v1/shipments/{id}/share` and the public
 //! `GET /v1/public/{token}`.
 //!
-//! A write goes to the store first, then to the tracker, which validates what needs the
-//! tenant's live state (that origin and destination geofences exist, the route's geometry);
-//! when the tracker refuses, the store change is undone and the answer is 400.
+//! A write is a [`Command`]: this module parses the request into a definition (or a change of
+//! one); the pipeline has the tracker validate what needs the tenant's live state (that origin
+//! and destination geofences exist, the route's geometry), then stores and applies it. When
+//! the tracker refuses, nothing is stored and the answer is 400. A PATCH's read-modify-write
+//! happens inside its command, so concurrent PATCHes all land.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
-use geo_types::{Coord, LineString};
-use landport_pipeline::now_ms;
+use geo_types::LineString;
+use landport_pipeline::command::ShipmentChange;
+use landport_pipeline::{Command, CommandError, Outcome, now_ms};
 use landport_store::{KeyHash, ShareToken, ShipmentRecord};
 use landport_tracker::{Eta, Place, ShipmentDef, ShipmentState, ShipmentStatus, TrackerError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::geojson;
 use super::view::rfc3339;
 use super::{check_id, random_id};
 use crate::auth::Caller;
@@ -101,21 +105,14 @@ fn place(name: &str, v: Value) -> Result<Place, ApiError> {
             check_id("geofence", &id)?;
             Ok(Place::Geofence(id))
         }
+        Value::Object(m) if m.contains_key("type") => {
+            let c = geojson::point(Value::Object(m))
+                .map_err(|why| ApiError::bad_request(format!("{name}: {why}")))?;
+            Ok(Place::Point { lon: c.x, lat: c.y })
+        }
         Value::Object(m) => {
             let num = |k: &str| m.get(k).and_then(Value::as_f64);
-            if m.get("type").and_then(Value::as_str) == Some("Point") && m.len() == 2 {
-                match m
-                    .get("coordinates")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                {
-                    Some([lon, lat]) | Some([lon, lat, _]) => Ok(Place::Point {
-                        lon: lon.as_f64().ok_or_else(bad)?,
-                        lat: lat.as_f64().ok_or_else(bad)?,
-                    }),
-                    _ => Err(bad()),
-                }
-            } else if m.len() == 2
+            if m.len() == 2
                 && let (Some(lat), Some(lon)) = (num("lat"), num("lon"))
             {
                 Ok(Place::Point { lon, lat })
@@ -134,37 +131,9 @@ fn place_json(p: &Place) -> Value {
     }
 }
 
-/// A LineString geometry, or a Feature holding one.
+/// A LineString geometry, or a Feature holding one (read by `geojson::line_string`).
 fn route(v: Value) -> Result<LineString<f64>, ApiError> {
-    let bad = |why: &str| ApiError::bad_request(format!("route: {why}"));
-    let geometry = if v.get("type").and_then(Value::as_str) == Some("Feature") {
-        v.get("geometry").cloned().unwrap_or(Value::Null)
-    } else {
-        v
-    };
-    if geometry.get("type").and_then(Value::as_str) != Some("LineString") {
-        return Err(bad(
-            "must be a GeoJSON LineString geometry or a Feature holding one",
-        ));
-    }
-    let coords = geometry
-        .get("coordinates")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("coordinates must be an array of [lon, lat]"))?;
-    let mut line = Vec::with_capacity(coords.len());
-    for c in coords {
-        match c.as_array().map(Vec::as_slice) {
-            Some([lon, lat]) | Some([lon, lat, _]) => match (lon.as_f64(), lat.as_f64()) {
-                (Some(x), Some(y)) => line.push(Coord { x, y }),
-                _ => return Err(bad("a position is [lon, lat] numbers")),
-            },
-            _ => return Err(bad("a position is [lon, lat]")),
-        }
-    }
-    if line.len() < 2 {
-        return Err(bad("needs at least 2 positions"));
-    }
-    Ok(LineString(line))
+    geojson::line_string(v).map_err(|why| ApiError::bad_request(format!("route: {why}")))
 }
 
 fn deadline(s: &str) -> Result<i64, ApiError> {
@@ -217,22 +186,20 @@ fn refused(e: TrackerError) -> ApiError {
     }
 }
 
-/// Puts the definition and status into the tracker; the tracker's error when it refuses.
-async fn upsert_live(
+/// Executes a shipment command: the stored shipment and its live state, or the error, with
+/// the tracker's refusal worded as before.
+async fn execute(
     s: &ApiState,
-    rec: &ShipmentRecord,
-) -> Result<Result<(), TrackerError>, ApiError> {
-    let (tenant, def, status) = (rec.tenant.clone(), rec.def.clone(), rec.status);
-    s.tracker(move |ing| {
-        let id = def.id.clone();
-        let t = ing.tracker_mut();
-        t.upsert_shipment(&tenant, def)?;
-        if t.shipment(&tenant, &id).map(|s| s.status) != Some(status) {
-            t.set_shipment_status(&tenant, &id, status)?;
-        }
-        Ok(())
-    })
-    .await
+    command: Command,
+) -> Result<(ShipmentRecord, Option<ShipmentState>), ApiError> {
+    match s.command(command).await {
+        Ok(Outcome::Shipment { record, live }) => Ok((record, live)),
+        Ok(other) => Err(ApiError::Internal(format!(
+            "a shipment command answered {other:?}"
+        ))),
+        Err(CommandError::Refused(e)) => Err(refused(e)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn live_state(
@@ -319,20 +286,12 @@ pub async fn create(
         temp_range_c: b.temp_range_c,
         max_speed_kmh: b.max_speed_kmh,
     };
-    let rec = ShipmentRecord {
+    let command = Command::CreateShipment {
         tenant,
         def,
         status: b.status.unwrap_or(ShipmentStatus::Planned),
-        updated_ms: now_ms(),
     };
-    let stored = rec.clone();
-    s.write(move |st| st.insert_shipment(&stored)).await?;
-    if let Err(e) = upsert_live(&s, &rec).await? {
-        let (t, i) = (rec.tenant.clone(), rec.def.id.clone());
-        s.write(move |st| st.delete_shipment(&t, &i)).await?;
-        return Err(refused(e));
-    }
-    let live = live_state(&s, &rec.tenant, &rec.def.id).await?;
+    let (rec, live) = execute(&s, command).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(shipment_json(&rec, live.as_ref())),
@@ -401,53 +360,31 @@ pub async fn patch(
     Json(p): Json<ShipmentPatch>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let old = load(&s, &tenant, &id).await?;
-    let mut rec = old.clone();
-    let d = &mut rec.def;
-    if let Some(dev) = p.device {
-        check_id("device", &dev)?;
-        d.device = dev;
-    }
-    if let Some(r) = p.reference {
-        d.reference = r;
-    }
-    if let Some(o) = p.origin {
-        d.origin = o.map(|o| place("origin", o)).transpose()?;
-    }
-    if let Some(dest) = p.destination {
-        d.destination = place("destination", dest)?;
-    }
-    if let Some(r) = p.route {
-        d.route = r.map(route).transpose()?;
-    }
-    if let Some(c) = p.route_corridor_m {
-        d.route_corridor_m = c;
-    }
-    if let Some(dl) = p.deadline {
-        d.deadline_ms = dl.as_deref().map(deadline).transpose()?;
-    }
-    if let Some(t) = p.temp_range_c {
-        d.temp_range_c = t;
-    }
-    if let Some(v) = p.max_speed_kmh {
-        d.max_speed_kmh = v;
-    }
-    if let Some(st) = p.status {
-        rec.status = st;
-    } else if let Some(live) = live_state(&s, &tenant, &id).await? {
-        // Keep the tracker's own progress (in transit, arrived).
-        rec.status = live.status;
-    }
-    rec.updated_ms = now_ms();
-    let stored = rec.clone();
-    if !s.write(move |st| st.update_shipment(&stored)).await? {
-        return Err(ApiError::not_found("shipment", id));
-    }
-    if let Err(e) = upsert_live(&s, &rec).await? {
-        s.write(move |st| st.update_shipment(&old)).await?;
-        return Err(refused(e));
-    }
-    let live = live_state(&s, &tenant, &id).await?;
+    let change = ShipmentChange {
+        device: match p.device {
+            Some(dev) => {
+                check_id("device", &dev)?;
+                Some(dev)
+            }
+            None => None,
+        },
+        reference: p.reference,
+        origin: p
+            .origin
+            .map(|o| o.map(|o| place("origin", o)).transpose())
+            .transpose()?,
+        destination: p.destination.map(|d| place("destination", d)).transpose()?,
+        route: p.route.map(|r| r.map(route).transpose()).transpose()?,
+        route_corridor_m: p.route_corridor_m,
+        deadline_ms: p
+            .deadline
+            .map(|dl| dl.as_deref().map(deadline).transpose())
+            .transpose()?,
+        temp_range_c: p.temp_range_c,
+        max_speed_kmh: p.max_speed_kmh,
+        status: p.status,
+    };
+    let (rec, live) = execute(&s, Command::PatchShipment { tenant, id, change }).await?;
     Ok(axum::Json(shipment_json(&rec, live.as_ref())).into_response())
 }
 
@@ -473,12 +410,7 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let (t, i) = (tenant.clone(), id.clone());
-    if !s.write(move |st| st.delete_shipment(&t, &i)).await? {
-        return Err(ApiError::not_found("shipment", id));
-    }
-    s.tracker(move |ing| ing.tracker_mut().remove_shipment(&tenant, &id))
-        .await?;
+    s.command(Command::DeleteShipment { tenant, id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
