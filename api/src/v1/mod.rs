@@ -14,6 +14,7 @@ mod geojson;
 pub(crate) mod positions;
 pub(crate) mod positions_feed;
 mod shipments;
+mod sse;
 mod stream;
 mod tenants;
 mod track;

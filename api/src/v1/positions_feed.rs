@@ -12,10 +12,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::body::Bytes;
 use landport_tracker::{DeviceView, LiveView};
 use tokio::sync::broadcast;
 
 use super::positions::collection_chunks;
+use super::sse;
 use super::stream::POSITIONS_EVERY;
 use crate::state::ApiState;
 
@@ -24,7 +26,7 @@ const FEED_DEPTH: usize = 16;
 
 /// One scope's feed: its channel and the view its latest item was computed from.
 struct Feed {
-    tx: broadcast::Sender<Arc<str>>,
+    tx: broadcast::Sender<Bytes>,
     view: Arc<LiveView>,
 }
 
@@ -39,7 +41,7 @@ pub(crate) struct PositionsHub {
 }
 
 /// A full collection (`None`: no device has a position) and the view seq it was built at.
-type FullCollection = (u64, Option<Arc<str>>);
+type FullCollection = (u64, Option<Bytes>);
 
 impl PositionsHub {
     /// A receiver of `scope`'s feed (started if none runs) and the view whose changes its
@@ -48,7 +50,7 @@ impl PositionsHub {
         &self,
         state: &ApiState,
         scope: Option<String>,
-    ) -> (broadcast::Receiver<Arc<str>>, Arc<LiveView>) {
+    ) -> (broadcast::Receiver<Bytes>, Arc<LiveView>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(feed) = feeds.get(&scope) {
             return (feed.tx.subscribe(), feed.view.clone());
@@ -66,7 +68,7 @@ impl PositionsHub {
 
     /// Sends `item` (the changes up to `view`) and makes `view` the feed's, in one step, so a
     /// viewer that subscribes meanwhile either gets the item or starts from `view`.
-    fn publish(&self, scope: &Option<String>, view: Arc<LiveView>, item: Option<Arc<str>>) {
+    fn publish(&self, scope: &Option<String>, view: Arc<LiveView>, item: Option<Bytes>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(feed) = feeds.get_mut(scope) {
             if let Some(item) = item {
@@ -78,7 +80,7 @@ impl PositionsHub {
     }
 
     /// Every device of `scope` with a position, as of `live` (`None`: none has one).
-    pub(crate) fn full(&self, live: &LiveView, scope: Option<&str>) -> Option<Arc<str>> {
+    pub(crate) fn full(&self, live: &LiveView, scope: Option<&str>) -> Option<Bytes> {
         let key = scope.map(str::to_owned);
         {
             let full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
@@ -89,14 +91,14 @@ impl PositionsHub {
             }
         }
         // Built outside the lock: two maps opening at once may both build it.
-        let json = changed_json(live, scope, None, None).map(Arc::from);
+        let json = changed_frame(live, scope, None, None);
         let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
         full.insert(key, (live.seq(), json.clone()));
         json
     }
 
     /// Ends `scope`'s feed if nobody listens any more; `true` if it was ended.
-    fn stop_if_unwatched(&self, scope: &Option<String>, tx: &broadcast::Sender<Arc<str>>) -> bool {
+    fn stop_if_unwatched(&self, scope: &Option<String>, tx: &broadcast::Sender<Bytes>) -> bool {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if tx.receiver_count() > 0 {
             return false;
@@ -116,7 +118,7 @@ impl PositionsHub {
 async fn run_feed(
     state: ApiState,
     scope: Option<String>,
-    tx: broadcast::Sender<Arc<str>>,
+    tx: broadcast::Sender<Bytes>,
     mut since: u64,
 ) {
     let mut tick = tokio::time::interval(POSITIONS_EVERY);
@@ -130,23 +132,21 @@ async fn run_feed(
         if live.seq() == since {
             continue;
         }
-        let json = changed_json(&live, scope.as_deref(), Some(since), None);
+        let json = changed_frame(&live, scope.as_deref(), Some(since), None);
         since = live.seq();
-        state
-            .positions_hub()
-            .publish(&scope, live, json.map(Arc::from));
+        state.positions_hub().publish(&scope, live, json);
     }
 }
 
-/// The FeatureCollection (JSON) of the devices of `scope` (`None`: every tenant) changed after
-/// view seq `since` (`None`: all of them), only `device` (tenant, id) if given; `None` when no
-/// device qualifies.
-pub(crate) fn changed_json(
+/// The `positions` event (framed for SSE, see [`sse`]) whose data is the FeatureCollection of
+/// the devices of `scope` (`None`: every tenant) changed after view seq `since` (`None`: all
+/// of them), only `device` (tenant, id) if given; `None` when no device qualifies.
+pub(crate) fn changed_frame(
     live: &LiveView,
     scope: Option<&str>,
     since: Option<u64>,
     device: Option<(&str, &str)>,
-) -> Option<String> {
+) -> Option<Bytes> {
     let tenants: Vec<&str> = match scope {
         Some(one) => vec![one],
         None => live.tenants().collect(),
@@ -166,9 +166,13 @@ pub(crate) fn changed_json(
     if found.iter().all(|(_, ds)| ds.is_empty()) {
         return None;
     }
-    let json: Vec<u8> = collection_chunks(found, usize::MAX).flatten().collect();
-    // The writer writes UTF-8 (JSON of Rust strings): this only checks it.
-    String::from_utf8(json).ok()
+    // Compact JSON has no line break: the document is one `data:` line.
+    let mut out = sse::frame_start("positions");
+    for chunk in collection_chunks(found, usize::MAX) {
+        out.extend_from_slice(&chunk);
+    }
+    out.extend_from_slice(sse::FRAME_END);
+    Some(Bytes::from(out))
 }
 
 #[cfg(test)]
@@ -212,19 +216,27 @@ mod tests {
         assert!(Arc::ptr_eq(&view_a, &view_b), "one feed, one starting view");
         let full_a = hub.full(&view_a, Some("acme")).unwrap();
         let full_b = hub.full(&view_b, Some("acme")).unwrap();
-        assert!(
-            Arc::ptr_eq(&full_a, &full_b),
+        assert_eq!(
+            full_a.as_ptr(),
+            full_b.as_ptr(),
             "the full collection is built once"
         );
-        assert!(full_a.contains("\"t1\""));
+        let text = |b: &Bytes| String::from_utf8(b.to_vec()).unwrap();
+        assert!(text(&full_a).starts_with("event: positions\ndata: {"));
+        assert!(text(&full_a).contains("\"t1\""));
 
         fix(&s, "t2", 123.1).await;
         let item_a = a.recv().await.unwrap();
         let item_b = b.recv().await.unwrap();
-        assert!(Arc::ptr_eq(&item_a, &item_b), "each change serialized once");
+        assert_eq!(
+            item_a.as_ptr(),
+            item_b.as_ptr(),
+            "each change serialized once"
+        );
         assert!(
-            item_a.contains("\"t2\"") && !item_a.contains("\"t1\""),
-            "{item_a}"
+            text(&item_a).contains("\"t2\"") && !text(&item_a).contains("\"t1\""),
+            "{}",
+            text(&item_a)
         );
 
         // A viewer that comes later starts from the view of the latest item: nothing twice.

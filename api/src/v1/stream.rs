@@ -15,20 +15,21 @@
 //! after. It also puts the response headers on the wire (hyper sends them with the first body
 //! bytes), so that a client need not wait for the first item to know the stream is open.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::Response;
+use futures_util::StreamExt;
 use futures_util::stream;
-use futures_util::{Stream, StreamExt};
 use landport_tracker::Event;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::positions_feed::changed_json;
+use super::positions_feed::changed_frame;
+use super::sse;
 use crate::auth::Caller;
 use crate::error::{ApiError, Query};
 use crate::state::ApiState;
@@ -57,7 +58,7 @@ struct Client {
     positions: bool,
     /// Without `shipment=`: the scope's shared positions feed, and whether the next positions
     /// item must be a full collection (the first, or after falling behind the feed).
-    feed: Option<broadcast::Receiver<Arc<str>>>,
+    feed: Option<broadcast::Receiver<Bytes>>,
     /// The view to send in full next (the feed's, when subscribed or after falling behind).
     full_due: Option<Arc<landport_tracker::LiveView>>,
     /// With `shipment=`: the view seq at the previous positions item; `None` before the first.
@@ -83,7 +84,7 @@ pub async fn stream(
     State(s): State<ApiState>,
     caller: Caller,
     Query(q): Query<StreamParams>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let (mut events, mut positions) = (false, false);
     for t in q.topics.as_deref().unwrap_or("positions,events").split(',') {
         match t.trim() {
@@ -134,16 +135,16 @@ pub async fn stream(
     };
     let items = stream::unfold(client, |mut c| async move {
         let item = c.next().await?;
-        Some((Ok(item), c))
+        Some((item, c))
     });
     // `client` subscribed above: from here on no event is missed (see the module docs).
-    let ready = stream::once(async { Ok(SseEvent::default().comment("ready")) });
-    Ok(Sse::new(ready.chain(items)).keep_alive(KeepAlive::default()))
+    let ready = stream::once(async { sse::comment("ready") });
+    Ok(sse::response(ready.chain(items)))
 }
 
 impl Client {
     /// The next item to send; `None` ends the stream (the pipeline stopped).
-    async fn next(&mut self) -> Option<SseEvent> {
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(view) = self.full_due.take()
                 && let Some(fc) = self
@@ -151,7 +152,7 @@ impl Client {
                     .positions_hub()
                     .full(&view, self.scope.as_deref())
             {
-                return Some(SseEvent::default().event("positions").data(&*fc));
+                return Some(fc);
             }
             let feed = async {
                 match self.feed.as_mut() {
@@ -161,7 +162,7 @@ impl Client {
             };
             tokio::select! {
                 r = feed => match r {
-                    Ok(fc) => return Some(SseEvent::default().event("positions").data(&*fc)),
+                    Ok(fc) => return Some(fc),
                     // Behind the shared feed (or it ended): start over with a full collection.
                     Err(_) => {
                         let hub = self.state.positions_hub();
@@ -172,19 +173,18 @@ impl Client {
                 },
                 r = self.rx.recv(), if self.events => match r {
                     Ok(ev) if self.wants(&ev) => {
-                        let data = serde_json::to_string(&*ev).ok()?;
-                        let item = SseEvent::default().event("event").id(ev.id.clone());
-                        return Some(item.data(data));
+                        let data = serde_json::to_vec(&*ev).ok()?;
+                        return Some(sse::frame("event", Some(&ev.id), &data));
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
-                        return Some(SseEvent::default().event("lagged").data(n.to_string()));
+                        return Some(sse::frame("lagged", None, n.to_string().as_bytes()));
                     }
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.tick.tick(), if self.positions && self.device.is_some() => {
                     if let Some(fc) = self.changed_positions().await? {
-                        return Some(SseEvent::default().event("positions").data(fc));
+                        return Some(fc);
                     }
                 }
             }
@@ -199,12 +199,12 @@ impl Client {
                 .is_none_or(|s| ev.shipment.as_deref() == Some(s))
     }
 
-    /// With `shipment=`: the FeatureCollection (JSON) of its device if its live state changed
-    /// since the previous call (at all, the first time); `Some(None)` when it did not.
-    async fn changed_positions(&mut self) -> Option<Option<String>> {
+    /// With `shipment=`: the positions event of its device if its live state changed since
+    /// the previous call (at all, the first time); `Some(None)` when it did not.
+    async fn changed_positions(&mut self) -> Option<Option<Bytes>> {
         let live = self.state.live();
         let device = self.device.as_ref().map(|(t, d)| (t.as_str(), d.as_str()));
-        let json = changed_json(&live, self.scope.as_deref(), self.since, device);
+        let json = changed_frame(&live, self.scope.as_deref(), self.since, device);
         self.since = Some(live.seq());
         Some(json)
     }
