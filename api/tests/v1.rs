@@ -1275,6 +1275,45 @@ async fn shipments_are_stored_tracked_and_estimated() {
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad} -> {v}");
     }
+    // Points and routes are read by the one GeoJSON reader (v1::geojson): a 400 that says why.
+    for (bad, why) in [
+        (
+            json!({"device": "truck-1", "destination": {"type": "Point", "coordinates": [1]}}),
+            "destination: a position is [lon, lat]",
+        ),
+        (
+            json!({"device": "truck-1", "destination": {"type": "Polygon", "coordinates": []}}),
+            "destination: expected a Point, got a Polygon",
+        ),
+        (
+            json!({"device": "truck-1", "destination": "dalian",
+                "route": {"type": "Point", "coordinates": [1, 1]}}),
+            "route: expected a LineString",
+        ),
+        (
+            json!({"device": "truck-1", "destination": "dalian",
+                "route": {"type": "LineString", "coordinates": [[1, 1]]}}),
+            "route: a LineString needs at least 2 positions",
+        ),
+        (
+            json!({"device": "truck-1", "destination": "dalian", "route": {"type": "Feature",
+                "geometry": {"type": "LineString", "coordinates": [[1, 1], [2]]}}}),
+            "route: a position is [lon, lat]",
+        ),
+    ] {
+        let (s, v) = app
+            .call("POST", "/v1/shipments", Some(&acme), Some(bad.clone()))
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{bad} -> {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(why),
+            "{bad} -> {v}"
+        );
+    }
 
     // Isolation: another tenant's shipment is a missing one everywhere.
     for path in ["/v1/shipments/SHP-1", "/v1/shipments/SHP-1/eta"] {

@@ -1,11 +1,22 @@
-//! Geofences as GeoJSON Features (RFC 7946), by hand with serde: in (validated) and out.
+//! GeoJSON (RFC 7946) in and out, with serde: the one GeoJSON reader of Landport.
 //!
-//! In: `{"type": "Feature", "id"?, "geometry", "properties"}` with a Polygon or MultiPolygon
-//! (holes allowed), a Point with `properties.radius_m`, or a LineString with
-//! `properties.corridor_m`; properties `name`, `kind`, `confirm_seconds`, `dwell_seconds`.
-//! Unknown members are refused, except the `tenant` and `updated_at` properties this API
-//! writes itself, so that a Feature read back can be sent again. Positions are
-//! `[lon, lat]` degrees (an altitude is ignored).
+//! - Geofences as Features ([`FeatureIn`], [`feature`]): `{"type": "Feature", "id"?,
+//!   "geometry", "properties"}` with a Polygon or MultiPolygon (holes allowed), a Point with
+//!   `properties.radius_m`, or a LineString with `properties.corridor_m`; properties `name`,
+//!   `kind`, `confirm_seconds`, `dwell_seconds`. Unknown members are refused, except the
+//!   `tenant` and `updated_at` properties this API writes itself, so that a Feature read back
+//!   can be sent again.
+//! - Bare geometries for the other resources: [`point`] (a shipment's origin or destination)
+//!   and [`line_string`] (a shipment's route, or a Feature holding one).
+//!
+//! Every reader goes through the same typed geometry and the same position, line and ring
+//! rules: positions are `[lon, lat]` degrees (an altitude is ignored), a geometry's members
+//! are `type`, `coordinates` and an optional `bbox` (not read), a polygon ring is closed.
+//! Errors are reasons (`String`) the handlers turn into a 400 with a JSON body.
+//!
+//! Why not the `geojson` crate: it keeps unknown ("foreign") members instead of refusing
+//! them, leaves ring closure and position arity to us anyway, has no OpenAPI schema for
+//! `utoipa`, and would add `geojson`, `tinyvec` and `log` for what is ~100 lines of serde here.
 
 use geo_types::{Coord, LineString, MultiPolygon, Point, Polygon};
 use landport_store::GeofenceRecord;
@@ -32,21 +43,49 @@ pub struct FeatureIn {
     bbox: Option<Vec<f64>>,
 }
 
+/// A geometry as sent. `bbox` (RFC 7946 §5) is allowed on each and not read.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", deny_unknown_fields)]
+#[allow(dead_code)] // `bbox`
 enum GeometryIn {
     Polygon {
         coordinates: Vec<Vec<Vec<f64>>>,
+        #[serde(default)]
+        bbox: Option<Vec<f64>>,
     },
     MultiPolygon {
         coordinates: Vec<Vec<Vec<Vec<f64>>>>,
+        #[serde(default)]
+        bbox: Option<Vec<f64>>,
     },
     Point {
         coordinates: Vec<f64>,
+        #[serde(default)]
+        bbox: Option<Vec<f64>>,
     },
     LineString {
         coordinates: Vec<Vec<f64>>,
+        #[serde(default)]
+        bbox: Option<Vec<f64>>,
     },
+}
+
+impl GeometryIn {
+    /// Reads a geometry object; the reason names what was expected.
+    fn from_value(v: Value) -> Result<GeometryIn, String> {
+        serde_json::from_value(v).map_err(|e| {
+            format!("not a GeoJSON Polygon, MultiPolygon, Point or LineString geometry: {e}")
+        })
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            GeometryIn::Polygon { .. } => "Polygon",
+            GeometryIn::MultiPolygon { .. } => "MultiPolygon",
+            GeometryIn::Point { .. } => "Point",
+            GeometryIn::LineString { .. } => "LineString",
+        }
+    }
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -96,22 +135,25 @@ impl FeatureIn {
         }
         let p = self.properties.unwrap_or_default();
         let shape = match self.geometry {
-            GeometryIn::Polygon { coordinates } => {
+            GeometryIn::Polygon { coordinates, .. } => {
                 no_width(&p, "Polygon")?;
-                Shape::Area(MultiPolygon(vec![polygon(coordinates)?]))
+                Shape::Area(MultiPolygon(vec![
+                    polygon(coordinates).map_err(ApiError::bad_request)?,
+                ]))
             }
-            GeometryIn::MultiPolygon { coordinates } => {
+            GeometryIn::MultiPolygon { coordinates, .. } => {
                 no_width(&p, "MultiPolygon")?;
                 let polys = coordinates
                     .into_iter()
                     .map(polygon)
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ApiError::bad_request)?;
                 if polys.is_empty() {
                     return Err(ApiError::bad_request("a MultiPolygon needs a polygon"));
                 }
                 Shape::Area(MultiPolygon(polys))
             }
-            GeometryIn::Point { coordinates } => {
+            GeometryIn::Point { coordinates, .. } => {
                 if p.corridor_m.is_some() {
                     return Err(ApiError::bad_request(
                         "properties.corridor_m applies to a LineString, not a Point",
@@ -120,13 +162,13 @@ impl FeatureIn {
                 let radius_m = p.radius_m.ok_or_else(|| {
                     ApiError::bad_request("a Point geofence needs properties.radius_m (metres)")
                 })?;
-                let c = position(&coordinates)?;
+                let c = position(&coordinates).map_err(ApiError::bad_request)?;
                 Shape::Circle {
                     center: Point(c),
                     radius_m,
                 }
             }
-            GeometryIn::LineString { coordinates } => {
+            GeometryIn::LineString { coordinates, .. } => {
                 if p.radius_m.is_some() {
                     return Err(ApiError::bad_request(
                         "properties.radius_m applies to a Point, not a LineString",
@@ -138,7 +180,7 @@ impl FeatureIn {
                     )
                 })?;
                 Shape::Corridor {
-                    line: line(coordinates)?,
+                    line: line(coordinates).map_err(ApiError::bad_request)?,
                     corridor_m,
                 }
             }
@@ -170,17 +212,53 @@ fn no_width(p: &PropertiesIn, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn position(p: &[f64]) -> Result<Coord<f64>, ApiError> {
-    match p {
-        [lon, lat] | [lon, lat, _] => Ok(Coord { x: *lon, y: *lat }),
-        _ => Err(ApiError::bad_request(format!(
-            "a position is [lon, lat] or [lon, lat, alt], got {} numbers",
-            p.len()
-        ))),
+/// A GeoJSON Point geometry, `{"type": "Point", "coordinates": [lon, lat]}` -> its position
+/// (`x` = lon, `y` = lat, degrees).
+pub(crate) fn point(v: Value) -> Result<Coord<f64>, String> {
+    match GeometryIn::from_value(v)? {
+        GeometryIn::Point { coordinates, .. } => position(&coordinates),
+        other => Err(format!("expected a Point, got a {}", other.type_name())),
     }
 }
 
-fn line(points: Vec<Vec<f64>>) -> Result<LineString<f64>, ApiError> {
+/// A GeoJSON LineString geometry, or a Feature holding one (the Feature's other members are
+/// not read) -> the line, at least 2 positions.
+pub(crate) fn line_string(v: Value) -> Result<LineString<f64>, String> {
+    let geometry = match v {
+        Value::Object(mut m) if m.get("type").and_then(Value::as_str) == Some("Feature") => {
+            m.remove("geometry").unwrap_or(Value::Null)
+        }
+        v => v,
+    };
+    let l = match GeometryIn::from_value(geometry)? {
+        GeometryIn::LineString { coordinates, .. } => line(coordinates)?,
+        other => {
+            return Err(format!(
+                "expected a LineString (or a Feature holding one), got a {}",
+                other.type_name()
+            ));
+        }
+    };
+    if l.0.len() < 2 {
+        return Err(format!(
+            "a LineString needs at least 2 positions, got {}",
+            l.0.len()
+        ));
+    }
+    Ok(l)
+}
+
+fn position(p: &[f64]) -> Result<Coord<f64>, String> {
+    match p {
+        [lon, lat] | [lon, lat, _] => Ok(Coord { x: *lon, y: *lat }),
+        _ => Err(format!(
+            "a position is [lon, lat] or [lon, lat, alt], got {} numbers",
+            p.len()
+        )),
+    }
+}
+
+fn line(points: Vec<Vec<f64>>) -> Result<LineString<f64>, String> {
     Ok(LineString(
         points
             .iter()
@@ -191,27 +269,27 @@ fn line(points: Vec<Vec<f64>>) -> Result<LineString<f64>, ApiError> {
 
 /// A linear ring: closed (first position = last) with at least 4 positions (RFC 7946
 /// §3.1.6). Checked here because geo-types would close an open ring silently.
-fn ring(points: Vec<Vec<f64>>) -> Result<LineString<f64>, ApiError> {
+fn ring(points: Vec<Vec<f64>>) -> Result<LineString<f64>, String> {
     let l = line(points)?;
     if l.0.len() < 4 {
-        return Err(ApiError::bad_request(format!(
+        return Err(format!(
             "a polygon ring needs at least 4 positions, got {}",
             l.0.len()
-        )));
+        ));
     }
     if l.0.first() != l.0.last() {
-        return Err(ApiError::bad_request(
-            "a polygon ring must be closed: its last position must equal its first",
-        ));
+        return Err(
+            "a polygon ring must be closed: its last position must equal its first".to_string(),
+        );
     }
     Ok(l)
 }
 
-fn polygon(rings: Vec<Vec<Vec<f64>>>) -> Result<Polygon<f64>, ApiError> {
+fn polygon(rings: Vec<Vec<Vec<f64>>>) -> Result<Polygon<f64>, String> {
     let mut rings = rings.into_iter();
     let exterior = rings
         .next()
-        .ok_or_else(|| ApiError::bad_request("a polygon needs an exterior ring"))?;
+        .ok_or_else(|| "a polygon needs an exterior ring".to_string())?;
     let holes = rings.map(ring).collect::<Result<Vec<_>, _>>()?;
     Ok(Polygon::new(ring(exterior)?, holes))
 }
@@ -251,4 +329,100 @@ pub fn feature(rec: &GeofenceRecord) -> Value {
         }
     };
     json!({"type": "Feature", "id": d.id, "geometry": geometry, "properties": props})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feature_in(v: Value) -> Result<GeofenceDef, String> {
+        let f: FeatureIn = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        f.into_def("fence".into()).map_err(|e| e.to_string())
+    }
+
+    fn square() -> Value {
+        json!([[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]])
+    }
+
+    #[test]
+    fn a_point_is_lon_then_lat_and_an_altitude_is_ignored() {
+        let c = point(json!({"type": "Point", "coordinates": [122.2, 40.6]})).unwrap();
+        assert_eq!((c.x, c.y), (122.2, 40.6));
+        let c = point(json!({"type": "Point", "coordinates": [122.2, 40.6, 12.0]})).unwrap();
+        assert_eq!((c.x, c.y), (122.2, 40.6));
+        let c = point(json!({"type": "Point", "coordinates": [1, 2], "bbox": [1, 2, 1, 2]}));
+        assert!(c.is_ok(), "{c:?}");
+    }
+
+    #[test]
+    fn a_bad_point_says_why() {
+        let e = |v| point(v).unwrap_err();
+        assert!(e(json!({"type": "Point", "coordinates": [1]})).contains("[lon, lat]"));
+        assert!(e(json!({"type": "Point", "coordinates": [1, 2, 3, 4]})).contains("4 numbers"));
+        assert!(
+            e(json!({"type": "Point", "coordinates": [1, 2], "name": "x"})).contains("unknown")
+        );
+        assert!(e(json!({"type": "Point", "coordinates": ["1", 2]})).contains("GeoJSON"));
+        assert!(e(json!({"type": "Circle", "coordinates": [1, 2]})).contains("Circle"));
+        assert!(
+            e(json!({"type": "LineString", "coordinates": [[1, 2], [3, 4]]}))
+                .contains("expected a Point, got a LineString")
+        );
+    }
+
+    #[test]
+    fn a_line_string_comes_bare_or_in_a_feature() {
+        let want = LineString::from(vec![(121.6, 38.9), (122.2, 40.6)]);
+        let g = json!({"type": "LineString", "coordinates": [[121.6, 38.9], [122.2, 40.6, 5]]});
+        assert_eq!(line_string(g.clone()), Ok(want.clone()));
+        let f = json!({"type": "Feature", "geometry": g, "properties": {"road": "G15"}});
+        assert_eq!(line_string(f), Ok(want));
+    }
+
+    #[test]
+    fn a_bad_line_string_says_why() {
+        let e = |v| line_string(v).unwrap_err();
+        assert!(e(json!({"type": "LineString", "coordinates": [[1, 2]]})).contains("at least 2"));
+        assert!(
+            e(json!({"type": "LineString", "coordinates": [[1, 2], [3]]})).contains("[lon, lat]")
+        );
+        assert!(e(json!({"type": "LineString", "coordinates": "nope"})).contains("GeoJSON"));
+        assert!(e(json!({"type": "Polygon", "coordinates": square()})).contains("got a Polygon"));
+        assert!(e(json!({"type": "Feature"})).contains("GeoJSON"));
+        assert!(e(json!("A1")).contains("GeoJSON"));
+    }
+
+    #[test]
+    fn geofence_features_use_the_same_position_and_ring_rules() {
+        let poly = |coordinates| {
+            feature_in(
+                json!({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coordinates}}),
+            )
+        };
+        assert!(matches!(poly(square()).unwrap().shape, Shape::Area(_)));
+        assert!(
+            poly(json!([[[0, 0], [1, 0], [1, 1], [0, 1]]]))
+                .unwrap_err()
+                .contains("closed")
+        );
+        assert!(
+            poly(json!([[[0, 0], [1, 0], [0, 0]]]))
+                .unwrap_err()
+                .contains("at least 4")
+        );
+        assert!(poly(json!([])).unwrap_err().contains("exterior ring"));
+        assert!(
+            poly(json!([[[0], [1, 0], [1, 1], [0]]]))
+                .unwrap_err()
+                .contains("[lon, lat]")
+        );
+        let circle = feature_in(json!({"type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [122.2, 40.6]},
+            "properties": {"radius_m": 500.0}}))
+        .unwrap();
+        assert!(matches!(circle.shape, Shape::Circle { center, .. } if center.x() == 122.2));
+        let unknown = feature_in(json!({"type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": square(), "style": "red"}}));
+        assert!(unknown.unwrap_err().contains("unknown field"));
+    }
 }
