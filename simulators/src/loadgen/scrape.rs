@@ -43,6 +43,7 @@ pub struct WatchReport {
 /// A scrape that fails (the service not up yet) is retried until the timeout.
 pub async fn watch(config: &WatchConfig) -> Result<WatchReport> {
     let (host_port, path) = split_http_url(&config.url)?;
+    let (host_port, path) = (host_port.as_str(), path.as_str());
     let start = Instant::now();
     let mut report = WatchReport {
         reached: false,
@@ -69,15 +70,23 @@ pub async fn watch(config: &WatchConfig) -> Result<WatchReport> {
     }
 }
 
-/// `http://host:port/path` -> (`host:port`, `/path`).
-pub fn split_http_url(url: &str) -> Result<(&str, &str)> {
-    let Some(rest) = url.strip_prefix("http://") else {
+/// `http://host[:port]/path` -> (`host:port`, `/path`), read by the `url` crate (port 80 when
+/// left out, IPv6 hosts in brackets, a query kept with the path).
+pub fn split_http_url(url: &str) -> Result<(String, String)> {
+    let parsed = url::Url::parse(url).with_context(|| format!("{url:?}: not a URL"))?;
+    if parsed.scheme() != "http" {
         bail!("{url:?}: only http:// URLs are supported");
+    }
+    let Some(host) = parsed.host() else {
+        bail!("{url:?}: no host");
     };
-    Ok(match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    })
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let path = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    // `Host`'s Display puts an IPv6 address in brackets, as `host:port` needs.
+    Ok((format!("{host}:{port}"), path))
 }
 
 /// The body of `GET path` from `host_port`.
@@ -163,11 +172,15 @@ landport_pipeline_lag_seconds 0.25
 
     #[test]
     fn http_urls_split_into_address_and_path() {
+        let split = |u| split_http_url(u).unwrap();
         assert_eq!(
-            split_http_url("http://127.0.0.1:8080/metrics").unwrap(),
-            ("127.0.0.1:8080", "/metrics")
+            split("http://127.0.0.1:8080/metrics"),
+            ("127.0.0.1:8080".into(), "/metrics".into())
         );
-        assert_eq!(split_http_url("http://h:1").unwrap(), ("h:1", "/"));
+        assert_eq!(split("http://h:1"), ("h:1".into(), "/".into()));
+        assert_eq!(split("http://h/m?x=1"), ("h:80".into(), "/m?x=1".into()));
+        assert_eq!(split("http://[::1]:9/m"), ("[::1]:9".into(), "/m".into()));
         assert!(split_http_url("https://h/metrics").is_err());
+        assert!(split_http_url("127.0.0.1:8080/metrics").is_err());
     }
 }
