@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use geo_types::{LineString, MultiPolygon, Point, Polygon};
 use landport_config::Config;
-use landport_ingest::pipeline::now_ms;
+use landport_pipeline::now_ms;
 use landport_simulators::fleet;
 use landport_store::{GeofenceRecord, KeyHash, ShipmentRecord, Store, StoreError, Tenant};
 use landport_tracker::{GeofenceDef, Place, Shape, ShipmentDef, ShipmentStatus};

@@ -1,8 +1,8 @@
 //! `landport run`: wires the components and waits for a signal.
 //!
 //! Start order: logging, store (recovering the tracker from its snapshot and the readings
-//! after it), embedded broker (if configured), MQTT source, pipeline, MQTT event outbox,
-//! InfluxDB sink (if configured), HTTP. Stop order on SIGINT/SIGTERM: HTTP and the MQTT source
+//! after it), embedded broker (if configured), MQTT source, decode stage, pipeline, MQTT event
+//! outbox, InfluxDB sink (if configured), HTTP. Stop order on SIGINT/SIGTERM: HTTP and the MQTT source
 //! stop taking work, the pipeline commits and acknowledges what it has and saves a snapshot;
 //! the outbox publishes pending events; then the source disconnects and the sink flushes.
 
@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use landport_config::{Config, InfluxApi, InfluxDbConfig, LogFormat};
 use landport_ingest::decode::Limits;
-use landport_ingest::metrics::Metrics;
+use landport_ingest::decoder::{Decoder, IngestSettings};
 use landport_ingest::mqtt::{EmbeddedBroker, EmbeddedBrokerConfig, MqttSource, MqttSourceConfig};
-use landport_ingest::pipeline::{self, IngestSettings, Pipeline, PipelineConfig};
 use landport_ingest::topic::OwnTracksTenants;
+use landport_pipeline::metrics::Metrics;
+use landport_pipeline::{self as pipeline, Pipeline, PipelineConfig};
 use landport_sinks::influx::{InfluxSink, SinkConfig, WriteApi};
 use landport_sinks::outbox;
 use landport_store::Store;
@@ -61,7 +62,6 @@ pub(crate) fn ingest_settings(config: &Config) -> IngestSettings {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<HashMap<_, _>>(),
         },
-        auto_register: i.auto_register,
     }
 }
 
@@ -95,10 +95,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut store = Store::open(&config.storage.path)
         .with_context(|| format!("opening the store in {}", config.storage.path.display()))?;
-    let ingestor = pipeline::recover(
+    let core = pipeline::recover(
         &mut store,
         config.tracker.clone(),
-        ingest_settings(&config),
+        config.ingest.auto_register,
         metrics.clone(),
     )
     .context("recovering the tracker state")?;
@@ -137,6 +137,8 @@ pub async fn run(config: Config) -> Result<()> {
         keep_alive_seconds: config.mqtt.keep_alive_seconds,
         ..MqttSourceConfig::default()
     };
+    // The decoded messages' channel is as deep as the source's own.
+    let source_capacity = source_config.channel_capacity;
     let (source, client, inbox) =
         MqttSource::new(source_config).context("configuring the MQTT source")?;
     let stats = source.stats();
@@ -144,15 +146,19 @@ pub async fn run(config: Config) -> Result<()> {
     // through its event loop.
     let source_shutdown = CancellationToken::new();
     let source_task = tokio::spawn(source.run(source_shutdown.clone()));
+    // Between the source and the pipeline: topics read, payloads decoded and validated. It
+    // ends when the source closes its channel, or the pipeline stops taking messages.
+    let (decoded_tx, decoded) = tokio::sync::mpsc::channel(source_capacity);
+    let decode_task = tokio::spawn(Decoder::new(ingest_settings(&config)).run(inbox, decoded_tx));
 
     // The store writer wakes the outbox after each commit that stored events.
     let events_committed = Arc::new(Notify::new());
     let outbox_store = Store::open(&config.storage.path).context("opening the outbox's store")?;
     let (pipeline, tracker, events) = Pipeline::new(
-        ingestor,
+        core,
         store,
         client.clone(),
-        inbox,
+        decoded,
         events_committed.clone(),
         PipelineConfig {
             retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
@@ -301,6 +307,7 @@ pub async fn run(config: Config) -> Result<()> {
     // last acknowledgements and disconnects.
     source_shutdown.cancel();
     let _ = source_task.await;
+    let _ = decode_task.await;
     if let Some((task, stop)) = sink_task {
         stop.cancel();
         match task.await {

@@ -1,5 +1,5 @@
 //! When the pipeline prunes telemetry, and up to where. Pure: the caller passes the time (the
-//! pipeline's [`Clock`](super::Clock)), so the schedule is tested without a runtime or a wait.
+//! pipeline's [`Clock`](crate::driver::Clock)), so the schedule is tested without a runtime or a wait.
 
 use std::time::{Duration, Instant};
 

@@ -1,17 +1,21 @@
-//! The pipeline: MQTT messages in, durable readings and events out, acknowledgements last.
+//! The pipeline's driver: decoded messages in, durable readings and events out,
+//! acknowledgements last.
 //!
 //! ```text
-//! broker -> [bounded channel] -> pipeline task: decode, validate, tracker.apply (Ingestor)
+//! ingest (decoded messages, each with its ack)
+//!        -> [bounded channel] -> pipeline task: Intake::apply -> Core (tracker.apply)
 //!        -> [bounded channel] -> writer thread: one SQLite transaction per batch
-//!        -> [bounded channel] -> acknowledger task: MQTT PUBACKs, dead letters
+//!        -> [bounded channel] -> acknowledger task: acks, dead letters (an [`Acknowledger`])
 //!                             -> broadcast (SSE), and a wake-up for the event outbox
 //!                                (landport-sinks, spawned by the binary)
 //! ```
 //!
 //! A QoS 1 message is acknowledged only after its readings and the events they caused are
 //! committed, so a crash at any point loses nothing the broker believes delivered. Every
-//! channel is bounded: a slow disk stalls the pipeline, which stalls the MQTT event loop,
-//! which leaves messages with the broker.
+//! channel is bounded: a slow disk stalls the pipeline, which stalls ingest and the MQTT
+//! event loop, which leaves messages with the broker. The driver knows neither MQTT nor the
+//! payload formats: ingest hands it [`Decoded`] messages and an [`Acknowledger`] (both
+//! generic), so this crate does not depend on landport-ingest.
 //!
 //! The tracker lives in the pipeline task (single writer for every device). Other tasks
 //! reach it only through [`TrackerHandle`], which runs a closure between batches. A snapshot
@@ -20,11 +24,7 @@
 //! it, re-deriving the same events with the same ids (already stored, so ignored).
 //!
 //! Time comes from a [`Clock`] ([`SystemClock`] in service): server time for timers and the
-//! retention cutoff, monotonic time for the periods (snapshots, [`retention`] prunes).
-
-pub mod ingestor;
-pub mod retention;
-pub mod writer;
+//! retention cutoff, monotonic time for the periods (snapshots, [`retention`](crate::retention) prunes).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -37,13 +37,14 @@ use landport_tracker::{
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::mqtt::{AckToken, Inbound, MqttClient};
-pub use ingestor::{DeadLetter, IngestSettings, Ingestor, Output};
-use landport_pipeline::metrics::Metrics;
-pub use landport_pipeline::{Job, LiveReader, ReadSide, TrackerHandle, now_ms, read_side};
+use crate::core::{Core, Output};
+use crate::decoded::{Acknowledger, Decoded, Intake};
+use crate::handle::{Job, TrackerHandle, now_ms};
+use crate::metrics::Metrics;
+use crate::read_side::ReadSide;
+use crate::retention::RetentionSchedule;
+use crate::writer::{self, Durable, WriterMsg};
 use landport_store::{Checkpointer, GeofenceRecord, ShipmentRecord, Store, StoreError};
-use retention::RetentionSchedule;
-use writer::{Durable, WriterMsg};
 
 /// Where the pipeline reads the time. [`SystemClock`] in service; tests pass a clock they move
 /// by hand ([`Pipeline::with_clock`]), so hours of retention or timers pass without a wait.
@@ -79,7 +80,7 @@ pub struct PipelineConfig {
     /// How often the tracker state is saved.
     pub snapshot_every: Duration,
     /// Telemetry received longer ago than this is pruned, at start and then hourly (see
-    /// [`retention`]).
+    /// [`retention`](crate::retention)).
     pub retention: Duration,
     /// How often a background thread copies the WAL back into the database, so that commits
     /// seldom do it themselves (see [`landport_store::Checkpointer`]).
@@ -129,7 +130,7 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
-/// Builds the ingestor from the store: the newest snapshot that restores, the registry, then
+/// Builds the core from the store: the newest snapshot that restores, the registry, then
 /// a replay of the readings stored after that snapshot. Events the replay derives are
 /// committed (those already stored are ignored by id), so none is lost if the crash came
 /// between apply and publish.
@@ -147,12 +148,15 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// `drop_deleted`; without `auto_register`, the replay also skips the readings of devices it
 /// no longer holds), device profiles come from it, and each shipment's status is
 /// [`merge_status`] of the registry's and the snapshot's.
+///
+/// `auto_register` is `ingest.auto_register`: accept readings of devices not registered to
+/// their topic's tenant.
 pub fn recover(
     store: &mut Store,
     tracker_settings: TrackerSettings,
-    ingest: IngestSettings,
+    auto_register: bool,
     metrics: Arc<Metrics>,
-) -> Result<Ingestor, PipelineError> {
+) -> Result<Core, PipelineError> {
     let (tracker, mut after) = restore_newest(store.load_snapshots()?, tracker_settings);
     let devices = store.list_devices(None)?;
     let geofences = store.list_geofences(None)?;
@@ -161,8 +165,7 @@ pub fn recover(
         .iter()
         .map(|d| (d.tenant.clone(), d.id.clone()))
         .collect();
-    let auto_register = ingest.auto_register;
-    let mut ing = Ingestor::new(tracker, ingest, metrics);
+    let mut ing = Core::new(tracker, auto_register, metrics);
     drop_deleted(
         ing.tracker_mut(),
         &registered,
@@ -277,7 +280,7 @@ fn restore_snapshot(bytes: &[u8], settings: TrackerSettings) -> Result<Tracker, 
 /// - Geofences and shipments exist only through the registry: any the registry lacks goes.
 /// - Devices are different: with `auto_register`, a device reporting on its tenant's topic
 ///   is live without ever having a registry row, and neither the snapshot nor the registry
-///   records that a device *was* registered (the ingestor's registered set is rebuilt from
+///   records that a device *was* registered (the core's registered set is rebuilt from
 ///   the registry, and a deletion leaves no trace). So a live device without a row is
 ///   dropped only when `auto_register` is off: then only registration admits readings, and a
 ///   live device without a row had its registration deleted (or came in while the config
@@ -394,13 +397,16 @@ pub fn merge_status(stored: ShipmentStatus, live: Option<ShipmentStatus>) -> Shi
     }
 }
 
-/// The running pipeline's parts, as built by [`Pipeline::new`].
-pub struct Pipeline {
-    ingestor: Ingestor,
+/// The running pipeline's parts, as built by [`Pipeline::new`]; `K` takes the acknowledgements
+/// and dead letters (ingest's MQTT client in service).
+pub struct Pipeline<K: Acknowledger> {
+    core: Core,
+    /// Counts the messages and their refusals, and applies them to `core`.
+    intake: Intake,
     store: Store,
-    broker: MqttClient,
+    acknowledger: K,
     config: PipelineConfig,
-    inbox: mpsc::Receiver<Inbound>,
+    inbox: mpsc::Receiver<Decoded<K::Ack>>,
     commands: mpsc::Receiver<Job>,
     read_side: ReadSide,
     events: broadcast::Sender<Arc<Event>>,
@@ -411,26 +417,28 @@ pub struct Pipeline {
     clock: Arc<dyn Clock>,
 }
 
-impl Pipeline {
-    /// A pipeline reading `inbox`; returns it with the handle to its tracker and the live event
-    /// stream. `events_committed` is notified after each commit that stored events (the
-    /// event outbox waits on it).
+impl<K: Acknowledger> Pipeline<K> {
+    /// A pipeline applying `inbox` to `core` (see [`recover`]) and handing what is durable to
+    /// `acknowledger`; returns it with the handle to its tracker and the live event stream.
+    /// `events_committed` is notified after each commit that stored events (the event outbox
+    /// waits on it).
     pub fn new(
-        ingestor: Ingestor,
+        core: Core,
         store: Store,
-        broker: MqttClient,
-        inbox: mpsc::Receiver<Inbound>,
+        acknowledger: K,
+        inbox: mpsc::Receiver<Decoded<K::Ack>>,
         events_committed: Arc<Notify>,
         config: PipelineConfig,
         metrics: Arc<Metrics>,
     ) -> (Self, TrackerHandle, broadcast::Sender<Arc<Event>>) {
         let (events, _) = broadcast::channel(4_096);
-        let read_side = ReadSide::new(ingestor.tracker(), ReadSide::DEFAULT_EVERY);
+        let read_side = ReadSide::new(core.tracker(), ReadSide::DEFAULT_EVERY);
         let (handle, commands) = TrackerHandle::new(read_side.reader());
         let p = Pipeline {
-            ingestor,
+            core,
+            intake: Intake::new(metrics.clone()),
             store,
-            broker,
+            acknowledger,
             config,
             inbox,
             commands,
@@ -453,9 +461,10 @@ impl Pipeline {
     /// a final snapshot saved.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PipelineError> {
         let Pipeline {
-            mut ingestor,
+            mut core,
+            mut intake,
             store,
-            broker,
+            acknowledger,
             config,
             mut inbox,
             mut commands,
@@ -468,8 +477,8 @@ impl Pipeline {
         let dir = store.dir().to_path_buf();
         let checkpointer = Checkpointer::start(&dir, config.checkpoint_every)?;
 
-        let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg<AckToken>>(4);
-        let (durable_tx, mut durable_rx) = mpsc::channel::<Durable<AckToken>>(16);
+        let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg<K::Ack>>(4);
+        let (durable_tx, mut durable_rx) = mpsc::channel::<Durable<K::Ack>>(16);
         let writer = {
             let (events, notify, metrics) =
                 (events.clone(), events_committed.clone(), metrics.clone());
@@ -488,24 +497,19 @@ impl Pipeline {
                 })
                 .expect("spawning the store writer thread")
         };
-        let acker = {
-            let broker = broker.clone();
-            tokio::spawn(async move {
-                while let Some(d) = durable_rx.recv().await {
-                    for a in d.acks {
-                        broker.ack(a).await;
-                    }
-                    // Dead letters never hold acknowledgements back: if the broker is
-                    // away they are dropped (and counted in the logs); the rejection is
-                    // already counted in /metrics.
-                    for dl in d.dead_letters {
-                        if let Err(e) = broker.try_publish(&dl.topic, dl.payload, true) {
-                            tracing::warn!(error = %e, "dead letter not published");
-                        }
-                    }
+        let acker = tokio::spawn(async move {
+            while let Some(d) = durable_rx.recv().await {
+                for a in d.acks {
+                    acknowledger.ack(a).await;
                 }
-            })
-        };
+                // Dead letters never hold acknowledgements back: if the broker is away they
+                // are dropped (and counted in the logs); the rejection is already counted in
+                // /metrics.
+                for dl in d.dead_letters {
+                    acknowledger.dead_letter(dl);
+                }
+            }
+        });
 
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -515,7 +519,7 @@ impl Pipeline {
         let mut draining: Option<(Instant, u64)> = None;
         loop {
             // The tracker's next deadline (server time) as a point on tokio's clock.
-            let timer_at = ingestor.next_deadline().map(|deadline_ms| {
+            let timer_at = core.next_deadline().map(|deadline_ms| {
                 let wait_ms = (deadline_ms - clock.now_ms()).max(0) as u64;
                 tokio::time::Instant::now() + Duration::from_millis(wait_ms)
             });
@@ -547,9 +551,9 @@ impl Pipeline {
                     }
                     stop = true;
                 }
-                Some(cmd) = commands.recv(), if !stop => cmd(ingestor.core_mut(), &mut read_side),
+                Some(cmd) = commands.recv(), if !stop => cmd(&mut core, &mut read_side),
                 _ = tick.tick(), if !stop => {
-                    ingestor.maintain();
+                    core.maintain();
                     // A rebuilt position index reaches readers with the next view.
                     read_side.mark();
                 }
@@ -557,7 +561,7 @@ impl Pipeline {
                 _ = tokio::time::sleep_until(timer_at.unwrap_or_else(tokio::time::Instant::now)),
                     if timer_at.is_some() && !stop =>
                 {
-                    ingestor.fire_timers(clock.now_ms(), &mut out);
+                    core.fire_timers(clock.now_ms(), &mut out);
                     read_side.mark();
                 }
                 // Readings applied since the last view reach readers within `every`, even
@@ -570,8 +574,8 @@ impl Pipeline {
                     Some(first) => {
                         oldest = Some(first.received_ms);
                         let mut taken = 0;
-                        let mut take = |m: Inbound, out: &mut Output| {
-                            ingestor.handle(&m.topic, &m.payload, m.received_ms, out);
+                        let mut take = |m: Decoded<K::Ack>, out: &mut Output| {
+                            intake.apply(&mut core, &m, out);
                             acks.extend(m.ack);
                             taken += 1;
                         };
@@ -590,7 +594,7 @@ impl Pipeline {
                 },
                 else => {}
             }
-            read_side.publish_due(ingestor.tracker(), Instant::now());
+            read_side.publish_due(core.tracker(), Instant::now());
             if !out.is_empty() || !acks.is_empty() {
                 let msg = WriterMsg::Batch {
                     output: out,
@@ -605,7 +609,7 @@ impl Pipeline {
             if stop || clock.now().saturating_duration_since(last_snapshot) >= config.snapshot_every
             {
                 last_snapshot = clock.now();
-                match serde_json::to_vec(&ingestor.tracker().snapshot()) {
+                match serde_json::to_vec(&core.tracker().snapshot()) {
                     Ok(bytes) => {
                         if writer_tx.send(WriterMsg::Snapshot(bytes)).await.is_err() {
                             break;
@@ -648,23 +652,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::decode::Limits;
-    use crate::mqtt::{MqttSource, MqttSourceConfig};
-    use crate::topic::OwnTracksTenants;
+    use crate::core::DeadLetter;
+    use crate::decoded::Content;
+    use crate::retention;
     use ShipmentStatus::{Arrived, Cancelled, Delivered, InTransit, Planned};
     use landport_store::{DeviceRecord, EventFilter, ShipmentRecord, TelemetryRow};
 
     const NOW: TimestampMs = 1_795_400_000_000;
     const DAY_MS: i64 = 86_400_000;
     const HOUR_MS: i64 = 3_600_000;
-
-    fn ingest_settings() -> IngestSettings {
-        IngestSettings {
-            limits: Limits::default(),
-            owntracks: OwnTracksTenants::default(),
-            auto_register: true,
-        }
-    }
 
     fn offline_after(seconds: u32) -> TrackerSettings {
         TrackerSettings {
@@ -679,41 +675,57 @@ mod tests {
         (tmp, store)
     }
 
+    /// One message of `acme`'s `device` holding `reading`, as ingest decodes it (QoS 0).
+    fn message(device: &str, reading: Reading, received_ms: TimestampMs) -> Decoded<u32> {
+        Decoded {
+            topic: format!("landport/acme/{device}/telemetry"),
+            payload: Bytes::new(),
+            received_ms,
+            content: Content::Device {
+                tenant: "acme".into(),
+                device: device.into(),
+                readings: vec![reading],
+                refusals: Vec::new(),
+            },
+            ack: None,
+        }
+    }
+
     /// What the pipeline does with one message: apply it, commit its rows and events.
     fn ingest(
         store: &mut Store,
-        ing: &mut Ingestor,
+        ing: &mut Core,
         device: &str,
-        payload: &str,
+        reading: &Reading,
         now_ms: TimestampMs,
     ) -> Vec<EventType> {
         let mut out = Output::default();
-        let topic = format!("landport/acme/{device}/telemetry");
-        ing.handle(&topic, payload.as_bytes(), now_ms, &mut out);
-        assert!(out.dead_letters.is_empty(), "{payload} refused");
+        let mut intake = Intake::new(ing.metrics().clone());
+        intake.apply(ing, &message(device, *reading, now_ms), &mut out);
+        assert!(out.dead_letters.is_empty(), "{reading:?} refused");
         store.commit(&out.rows, &out.events).unwrap();
         out.events.iter().map(|e| e.kind).collect()
     }
 
-    fn temp(ts_ms: TimestampMs, temp_c: f64) -> String {
-        format!(r#"{{"ts":{ts_ms},"temp_c":{temp_c}}}"#)
+    fn temp(ts_ms: TimestampMs, temp_c: f64) -> Reading {
+        Reading::at(ts_ms).with_temp(temp_c)
     }
 
-    fn tick(ing: &mut Ingestor, now_ms: TimestampMs) -> Vec<EventType> {
+    fn tick(ing: &mut Core, now_ms: TimestampMs) -> Vec<EventType> {
         let mut out = Output::default();
         ing.tick(now_ms, &mut out);
         out.events.iter().map(|e| e.kind).collect()
     }
 
     /// Saves a snapshot of `ing` covering every reading stored so far, as the pipeline does.
-    fn save_snapshot(store: &mut Store, ing: &Ingestor) {
+    fn save_snapshot(store: &mut Store, ing: &Core) {
         let bytes = serde_json::to_vec(&ing.tracker().snapshot()).unwrap();
         let rowid = store.telemetry_rowid_max().unwrap();
         store.save_snapshot(&bytes, rowid).unwrap();
     }
 
-    fn restart(store: &mut Store, settings: TrackerSettings) -> Ingestor {
-        recover(store, settings, ingest_settings(), Metrics::new()).unwrap()
+    fn restart(store: &mut Store, settings: TrackerSettings) -> Core {
+        recover(store, settings, true, Metrics::new()).unwrap()
     }
 
     // ----- recover ------------------------------------------------------------------------
@@ -904,8 +916,8 @@ mod tests {
     // ----- recover: falling back on an older snapshot --------------------------------------
 
     /// A position reading.
-    fn fix(ts_ms: TimestampMs, lon: f64, lat: f64) -> String {
-        format!(r#"{{"ts":{ts_ms},"lat":{lat},"lon":{lon}}}"#)
+    fn fix(ts_ms: TimestampMs, lon: f64, lat: f64) -> Reading {
+        Reading::at(ts_ms).with_position(lon, lat)
     }
 
     const OUTSIDE: (f64, f64) = (123.05, 41.0);
@@ -914,7 +926,7 @@ mod tests {
     /// Trucks driving in and out of the yard in three stretches, with a snapshot after the
     /// first and after the second. `replace` stands in for each snapshot's bytes, older
     /// first (`None` keeps the real one). Returns the live ingestor as it was at the "crash".
-    fn yard_history(store: &mut Store, replace: [Option<Vec<u8>>; 2]) -> Ingestor {
+    fn yard_history(store: &mut Store, replace: [Option<Vec<u8>>; 2]) -> Core {
         let fence = GeofenceRecord {
             tenant: "acme".into(),
             def: yard(),
@@ -955,7 +967,7 @@ mod tests {
 
     /// The tracker's devices as the API shows them, without their slots (a full replay may
     /// number devices in another order than the live run did).
-    fn device_views(ing: &Ingestor) -> Vec<landport_tracker::DeviceView> {
+    fn device_views(ing: &Core) -> Vec<landport_tracker::DeviceView> {
         let mut views = ing.tracker().devices("acme");
         for v in &mut views {
             v.slot = landport_tracker::DeviceSlot(0);
@@ -971,7 +983,7 @@ mod tests {
 
     /// The bytes of a snapshot of `ing` from a version this build does not read: they decode,
     /// and `Tracker::restore` refuses them.
-    fn from_another_version(ing: &Ingestor) -> Vec<u8> {
+    fn from_another_version(ing: &Core) -> Vec<u8> {
         let mut snap = ing.tracker().snapshot();
         snap.version += 1;
         serde_json::to_vec(&snap).unwrap()
@@ -992,7 +1004,7 @@ mod tests {
 
     /// Runs [`yard_history`] with the snapshot bytes `replace` makes (from a live ingestor
     /// of the same history), crashes and restarts.
-    fn crash_and_recover(replace: impl FnOnce(&Ingestor) -> [Option<Vec<u8>>; 2]) -> Recovered {
+    fn crash_and_recover(replace: impl FnOnce(&Core) -> [Option<Vec<u8>>; 2]) -> Recovered {
         let (_scratch_dir, mut scratch) = store();
         let replace = replace(&yard_history(&mut scratch, [None, None]));
 
@@ -1156,12 +1168,8 @@ mod tests {
         }
     }
 
-    fn restart_registered_only(store: &mut Store) -> Ingestor {
-        let ingest = IngestSettings {
-            auto_register: false,
-            ..ingest_settings()
-        };
-        recover(store, TrackerSettings::default(), ingest, Metrics::new()).unwrap()
+    fn restart_registered_only(store: &mut Store) -> Core {
+        recover(store, TrackerSettings::default(), false, Metrics::new()).unwrap()
     }
 
     #[test]
@@ -1200,12 +1208,8 @@ mod tests {
         // and its readings are refused, as after the deletion
         let mut out = Output::default();
         let later = NOW + 2_000;
-        ing.handle(
-            "landport/acme/gone/telemetry",
-            temp(later, 5.0).as_bytes(),
-            later,
-            &mut out,
-        );
+        let gone = message("gone", temp(later, 5.0), later);
+        Intake::new(Metrics::new()).apply(&mut ing, &gone, &mut out);
         assert!(out.rows.is_empty());
         assert_eq!(out.dead_letters.len(), 1);
     }
@@ -1294,27 +1298,37 @@ mod tests {
         }
     }
 
+    /// An acknowledger with no broker behind it: acks and dead letters go nowhere (the tests
+    /// read the store and the event stream).
+    struct NoBroker;
+
+    impl Acknowledger for NoBroker {
+        type Ack = u32;
+
+        async fn ack(&self, _ack: u32) {}
+
+        fn dead_letter(&self, _letter: DeadLetter) {}
+    }
+
     /// A pipeline over a store, fed by the test, on a manual clock, with no broker behind its
-    /// MQTT client (its publishes just queue).
+    /// acknowledger.
     struct Running {
         tracker: TrackerHandle,
-        inbox: mpsc::Sender<Inbound>,
+        inbox: mpsc::Sender<Decoded<u32>>,
         events: broadcast::Receiver<Arc<Event>>,
         clock: Arc<ManualClock>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<Result<(), PipelineError>>,
-        _source: MqttSource,
     }
 
     impl Running {
-        fn start(ingestor: Ingestor, store: Store, config: PipelineConfig) -> Running {
+        fn start(core: Core, store: Store, config: PipelineConfig) -> Running {
             let clock = ManualClock::at(NOW);
-            let (source, broker, _) = MqttSource::new(MqttSourceConfig::default()).unwrap();
             let (inbox, rx) = mpsc::channel(16);
             let (p, tracker, events) = Pipeline::new(
-                ingestor,
+                core,
                 store,
-                broker,
+                NoBroker,
                 rx,
                 Arc::new(Notify::new()),
                 config,
@@ -1330,7 +1344,6 @@ mod tests {
                 clock,
                 shutdown,
                 task,
-                _source: source,
             }
         }
 
@@ -1341,17 +1354,8 @@ mod tests {
         async fn settle(&mut self, probe: &str) {
             self.tracker.call(|_| ()).await.unwrap();
             let now = self.clock.now_ms();
-            let payload = format!(r#"{{"ts":{now},"lat":41.0,"lon":123.0}}"#);
-            self.inbox
-                .send(Inbound {
-                    topic: format!("landport/acme/{probe}/telemetry"),
-                    payload: Bytes::from(payload),
-                    qos: 0,
-                    ack: None,
-                    received_ms: now,
-                })
-                .await
-                .unwrap();
+            let reading = Reading::at(now).with_position(123.0, 41.0);
+            self.inbox.send(message(probe, reading, now)).await.unwrap();
             while self.events.recv().await.unwrap().device != probe {}
         }
 
@@ -1449,12 +1453,7 @@ mod tests {
     #[tokio::test]
     async fn timers_fire_at_the_trackers_deadline_not_on_the_next_tick() {
         let (_tmp, store) = store();
-        let ing = Ingestor::new(
-            Tracker::new(offline_after(1)),
-            ingest_settings(),
-            Metrics::new(),
-        );
-        let (source, broker, _) = MqttSource::new(MqttSourceConfig::default()).unwrap();
+        let ing = Core::new(Tracker::new(offline_after(1)), true, Metrics::new());
         let (inbox, rx) = mpsc::channel(16);
         // A tick far beyond the test: only the tracker's own deadline can fire the timer.
         let config = PipelineConfig {
@@ -1464,7 +1463,7 @@ mod tests {
         let (p, _tracker, events) = Pipeline::new(
             ing,
             store,
-            broker,
+            NoBroker,
             rx,
             Arc::new(Notify::new()),
             config,
@@ -1474,16 +1473,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(p.run(shutdown.clone()));
         let now = now_ms();
-        inbox
-            .send(Inbound {
-                topic: "landport/acme/t1/telemetry".into(),
-                payload: Bytes::from(format!(r#"{{"ts":{now},"lat":41.0,"lon":123.0}}"#)),
-                qos: 0,
-                ack: None,
-                received_ms: now,
-            })
-            .await
-            .unwrap();
+        let reading = Reading::at(now).with_position(123.0, 41.0);
+        inbox.send(message("t1", reading, now)).await.unwrap();
         let offline = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
                 let e = events.recv().await.unwrap();
@@ -1497,6 +1488,5 @@ mod tests {
         assert_eq!(offline.ts_ms, now + 1_000);
         shutdown.cancel();
         task.await.unwrap().unwrap();
-        drop(source);
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use landport_tracker::Event;
 use tokio::sync::{Notify, broadcast, mpsc};
 
+use crate::core::{DeadLetter, Output};
 use crate::metrics::Metrics;
-use crate::pipeline::ingestor::{DeadLetter, Output};
 use landport_store::Store;
 
 /// What the pipeline sends the writer.
@@ -71,7 +71,7 @@ pub fn run<A: Send + 'static>(
                 };
                 metrics.commits.inc();
                 last_rowid = committed.last_rowid;
-                let lag_ms = (super::now_ms() - oldest_ms).max(0);
+                let lag_ms = (crate::handle::now_ms() - oldest_ms).max(0);
                 metrics.pipeline_lag_seconds.set(lag_ms as f64 / 1000.0);
                 if !output.events.is_empty() {
                     for e in output.events {
