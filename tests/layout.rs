@@ -1,6 +1,6 @@
 //! The crates' dependencies point down the chain ingest -> pipeline -> store -> sinks | api
 //! only (docs/architecture.md): read from `cargo metadata`, so a new arrow the wrong way fails
-//! here rather than in review.
+//! here rather than in review. Only normal dependencies count: a test may use any crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -60,6 +60,10 @@ fn no_crate_reaches_back_up_the_chain() {
             &["landport-tracker", "landport-store", "landport-pipeline"],
         ),
         (
+            "landport-sinks",
+            &["landport-tracker", "landport-store", "landport-pipeline"],
+        ),
+        (
             "landport-api",
             &["landport-tracker", "landport-store", "landport-pipeline"],
         ),
@@ -71,8 +75,41 @@ fn no_crate_reaches_back_up_the_chain() {
             .collect();
         assert!(extra.is_empty(), "{name} depends on {extra:?}");
     }
-    assert!(
-        !of("landport-api").contains("landport-ingest"),
-        "the API reads the pipeline's read side and the store, never ingest"
-    );
+    for (name, never, why) in [
+        (
+            "landport-api",
+            "landport-ingest",
+            "the API reads the pipeline's read side and the store, never ingest",
+        ),
+        (
+            "landport-api",
+            "landport-sinks",
+            "the API reads the store, not what tails it",
+        ),
+        (
+            "landport-pipeline",
+            "landport-ingest",
+            "ingest hands the pipeline decoded messages; the pipeline never reaches back",
+        ),
+        (
+            "landport-pipeline",
+            "landport-sinks",
+            "the sinks tail the store; the pipeline does not know they exist",
+        ),
+        (
+            "landport-ingest",
+            "landport-sinks",
+            "ingest stops at decoded readings; the sinks start at the store",
+        ),
+        (
+            "landport-sinks",
+            "landport-ingest",
+            "the sinks take the MQTT client through a trait the binary implements",
+        ),
+    ] {
+        assert!(
+            !of(name).contains(never),
+            "{name} depends on {never}: {why}"
+        );
+    }
 }

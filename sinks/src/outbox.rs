@@ -3,7 +3,7 @@
 //!
 //! The saved cursor is the highest seq such that the broker has acknowledged (PUBACK) every
 //! event up to it: handing an event to the MQTT client is not enough, since a `kill -9`
-//! loses what the client still holds. Up to [`WINDOW`] events are out at a time, and their
+//! loses what the client still holds. Up to `WINDOW` events are out at a time, and their
 //! acknowledgements may come in any order; the cursor moves over the acknowledged prefix
 //! only. A publish that will never be acknowledged (the connection was lost first) sends the
 //! outbox back to the first unacknowledged event, and everything after it goes out again:
@@ -125,7 +125,7 @@ impl Progress {
 
 /// Runs the outbox until `stop`: publishes every event stored after its cursor, and then
 /// each batch the store writer commits (it calls `notify` after each commit with events).
-/// After `stop` it goes on, for at most [`STOP_GRACE`], until what is stored is published
+/// After `stop` it goes on, for at most `STOP_GRACE` (5 s), until what is stored is published
 /// and acknowledged.
 pub async fn run<P: EventPublisher>(
     mut store: Store,

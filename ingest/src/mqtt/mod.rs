@@ -1,5 +1,5 @@
 //! The MQTT side of ingest: the embedded broker, and the source that subscribes to a broker
-//! and hands each publish to the pipeline.
+//! and hands each publish to the pipeline (through the decode stage, [`crate::decoder`]).
 //!
 //! Layout:
 //! - [`crate::backoff`]: reconnect delays, exponential with full jitter; pure (the caller seeds it).
@@ -14,7 +14,7 @@
 //! Data flow and acknowledgement:
 //!
 //! ```text
-//! broker --PUBLISH--> MqttSource::run --Inbound{ack: AckToken}--> [bounded mpsc] --> pipeline
+//! broker --PUBLISH--> MqttSource::run --Inbound{ack: AckToken}--> [bounded mpsc] --> decode stage --> pipeline
 //! broker <--PUBACK--- MqttSource::run <--AckToken-- MqttClient::ack <-- (reading durable)
 //! broker <--PUBLISH-- publisher connection <-- MqttClient::publish <-- events, dead letters
 //! broker ---PUBACK--> publisher connection --> Confirmation (publish_confirmed) --> outbox
