@@ -6,13 +6,26 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-type Labels = Vec<(String, String)>;
+/// The label of [`Metrics::rejected`]: a rejection's reason code. Label sets are typed
+/// structs of `&'static str`: counting allocates nothing (a `Vec<(String, String)>` label set
+/// allocated three times per increment).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// The label of [`Metrics::events`]: an event's type (`geofence.entered`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EventTypeLabel {
+    pub r#type: &'static str,
+}
 
 /// All counters and gauges. Cheap to update from any thread.
 #[derive(Debug)]
@@ -27,9 +40,9 @@ pub struct Metrics {
     /// Readings dropped as duplicates.
     pub readings_duplicate: Counter,
     /// Rejected messages or records, by reason code.
-    pub rejected: Family<Labels, Counter>,
+    pub rejected: Family<ReasonLabel, Counter>,
     /// Events emitted, by type.
-    pub events: Family<Labels, Counter>,
+    pub events: Family<EventTypeLabel, Counter>,
     /// Seconds from a message's arrival to its batch being durable (latest batch).
     pub pipeline_lag_seconds: Gauge<f64, AtomicU64>,
     /// Readings stored but not yet written to InfluxDB.
@@ -187,23 +200,23 @@ impl Metrics {
     }
 
     /// Counts one rejection under its reason code.
-    pub fn reject(&self, code: &str) {
+    pub fn reject(&self, code: &'static str) {
         self.rejected
-            .get_or_create(&vec![("reason".to_owned(), code.to_owned())])
+            .get_or_create(&ReasonLabel { reason: code })
             .inc();
     }
 
     /// Counts one event under its type.
-    pub fn event(&self, kind: &str) {
+    pub fn event(&self, kind: &'static str) {
         self.events
-            .get_or_create(&vec![("type".to_owned(), kind.to_owned())])
+            .get_or_create(&EventTypeLabel { r#type: kind })
             .inc();
     }
 
     /// How many rejections were counted under `code`.
-    pub fn rejected_count(&self, code: &str) -> u64 {
+    pub fn rejected_count(&self, code: &'static str) -> u64 {
         self.rejected
-            .get_or_create(&vec![("reason".to_owned(), code.to_owned())])
+            .get_or_create(&ReasonLabel { reason: code })
             .get()
     }
 
