@@ -63,6 +63,19 @@
     return res.json();
   }
 
+  /** Every item of a paged list (`{name: [...], next}`), following `next` page by page. */
+  async function apiAll(path, name) {
+    const items = [];
+    let next = null;
+    do {
+      const sep = path.indexOf('?') < 0 ? '?' : '&';
+      const page = await api(path + sep + 'limit=1000' + (next ? '&next=' + encodeURIComponent(next) : ''));
+      for (const x of page[name] || []) items.push(x);
+      next = page.next || null;
+    } while (next);
+    return items;
+  }
+
   // ---- devices --------------------------------------------------------------------------
   function deviceKey(tenant, id) { return (tenant || '') + '/' + id; }
 
@@ -234,12 +247,12 @@
   // ---- loading and the live stream --------------------------------------------------------
   async function loadAll() {
     const [devs, fences, ships, evs] = await Promise.all([
-      api('/v1/devices'), api('/v1/geofences'), api('/v1/shipments'),
-      api('/v1/events?limit=' + MAX_EVENTS),
+      apiAll('/v1/devices', 'devices'), apiAll('/v1/geofences', 'geofences'),
+      apiAll('/v1/shipments', 'shipments'), api('/v1/events?limit=' + MAX_EVENTS),
     ]);
-    for (const d of devs.devices) showDevice(d);
-    showGeofences(fences.geofences || []);
-    showShipments(ships.shipments || []);
+    for (const d of devs) showDevice(d);
+    showGeofences(fences);
+    showShipments(ships);
     events = [];
     for (const e of evs.events || []) addEvent(e);
     showEvents();
@@ -257,7 +270,7 @@
     if (shipmentsTimer) return;
     shipmentsTimer = setTimeout(function () {
       shipmentsTimer = null;
-      api('/v1/shipments').then(function (s) { showShipments(s.shipments); }, function () {});
+      apiAll('/v1/shipments', 'shipments').then(showShipments, function () {});
     }, 1000);
   }
 

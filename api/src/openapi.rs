@@ -231,6 +231,15 @@ pub(crate) struct DeviceList {
     devices: Vec<Device>,
 }
 
+/// `{"devices": [...], "next": CURSOR | null}`: a page of a list (SPEC 15).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct DevicePage {
+    devices: Vec<Device>,
+    /// Pass as `?next=` for the following page; null on the last page.
+    next: Option<String>,
+}
+
 /// A GeoJSON geometry (RFC 7946): `coordinates` nest `[lon, lat]` positions in degrees.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -268,11 +277,13 @@ pub(crate) struct FeatureCollection {
     features: Vec<Feature>,
 }
 
-/// `{"geofences": [Feature, ...]}`.
+/// `{"geofences": [Feature, ...], "next": CURSOR | null}`: a page of a list (SPEC 15).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct GeofenceList {
     geofences: Vec<Feature>,
+    /// Pass as `?next=` for the following page; null on the last page.
+    next: Option<String>,
 }
 
 /// A shipment's ETA; the members are null until there is one.

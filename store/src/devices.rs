@@ -140,6 +140,30 @@ impl Store {
         rows.map(|row| decode(row?)).collect()
     }
 
+    /// At most `limit` devices of `tenant` (`None` = every tenant) after the `(tenant, id)` key
+    /// `after`, by tenant and id: one page of a list.
+    pub fn list_devices_page(
+        &self,
+        tenant: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let (scope, params) = super::page_scope(tenant, after);
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM devices {scope} ORDER BY tenant, id LIMIT {limit}"
+        ))?;
+        let rows = stmt.query_map(params_from_iter(params), from_row)?;
+        rows.map(|row| decode(row?)).collect()
+    }
+
+    /// How many devices `tenant` has registered.
+    pub fn count_devices(&self, tenant: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM devices WHERE tenant = ?1")?
+            .query_row(params![tenant], |row| row.get(0))?)
+    }
+
     /// `false` when the tenant has no device with that id. Its history stays until retention.
     pub fn delete_device(&mut self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         Ok(self

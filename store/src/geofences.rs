@@ -88,6 +88,30 @@ impl Store {
         rows.map(|row| decode(row?)).collect()
     }
 
+    /// At most `limit` geofences of `tenant` (`None` = every tenant) after the `(tenant, id)`
+    /// key `after`, by tenant and id: one page of a list.
+    pub fn list_geofences_page(
+        &self,
+        tenant: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<GeofenceRecord>, StoreError> {
+        let (scope, params) = super::page_scope(tenant, after);
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT tenant, def, updated_ms FROM geofences {scope} ORDER BY tenant, id LIMIT {limit}"
+        ))?;
+        let rows = stmt.query_map(params_from_iter(params), from_row)?;
+        rows.map(|row| decode(row?)).collect()
+    }
+
+    /// How many geofences `tenant` has.
+    pub fn count_geofences(&self, tenant: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM geofences WHERE tenant = ?1")?
+            .query_row(params![tenant], |row| row.get(0))?)
+    }
+
     /// `false` when the tenant has no geofence with that id.
     pub fn delete_geofence(&mut self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         Ok(self

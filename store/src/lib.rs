@@ -227,6 +227,25 @@ fn tenant_scope(tenant: Option<&str>) -> &'static str {
     }
 }
 
+/// Where a page of a list sorted by `(tenant, id)` starts: after `after` (a `(tenant, id)`
+/// key), for `tenant` (`None` = every tenant). Returns the `WHERE` clause and its parameters
+/// (bound `?1`, `?2`, ... in order); the statement adds `ORDER BY tenant, id LIMIT n`.
+/// Both columns lead the tables' primary keys, so a page is an index range scan.
+fn page_scope<'a>(
+    tenant: Option<&'a str>,
+    after: Option<(&'a str, &'a str)>,
+) -> (String, Vec<&'a str>) {
+    match (tenant, after) {
+        (None, None) => (String::new(), vec![]),
+        (Some(t), None) => ("WHERE tenant = ?1".to_owned(), vec![t]),
+        (Some(t), Some((_, id))) => ("WHERE tenant = ?1 AND id > ?2".to_owned(), vec![t, id]),
+        (None, Some((at, id))) => (
+            "WHERE (tenant > ?1 OR (tenant = ?1 AND id > ?2))".to_owned(),
+            vec![at, id],
+        ),
+    }
+}
+
 /// Per-connection settings, for writers and readers alike.
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;

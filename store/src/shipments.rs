@@ -179,6 +179,33 @@ impl Store {
         rows.map(|row| decode(row?)).collect()
     }
 
+    /// At most `limit` shipments of `tenant` (`None` = every tenant) after the `(tenant, id)`
+    /// key `after`, by tenant and id: one page of a list.
+    pub fn list_shipments_page(
+        &self,
+        tenant: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<ShipmentRecord>, StoreError> {
+        let (scope, params) = super::page_scope(tenant, after);
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM shipments {scope} ORDER BY tenant, id LIMIT {limit}"
+        ))?;
+        let rows = stmt.query_map(params_from_iter(params), from_row)?;
+        rows.map(|row| decode(row?)).collect()
+    }
+
+    /// How many shipments of `tenant` are active (neither delivered nor cancelled).
+    pub fn count_active_shipments(&self, tenant: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM shipments WHERE tenant = ?1
+                 AND status NOT IN ('delivered', 'cancelled')",
+            )?
+            .query_row(params![tenant], |row| row.get(0))?)
+    }
+
     /// The shipments a device of `tenant` carries or carried, by id.
     pub fn shipments_of_device(
         &self,

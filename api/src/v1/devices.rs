@@ -2,24 +2,22 @@
 //! live state from the tracker. Writes are [`Command`]s: this module parses and checks the
 //! request, the pipeline stores and applies it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use landport_pipeline::command::DeviceChange;
 use landport_pipeline::{Command, Outcome};
 use landport_store::DeviceRecord;
-use landport_tracker::DeviceView;
 use landport_tracker::device::DeviceProfile;
+use landport_tracker::{DeviceView, LiveView};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::check_id;
+use super::page::{Page, PageQuery};
 use super::view::device_json;
 use crate::auth::Caller;
-use crate::error::{ApiError, Json, Path};
+use crate::error::{ApiError, Json, Path, Query};
 use crate::state::ApiState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -86,62 +84,86 @@ fn check_kind(kind: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `{"devices": [...]}`: registered devices and those the tracker knows from telemetry
-/// (auto-registered), by tenant and id.
+/// `{"devices": [...], "next": CURSOR | null}`: one page of the registered devices and those
+/// the tracker knows from telemetry (auto-registered), by tenant and id.
 #[utoipa::path(
     get,
     path = "/v1/devices",
     tag = "devices",
     operation_id = "list_devices",
+    params(PageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the devices", body = crate::openapi::DeviceList),
+        (status = 200, description = "a page of devices", body = crate::openapi::DevicePage),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
         (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let page = q.page(2)?;
     let scope = caller.scope().map(str::to_owned);
-    let sc = scope.clone();
-    let registry = s.read(move |st| st.list_devices(sc.as_deref())).await?;
-    let live = live_devices(&s, scope);
-    let mut all: BTreeMap<(String, String), RegisteredAndLive> = BTreeMap::new();
-    for r in registry {
-        let key = (r.tenant.clone(), r.id.clone());
-        all.entry(key).or_default().0 = Some(r);
-    }
-    for (t, v) in live {
-        let key = (t, v.id.clone());
-        all.entry(key).or_default().1 = Some(v);
-    }
-    let devices: Vec<_> = all
+    let (sc, pg) = (scope.clone(), page.clone());
+    let registry = s
+        .read(move |st| st.list_devices_page(sc.as_deref(), pg.after_pair(), pg.limit + 1))
+        .await?;
+    let view = s.live();
+    // The page is the first `limit + 1` keys after the cursor of both sources: the store's
+    // page holds every registered one among them, `live_after` every live one.
+    let mut keys: Vec<(String, String)> = live_after(&view, scope.as_deref(), &page);
+    keys.extend(registry.iter().map(|r| (r.tenant.clone(), r.id.clone())));
+    keys.sort_unstable();
+    keys.dedup();
+    keys.truncate(page.limit + 1);
+    let next = page.finish(&mut keys, |(t, i)| vec![t.as_str(), i.as_str()]);
+    let devices: Vec<_> = keys
         .iter()
-        .map(|((t, id), (r, v))| device_json(t, id, r.as_ref(), v.as_deref()))
+        .map(|(t, id)| {
+            let reg = registry.iter().find(|r| r.tenant == *t && r.id == *id);
+            let live = view.device(t, id);
+            device_json(t, id, reg, live.as_deref())
+        })
         .collect();
-    Ok(axum::Json(json!({ "devices": devices })).into_response())
+    Ok(axum::Json(json!({ "devices": devices, "next": next })).into_response())
 }
 
-/// A device's registry record and live state; either may be missing.
-type RegisteredAndLive = (Option<DeviceRecord>, Option<Arc<DeviceView>>);
-
-/// Live views of the devices of `scope` (`None` = every tenant), with their tenant, from the
-/// read side.
-fn live_devices(s: &ApiState, scope: Option<String>) -> Vec<(String, Arc<DeviceView>)> {
-    let live = s.live();
-    let tenants: Vec<String> = match scope {
+/// The first `limit + 1` keys `(tenant, id)` after the page's cursor of the live devices of
+/// `scope` (`None` = every tenant), unsorted.
+fn live_after(view: &LiveView, scope: Option<&str>, page: &Page) -> Vec<(String, String)> {
+    let tenants: Vec<&str> = match scope {
         Some(one) => vec![one],
-        None => live.tenants().map(str::to_owned).collect(),
+        None => view.tenants().collect(),
     };
-    tenants
-        .into_iter()
-        .flat_map(|ten| {
-            live.devices(&ten)
-                .into_iter()
-                .map(move |v| (ten.clone(), v))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let first_tenant = page.after.as_ref().map(|a| a[0].as_str());
+    for t in tenants {
+        if first_tenant.is_some_and(|f| t < f) {
+            continue;
+        }
+        for d in view.devices(t) {
+            if page.is_after(&[t, &d.id]) {
+                keys.push((t.to_owned(), d.id.clone()));
+            }
+        }
+        if keys.len() > 4 * (page.limit + 1) {
+            keep_first(&mut keys, page.limit + 1);
+        }
+    }
+    keep_first(&mut keys, page.limit + 1);
+    keys
+}
+
+/// Keeps the `n` smallest keys (in no particular order), in time linear in `keys`.
+fn keep_first(keys: &mut Vec<(String, String)>, n: usize) {
+    if keys.len() > n {
+        keys.select_nth_unstable(n);
+        keys.truncate(n);
+    }
 }
 
 /// Registers a device (telemetry from it is accepted from then on): 201 with the device.

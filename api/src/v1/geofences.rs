@@ -13,32 +13,42 @@ use landport_tracker::geofence::Geofence;
 use serde_json::json;
 
 use super::geojson::{FeatureIn, feature};
+use super::page::PageQuery;
 use super::view::device_json;
 use super::{check_id, random_id};
 use crate::auth::Caller;
-use crate::error::{ApiError, Json, Path};
+use crate::error::{ApiError, Json, Path, Query};
 use crate::state::ApiState;
 
-/// `{"geofences": [Feature, ...]}`, by tenant and id.
+/// `{"geofences": [Feature, ...], "next": CURSOR | null}`: one page, by tenant and id.
 #[utoipa::path(
     get,
     path = "/v1/geofences",
     tag = "geofences",
     operation_id = "list_geofences",
+    params(PageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the geofences", body = crate::openapi::GeofenceList),
+        (status = 200, description = "a page of geofences", body = crate::openapi::GeofenceList),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let page = q.page(2)?;
     let scope = caller.scope().map(str::to_owned);
-    let fences = s
-        .read(move |st| st.list_geofences(scope.as_deref()))
+    let pg = page.clone();
+    let mut fences = s
+        .read(move |st| st.list_geofences_page(scope.as_deref(), pg.after_pair(), pg.limit + 1))
         .await?;
+    let next = page.finish(&mut fences, |r| vec![r.tenant.as_str(), r.def.id.as_str()]);
     let features: Vec<_> = fences.iter().map(feature).collect();
-    Ok(axum::Json(json!({ "geofences": features })).into_response())
+    Ok(axum::Json(json!({ "geofences": features, "next": next })).into_response())
 }
 
 /// Adds a geofence (id from the Feature, generated when absent): 201 with the stored Feature;
@@ -194,16 +204,18 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `{"devices": [...]}`: the devices inside the geofence now, by id.
+/// `{"devices": [...], "next": CURSOR | null}`: one page of the devices inside the geofence
+/// now, by id.
 #[utoipa::path(
     get,
     path = "/v1/geofences/{id}/devices",
     tag = "geofences",
     operation_id = "geofence_devices",
-    params(("id" = String, Path, description = "the geofence id")),
+    params(("id" = String, Path, description = "the geofence id"), PageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the devices inside it now", body = crate::openapi::DeviceList),
+        (status = 200, description = "a page of the devices inside it now", body = crate::openapi::DevicePage),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
         (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
@@ -214,21 +226,36 @@ pub async fn devices_inside(
     State(s): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
+    let page = q.page(1)?;
     let tenant = caller.tenant()?.to_owned();
     let (t, i) = (tenant.clone(), id.clone());
     if s.read(move |st| st.get_geofence(&t, &i)).await?.is_none() {
         return Err(ApiError::not_found("geofence", id));
     }
     let view = s.live();
-    let live: Vec<_> = view
+    let mut inside: Vec<String> = view
         .devices_in_geofence(&tenant, &id)
         .unwrap_or_default()
+        .into_iter()
+        .filter(|d| page.is_after(&[d]))
+        .collect();
+    inside.sort_unstable();
+    inside.truncate(page.limit + 1);
+    let next = page.finish(&mut inside, |d| vec![d.as_str()]);
+    let live: Vec<_> = inside
         .iter()
         .filter_map(|d| view.device(&tenant, d))
         .collect();
-    let scope = tenant.clone();
-    let registry = s.read(move |st| st.list_devices(Some(&scope))).await?;
+    let (t, ids) = (tenant.clone(), inside.clone());
+    let registry = s
+        .read(move |st| {
+            ids.iter()
+                .filter_map(|i| st.get_device(&t, i).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
     let devices: Vec<_> = live
         .iter()
         .map(|v| {
@@ -236,5 +263,5 @@ pub async fn devices_inside(
             device_json(&tenant, &v.id, reg, Some(v))
         })
         .collect();
-    Ok(axum::Json(json!({ "devices": devices })).into_response())
+    Ok(axum::Json(json!({ "devices": devices, "next": next })).into_response())
 }

@@ -11,6 +11,7 @@ mod devices;
 mod events;
 mod geofences;
 mod geojson;
+pub(crate) mod page;
 pub(crate) mod positions;
 pub(crate) mod positions_feed;
 mod shipments;
