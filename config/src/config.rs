@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::Problems;
 use crate::{
-    AuthConfig, ConfigError, HttpConfig, InfluxDbConfig, IngestConfig, LogConfig, MapConfig,
-    MqttConfig, StorageConfig, TrackerSettings, load,
+    AuthConfig, ConfigError, HttpConfig, InfluxDbConfig, IngestConfig, LimitsConfig, LogConfig,
+    MapConfig, MqttConfig, StorageConfig, TrackerSettings, load,
 };
 
 /// The whole Landport config. Every section may be left out of the file (its defaults apply),
@@ -34,6 +34,8 @@ pub struct Config {
     pub tracker: TrackerSettings,
     /// `[map]`: the live map page.
     pub map: MapConfig,
+    /// `[limits]`: per-tenant quotas and the per-key request rate.
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -98,6 +100,8 @@ impl Config {
     /// ([`ConfigError::Invalid`]), each naming its field path.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
+        self.http.validate(&mut p);
+        self.limits.validate(&mut p);
         self.mqtt.validate(&mut p);
         self.storage.validate(&mut p);
         if let Some(influxdb) = &self.influxdb {

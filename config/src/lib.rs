@@ -60,6 +60,7 @@ pub use sections::auth::AuthConfig;
 pub use sections::http::HttpConfig;
 pub use sections::influxdb::{InfluxApi, InfluxDbConfig};
 pub use sections::ingest::IngestConfig;
+pub use sections::limits::LimitsConfig;
 pub use sections::log::{LogConfig, LogFormat};
 pub use sections::map::MapConfig;
 pub use sections::mqtt::MqttConfig;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod http;
 pub mod influxdb;
 pub mod ingest;
+pub mod limits;
 pub mod log;
 pub mod map;
 pub mod mqtt;
