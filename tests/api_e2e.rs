@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use support::{Landport, free_port, http, metric, sse, wait_for};
 use support_mqtt::publish;
 
-const ADMIN: &str = "e2e-admin-key-0123456789";
+const ADMIN: &str = "e2e-admin-key-0123456789abcdefghijk";
 const T0: i64 = 1_795_400_000_000;
 
 fn native(ts_ms: i64, lon: f64, lat: f64) -> Vec<u8> {

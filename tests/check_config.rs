@@ -106,3 +106,49 @@ fn a_missing_file_exits_two() {
         "{stderr}"
     );
 }
+
+/// SPEC 15: a short or placeholder admin key is refused by `check-config` and by `run`, naming
+/// `auth.admin_key`, before anything starts.
+#[test]
+fn weak_admin_keys_are_refused_by_check_config_and_at_start() {
+    for (name, key, why) in [
+        ("short-key.toml", "0123456789abcdef", "must be at least 32 characters"),
+        (
+            "placeholder-key.toml",
+            "change-me-to-a-long-random-key-0123456789",
+            "is the placeholder of an example",
+        ),
+        (
+            "repeated-key.toml",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "has fewer than 8 different characters",
+        ),
+    ] {
+        let path = temp_file(name, &format!("[auth]\nadmin_key = \"{key}\"\n"));
+        let out = check_config(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("auth.admin_key: {why}")),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains(key), "the key is not echoed: {stderr}");
+
+        // `run` refuses it the same way, before binding anything.
+        let out = Command::new(env!("CARGO_BIN_EXE_landport"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("LANDPORT_AUTH__ADMIN_KEY")
+            .output()
+            .expect("run landport");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: run started: {stderr}");
+        assert!(stderr.contains("auth.admin_key"), "{name}: {stderr}");
+    }
+    let good = temp_file(
+        "good-key.toml",
+        "[auth]\nadmin_key = \"5f0c2a9e8b7d4c1e3a6f9b2d8e4c7a1f\"\n",
+    );
+    assert!(check_config(&good).status.success());
+}

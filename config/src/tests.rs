@@ -185,6 +185,21 @@ fn storage_section() {
     let c = parse("[storage]\npath = \"/var/lib/landport\"\nretention_days = 365").unwrap();
     assert_eq!(c.storage.path, PathBuf::from("/var/lib/landport"));
     assert_eq!(c.storage.retention_days, 365);
+    assert_eq!(c.storage.events_retention_days, 90);
+    assert_eq!(c.storage.synchronous, Synchronous::Normal);
+    let c = parse("[storage]\nevents_retention_days = 7\nsynchronous = \"full\"").unwrap();
+    assert_eq!(c.storage.events_retention_days, 7);
+    assert_eq!(c.storage.synchronous, Synchronous::Full);
+    let e = err("[storage]\nsynchronous = \"off\"");
+    assert!(
+        e.contains("storage.synchronous: unknown variant `off`"),
+        "{e}"
+    );
+    let c = parse("[storage]\nevents_retention_days = 0").unwrap();
+    assert_eq!(
+        problems(&c),
+        ["storage.events_retention_days: must be at least 1"]
+    );
 }
 
 #[test]
@@ -225,10 +240,10 @@ fn influxdb_api_must_be_v1_or_v2() {
 
 #[test]
 fn auth_section() {
-    let c = parse("[auth]\nadmin_key = \"0123456789abcdef0123\"").unwrap();
+    let c = parse("[auth]\nadmin_key = \"0123456789abcdef0123456789abcdef\"").unwrap();
     assert_eq!(
         c.auth.admin_key.as_ref().map(Secret::expose),
-        Some("0123456789abcdef0123")
+        Some("0123456789abcdef0123456789abcdef")
     );
     assert!(!format!("{c:?}").contains("0123456789abcdef"));
     assert_eq!(problems(&c), Vec::<String>::new());
@@ -495,7 +510,10 @@ fn env_override_of_a_string_field_keeps_digits_and_words_as_written() {
         &[
             ("LANDPORT_MQTT__USERNAME", "1234"),
             ("LANDPORT_MQTT__PASSWORD", "007"),
-            ("LANDPORT_AUTH__ADMIN_KEY", "1234567890123456789"),
+            (
+                "LANDPORT_AUTH__ADMIN_KEY",
+                "12345678901234567890123456789012",
+            ),
             ("LANDPORT_INGEST__OWNTRACKS_DEFAULT_TENANT", "true"),
             ("LANDPORT_LOG__LEVEL", "nan"),
         ],
@@ -504,7 +522,7 @@ fn env_override_of_a_string_field_keeps_digits_and_words_as_written() {
     assert_eq!(c.mqtt.credentials(), Some(("1234", "007")));
     assert_eq!(
         c.auth.admin_key.as_ref().map(Secret::expose),
-        Some("1234567890123456789")
+        Some("12345678901234567890123456789012")
     );
     assert_eq!(c.ingest.owntracks_default_tenant, "true");
     assert_eq!(c.log.level, "nan");
@@ -708,15 +726,31 @@ fn validation_messages() {
         ),
         (
             "[auth]\nadmin_key = \"short\"",
-            "auth.admin_key: must be at least 16 characters",
+            "auth.admin_key: must be at least 32 characters",
         ),
         (
             "[auth]\nadmin_key = \"\"",
-            "auth.admin_key: must be at least 16 characters",
+            "auth.admin_key: must be at least 32 characters",
         ),
         (
-            "[auth]\nadmin_key = \"0123456789 abcdef\"",
+            "[auth]\nadmin_key = \"0123456789 abcdef0123456789abcdef\"",
             "auth.admin_key: must not contain whitespace",
+        ),
+        (
+            "[auth]\nadmin_key = \"change-me-to-a-long-random-key-0123456789\"",
+            "auth.admin_key: is the placeholder of an example",
+        ),
+        (
+            "[auth]\nadmin_key = \"CHANGEME0123456789abcdefghijklmnopq\"",
+            "auth.admin_key: is the placeholder of an example",
+        ),
+        (
+            "[auth]\nadmin_key = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+            "auth.admin_key: has fewer than 8 different characters",
+        ),
+        (
+            "[auth]\nadmin_key = \"abababababababababababababababab\"",
+            "auth.admin_key: has fewer than 8 different characters",
         ),
         (
             "[ingest]\nmax_payload_bytes = 0",
@@ -812,7 +846,7 @@ fn a_config_written_back_out_reads_the_same() {
         }),
         ..Config::default()
     };
-    c.auth.admin_key = Some(Secret::new("0123456789abcdef"));
+    c.auth.admin_key = Some(Secret::new("0123456789abcdef0123456789abcdef"));
     c.ingest
         .owntracks_tenants
         .insert("alice".to_string(), "acme".to_string());
@@ -824,7 +858,7 @@ fn a_config_written_back_out_reads_the_same() {
 #[test]
 fn summary_names_the_essentials_without_secrets() {
     let c = parse_env(
-        "[influxdb]\ntoken = \"supersecrettoken\"\n[auth]\nadmin_key = \"0123456789abcdefXYZ\"",
+        "[influxdb]\ntoken = \"supersecrettoken\"\n[auth]\nadmin_key = \"0123456789abcdef0123456789abcdefXYZ\"",
         &[],
     )
     .unwrap();

@@ -39,7 +39,13 @@ fn minimal_is_the_defaults() {
 
 #[test]
 fn production_uses_an_external_broker_influxdb_v2_an_admin_key_and_json_logs() {
-    let c = load("production.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/production.toml");
+    // The file leaves the admin key to the environment, as it advises.
+    let key = (
+        "LANDPORT_AUTH__ADMIN_KEY",
+        "5f0c2a9e8b7d4c1e3a6f9b2d8e4c7a1f",
+    );
+    let c = Config::load_with_env(Some(&path), [(key.0.to_owned(), key.1.to_owned())]).unwrap();
     assert!(!c.mqtt.embedded);
     assert_eq!(
         c.mqtt.broker_host_port(),
@@ -48,6 +54,20 @@ fn production_uses_an_external_broker_influxdb_v2_an_admin_key_and_json_logs() {
     assert_eq!(c.influxdb.as_ref().map(|i| i.api), Some(InfluxApi::V2));
     assert!(c.auth.admin_key.is_some());
     assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.storage.synchronous, landport_config::Synchronous::Full);
+}
+
+#[test]
+fn the_placeholder_admin_key_of_the_docs_is_refused() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/production.toml");
+    let key = (
+        "LANDPORT_AUTH__ADMIN_KEY",
+        "change-me-to-a-long-random-key-please",
+    );
+    let e = Config::load_with_env(Some(&path), [(key.0.to_owned(), key.1.to_owned())])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("auth.admin_key: is the placeholder"), "{e}");
 }
 
 #[test]
