@@ -6,12 +6,13 @@
 //! | table | key | what | written by |
 //! | --- | --- | --- | --- |
 //! | `telemetry` | `id` (rowid, `AUTOINCREMENT`) | every accepted reading, in typed columns | pipeline ([`Store::commit`]) |
-//! | `events` | `seq` (`AUTOINCREMENT`), `id` unique | the event envelope as JSON, plus tenant, device, shipment, geofence, type, ts columns | pipeline ([`Store::commit`]) |
+//! | `events` | `seq` (`AUTOINCREMENT`), `id` unique, `(tenant, tenant_seq)` unique | the event envelope as JSON, plus tenant, device, shipment, geofence, type, ts, stored-at columns | pipeline ([`Store::commit`]) |
+//! | `event_counters` | `tenant` | each tenant's last event number (`tenant_seq`) | pipeline ([`Store::commit`]) |
 //! | `cursors` | `name` | how far each tailing consumer got (rowid or seq) | InfluxDB sink, MQTT outbox |
 //! | `snapshots` | `id` | the last two tracker snapshots and the telemetry rowid each covers | pipeline |
 //! | `tenants`, `api_keys` | `id` | tenants; API keys as SHA-256 hashes, never the key | API |
 //! | `devices`, `geofences`, `shipments` | `(tenant, id)` | the registry; definitions as JSON | API (shipment status: pipeline too) |
-//! | `share_tokens` | `token_hash` | public tracking links, hashed like keys | API |
+//! | `share_tokens` | `token_hash` | public tracking links, hashed like keys, one per shipment, with an optional expiry | API |
 //!
 //! Layout: `schema` (DDL and migrations by `PRAGMA user_version`), `telemetry`, `events`,
 //! `cursor`, `snapshot`, `tenants` (tenants and API keys), `devices`, `geofences`, `shipments`
@@ -20,12 +21,16 @@
 //! # What is durable when
 //!
 //! A write is durable when the method that made it returns `Ok`: each is one transaction. The
-//! journal is a WAL with `synchronous=NORMAL`: a commit appends to the WAL with `write(2)`
-//! before returning, and the WAL is `fsync`ed only at checkpoints. A process that dies (panic,
-//! `kill -9`, OOM killer) loses nothing it committed, since the data is already in the
-//! kernel's page cache, which is what SPEC 10 asks. An OS crash or power cut can roll back the
-//! last few commits (never corrupt the file); `synchronous=FULL` would close that window at
-//! the price of one `fsync` per commit.
+//! journal is a WAL; how far a commit goes before returning is [`Synchronous`], per connection
+//! ([`Store::set_synchronous`]; the config's `storage.synchronous` for every writer):
+//!
+//! - [`Synchronous::Normal`] (the default): a commit appends to the WAL with `write(2)` and
+//!   returns; the WAL is `fsync`ed only at checkpoints. A process that dies (panic, `kill -9`,
+//!   OOM killer) loses nothing it committed, since the data is already in the kernel's page
+//!   cache, which is what SPEC 10 asks. An OS crash or power cut can roll back the commits
+//!   since the last checkpoint (never corrupt the file).
+//! - [`Synchronous::Full`]: each commit also `fsync`s the WAL before returning, so a power
+//!   cut loses nothing committed, at the price of one `fsync` per commit.
 //!
 //! # At-least-once, with de-duplication
 //!
@@ -36,7 +41,7 @@
 //! 2. A crash after the commit but before the acknowledgement makes the broker redeliver
 //!    readings that are already stored. The duplicate check of `commit` (same tenant, device and
 //!    `ts`, and same `seq` when both carry one: SPEC 11) drops them, and the events they might
-//!    produce again carry the same deterministic ids, which `INSERT OR IGNORE` drops.
+//!    produce again carry the same deterministic ids, which the insert ignores (`ON CONFLICT (id) DO NOTHING`).
 //! 3. Now and then the pipeline saves a tracker snapshot with the highest telemetry rowid it has
 //!    applied ([`Store::save_snapshot`], [`Committed::last_rowid`]). On restart it restores the
 //!    newest snapshot that decodes ([`Store::load_snapshots`]; else the one before it, else
@@ -92,7 +97,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use checkpoint::{CheckpointReport, Checkpointer};
 pub use devices::DeviceRecord;
 pub use error::StoreError;
-pub use events::EventFilter;
+pub use events::{EventFilter, PRUNE_EVENTS_CHUNK_ROWS};
 pub use geofences::GeofenceRecord;
 pub use schema::SCHEMA_VERSION;
 pub use shipments::{ShareToken, ShipmentRecord};
@@ -127,6 +132,26 @@ const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// Prepared statements kept per connection (the event filters alone have 16 variants).
 const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// What a commit waits for before returning (SQLite's `PRAGMA synchronous` in WAL mode); see
+/// the module docs, "What is durable when".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Synchronous {
+    /// Survives the death of the process; a power cut may roll back the last commits.
+    #[default]
+    Normal,
+    /// Also survives a power cut: one `fsync` per commit.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
 
 /// One connection to the store. See the module docs.
 pub struct Store {
@@ -197,6 +222,28 @@ impl Store {
         Store::open_reader(&self.dir)
     }
 
+    /// Sets what this connection's commits wait for ([`Synchronous::Normal`] on open). Give
+    /// every connection that writes the same setting: a commit's durability is its own
+    /// connection's.
+    pub fn set_synchronous(&self, mode: Synchronous) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", mode.pragma_value())?;
+        Ok(())
+    }
+
+    /// This connection's setting ([`Store::set_synchronous`]).
+    pub fn synchronous(&self) -> Result<Synchronous, StoreError> {
+        let level: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))?;
+        // SQLite's numbers: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA; only the first two are set here.
+        Ok(if level >= 2 {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        })
+    }
+
     /// The storage directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -250,9 +297,9 @@ fn page_scope<'a>(
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Durable against the death of the process (kill -9), which is what SPEC 10 asks; not
-    // against an OS crash or power cut, which may roll back the last commits. See the module
-    // docs, "What is durable when".
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // against an OS crash or power cut, which may roll back the last commits, unless the
+    // caller asks for `Synchronous::Full`. See the module docs, "What is durable when".
+    conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma_value())?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
     // The telemetry index outgrows SQLite's default 2 MiB page cache within minutes at fleet
@@ -296,6 +343,27 @@ mod tests {
         assert_eq!(page, PAGE_SIZE_BYTES);
         assert_eq!(schema::version(&store.conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(store.integrity_check().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn synchronous_is_normal_on_open_and_full_on_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(store.synchronous().unwrap(), Synchronous::Normal);
+        store.set_synchronous(Synchronous::Full).unwrap();
+        assert_eq!(store.synchronous().unwrap(), Synchronous::Full);
+        let level: i64 = store
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(level, 2, "FULL");
+        // per connection: another one starts at NORMAL
+        assert_eq!(
+            Store::open(tmp.path()).unwrap().synchronous().unwrap(),
+            Synchronous::Normal
+        );
+        store.set_synchronous(Synchronous::Normal).unwrap();
+        assert_eq!(store.synchronous().unwrap(), Synchronous::Normal);
     }
 
     #[test]

@@ -116,7 +116,46 @@ CREATE TABLE share_tokens (
 CREATE INDEX share_tokens_by_shipment ON share_tokens (tenant, shipment);
 ";
 
-const MIGRATIONS: &[&str] = &[V1];
+/// Schema version 2 (SPEC 15): per-tenant event numbers, event retention, share-token expiry.
+///
+/// - `events.tenant_seq`: the event's number among its tenant's events (1, 2, 3, ...), the
+///   cursor of `GET /v1/events` for a tenant key. The global `seq` stays the cursor of the sinks
+///   and of admin keys; a tenant's cursor must not reveal how many events other tenants had.
+///   `event_counters` holds each tenant's last number, so numbers are never reused even when
+///   retention has deleted every event of a tenant. Existing events are numbered in seq order.
+///   The per-tenant filter indexes move from `seq` to `tenant_seq` (within a tenant both grow
+///   together: they are assigned in the same commit, in the same order).
+/// - `events.stored_ms`: when the event was stored (server clock), which retention goes by;
+///   for events stored before this version, their event time.
+/// - `share_tokens.expires_ms`: an explicit expiry; `NULL` = the default rule (7 days after
+///   the shipment's arrival, else its deadline: `landport-api` computes it).
+const V2: &str = "
+ALTER TABLE events ADD COLUMN tenant_seq INTEGER;
+ALTER TABLE events ADD COLUMN stored_ms INTEGER;
+UPDATE events SET stored_ms = ts_ms;
+UPDATE events SET tenant_seq = numbered.n
+FROM (SELECT seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n FROM events) AS numbered
+WHERE events.seq = numbered.seq;
+
+CREATE TABLE event_counters (
+    tenant TEXT    PRIMARY KEY,
+    last   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO event_counters (tenant, last) SELECT tenant, max(tenant_seq) FROM events GROUP BY tenant;
+
+DROP INDEX events_by_tenant;
+DROP INDEX events_by_device;
+DROP INDEX events_by_shipment;
+DROP INDEX events_by_type;
+CREATE UNIQUE INDEX events_by_tenant ON events (tenant, tenant_seq);
+CREATE INDEX events_by_device   ON events (tenant, device, tenant_seq);
+CREATE INDEX events_by_shipment ON events (tenant, shipment, tenant_seq) WHERE shipment IS NOT NULL;
+CREATE INDEX events_by_type     ON events (tenant, type, tenant_seq);
+
+ALTER TABLE share_tokens ADD COLUMN expires_ms INTEGER;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

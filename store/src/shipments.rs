@@ -1,7 +1,10 @@
 //! Shipments ([`ShipmentDef`] JSON plus a status column) and their share tokens.
 //!
 //! A share token is a secret in a public URL (`/v1/public/{token}`), stored hashed like an API
-//! key ([`KeyHash`]). It opens one shipment of one tenant, and goes when the shipment does.
+//! key ([`KeyHash`]). It opens one shipment of one tenant, and goes when the shipment does. A
+//! shipment has at most one: making a new one revokes the old ([`Store::create_share`]), and
+//! [`Store::revoke_shares`] revokes it. Its expiry is stored when explicit; the default rule
+//! (from the shipment's arrival or deadline) is the API's, applied on each look-up.
 
 use landport_tracker::{ShipmentDef, ShipmentStatus};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
@@ -23,7 +26,22 @@ pub struct ShipmentRecord {
 pub struct ShareToken {
     pub tenant: String,
     pub shipment: String,
+    /// When it was made, server clock, epoch milliseconds.
     pub created_ms: i64,
+    /// When it stops opening the shipment, epoch milliseconds, when set explicitly; `None` =
+    /// the default rule of the API (7 days after the shipment's arrival, else its deadline).
+    pub expires_ms: Option<i64>,
+}
+
+const SHARE_COLUMNS: &str = "tenant, shipment, created_ms, expires_ms";
+
+fn share_from_row(row: &Row<'_>) -> rusqlite::Result<ShareToken> {
+    Ok(ShareToken {
+        tenant: row.get(0)?,
+        shipment: row.get(1)?,
+        created_ms: row.get(2)?,
+        expires_ms: row.get(3)?,
+    })
 }
 
 const COLUMNS: &str = "tenant, def, status, updated_ms";
@@ -235,42 +253,72 @@ impl Store {
         Ok(existed)
     }
 
-    /// Stores a share token of a shipment by its hash; `false` (and nothing stored) when
-    /// `share.tenant` has no shipment `share.shipment`, so a token can only ever open a
-    /// shipment of the tenant that made it.
+    /// Stores the share token of a shipment by its hash, revoking any earlier token of that
+    /// shipment (a shipment has one link; making a new one is how it is rotated), in one
+    /// transaction. `false` (and nothing stored or revoked) when `share.tenant` has no
+    /// shipment `share.shipment`, so a token can only ever open a shipment of the tenant that
+    /// made it.
     pub fn create_share(&mut self, share: &ShareToken, hash: &KeyHash) -> Result<bool, StoreError> {
-        Ok(self
+        let tx = self
             .conn
-            .prepare_cached(
-                "INSERT INTO share_tokens (token_hash, tenant, shipment, created_ms)
-                 SELECT ?1, ?2, ?3, ?4
-                 WHERE EXISTS (SELECT 1 FROM shipments WHERE tenant = ?2 AND id = ?3)",
-            )?
-            .execute(params![
-                hash.0,
-                share.tenant,
-                share.shipment,
-                share.created_ms
-            ])
-            .map_err(|e| StoreError::conflict(e, "share token", &hash.to_hex()))?
-            > 0)
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if get(&tx, &share.tenant, &share.shipment)?.is_none() {
+            return Ok(false);
+        }
+        tx.prepare_cached("DELETE FROM share_tokens WHERE tenant = ?1 AND shipment = ?2")?
+            .execute(params![share.tenant, share.shipment])?;
+        tx.prepare_cached(
+            "INSERT INTO share_tokens (token_hash, tenant, shipment, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            hash.0,
+            share.tenant,
+            share.shipment,
+            share.created_ms,
+            share.expires_ms
+        ])
+        .map_err(|e| StoreError::conflict(e, "share token", &hash.to_hex()))?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// What the token with this hash opens (no tenant is known yet: the token decides it).
+    /// Expiry is the caller's to check.
     pub fn lookup_share(&self, hash: &KeyHash) -> Result<Option<ShareToken>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT tenant, shipment, created_ms FROM share_tokens WHERE token_hash = ?1",
-            )?
-            .query_row(params![hash.0], |row| {
-                Ok(ShareToken {
-                    tenant: row.get(0)?,
-                    shipment: row.get(1)?,
-                    created_ms: row.get(2)?,
-                })
-            })
+            .prepare_cached(&format!(
+                "SELECT {SHARE_COLUMNS} FROM share_tokens WHERE token_hash = ?1"
+            ))?
+            .query_row(params![hash.0], share_from_row)
             .optional()?)
+    }
+
+    /// The share token of a shipment of `tenant` (the newest, should a database from before
+    /// one-link-per-shipment hold several), without its secret; `None` when it has none.
+    pub fn share_of_shipment(
+        &self,
+        tenant: &str,
+        shipment: &str,
+    ) -> Result<Option<ShareToken>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {SHARE_COLUMNS} FROM share_tokens WHERE tenant = ?1 AND shipment = ?2
+                 ORDER BY created_ms DESC LIMIT 1"
+            ))?
+            .query_row(params![tenant, shipment], share_from_row)
+            .optional()?)
+    }
+
+    /// Revokes every share token of a shipment of `tenant`; `false` when there was none.
+    pub fn revoke_shares(&mut self, tenant: &str, shipment: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM share_tokens WHERE tenant = ?1 AND shipment = ?2")?
+            .execute(params![tenant, shipment])?
+            > 0)
     }
 
     /// Revokes one share token of `tenant`; `false` when the tenant has no such token.

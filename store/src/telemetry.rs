@@ -47,7 +47,7 @@ pub struct Committed {
     /// this and earlier commits has a rowid at most this. Save it with the tracker snapshot.
     pub last_rowid: i64,
     /// The highest event seq ever assigned, after this commit. Seqs only grow, but may skip
-    /// numbers: `INSERT OR IGNORE` spends one on an event it then ignores.
+    /// numbers: an insert that conflicts on the id may spend one.
     pub last_event_seq: i64,
 }
 
@@ -61,10 +61,6 @@ const INSERT_READING: &str = "
 INSERT INTO telemetry (tenant, device, shipment, ts_ms, seq, lat, lon, speed_kmh, heading_deg,
                        accuracy_m, temp_c, weight_kg, battery_pct, received_ms)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-
-const INSERT_EVENT: &str = "
-INSERT OR IGNORE INTO events (id, tenant, device, shipment, geofence, type, ts_ms, body)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 const READING_COLUMNS: &str = "ts_ms, seq, lat, lon, speed_kmh, heading_deg, accuracy_m, \
                                temp_c, weight_kg, battery_pct";
@@ -144,20 +140,7 @@ impl Store {
                     row.received_ms,
                 ])?;
             }
-            let mut insert = tx.prepare_cached(INSERT_EVENT)?;
-            for event in events {
-                let body = serde_json::to_string(event)?;
-                committed.events += insert.execute(params![
-                    event.id,
-                    event.tenant,
-                    event.device,
-                    event.shipment,
-                    event.geofence,
-                    event.kind.as_str(),
-                    event.ts_ms,
-                    body,
-                ])?;
-            }
+            committed.events += super::events::insert_events(&tx, events, now_ms())?;
             let mut last = tx.prepare_cached(
                 "SELECT ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'telemetry'), 0),
                         ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
@@ -266,6 +249,13 @@ impl Store {
         }
         Ok(deleted)
     }
+}
+
+/// The server clock, epoch milliseconds (when events are stored, for their retention).
+fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// SQLite's `LIMIT` takes an `i64`; a negative one means no limit, so clamp instead of wrap.

@@ -398,23 +398,36 @@ fn a_change_reads_and_writes_in_one_transaction_and_a_refused_one_writes_nothing
 #[test]
 fn share_tokens_open_one_shipment_and_go_with_it() {
     let (_tmp, mut store) = store();
-    store
-        .insert_shipment(&shipment("acme", "SHP-1", "truck-17"))
-        .unwrap();
+    for id in ["SHP-1", "SHP-2"] {
+        store
+            .insert_shipment(&shipment("acme", id, "truck-17"))
+            .unwrap();
+    }
     let token = KeyHash::of("share-secret");
     let share = ShareToken {
         tenant: "acme".into(),
         shipment: "SHP-1".into(),
         created_ms: 1_000,
+        expires_ms: Some(9_000),
     };
     assert!(store.create_share(&share, &token).unwrap());
+    // the same secret cannot open a second shipment
+    let second = ShareToken {
+        shipment: "SHP-2".into(),
+        ..share.clone()
+    };
     assert!(matches!(
-        store.create_share(&share, &token),
+        store.create_share(&second, &token),
         Err(StoreError::AlreadyExists { .. })
     ));
     assert_eq!(store.lookup_share(&token).unwrap(), Some(share.clone()));
+    assert_eq!(
+        store.share_of_shipment("acme", "SHP-1").unwrap(),
+        Some(share.clone())
+    );
     assert_eq!(store.lookup_share(&KeyHash::of("guess")).unwrap(), None);
-    assert!(!store.revoke_share("globex", &token).unwrap());
+    assert_eq!(store.share_of_shipment("globex", "SHP-1").unwrap(), None);
+    assert!(!store.revoke_shares("globex", "SHP-1").unwrap());
     // a token can only be made for a shipment of its own tenant
     let foreign = ShareToken {
         tenant: "globex".into(),
@@ -422,13 +435,28 @@ fn share_tokens_open_one_shipment_and_go_with_it() {
     };
     assert!(!store.create_share(&foreign, &KeyHash::of("x")).unwrap());
     assert_eq!(store.lookup_share(&KeyHash::of("x")).unwrap(), None);
+    assert_eq!(store.lookup_share(&token).unwrap(), Some(share.clone()));
 
+    // one link per shipment: a new one revokes the old
     let other = KeyHash::of("another");
-    assert!(store.create_share(&share, &other).unwrap());
-    assert!(store.revoke_share("acme", &other).unwrap());
+    let newer = ShareToken {
+        created_ms: 2_000,
+        expires_ms: None,
+        ..share.clone()
+    };
+    assert!(store.create_share(&newer, &other).unwrap());
+    assert_eq!(store.lookup_share(&token).unwrap(), None);
+    assert_eq!(store.lookup_share(&other).unwrap(), Some(newer.clone()));
+    assert_eq!(
+        store.share_of_shipment("acme", "SHP-1").unwrap(),
+        Some(newer)
+    );
+    assert!(store.revoke_shares("acme", "SHP-1").unwrap());
+    assert!(!store.revoke_shares("acme", "SHP-1").unwrap());
     assert_eq!(store.lookup_share(&other).unwrap(), None);
-    assert_eq!(store.lookup_share(&token).unwrap(), Some(share));
+    assert_eq!(store.share_of_shipment("acme", "SHP-1").unwrap(), None);
 
+    assert!(store.create_share(&share, &token).unwrap());
     store.delete_shipment("acme", "SHP-1").unwrap();
     assert_eq!(store.lookup_share(&token).unwrap(), None);
 }
@@ -450,6 +478,7 @@ fn deleting_a_tenant_takes_its_registry_and_nothing_else() {
             tenant: t.into(),
             shipment: "SHP".into(),
             created_ms: 1,
+            expires_ms: None,
         };
         assert!(
             store

@@ -483,6 +483,7 @@ pub async fn share(
         tenant,
         shipment: id.clone(),
         created_ms: now_ms(),
+        expires_ms: None,
     };
     if !s.write(move |st| st.create_share(&share, &hash)).await? {
         return Err(ApiError::not_found("shipment", id));
