@@ -88,13 +88,25 @@ fn sink_config(c: &InfluxDbConfig) -> SinkConfig {
     }
 }
 
+/// The store's `synchronous` setting from `[storage]`, for every connection that writes.
+fn store_synchronous(config: &Config) -> landport_store::Synchronous {
+    match config.storage.synchronous {
+        landport_config::Synchronous::Normal => landport_store::Synchronous::Normal,
+        landport_config::Synchronous::Full => landport_store::Synchronous::Full,
+    }
+}
+
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
 
+    let synchronous = store_synchronous(&config);
     let mut store = Store::open(&config.storage.path)
         .with_context(|| format!("opening the store in {}", config.storage.path.display()))?;
+    store
+        .set_synchronous(synchronous)
+        .context("storage.synchronous")?;
     let core = pipeline::recover(
         &mut store,
         config.tracker.clone(),
@@ -154,6 +166,9 @@ pub async fn run(config: Config) -> Result<()> {
     // The store writer wakes the outbox after each commit that stored events.
     let events_committed = Arc::new(Notify::new());
     let outbox_store = Store::open(&config.storage.path).context("opening the outbox's store")?;
+    outbox_store
+        .set_synchronous(synchronous)
+        .context("storage.synchronous")?;
     let (pipeline, tracker, events) = Pipeline::new(
         core,
         store,
@@ -162,6 +177,9 @@ pub async fn run(config: Config) -> Result<()> {
         events_committed.clone(),
         PipelineConfig {
             retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
+            events_retention: Duration::from_secs(
+                u64::from(config.storage.events_retention_days) * 86_400,
+            ),
             // The embedded broker's backlog ends with the process: take it in before stopping.
             drain_on_shutdown: if config.mqtt.embedded {
                 Duration::from_secs(10)

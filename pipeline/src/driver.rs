@@ -82,6 +82,8 @@ pub struct PipelineConfig {
     /// Telemetry received longer ago than this is pruned, at start and then hourly (see
     /// [`retention`](crate::retention)).
     pub retention: Duration,
+    /// Events stored longer ago than this are pruned, on the same schedule.
+    pub events_retention: Duration,
     /// How often a background thread copies the WAL back into the database, so that commits
     /// seldom do it themselves (see [`landport_store::Checkpointer`]).
     pub checkpoint_every: Duration,
@@ -101,6 +103,7 @@ impl Default for PipelineConfig {
             tick: Duration::from_secs(1),
             snapshot_every: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 86_400),
+            events_retention: Duration::from_secs(90 * 86_400),
             checkpoint_every: Duration::from_millis(250),
             drain_on_shutdown: Duration::ZERO,
         }
@@ -514,7 +517,7 @@ impl<K: Acknowledger> Pipeline<K> {
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_snapshot = clock.now();
-        let mut retention = RetentionSchedule::new(config.retention);
+        let mut retention = RetentionSchedule::new(config.retention, config.events_retention);
         // Set once shutdown has been asked for and a drain is on: (deadline, messages taken).
         let mut draining: Option<(Instant, u64)> = None;
         loop {
@@ -618,8 +621,8 @@ impl<K: Acknowledger> Pipeline<K> {
                     Err(e) => tracing::error!(error = %e, "tracker snapshot failed"),
                 }
             }
-            if let Some(cutoff) = retention.due(clock.now(), clock.now_ms()) {
-                let _ = writer_tx.send(WriterMsg::Prune(cutoff)).await;
+            if let Some(cutoffs) = retention.due(clock.now(), clock.now_ms()) {
+                let _ = writer_tx.send(WriterMsg::Prune(cutoffs)).await;
             }
             if stop {
                 break;

@@ -24,8 +24,8 @@ pub enum WriterMsg<A> {
     },
     /// A tracker snapshot taken after every batch sent before it.
     Snapshot(Vec<u8>),
-    /// Delete telemetry received before this server time (retention).
-    Prune(i64),
+    /// Delete telemetry received and events stored before these server times (retention).
+    Prune(crate::retention::Cutoffs),
 }
 
 /// What the writer releases once a batch is durable.
@@ -92,11 +92,18 @@ pub fn run<A: Send + 'static>(
             }
             // Deletes what was received before the cutoff; a reading received exactly at it
             // stays (see `retention::RetentionSchedule::due`).
-            WriterMsg::Prune(cutoff_ms) => match store.prune_telemetry(cutoff_ms) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "pruned telemetry past retention"),
-                Err(e) => tracing::error!(error = %e, "pruning telemetry failed"),
-            },
+            WriterMsg::Prune(cutoffs) => {
+                match store.prune_telemetry(cutoffs.telemetry_ms) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned telemetry past retention"),
+                    Err(e) => tracing::error!(error = %e, "pruning telemetry failed"),
+                }
+                match store.prune_events(cutoffs.events_ms) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned events past retention"),
+                    Err(e) => tracing::error!(error = %e, "pruning events failed"),
+                }
+            }
             WriterMsg::Snapshot(bytes) => {
                 if let Err(e) = store.save_snapshot(&bytes, last_rowid) {
                     tracing::error!(error = %e, "saving the tracker snapshot failed");
