@@ -80,12 +80,14 @@ fn sink_config(c: &InfluxDbConfig) -> SinkConfig {
             token: c.token.expose().to_owned(),
         },
     };
-    SinkConfig {
-        batch_max_lines: NonZeroUsize::new(c.batch_max_lines).unwrap_or(NonZeroUsize::MIN),
-        flush_interval: c.flush_interval(),
-        spool_max_bytes: c.spool_max_bytes,
-        ..SinkConfig::new(c.url.clone(), api)
-    }
+    // The batching defaults are `InfluxDbConfig::default`'s: the sink has none of its own.
+    SinkConfig::new(
+        c.url.clone(),
+        api,
+        NonZeroUsize::new(c.batch_max_lines).unwrap_or(NonZeroUsize::MIN),
+        c.flush_interval(),
+        c.spool_max_bytes,
+    )
 }
 
 /// The store's `synchronous` setting from `[storage]`, for every connection that writes.

@@ -60,8 +60,8 @@ async fn post_raw(url: &str, database: &str, bodies: &[Bytes]) -> Duration {
 
 /// Runs a sink from an empty cursor until every row is in; returns the elapsed time.
 async fn run_sink(url: &str, database: &str, store_dir: &std::path::Path) -> Duration {
-    let mut config = SinkConfig::new(url, v1(database));
-    config.batch_max_lines = BATCH_LINES.try_into().unwrap();
+    let batch = BATCH_LINES.try_into().unwrap();
+    let mut config = SinkConfig::new(url, v1(database), batch, Duration::from_secs(1), 1 << 30);
     config.request_timeout = Duration::from_secs(60);
     let start = Instant::now();
     let sink = RunningSink::start(config, store_dir);

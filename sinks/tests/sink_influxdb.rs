@@ -352,3 +352,56 @@ async fn the_spool_bound_gives_up_the_oldest_rows_while_influxdb_is_down() {
     assert_eq!(points_written(&url).await, 3_000 - dropped);
     sink.stop().await;
 }
+
+/// SPEC 11 keeps readings with the same `ts` and different `seq` apart; so does InfluxDB, with
+/// `seq` as a tag (one series each): neither overwrites the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_with_one_time_and_different_seqs_are_two_points() {
+    let Some(server) = Server::influxdb() else {
+        return;
+    };
+    let url = server.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(tmp.path()).unwrap();
+    let ts = now_ms() - 60_000;
+    let rows = [
+        row(
+            "acme",
+            "truck-1",
+            None,
+            Reading::at(ts).with_temp(4.0).with_seq(1),
+        ),
+        row(
+            "acme",
+            "truck-1",
+            None,
+            Reading::at(ts).with_temp(5.0).with_seq(2),
+        ),
+        // no seq, another time: no seq tag
+        row("acme", "truck-1", None, Reading::at(ts + 1).with_temp(6.0)),
+    ];
+    assert_eq!(store.commit(&rows, &[]).unwrap().readings, 3);
+    let sink = RunningSink::start(test_config(&url, v1("landport_seq")), tmp.path());
+    wait_caught_up(&store, CATCH_UP).await;
+
+    let answer = influxql(
+        &url,
+        "landport_seq",
+        "SELECT time, seq, temp_c FROM telemetry WHERE device = 'truck-1' ORDER BY time",
+    )
+    .await;
+    let values = answer["results"][0]["series"][0]["values"].clone();
+    let mut got: Vec<serde_json::Value> = values.as_array().cloned().unwrap_or_default();
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got,
+        [
+            json!([ts, "1", 4]),
+            json!([ts, "2", 5]),
+            json!([ts + 1, null, 6])
+        ],
+        "{answer}"
+    );
+    assert_eq!(sink.stats.refused_lines(), 0);
+    sink.stop().await;
+}

@@ -1,4 +1,4 @@
-//! The InfluxDB sink's v2 path (the `influxdb2` crate, `/api/v2/write`) against a real
+//! The InfluxDB sink's v2 path (`/api/v2/write`, posted with reqwest) against a real
 //! VictoriaMetrics, which accepts that API and names each series `{measurement}_{field}` with
 //! the tags as labels.
 //!

@@ -1,13 +1,13 @@
 //! The HTTP side: posts a body of line protocol to InfluxDB and sorts the answer into accepted,
 //! refused data (do not retry the same lines) and failures (retry later).
 //!
-//! - v2 (`/api/v2/write?org=&bucket=&precision=ms`, `Authorization: Token ...`): through the
-//!   `influxdb2` crate's `write_line_protocol_with_precision`, which posts a body we built as it
-//!   is (a `Bytes`, no copy), so the crate costs nothing over a bare request. Its base URL keeps
-//!   only scheme, host and port: the crate replaces the path with `/api/v2/write`.
-//! - v1 (`/write?db=&precision=ms`, basic auth when a user name is set, and
-//!   `CREATE DATABASE` through `/query`): reqwest, the same 0.11 that `influxdb2` uses, so both
-//!   share one HTTP stack (rustls, no OpenSSL). A base path in the URL is kept.
+//! Both APIs are posted with reqwest (hyper 1, rustls; the HTTP stack the rest of the service
+//! uses), the body as built (a `Bytes`, no copy). A base path in the URL is kept for both.
+//!
+//! - v2 (`{url}/api/v2/write?org=&bucket=&precision=ms`, `Authorization: Token ...`): InfluxDB
+//!   2.x, 3.x, Cloud, VictoriaMetrics. Any 2xx is accepted (InfluxDB answers 204).
+//! - v1 (`{url}/write?db=&precision=ms`, basic auth when a user name is set, and
+//!   `CREATE DATABASE` through `{url}/query`).
 
 use std::fmt;
 use std::time::Duration;
@@ -121,30 +121,20 @@ enum Inner {
         credentials: Option<(String, String)>,
     },
     V2 {
-        client: influxdb2::Client,
-        org: String,
-        bucket: String,
+        http: reqwest::Client,
+        /// `{url}/api/v2/write?org=..&bucket=..&precision=ms`, built once.
+        write_url: reqwest::Url,
+        /// `Token {token}`, marked sensitive (left out of reqwest's debug output).
+        authorization: reqwest::header::HeaderValue,
     },
 }
 
 impl fmt::Debug for InfluxWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner {
-            Inner::V1 { write_url, .. } => f
-                .debug_struct("InfluxWriter")
-                .field("write_url", &write_url.as_str())
-                .finish_non_exhaustive(),
-            Inner::V2 {
-                client,
-                org,
-                bucket,
-            } => f
-                .debug_struct("InfluxWriter")
-                .field("url", &client.base.as_str())
-                .field("org", org)
-                .field("bucket", bucket)
-                .finish_non_exhaustive(),
-        }
+        let (Inner::V1 { write_url, .. } | Inner::V2 { write_url, .. }) = &self.inner;
+        f.debug_struct("InfluxWriter")
+            .field("write_url", &write_url.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -166,46 +156,55 @@ impl InfluxWriter {
         let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(request_timeout);
+        let http = builder
+            .build()
+            .map_err(|e| SinkError::HttpClient(e.to_string()))?;
+        // `{url}/{path}`, keeping a base path and dropping a query.
+        let endpoint = |path: &str| {
+            let mut u = base.clone();
+            let joined = format!("{}/{path}", u.path().trim_end_matches('/'));
+            u.set_path(&joined);
+            u.set_query(None);
+            u
+        };
         let inner = match api {
             WriteApi::V1 {
                 database,
                 credentials,
             } => {
-                let endpoint = |path: &str| {
-                    let mut u = base.clone();
-                    let joined = format!("{}/{path}", u.path().trim_end_matches('/'));
-                    u.set_path(&joined);
-                    u.set_query(None);
-                    u
-                };
                 let mut write_url = endpoint("write");
                 write_url
                     .query_pairs_mut()
                     .append_pair("db", database)
                     .append_pair("precision", "ms");
                 Inner::V1 {
-                    http: builder
-                        .build()
-                        .map_err(|e| SinkError::HttpClient(e.to_string()))?,
+                    http,
                     write_url,
                     query_url: endpoint("query"),
                     database: database.clone(),
                     credentials: credentials.clone(),
                 }
             }
-            WriteApi::V2 { org, bucket, token } => Inner::V2 {
-                // `with_builder` panics on a URL it cannot parse: checked above.
-                client: influxdb2::ClientBuilder::with_builder(
-                    builder,
-                    base.as_str(),
-                    org.as_str(),
-                    token.as_str(),
-                )
-                .build()
-                .map_err(|e| SinkError::HttpClient(e.to_string()))?,
-                org: org.clone(),
-                bucket: bucket.clone(),
-            },
+            WriteApi::V2 { org, bucket, token } => {
+                let mut write_url = endpoint("api/v2/write");
+                write_url
+                    .query_pairs_mut()
+                    .append_pair("org", org)
+                    .append_pair("bucket", bucket)
+                    .append_pair("precision", "ms");
+                let mut authorization = reqwest::header::HeaderValue::from_str(&format!(
+                    "Token {token}"
+                ))
+                .map_err(|_| {
+                    SinkError::HttpClient("influxdb.token: not a valid header value".into())
+                })?;
+                authorization.set_sensitive(true);
+                Inner::V2 {
+                    http,
+                    write_url,
+                    authorization,
+                }
+            }
         };
         Ok(InfluxWriter { inner })
     }
@@ -233,32 +232,24 @@ impl InfluxWriter {
                 Err(WriteError::from_status(true, status.as_u16(), &text))
             }
             Inner::V2 {
-                client,
-                org,
-                bucket,
+                http,
+                write_url,
+                authorization,
             } => {
-                let result = client
-                    .write_line_protocol_with_precision(
-                        org,
-                        bucket,
-                        body,
-                        influxdb2::api::write::TimestampPrecision::Milliseconds,
-                    )
-                    .await;
-                match result {
-                    Ok(()) => Ok(()),
-                    // The crate wants exactly 204; any 2xx means accepted.
-                    Err(influxdb2::RequestError::Http { status, .. }) if status.is_success() => {
-                        Ok(())
-                    }
-                    Err(influxdb2::RequestError::Http { status, text }) => {
-                        Err(WriteError::from_status(false, status.as_u16(), &text))
-                    }
-                    Err(influxdb2::RequestError::ReqwestProcessing { source }) => {
-                        Err(transport(source))
-                    }
-                    Err(other) => Err(WriteError::Transport(other.to_string())),
+                let response = http
+                    .post(write_url.clone())
+                    .header(reqwest::header::AUTHORIZATION, authorization.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(transport)?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
                 }
+                let text = response.text().await.unwrap_or_default();
+                Err(WriteError::from_status(false, status.as_u16(), &text))
             }
         }
     }
@@ -430,6 +421,41 @@ mod tests {
             "http://h:8086/influx/write?db=my+db&precision=ms"
         );
         assert_eq!(query_url.as_str(), "http://h:8086/influx/query");
+    }
+
+    #[test]
+    fn v2_urls_keep_a_base_path_and_carry_org_bucket_and_precision() {
+        let api = WriteApi::V2 {
+            org: "acme logistics".into(),
+            bucket: "tele&metry".into(),
+            token: "s3cret".into(),
+        };
+        let w =
+            InfluxWriter::new("http://h:8428/influx/?x=1", &api, Duration::from_secs(1)).unwrap();
+        let Inner::V2 {
+            write_url,
+            authorization,
+            ..
+        } = &w.inner
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            write_url.as_str(),
+            "http://h:8428/influx/api/v2/write?org=acme+logistics&bucket=tele%26metry&precision=ms"
+        );
+        assert_eq!(authorization.to_str().unwrap(), "Token s3cret");
+        assert!(authorization.is_sensitive());
+        assert!(!format!("{w:?}").contains("s3cret"));
+        let bad = WriteApi::V2 {
+            org: "o".into(),
+            bucket: "b".into(),
+            token: "line\nbreak".into(),
+        };
+        assert!(matches!(
+            InfluxWriter::new("http://h", &bad, Duration::from_secs(1)),
+            Err(SinkError::HttpClient(_))
+        ));
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! InfluxDB line protocol, written into a caller's `String` (pure: no I/O, no clock).
 //!
 //! ```text
-//! telemetry,device=d-1,shipment=s-9,tenant=acme lat=52.1,lon=4.3,battery_pct=87.5 1767225600123
+//! telemetry,device=d-1,seq=42,shipment=s-9,tenant=acme lat=52.1,lon=4.3,battery_pct=87.5 1767225600123
 //! events,device=d-1,geofence=depot,tenant=acme,type=geofence.entered id="evt_…",data="{\"k\":1}" 1767225600123
 //! ```
 //!
 //! - Timestamps are the device's `ts`, epoch **milliseconds**: write with `precision=ms`.
 //! - Tags are written sorted by key, the order InfluxDB stores them in (it sorts them itself
 //!   otherwise). A tag whose value is empty is left out: line protocol has no empty tag value.
+//! - A reading's `seq`, when it has one, is a tag (decimal): the store keeps readings with the
+//!   same `ts` and different `seq` apart (SPEC 11), and InfluxDB keeps a point per series and
+//!   time, so without it the later would overwrite the earlier. The price is series
+//!   cardinality: each `seq` value of a device is a series of its own (see
+//!   docs/configuration.md, `[influxdb]`).
 //! - Every telemetry field is a float (`lat`, `lon`, `speed_kmh`, `heading_deg`, `accuracy_m`,
 //!   `temp_c`, `weight_kg`, `battery_pct`), written only when present and finite, in the
 //!   shortest form that reads back as the same `f64` (`zmij`). A reading with no field at all
@@ -54,6 +59,9 @@ pub fn encode_reading(out: &mut String, row: &TelemetryRow) -> bool {
     }
     out.push_str(TELEMETRY_MEASUREMENT);
     push_tag(out, "device", &row.device);
+    if let Some(seq) = r.seq {
+        push_tag(out, "seq", itoa::Buffer::new().format(seq));
+    }
     if let Some(shipment) = &row.shipment {
         push_tag(out, "shipment", shipment);
     }
@@ -233,6 +241,21 @@ mod tests {
             )),
             "telemetry,device=d-2,tenant=acme lat=2.0,lon=1.0 -5\n"
         );
+    }
+
+    #[test]
+    fn a_seq_is_a_tag_in_key_order_so_that_equal_times_stay_apart() {
+        let r = Reading::at(7)
+            .with_temp(1.5)
+            .with_seq(18_446_744_073_709_551_615);
+        assert_eq!(
+            line(&row("d-1", Some("s-9"), r)),
+            "telemetry,device=d-1,seq=18446744073709551615,shipment=s-9,tenant=acme temp_c=1.5 7\n"
+        );
+        let a = line(&row("d", None, Reading::at(7).with_temp(1.0).with_seq(1)));
+        let b = line(&row("d", None, Reading::at(7).with_temp(1.0).with_seq(2)));
+        assert_ne!(a, b, "two series, not one point overwritten");
+        assert_eq!(a, "telemetry,device=d,seq=1,tenant=acme temp_c=1.0 7\n");
     }
 
     #[test]

@@ -46,12 +46,13 @@
 //! - `batch`: batches of lines and the cursors they move.
 //! - `reader`: the blocking thread that reads the store and fills batches.
 //! - `driver`: [`InfluxSink`] and its poster (retries, splitting, cursors).
-//! - [`client`]: HTTP, v1 with reqwest, v2 with the `influxdb2` crate.
+//! - [`client`]: HTTP (reqwest), v1 and v2.
 //! - [`landport_pipeline::backoff`], [`spool`]: the pure rules for retry delays and the spool bound.
 //!
 //! # Wiring (the binary)
 //!
-//! This crate does not depend on `landport-config`; the binary maps the `[influxdb]` section:
+//! This crate does not depend on `landport-config`; the binary maps the `[influxdb]` section,
+//! whose `InfluxDbConfig::default` is the one place the batching defaults are written down:
 //!
 //! ```ignore
 //! let c: &landport_config::InfluxDbConfig = ...;
@@ -66,10 +67,13 @@
 //!         token: c.token.expose().to_owned(),
 //!     },
 //! };
-//! let mut sink_config = SinkConfig::new(&c.url, api);
-//! sink_config.batch_max_lines = NonZeroUsize::new(c.batch_max_lines).unwrap_or(...);
-//! sink_config.flush_interval = c.flush_interval();
-//! sink_config.spool_max_bytes = c.spool_max_bytes;
+//! let sink_config = SinkConfig::new(
+//!     &c.url,
+//!     api,
+//!     NonZeroUsize::new(c.batch_max_lines).unwrap_or(NonZeroUsize::MIN),
+//!     c.flush_interval(),
+//!     c.spool_max_bytes,
+//! );
 //! let sink = InfluxSink::new(sink_config, &storage_dir, metrics.clone())?;
 //! tasks.spawn(sink.run(shutdown.clone()));
 //! ```
@@ -93,12 +97,6 @@ use prometheus_client::metrics::counter::Counter;
 
 use landport_pipeline::metrics::Metrics;
 
-/// Default of [`SinkConfig::batch_max_lines`].
-pub const DEFAULT_BATCH_MAX_LINES: usize = 5_000;
-/// Default of [`SinkConfig::flush_interval`].
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Default of [`SinkConfig::spool_max_bytes`]: 1 GiB.
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 /// Default of [`SinkConfig::retry_initial_delay`].
 pub const DEFAULT_RETRY_INITIAL_DELAY: Duration = Duration::from_millis(200);
 /// Default of [`SinkConfig::retry_max_delay`].
@@ -129,15 +127,22 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
-    /// The settings for `url` and `api`, with the defaults of the other fields.
-    pub fn new(url: impl Into<String>, api: WriteApi) -> SinkConfig {
+    /// The settings for `url` and `api` with the batching and spool bound given (the
+    /// `[influxdb]` section's, whose defaults are written down there only), and the retry
+    /// delays and request timeout at the sink's own defaults.
+    pub fn new(
+        url: impl Into<String>,
+        api: WriteApi,
+        batch_max_lines: NonZeroUsize,
+        flush_interval: Duration,
+        spool_max_bytes: u64,
+    ) -> SinkConfig {
         SinkConfig {
             url: url.into(),
             api,
-            batch_max_lines: NonZeroUsize::new(DEFAULT_BATCH_MAX_LINES)
-                .unwrap_or(NonZeroUsize::MIN),
-            flush_interval: DEFAULT_FLUSH_INTERVAL,
-            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            batch_max_lines,
+            flush_interval,
+            spool_max_bytes,
             retry_initial_delay: DEFAULT_RETRY_INITIAL_DELAY,
             retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,

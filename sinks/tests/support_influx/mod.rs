@@ -330,10 +330,11 @@ pub fn commit(store: &mut Store, rows: &[TelemetryRow]) {
     }
 }
 
-/// Settings for tests: short flush interval and retry delays.
+/// Settings for tests: batches of 5,000 lines, a 1 GiB spool, short flush interval and retry
+/// delays.
 pub fn test_config(url: &str, api: WriteApi) -> SinkConfig {
-    let mut config = SinkConfig::new(url, api);
-    config.flush_interval = Duration::from_millis(50);
+    let batch = std::num::NonZeroUsize::new(5_000).unwrap();
+    let mut config = SinkConfig::new(url, api, batch, Duration::from_millis(50), 1 << 30);
     config.retry_initial_delay = Duration::from_millis(50);
     config.retry_max_delay = Duration::from_millis(500);
     config.request_timeout = Duration::from_secs(10);
