@@ -198,7 +198,10 @@ pub fn recover(
         }
     }
     for g in geofences {
-        if let Err(e) = ing.tracker_mut().upsert_geofence(&g.tenant, g.def) {
+        // Validated by the API when it was stored: prepared, not validated again.
+        let loaded = landport_tracker::geofence::Geofence::trusted(g.def)
+            .and_then(|f| ing.tracker_mut().upsert_prepared_geofence(&g.tenant, f));
+        if let Err(e) = loaded {
             tracing::warn!(tenant = g.tenant, error = %e, "stored geofence no longer loads");
         }
     }

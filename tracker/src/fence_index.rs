@@ -75,7 +75,9 @@ impl FenceIndex {
                 )));
             }
             let id = def.id.clone();
-            let fence = Geofence::new(def).map_err(|e| {
+            // Fences in a snapshot were validated when they were defined: prepared, not checked
+            // again (a restart costs linear time in the vertices, not the validation's).
+            let fence = Geofence::trusted(def).map_err(|e| {
                 TrackerError::InvalidSnapshot(format!("geofence {id} (slot {slot}): {e}"))
             })?;
             let i = slot as usize;

@@ -23,12 +23,13 @@
 //! not on the size of the polygon. Corridors of more than 8 segments keep an R-tree of
 //! their segments' envelopes, widened by the corridor width.
 
-use geo::{Relate, Validation};
 use rstar::RTree;
 use rstar::primitives::{GeomWithData, Rectangle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrackerError;
+
+mod sweep;
 use crate::geodesy::{self, BOUNDARY_EPS_DEG, MIN_RADIUS_M, NearestSegment as Nearest, reach_deg};
 
 /// The geometry of a geofence. Coordinates `(lon, lat)` degrees; distances metres.
@@ -77,14 +78,27 @@ impl Geofence {
     /// Validates the definition (finite, in-range coordinates; closed rings of >= 4 points; no
     /// self-intersection; positive radius/width) and prepares it.
     ///
-    /// Polygon validity is geo's OGC `Validation` (self-intersections, holes inside the shell,
-    /// rings touching along a line), run on the antimeridian-normalised polygon; the members of
-    /// a MultiPolygon must not overlap or touch along a line. Its cost grows with the square of
-    /// a ring's vertex count (about a second for a 10,000-vertex ring): geofences are defined
-    /// rarely, point tests happen on every reading.
+    /// Polygon validity, on the antimeridian-normalised polygons: no ring meets itself or
+    /// another ring anywhere (a sweep line, [`sweep`], O(n log n) in the vertex count; stricter
+    /// than OGC, which lets a hole touch its shell at a point), every hole is inside its shell
+    /// and in no other hole, and no member of a MultiPolygon is inside another (except in one
+    /// of its holes). Measured (release): ~25 ms for a 10,000-vertex ring, ~0.4 s for
+    /// 100,000 (`cargo test --release -p landport-tracker --test geofence_validation -- --nocapture`).
     pub fn new(def: GeofenceDef) -> Result<Geofence, TrackerError> {
+        Geofence::build(def, true)
+    }
+
+    /// Prepares a definition that [`Geofence::new`] accepted before (one stored by the API,
+    /// read back at a restart or from a snapshot), without checking its rings again: linear in
+    /// its vertices. The cheap checks (positions, closed rings, radius and width) still run,
+    /// so a damaged definition is still an error rather than a wrong fence.
+    pub fn trusted(def: GeofenceDef) -> Result<Geofence, TrackerError> {
+        Geofence::build(def, false)
+    }
+
+    fn build(def: GeofenceDef, check_rings: bool) -> Result<Geofence, TrackerError> {
         let prepared = match &def.shape {
-            Shape::Area(mp) => Prepared::Area(prepare_area(mp)?),
+            Shape::Area(mp) => Prepared::Area(prepare_area(mp, check_rings)?),
             Shape::Circle { center, radius_m } => {
                 Prepared::Circle(PreparedCircle::new(center.x(), center.y(), *radius_m)?)
             }
@@ -298,7 +312,10 @@ impl Prepared {
 // ----- polygons -------------------------------------------------------------------------------
 
 /// Validates a MultiPolygon and prepares each member.
-fn prepare_area(mp: &geo_types::MultiPolygon<f64>) -> Result<Vec<PreparedPolygon>, TrackerError> {
+fn prepare_area(
+    mp: &geo_types::MultiPolygon<f64>,
+    check: bool,
+) -> Result<Vec<PreparedPolygon>, TrackerError> {
     if mp.0.is_empty() {
         return Err(invalid("the area has no polygon"));
     }
@@ -350,91 +367,204 @@ fn prepare_area(mp: &geo_types::MultiPolygon<f64>) -> Result<Vec<PreparedPolygon
                 "polygon {pi}: crosses the antimeridian but spans more than 180° of longitude"
             )));
         }
-        if let Err(e) = framed_poly.check_validation() {
-            return Err(invalid(format!("polygon {pi}: {e}")));
-        }
         framed.push((shifted, framed_poly));
     }
-    check_members_disjoint(&framed)?;
+    if check {
+        check_rings(&framed)?;
+    }
     Ok(framed
         .iter()
         .map(|(shifted, p)| PreparedPolygon::new(p, *shifted))
         .collect())
 }
 
-/// MultiPolygon members must not overlap or touch along a line (OGC), checked pairwise in a
-/// common frame. A pair of which one crosses the antimeridian and the other the prime meridian
-/// is skipped: together they would span more than 180°, and their point tests are a plain
-/// union anyway.
-fn check_members_disjoint(framed: &[(bool, geo_types::Polygon<f64>)]) -> Result<(), TrackerError> {
-    use geo::BoundingRect;
-    use geo::coordinate_position::CoordPos;
-    use geo::dimensions::Dimensions;
-    if framed.len() < 2 {
-        return Ok(());
+/// Checks the rings of every member (each in its frame): simple, touching no other ring
+/// ([`sweep`]: O(n log n) in the vertex count), each hole inside its shell and in no other
+/// hole, no member inside another (except in one of its holes). Members are compared in a
+/// common frame: plain members as they are, and when some member crosses the antimeridian,
+/// every member that can be expressed there in the antimeridian frame. A pair of which one
+/// crosses the antimeridian and the other the prime meridian is not compared: together they
+/// would span more than 180°, and their point tests are a plain union anyway.
+fn check_rings(framed: &[(bool, geo_types::Polygon<f64>)]) -> Result<(), TrackerError> {
+    let plain: Vec<(usize, &geo_types::Polygon<f64>)> = framed
+        .iter()
+        .enumerate()
+        .filter(|(_, (shifted, _))| !*shifted)
+        .map(|(i, (_, p))| (i, p))
+        .collect();
+    check_group(&plain)?;
+    if framed.iter().any(|(shifted, _)| *shifted) {
+        let moved: Vec<(usize, geo_types::Polygon<f64>)> = framed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| in_shifted_frame(f).map(|p| (i, p)))
+            .collect();
+        let group: Vec<(usize, &geo_types::Polygon<f64>)> =
+            moved.iter().map(|(i, p)| (*i, p)).collect();
+        check_group(&group)?;
     }
-    // Each member in the antimeridian frame, when it can be expressed there.
-    let in_shifted_frame = |(shifted, p): &(bool, geo_types::Polygon<f64>)| {
-        if *shifted {
-            return Some(p.clone());
-        }
-        let lons = || p.exterior().0.iter().map(|c| c.x);
-        if lons().all(|x| x >= 0.0) {
-            Some(p.clone())
-        } else if lons().all(|x| x <= 0.0) {
-            Some(geo_types::Polygon::new(
-                p.exterior()
-                    .0
-                    .iter()
-                    .map(|c| geo_types::coord! { x: c.x + 360.0, y: c.y })
-                    .collect(),
-                p.interiors()
-                    .iter()
-                    .map(|r| {
-                        r.0.iter()
-                            .map(|c| geo_types::coord! { x: c.x + 360.0, y: c.y })
-                            .collect()
-                    })
-                    .collect(),
-            ))
-        } else {
-            None
-        }
-    };
-    // Pairs of plain members are compared as they are; pairs involving an antimeridian member
-    // in the antimeridian frame.
-    let shifted_frame: Vec<Option<geo_types::Polygon<f64>>> = if framed.iter().any(|(s, _)| *s) {
-        framed.iter().map(in_shifted_frame).collect()
+    Ok(())
+}
+
+/// A member in the antimeridian frame, when it can be expressed there.
+fn in_shifted_frame(
+    (shifted, p): &(bool, geo_types::Polygon<f64>),
+) -> Option<geo_types::Polygon<f64>> {
+    if *shifted {
+        return Some(p.clone());
+    }
+    let lons = || p.exterior().0.iter().map(|c| c.x);
+    if lons().all(|x| x >= 0.0) {
+        Some(p.clone())
+    } else if lons().all(|x| x <= 0.0) {
+        let shift = |r: &geo_types::LineString<f64>| -> geo_types::LineString<f64> {
+            r.0.iter()
+                .map(|c| geo_types::coord! { x: c.x + 360.0, y: c.y })
+                .collect()
+        };
+        Some(geo_types::Polygon::new(
+            shift(p.exterior()),
+            p.interiors().iter().map(shift).collect(),
+        ))
     } else {
-        vec![None; framed.len()]
-    };
-    let rect = |p: &geo_types::Polygon<f64>| p.bounding_rect();
-    for i in 0..framed.len() {
-        for j in i + 1..framed.len() {
-            let (a, b) = if framed[i].0 || framed[j].0 {
-                match (&shifted_frame[i], &shifted_frame[j]) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => continue,
+        None
+    }
+}
+
+/// The name of ring `ring` of a polygon in messages.
+fn ring_name(ring: u32) -> String {
+    if ring == 0 {
+        "exterior ring".to_owned()
+    } else {
+        format!("hole {}", ring - 1)
+    }
+}
+
+/// [`check_rings`] for members already in one frame, with their indices in the MultiPolygon.
+fn check_group(members: &[(usize, &geo_types::Polygon<f64>)]) -> Result<(), TrackerError> {
+    use sweep::{Origin, Seg};
+    // Every ring's segments, consecutive repeated positions dropped.
+    let mut segs = Vec::new();
+    for (m, poly) in members {
+        for (r, ring) in std::iter::once(poly.exterior())
+            .chain(poly.interiors())
+            .enumerate()
+        {
+            let mut v: Vec<geo_types::Coord<f64>> = Vec::with_capacity(ring.0.len());
+            for c in &ring.0[..ring.0.len() - 1] {
+                if v.last() != Some(c) {
+                    v.push(*c);
                 }
+            }
+            while v.len() > 1 && v.first() == v.last() {
+                v.pop();
+            }
+            if v.len() < 3 {
+                return Err(invalid(format!(
+                    "polygon {m}, {}: a ring needs at least 3 distinct positions",
+                    ring_name(r as u32)
+                )));
+            }
+            let len = v.len() as u32;
+            for i in 0..v.len() {
+                let origin = Origin {
+                    member: *m as u32,
+                    ring: r as u32,
+                    index: i as u32,
+                    len,
+                };
+                let id = segs.len() as u32;
+                segs.push(Seg::new(v[i], v[(i + 1) % v.len()], origin, id));
+            }
+        }
+    }
+    if let Some(c) = sweep::find_contact(&segs) {
+        let at = format!("({}, {})", c.at.x, c.at.y);
+        let (a, b) = (c.a, c.b);
+        return Err(invalid(if a.member != b.member {
+            let (i, j) = (a.member.min(b.member), a.member.max(b.member));
+            if c.along_a_line {
+                format!("polygons {i} and {j} overlap or touch along a line near {at}")
             } else {
-                (&framed[i].1, &framed[j].1)
-            };
-            let (Some(ra), Some(rb)) = (rect(a), rect(b)) else {
-                continue;
-            };
-            let apart = ra.max().x < rb.min().x
-                || rb.max().x < ra.min().x
-                || ra.max().y < rb.min().y
-                || rb.max().y < ra.min().y;
-            if apart {
-                continue;
+                format!("polygons {i} and {j} overlap or touch at {at}")
             }
-            let im = a.relate(b);
-            if im.get(CoordPos::Inside, CoordPos::Inside) == Dimensions::TwoDimensional {
-                return Err(invalid(format!("polygons {i} and {j} overlap")));
+        } else if a.ring == b.ring {
+            format!(
+                "polygon {}, {}: self-intersection at {at}",
+                a.member,
+                ring_name(a.ring)
+            )
+        } else {
+            format!(
+                "polygon {}: {} and {} intersect or touch at {at}",
+                a.member,
+                ring_name(a.ring.min(b.ring)),
+                ring_name(a.ring.max(b.ring))
+            )
+        }));
+    }
+    // No two rings meet: each ring is wholly inside or wholly outside any other, which one
+    // of its vertices tells.
+    let bbox = |r: &geo_types::LineString<f64>| {
+        r.0.iter().fold(
+            [
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+            ],
+            |b, c| [b[0].min(c.x), b[1].min(c.y), b[2].max(c.x), b[3].max(c.y)],
+        )
+    };
+    let in_box = |b: &[f64; 4], c: geo_types::Coord<f64>| {
+        b[0] <= c.x && c.x <= b[2] && b[1] <= c.y && c.y <= b[3]
+    };
+    let inside =
+        |p: &PreparedPolygon, c: geo_types::Coord<f64>| p.locate(c.x, c.y) == Location::Inside;
+    let as_polygon = |r: &geo_types::LineString<f64>| {
+        PreparedPolygon::new(&geo_types::Polygon::new(r.clone(), vec![]), false)
+    };
+    for (m, poly) in members {
+        if poly.interiors().is_empty() {
+            continue;
+        }
+        let shell = as_polygon(poly.exterior());
+        let holes: Vec<_> = poly.interiors().iter().map(|h| (bbox(h), h)).collect();
+        for (k, (_, h)) in holes.iter().enumerate() {
+            if !inside(&shell, h.0[0]) {
+                return Err(invalid(format!(
+                    "polygon {m}: hole {k} is not contained in the exterior ring"
+                )));
             }
-            if im.get(CoordPos::OnBoundary, CoordPos::OnBoundary) == Dimensions::OneDimensional {
-                return Err(invalid(format!("polygons {i} and {j} touch along a line")));
+        }
+        // Holes in holes. Candidates by box; a ring is prepared only when a test needs it.
+        let mut prepared: Vec<Option<PreparedPolygon>> = vec![None; holes.len()];
+        for (k, (_, h)) in holes.iter().enumerate() {
+            for (j, (bj, hj)) in holes.iter().enumerate() {
+                if j == k || !in_box(bj, h.0[0]) {
+                    continue;
+                }
+                let pj = prepared[j].get_or_insert_with(|| as_polygon(hj));
+                if inside(pj, h.0[0]) {
+                    return Err(invalid(format!("polygon {m}: hole {k} is inside hole {j}")));
+                }
+            }
+        }
+    }
+    if members.len() > 1 {
+        let boxes: Vec<[f64; 4]> = members.iter().map(|(_, p)| bbox(p.exterior())).collect();
+        let mut prepared: Vec<Option<PreparedPolygon>> = vec![None; members.len()];
+        for (a, (i, pa)) in members.iter().enumerate() {
+            let v = pa.exterior().0[0];
+            for (b, (j, pb)) in members.iter().enumerate() {
+                if a == b || !in_box(&boxes[b], v) {
+                    continue;
+                }
+                let p = prepared[b].get_or_insert_with(|| PreparedPolygon::new(pb, false));
+                if inside(p, v) {
+                    let (i, j) = ((*i).min(*j), (*i).max(*j));
+                    return Err(invalid(format!("polygons {i} and {j} overlap")));
+                }
             }
         }
     }
