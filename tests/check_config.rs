@@ -112,7 +112,11 @@ fn a_missing_file_exits_two() {
 #[test]
 fn weak_admin_keys_are_refused_by_check_config_and_at_start() {
     for (name, key, why) in [
-        ("short-key.toml", "0123456789abcdef", "must be at least 32 characters"),
+        (
+            "short-key.toml",
+            "0123456789abcdef",
+            "must be at least 32 characters",
+        ),
         (
             "placeholder-key.toml",
             "change-me-to-a-long-random-key-0123456789",
