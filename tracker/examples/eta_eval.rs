@@ -12,8 +12,9 @@
 //! - direct: straight-line distance to the destination / current speed;
 //! - route/mean: remaining route / mean speed since departure.
 //!
-//! The real arrival is the first reading of the trip's final run of readings within 300 m of
-//! its end; departure the first reading more than 300 m from its start. Trips that start in
+//! The real arrival is the first reading within 300 m of the trip's end after which the
+//! vehicle stays within 1 km of it (it may drift in and out of the circle at its berth);
+//! departure the first reading more than 300 m from its start. Trips that start in
 //! the last 40 % of a data set's time span are the held-out part: nothing was tuned on them.
 //!
 //! Relative error = |predicted - real arrival| / (real arrival - query time).
@@ -30,6 +31,8 @@ use landport_tracker::{
 const TENANT: &str = "eval";
 /// Place radius of origin and destination, metres (the tracker's default).
 const RADIUS_M: f64 = 300.0;
+/// Once inside the radius, a vehicle that stays this close to its end has arrived, metres.
+const SETTLED_M: f64 = 1_000.0;
 /// Douglas-Peucker tolerance of the planned route, metres.
 const SIMPLIFY_M: f64 = 100.0;
 const FRACTIONS: [f64; 3] = [0.25, 0.5, 0.75];
@@ -196,9 +199,18 @@ fn case_of(i: usize, t: &Trip, split_ms: TimestampMs) -> Option<Case> {
     let depart = pts
         .iter()
         .position(|p| distance_m(start, (p.lon, p.lat)) > RADIUS_M)?;
+    // The first reading within the radius after which the vehicle stays within
+    // SETTLED_M of the end (it may drift in and out of the circle at its berth).
     let mut arrive = pts.len() - 1;
-    while arrive > 0 && distance_m(end, (pts[arrive - 1].lon, pts[arrive - 1].lat)) <= RADIUS_M {
-        arrive -= 1;
+    let mut settled = pts.len() - 1;
+    while settled > 0 && distance_m(end, (pts[settled - 1].lon, pts[settled - 1].lat)) <= SETTLED_M
+    {
+        settled -= 1;
+    }
+    if let Some(i) =
+        (settled..pts.len()).find(|&i| distance_m(end, (pts[i].lon, pts[i].lat)) <= RADIUS_M)
+    {
+        arrive = i;
     }
     if arrive <= depart + 4 {
         return None;
@@ -355,6 +367,21 @@ fn evaluate(trips: &[Trip]) -> (Part, Part) {
                         .is_some_and(|s| s.status == ShipmentStatus::Arrived)
                     {
                         part.early_arrivals += 1;
+                        if std::env::var("ETA_DEBUG").is_ok() {
+                            let sh = tr.shipment(TENANT, &sid).unwrap();
+                            let am = sh.arrived_ms.unwrap();
+                            let ai = t.pts.iter().position(|p| p.ts_ms >= am).unwrap();
+                            let ap = t.pts[ai];
+                            eprintln!(
+                                "{sid}: arrived at pt {ai}/{} (real {}), {:.0} m from end, along {:.0}/{:.0}, progress {:?}",
+                                t.pts.len(),
+                                c.arrive,
+                                distance_m((ap.lon, ap.lat), (end.lon, end.lat)),
+                                c.route.project(ap.lon, ap.lat).along_m,
+                                c.route.length_m(),
+                                sh.eta_trip.progress_m
+                            );
+                        }
                     }
                     (err(p.ts_ms as f64), false)
                 }

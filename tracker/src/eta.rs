@@ -1,16 +1,28 @@
-//! The ETA model: remaining distance over a measured speed, with a p10/p90 window.
+//! The ETA model (see `docs/eta.md`): time to go from what the tenant has learned along the
+//! planned route, the device's own pace, and a window calibrated on past errors.
 //!
-//! Speed is an exponentially weighted mean of the device's recent ground speed (reported, or
-//! derived from consecutive fixes). Once a shipment is under way, stops are included: a truck
-//! that keeps stopping arrives later, and the estimate should say so. Before it has left
-//! (status `planned`), the time it has stood at the dock says nothing about the trip, so the
-//! mean over moving samples only is used: the arrival if it set off now. The spread of the
-//! speeds used widens the window. Until a device has been observed for a couple of minutes
-//! (moving, for the second mean) its mean is blended with the configured default speed.
+//! Raw time to go, `T = k x known_s + unknown_m / v`:
+//! - `known_s`: along the rest of the planned route, the learned pace of each ~500 m cell
+//!   (weighted by how much travel the cell has seen) plus the stop time expected on a visit
+//!   ([`crate::eta_history`]); cached per shipment in [`RouteTimes`] as suffix sums per vertex.
+//! - `unknown_m`: the rest of the distance (cells not learned, the off-route distance, or all
+//!   of it without a route: the straight distance times the detour factor).
+//! - `v`: the device's measured speed, an exponentially weighted mean ([`SpeedStats`]). Once a
+//!   shipment is under way stops are included: a truck that keeps stopping arrives later.
+//!   Before it has left (`planned`), the mean over moving samples only is used. Until a device
+//!   has been observed for a couple of minutes its mean is blended with the default speed.
+//! - `k`: how this trip's pace compares with the learned one over the part already covered
+//!   ([`EtaTrip`]), shrunk towards 1.
+//!
+//! The estimate is `T x exp(q50)`, the window `[T x exp(q10), T x exp(q90)]`, with the
+//! quantiles of ln(real / raw) of the tenant's past trips in the same progress bucket
+//! ([`crate::eta_history::EtaHistory::calibration`]), a prior while there are few.
 
 use serde::{Deserialize, Serialize};
 
+use crate::eta_history::{BUCKETS, Calibration, EtaHistory, bucket, cell_key};
 use crate::reading::TimestampMs;
+use crate::route::Route;
 use crate::settings::EtaSettings;
 use crate::shipment::{Eta, EtaMethod};
 
@@ -18,8 +30,6 @@ use crate::shipment::{Eta, EtaMethod};
 const SPEED_TAU_MS: f64 = 15.0 * 60_000.0;
 /// Observation time after which the measured speed is trusted alone.
 const WARMUP_MS: f64 = 120_000.0;
-/// z-score of the 10th/90th percentile of a normal distribution.
-const Z90: f64 = 1.2816;
 /// Speeds at or above this (m/s, 7.2 km/h) count as moving, for the pre-departure mean.
 const MOVING_MPS: f64 = 2.0;
 
@@ -102,31 +112,244 @@ impl SpeedStats {
     }
 }
 
-/// Estimates arrival from `remaining_m` at the device's speed, as of device time `at_ms`.
-/// `under_way`: the shipment has left its origin (see the module docs).
-pub fn estimate(
-    remaining_m: f64,
-    method: EtaMethod,
+/// What lies ahead of a shipment, as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ahead {
+    /// Distance to go, metres (reported with the ETA).
+    pub remaining_m: f64,
+    pub method: EtaMethod,
+    /// Learned time to go over the learned part of the route, seconds (see [`RouteTimes`]).
+    pub known_s: f64,
+    /// Distance to go at the device's own speed, metres.
+    pub unknown_m: f64,
+}
+
+impl Ahead {
+    /// Everything at the device's own speed (no route, or nothing learned).
+    pub fn unlearned(remaining_m: f64, method: EtaMethod) -> Ahead {
+        Ahead {
+            remaining_m,
+            method,
+            known_s: 0.0,
+            unknown_m: remaining_m,
+        }
+    }
+}
+
+/// Raw time to go (seconds) before calibration: `k x known_s + unknown_m / v`, with `v` the
+/// device's planning speed ([`SpeedStats::planning_mps`]).
+pub fn raw_seconds(
+    ahead: &Ahead,
+    k: f64,
     speed: &SpeedStats,
-    settings: &EtaSettings,
-    at_ms: TimestampMs,
+    s: &EtaSettings,
     under_way: bool,
-) -> Eta {
-    let remaining_m = remaining_m.max(0.0);
-    let v = speed.planning_mps(settings, under_way);
-    let spread = speed.spread(under_way);
-    let remaining_s = remaining_m / v;
-    let fast = v * (1.0 + Z90 * spread);
-    let slow = (v * (1.0 - Z90 * spread)).max(settings.min_speed_kmh / 3.6 * 0.5);
+) -> f64 {
+    let v = speed.planning_mps(s, under_way);
+    (k * ahead.known_s.max(0.0) + ahead.unknown_m.max(0.0) / v).max(0.0)
+}
+
+/// Estimates arrival as of device time `at_ms` from a raw time to go and the calibration of
+/// its progress bucket: the point estimate is `raw x exp(q50)`, the window
+/// `[raw x exp(q10), raw x exp(q90)]`; never before `at_ms`, and the window always holds the
+/// point estimate.
+pub fn estimate(ahead: &Ahead, raw_s: f64, cal: Calibration, at_ms: TimestampMs) -> Eta {
+    let raw_s = if raw_s.is_finite() {
+        raw_s.max(0.0)
+    } else {
+        1e9
+    };
+    let scale = |q: f64| (raw_s * q.clamp(-3.0, 3.0).exp()).min(1e9);
+    let remaining_s = scale(cal.q50);
     let to_ms = |s: f64| at_ms.saturating_add((s * 1000.0).round() as i64);
     Eta {
         eta_ms: to_ms(remaining_s),
-        p10_ms: to_ms(remaining_m / fast),
-        p90_ms: to_ms(remaining_m / slow),
-        remaining_m,
+        p10_ms: to_ms(scale(cal.q10.min(cal.q50))),
+        p90_ms: to_ms(scale(cal.q90.max(cal.q50))),
+        remaining_m: ahead.remaining_m.max(0.0),
         remaining_s,
-        method,
+        method: ahead.method,
         computed_at_ms: at_ms,
+    }
+}
+
+/// Learned time and unlearned distance from each vertex of a planned route to its end,
+/// computed from the tenant's [`EtaHistory`] (refreshed now and then, not at every fix).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteTimes {
+    /// Per vertex: learned seconds from it to the end.
+    known_s: Vec<f64>,
+    /// Per vertex: metres from it to the end that nothing was learned about.
+    unknown_m: Vec<f64>,
+    /// Device time it was computed at.
+    pub refreshed_ms: TimestampMs,
+    /// Length of the route it was computed for, metres.
+    route_m: f64,
+}
+
+/// Pieces a route is cut into to look up cells, metres at most.
+const PIECE_M: f64 = 250.0;
+/// Stops expected in the last stretch of a route are the arrival's, not the trip's (m).
+const NO_STOP_NEAR_END_M: f64 = 600.0;
+
+impl RouteTimes {
+    /// Computes the table of `route` from `history` at device time `at_ms`.
+    pub fn build(route: &Route, history: &EtaHistory, at_ms: TimestampMs) -> RouteTimes {
+        let cum = route.cumulative_m();
+        let n = cum.len();
+        let length = route.length_m();
+        // Per segment: learned seconds and unlearned metres.
+        let mut seg_known = vec![0.0; n - 1];
+        let mut seg_unknown = vec![0.0; n - 1];
+        let mut prev_cell = None;
+        for i in 0..n - 1 {
+            let len = cum[i + 1] - cum[i];
+            let pieces = (len / PIECE_M).ceil().max(1.0) as usize;
+            let piece = len / pieces as f64;
+            for j in 0..pieces {
+                let mid = cum[i] + (j as f64 + 0.5) * piece;
+                let (lon, lat) = route.point_at(mid);
+                let cell = cell_key(lon, lat);
+                match history.cell(lon, lat) {
+                    Some(c) => {
+                        seg_known[i] += c.weight * c.pace_s_per_m * piece;
+                        seg_unknown[i] += (1.0 - c.weight) * piece;
+                        if prev_cell != Some(cell) && mid < length - NO_STOP_NEAR_END_M {
+                            seg_known[i] += c.stop_s;
+                        }
+                    }
+                    None => seg_unknown[i] += piece,
+                }
+                prev_cell = Some(cell);
+            }
+        }
+        let mut known_s = vec![0.0; n];
+        let mut unknown_m = vec![0.0; n];
+        for i in (0..n - 1).rev() {
+            known_s[i] = known_s[i + 1] + seg_known[i];
+            unknown_m[i] = unknown_m[i + 1] + seg_unknown[i];
+        }
+        RouteTimes {
+            known_s,
+            unknown_m,
+            refreshed_ms: at_ms,
+            route_m: length,
+        }
+    }
+
+    /// Learned seconds and unlearned metres from `along_m` to the end of `route` (the route
+    /// the table was built for).
+    pub fn at(&self, route: &Route, along_m: f64) -> (f64, f64) {
+        let cum = route.cumulative_m();
+        let n = cum.len();
+        if self.known_s.len() != n || self.route_m != route.length_m() {
+            return (0.0, (route.length_m() - along_m).max(0.0));
+        }
+        let i = cum
+            .partition_point(|&c| c <= along_m)
+            .saturating_sub(1)
+            .min(n - 2);
+        let seg = cum[i + 1] - cum[i];
+        let left = if seg > 0.0 {
+            ((cum[i + 1] - along_m) / seg).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        (
+            self.known_s[i + 1] + left * (self.known_s[i] - self.known_s[i + 1]),
+            self.unknown_m[i + 1] + left * (self.unknown_m[i] - self.unknown_m[i + 1]),
+        )
+    }
+}
+
+/// Weight, in learned seconds, of the prior belief that a trip goes at the learned pace.
+const K_PRIOR_S: f64 = 900.0;
+
+/// What the model keeps about one shipment's trip (part of its state, so of the snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EtaTrip {
+    /// Progress along the planned route, metres: where the last fix was projected, searched
+    /// only near the previous progress so parallel or returning legs cannot capture it.
+    pub progress_m: Option<f64>,
+    /// Length of the route `progress_m` and `times` were measured on, metres (a new route
+    /// starts over).
+    pub route_m: Option<f64>,
+    /// Distance to go when the trip got under way (progress buckets are fractions of it).
+    pub start_remaining_m: Option<f64>,
+    /// Learned time to go and unlearned distance at the previous fix, and its time.
+    last: Option<(TimestampMs, f64, f64)>,
+    /// Time actually taken over learned stretches, and the learned time for them, seconds.
+    actual_s: f64,
+    model_s: f64,
+    /// Per progress bucket: when the first ETA in it was asked, and its raw seconds to go.
+    pub samples: [Option<(TimestampMs, f64)>; BUCKETS],
+    /// The route's learned times (rebuilt every [`ROUTE_TIMES_REFRESH_MS`]).
+    pub times: Option<RouteTimes>,
+}
+
+/// How often a shipment's [`RouteTimes`] are rebuilt from the history, device time.
+pub const ROUTE_TIMES_REFRESH_MS: i64 = 15 * 60_000;
+
+impl EtaTrip {
+    /// Starts over on a new route of `route_m` metres: progress, pace and route times are
+    /// measured afresh; the calibration samples and the trip's start stay.
+    pub fn start_over(&mut self, route_m: f64) {
+        *self = EtaTrip {
+            route_m: Some(route_m),
+            start_remaining_m: self.start_remaining_m,
+            samples: self.samples,
+            ..EtaTrip::default()
+        };
+    }
+
+    /// Device time of the last fix folded in.
+    pub fn last_ts_ms(&self) -> Option<TimestampMs> {
+        self.last.map(|l| l.0)
+    }
+
+    /// This trip's pace relative to the learned one, shrunk towards 1.
+    pub fn k(&self) -> f64 {
+        ((self.actual_s + K_PRIOR_S) / (self.model_s + K_PRIOR_S)).clamp(0.25, 4.0)
+    }
+
+    /// Folds in a fix under way at `ts` with what lies `ahead`; `v_mps` is the device speed
+    /// used for the unlearned part. Time passes on learned stretches in proportion to their
+    /// share of the raw time just covered.
+    pub fn observe(&mut self, ts: TimestampMs, ahead: &Ahead, v_mps: f64) {
+        if let Some((t0, known0, unknown0)) = self.last {
+            let dt = (ts - t0) as f64 / 1000.0;
+            let dk = (known0 - ahead.known_s).max(0.0);
+            let du = (unknown0 - ahead.unknown_m).max(0.0) / v_mps.max(0.1);
+            if dt > 0.0 && dk > 0.0 {
+                let k = self.k();
+                let share = k * dk / (k * dk + du);
+                self.actual_s += dt * share;
+                self.model_s += dk;
+            }
+        }
+        self.last = Some((ts, ahead.known_s, ahead.unknown_m));
+    }
+
+    /// The progress bucket of a trip with `remaining_m` to go.
+    pub fn bucket(&self, remaining_m: f64) -> usize {
+        match self.start_remaining_m {
+            Some(start) if start > 0.0 => bucket(1.0 - remaining_m / start),
+            _ => 0,
+        }
+    }
+
+    /// Whether the route times are missing, stale or of another route.
+    pub fn needs_times(&self, route: &Route, ts: TimestampMs) -> bool {
+        self.times.as_ref().is_none_or(|t| {
+            t.route_m != route.length_m() || ts - t.refreshed_ms >= ROUTE_TIMES_REFRESH_MS
+        })
+    }
+
+    /// Remembers the first raw estimate asked in each bucket (for calibration on arrival).
+    pub fn sample(&mut self, b: usize, at_ms: TimestampMs, raw_s: f64) {
+        if self.samples[b].is_none() {
+            self.samples[b] = Some((at_ms, raw_s));
+        }
     }
 }
 
@@ -141,6 +364,8 @@ pub fn changed_enough(announced_ms: TimestampMs, new: &Eta, s: &EtaSettings) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eta_history::PRIOR;
+    use proptest::prelude::*;
 
     fn settled(speed_kmh: f64) -> SpeedStats {
         let mut s = SpeedStats::default();
@@ -150,32 +375,42 @@ mod tests {
         s
     }
 
+    /// The estimate with nothing learned: remaining distance at the device's speed, the prior
+    /// window.
+    fn estimate_plain(
+        remaining_m: f64,
+        method: EtaMethod,
+        speed: &SpeedStats,
+        s: &EtaSettings,
+        at_ms: TimestampMs,
+        under_way: bool,
+    ) -> Eta {
+        let a = Ahead::unlearned(remaining_m, method);
+        estimate(&a, raw_seconds(&a, 1.0, speed, s, under_way), PRIOR, at_ms)
+    }
+
     #[test]
     fn eta_is_distance_over_measured_speed() {
         let s = EtaSettings::default();
-        let e = estimate(72_000.0, EtaMethod::Direct, &settled(72.0), &s, 0, true);
+        let e = estimate_plain(72_000.0, EtaMethod::Direct, &settled(72.0), &s, 0, true);
         assert!((e.remaining_s - 3600.0).abs() < 1.0, "{e:?}");
         assert_eq!(e.eta_ms, 3_600_000);
     }
 
     #[test]
-    fn window_brackets_the_median_and_widens_with_erratic_speed() {
+    fn with_no_history_the_window_is_the_prior() {
         let s = EtaSettings::default();
-        let steady = estimate(50_000.0, EtaMethod::Direct, &settled(60.0), &s, 0, true);
-        let mut erratic = SpeedStats::default();
-        for i in 0..100 {
-            erratic.update(if i % 2 == 0 { 0.0 } else { 120.0 / 3.6 }, 10_000);
-        }
-        let bumpy = estimate(50_000.0, EtaMethod::Direct, &erratic, &s, 0, true);
-        assert!(steady.p10_ms < steady.eta_ms && steady.eta_ms < steady.p90_ms);
-        let width = |e: &Eta| (e.p90_ms - e.p10_ms) as f64 / e.remaining_s;
-        assert!(width(&bumpy) > 2.0 * width(&steady));
+        let e = estimate_plain(50_000.0, EtaMethod::Direct, &settled(60.0), &s, 0, true);
+        assert!(e.p10_ms < e.eta_ms && e.eta_ms < e.p90_ms);
+        let ratio = |t: TimestampMs| t as f64 / e.eta_ms as f64;
+        assert!((ratio(e.p10_ms) - PRIOR.q10.exp()).abs() < 1e-3, "{e:?}");
+        assert!((ratio(e.p90_ms) - PRIOR.q90.exp()).abs() < 1e-3, "{e:?}");
     }
 
     #[test]
     fn new_device_uses_default_speed_and_parked_truck_keeps_a_finite_eta() {
         let s = EtaSettings::default();
-        let fresh = estimate(
+        let fresh = estimate_plain(
             50_000.0,
             EtaMethod::Direct,
             &SpeedStats::default(),
@@ -184,7 +419,7 @@ mod tests {
             true,
         );
         assert!((fresh.remaining_s - 3600.0).abs() < 1.0);
-        let parked = estimate(50_000.0, EtaMethod::Direct, &settled(0.0), &s, 0, true);
+        let parked = estimate_plain(50_000.0, EtaMethod::Direct, &settled(0.0), &s, 0, true);
         assert!((parked.remaining_s - 50_000.0 / (5.0 / 3.6)).abs() < 1.0);
     }
 
@@ -199,14 +434,14 @@ mod tests {
         for _ in 0..270 {
             speed.update(0.0, 10_000);
         }
-        let planned = estimate(60_000.0, EtaMethod::Route, &speed, &s, 0, false);
+        let planned = estimate_plain(60_000.0, EtaMethod::Route, &speed, &s, 0, false);
         assert!((planned.remaining_s - 3600.0).abs() < 1.0, "{planned:?}");
         assert!(planned.p10_ms < planned.eta_ms && planned.eta_ms < planned.p90_ms);
         // Under way, the same stops count: the truck is late, and the ETA says so.
-        let moving = estimate(60_000.0, EtaMethod::Route, &speed, &s, 0, true);
+        let moving = estimate_plain(60_000.0, EtaMethod::Route, &speed, &s, 0, true);
         assert!(moving.remaining_s > 2.0 * planned.remaining_s, "{moving:?}");
         // A truck never seen moving plans with the default speed before it leaves.
-        let fresh = estimate(50_000.0, EtaMethod::Direct, &settled(0.0), &s, 0, false);
+        let fresh = estimate_plain(50_000.0, EtaMethod::Direct, &settled(0.0), &s, 0, false);
         assert!((fresh.remaining_s - 3600.0).abs() < 1.0, "{fresh:?}");
     }
 
@@ -223,7 +458,7 @@ mod tests {
     #[test]
     fn change_threshold_is_five_minutes_or_ten_percent() {
         let s = EtaSettings::default();
-        let mut e = estimate(10_000.0, EtaMethod::Direct, &settled(36.0), &s, 0, true);
+        let mut e = estimate_plain(10_000.0, EtaMethod::Direct, &settled(36.0), &s, 0, true);
         // 1000 s remaining: threshold is 300 s.
         assert!(!changed_enough(e.eta_ms - 299_000, &e, &s));
         assert!(changed_enough(e.eta_ms - 301_000, &e, &s));
@@ -231,5 +466,108 @@ mod tests {
         e.remaining_s = 36_000.0;
         assert!(!changed_enough(e.eta_ms + 3_500_000, &e, &s));
         assert!(changed_enough(e.eta_ms + 3_700_000, &e, &s));
+    }
+
+    #[test]
+    fn learned_route_times_follow_the_cells_and_a_slow_trip_scales_them() {
+        use crate::reading::Fix;
+        // A straight route east, learned at 10 m/s by a dozen earlier trips.
+        let line = geo_types::LineString::from(vec![(10.0, 50.0), (10.3, 50.0)]);
+        let route = Route::new(line).unwrap();
+        let mut h = EtaHistory::default();
+        for trip in 0..12 {
+            let mut prev = None;
+            for i in 0..230i64 {
+                let ts = trip * 10_000_000 + i * 10_000;
+                let f = Fix {
+                    lat: 50.0,
+                    lon: 10.0 + i as f64 * 0.0014,
+                    speed_kmh: None,
+                    heading_deg: None,
+                    accuracy_m: None,
+                };
+                h.learn(7, prev, &f, ts);
+                prev = Some((f, ts));
+            }
+        }
+        let times = RouteTimes::build(&route, &h, 0);
+        let (known, unknown) = times.at(&route, 0.0);
+        let learned_m = route.length_m() - unknown;
+        assert!(learned_m > 0.75 * route.length_m(), "{learned_m}");
+        assert!(
+            (known / learned_m - 0.1).abs() < 0.01,
+            "{known} s for {learned_m} m"
+        );
+        let (half, _) = times.at(&route, route.length_m() / 2.0);
+        assert!(half < known && half > 0.3 * known);
+        // A trip going at half the learned speed: k tends to 2.
+        let mut trip = EtaTrip::default();
+        let total = known;
+        for i in 0..=20 {
+            let left = total * (1.0 - i as f64 / 20.0);
+            let a = Ahead {
+                remaining_m: 0.0,
+                method: EtaMethod::Route,
+                known_s: left,
+                unknown_m: 0.0,
+            };
+            trip.observe((2.0 * (total - left) * 1000.0) as i64, &a, 10.0);
+        }
+        assert!(trip.k() > 1.6 && trip.k() < 2.0, "{}", trip.k());
+    }
+
+    fn residual_history(residuals: &[f64], b: usize) -> EtaHistory {
+        let mut h = EtaHistory::default();
+        for r in residuals {
+            let mut s = [None; BUCKETS];
+            s[b] = Some((0, 1000.0));
+            h.record_arrival(&s, (1000.0 * r.exp() * 1000.0) as i64);
+        }
+        h
+    }
+
+    proptest! {
+        #[test]
+        fn eta_is_monotone_in_remaining_distance_at_constant_speed(
+            kmh in 5.0f64..130.0,
+            a in 0.0f64..1e6,
+            b in 0.0f64..1e6,
+            known in 0.0f64..1e5,
+            k in 0.25f64..4.0,
+            residuals in proptest::collection::vec(-2.0f64..2.0, 0..50),
+            bucket in 0usize..BUCKETS,
+        ) {
+            let s = EtaSettings::default();
+            let speed = settled(kmh);
+            let cal = residual_history(&residuals, bucket).calibration(bucket);
+            let eta = |m: f64| {
+                let ahead = Ahead { remaining_m: m, method: EtaMethod::Route, known_s: known, unknown_m: m };
+                estimate(&ahead, raw_seconds(&ahead, k, &speed, &s, true), cal, 1_000)
+            };
+            let (near, far) = (eta(a.min(b)), eta(a.max(b)));
+            prop_assert!(near.eta_ms <= far.eta_ms);
+            prop_assert!(near.p10_ms <= far.p10_ms && near.p90_ms <= far.p90_ms);
+        }
+
+        #[test]
+        fn no_eta_in_the_past_and_the_window_holds_the_estimate(
+            kmh in 0.0f64..200.0,
+            m in 0.0f64..1e7,
+            known in 0.0f64..1e6,
+            k in 0.25f64..4.0,
+            at in 0i64..4_000_000_000_000,
+            residuals in proptest::collection::vec(-5.0f64..5.0, 0..200),
+            bucket in 0usize..BUCKETS,
+            under_way: bool,
+        ) {
+            let s = EtaSettings::default();
+            let speed = settled(kmh);
+            let cal = residual_history(&residuals, bucket).calibration(bucket);
+            let ahead = Ahead { remaining_m: m, method: EtaMethod::Route, known_s: known, unknown_m: m };
+            let e = estimate(&ahead, raw_seconds(&ahead, k, &speed, &s, under_way), cal, at);
+            prop_assert!(e.p10_ms >= at);
+            prop_assert!(e.p10_ms <= e.eta_ms && e.eta_ms <= e.p90_ms, "{:?}", e);
+            prop_assert!(e.remaining_s >= 0.0);
+        }
     }
 }

@@ -11,12 +11,13 @@
 //! excursion outlasting its grace period) come from `next_deadline()` / `on_timer(now)`.
 //!
 //! Layout: `id` (the one rule for ids users choose), `reading` (input), `event` (output envelope and deterministic ids), `geodesy`,
-//! `geofence`, `fence_index`, `route`, `positions` (geometry), `shipment` and `eta` (shipment
-//! rules), `tracker` (the state machine tying them together), `settings`.
+//! `geofence`, `fence_index`, `route`, `positions` (geometry), `shipment`, `eta` and `eta_history`
+//! (shipment rules, the ETA model and what it learns), `tracker` (the state machine tying them together), `settings`.
 
 pub mod device;
 pub mod error;
 pub mod eta;
+pub mod eta_history;
 pub mod event;
 pub mod fence_index;
 pub mod geodesy;

@@ -145,6 +145,100 @@ impl Route {
         }
     }
 
+    /// Where a vehicle whose progress is known to lie in `[from_m, to_m]` along the route is:
+    /// among the segments overlapping that window, the earliest point within `slack_m` of the
+    /// nearest distance. A leg running beside (or back over) another part of the route, or a
+    /// later pass through the same place, cannot capture it.
+    pub fn project_between(
+        &self,
+        lon: f64,
+        lat: f64,
+        from_m: f64,
+        to_m: f64,
+        slack_m: f64,
+    ) -> Projection {
+        if !(lon.is_finite() && lat.is_finite()) {
+            return Projection {
+                off_route_m: f64::NAN,
+                along_m: f64::NAN,
+            };
+        }
+        let n = self.pts.len() - 1;
+        // First segment ending after from_m, last one starting before to_m.
+        let first = self
+            .cum_m
+            .partition_point(|&c| c <= from_m)
+            .saturating_sub(1)
+            .min(n - 1);
+        let last = self
+            .cum_m
+            .partition_point(|&c| c < to_m)
+            .clamp(first + 1, n);
+        let mut best = NearestSegment::new(lon, lat);
+        for i in first..last {
+            let (a, z) = (self.pts[i], self.pts[i + 1]);
+            best.consider(i, a[0], a[1], z[0], z[1]);
+        }
+        let limit = best.approx_m() + slack_m;
+        for i in first..best.segment.min(last) {
+            let (a, z) = (self.pts[i], self.pts[i + 1]);
+            let mut one = NearestSegment::new(lon, lat);
+            one.consider(i, a[0], a[1], z[0], z[1]);
+            if one.approx_m() <= limit {
+                return self.projection_of(&one);
+            }
+        }
+        self.projection_of(&best)
+    }
+
+    /// The earliest part of the route within `slack_m` of the nearest distance: where a
+    /// vehicle first seen near both ends of a round trip is taken to be (the start).
+    pub fn project_earliest(&self, lon: f64, lat: f64, slack_m: f64) -> Projection {
+        let nearest = self.project(lon, lat);
+        if !nearest.off_route_m.is_finite() {
+            return nearest;
+        }
+        let limit = nearest.off_route_m + slack_m;
+        for (i, w) in self.pts.windows(2).enumerate() {
+            let mut one = NearestSegment::new(lon, lat);
+            one.consider(i, w[0][0], w[0][1], w[1][0], w[1][1]);
+            if one.approx_m() <= limit * 1.01 + 1.0 {
+                let p = self.projection_of(&one);
+                if p.off_route_m <= limit {
+                    return p;
+                }
+            }
+        }
+        nearest
+    }
+
+    /// The point `along_m` metres from the start, `(lon, lat)` (clamped to the route).
+    pub fn point_at(&self, along_m: f64) -> (f64, f64) {
+        let n = self.pts.len() - 1;
+        let i = self
+            .cum_m
+            .partition_point(|&c| c <= along_m)
+            .saturating_sub(1)
+            .min(n - 1);
+        let seg = self.cum_m[i + 1] - self.cum_m[i];
+        let t = if seg > 0.0 {
+            ((along_m - self.cum_m[i]) / seg).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let (a, z) = (self.pts[i], self.pts[i + 1]);
+        (wrap_lon(a[0] + t * (z[0] - a[0])), a[1] + t * (z[1] - a[1]))
+    }
+
+    fn projection_of(&self, best: &NearestSegment) -> Projection {
+        let i = best.segment;
+        let seg_m = self.cum_m[i + 1] - self.cum_m[i];
+        Projection {
+            off_route_m: best.distance_m(),
+            along_m: self.cum_m[i] + best.t * seg_m,
+        }
+    }
+
     fn scan(&self, lon: f64, lat: f64) -> NearestSegment {
         let mut best = NearestSegment::new(lon, lat);
         for (i, w) in self.pts.windows(2).enumerate() {
@@ -274,6 +368,27 @@ mod tests {
                 assert!((fast.along_m - along).abs() < 1e-6, "({lon}, {lat})");
             }
         }
+    }
+
+    #[test]
+    fn a_window_keeps_the_projection_on_its_own_leg_of_an_out_and_back_route() {
+        // Out along y = 0 and back along y = 0.002 (~220 m apart).
+        let r = Route::new(
+            line_string![(x: 0.0, y: 0.0), (x: 0.1, y: 0.0), (x: 0.1, y: 0.002), (x: 0.0, y: 0.002)],
+        )
+        .unwrap();
+        let out_leg = geodesy::distance_m((0.0, 0.0), (0.1, 0.0));
+        // Nearer the return leg, but the vehicle is known to be on the way out.
+        let p = r.project_between(0.05, 0.0015, 0.0, out_leg, 0.0);
+        assert!(p.along_m < out_leg, "{p:?}");
+        let g = r.project(0.05, 0.0015);
+        assert!(g.along_m > out_leg, "{g:?}");
+        // The start of a round trip is its start, not its end.
+        let rt = Route::new(line_string![(x: 0.0, y: 0.0), (x: 0.1, y: 0.0), (x: 0.0, y: 0.0001)])
+            .unwrap();
+        assert!(rt.project_earliest(0.0, 0.00006, 50.0).along_m < 10.0);
+        let (lon, lat) = r.point_at(out_leg / 2.0);
+        assert!((lon - 0.05).abs() < 1e-9 && lat.abs() < 1e-12);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::eta::EtaTrip;
 use crate::reading::TimestampMs;
 
 /// An origin or destination: a geofence of the same tenant, or a point with the tracker's
@@ -137,6 +138,10 @@ pub struct ShipmentState {
     /// Without an origin: where the device was when the shipment was first seen with a fix;
     /// moving `place_radius_m` away from it counts as departure.
     pub anchor: Option<[f64; 2]>,
+    /// The ETA model's state of this trip: progress along the route, pace, calibration
+    /// samples (absent from snapshots of older builds).
+    #[serde(default)]
+    pub eta_trip: EtaTrip,
 }
 
 impl ShipmentState {
@@ -155,6 +160,7 @@ impl ShipmentState {
             at_destination: false,
             excursion: None,
             anchor: None,
+            eta_trip: EtaTrip::default(),
         }
     }
 }

@@ -36,6 +36,7 @@ use std::collections::{BinaryHeap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceState;
+use crate::eta_history::EtaHistory;
 use crate::event::{Event, EventType};
 use crate::fence_index::FenceIndex;
 use crate::positions::PositionIndex;
@@ -94,6 +95,8 @@ struct Tenant {
     /// Bumped on every change that is not a reading (registry, fences, shipments, profiles),
     /// so the read side knows to rebuild this tenant's view (see `view`).
     epoch: u64,
+    /// What the ETA model learned from this tenant's fixes and arrivals.
+    eta: EtaHistory,
 }
 
 /// Deadline registered for a device that has none.
@@ -207,6 +210,7 @@ impl Tracker {
             fences,
             positions,
             fence_generation,
+            eta,
             ..
         } = &mut tenants[d.tenant as usize];
         let mut ctx = RuleCtx {
@@ -240,6 +244,7 @@ impl Tracker {
                 // A long gap says nothing about how fast the truck went meanwhile: cap it.
                 d.speed.update(v / 3.6, (ts - pts).min(300_000));
             }
+            eta.learn(d.local, prev, &fix, ts);
             d.fix = Some(fix);
             d.fix_ts_ms = ts;
             positions.update(d.local, fix.lon, fix.lat);
@@ -254,6 +259,7 @@ impl Tracker {
                         &plans[s],
                         &fix,
                         &scratch.transitions,
+                        eta,
                     );
                 }
             }

@@ -7,6 +7,7 @@ use super::plans::{ShipmentPlan, plan_for};
 use super::{NO_TIMER, Tracker};
 use crate::device::DeviceState;
 use crate::error::TrackerError;
+use crate::eta_history::EtaHistory;
 use crate::fence_index::FenceIndex;
 use crate::geofence::GeofenceDef;
 use crate::route::Route;
@@ -34,6 +35,9 @@ pub struct TenantSnapshot {
     pub next_fence_slot: u32,
     /// Slots (in `TrackerSnapshot::shipments`) of this tenant's shipments.
     pub shipments: Vec<u32>,
+    /// What the ETA model learned (absent from snapshots of older builds: nothing learned).
+    #[serde(default)]
+    pub eta_history: EtaHistory,
 }
 
 const SNAPSHOT_VERSION: u32 = 1;
@@ -56,6 +60,7 @@ impl Tracker {
                         v.sort_unstable();
                         v
                     },
+                    eta_history: t.eta.clone(),
                 })
                 .collect(),
             devices: self.devices.clone(),
@@ -78,6 +83,7 @@ impl Tracker {
             shipment_slots.push(ts.shipments);
             tr.tenants[i].fences = FenceIndex::from_defs(ts.fences)?;
             tr.tenants[i].fences.reserve_slots(ts.next_fence_slot);
+            tr.tenants[i].eta = ts.eta_history;
         }
         let bad = |what: String| TrackerError::InvalidSnapshot(what);
         for (g, d) in snap.devices.into_iter().enumerate() {

@@ -2199,3 +2199,176 @@ fn a_truck_that_left_from_exactly_the_boundary_crossed_it_at_that_reading() {
     assert_eq!(kinds(&ev), [EventType::GeofenceExited]);
     assert_eq!(ev[0].ts_ms, T0 + 60_000);
 }
+
+// ----- route-aware arrival and the learned ETA (issue 13) ----------------------------------
+
+/// Drives `t1` along `pts` (lon, lat), one fix a minute from `t0_s`, returning the events.
+fn drive(tr: &mut Tracker, pts: &[(f64, f64)], t0_s: i64) -> Vec<Event> {
+    let mut all = Vec::new();
+    for (i, &(lon, lat)) in pts.iter().enumerate() {
+        all.extend(apply(tr, "t1", fix(lon, lat, t0_s + 60 * i as i64)));
+    }
+    all
+}
+
+/// Points every ~0.01 deg along straight lines through `corners`.
+fn along(corners: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut v = vec![corners[0]];
+    for w in corners.windows(2) {
+        let n = (((w[1].0 - w[0].0).abs() + (w[1].1 - w[0].1).abs()) / 0.01).ceil() as usize;
+        for i in 1..=n {
+            let f = i as f64 / n as f64;
+            v.push((
+                w[0].0 + f * (w[1].0 - w[0].0),
+                w[0].1 + f * (w[1].1 - w[0].1),
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn a_route_through_its_destination_arrives_only_at_its_end() {
+    // East through the destination (123.2, 41.0), on to 123.4, north, and back west to
+    // end at the destination from the north side.
+    let corners = [
+        (123.0, 41.0),
+        (123.4, 41.0),
+        (123.4, 41.05),
+        (123.2, 41.05),
+        (123.2, 41.0),
+    ];
+    let mut tr = tracker();
+    let mut def = shipment(
+        "S1",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 123.2,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(LineString::from(corners.to_vec()));
+    tr.upsert_shipment(T, def).unwrap();
+    let path = along(&corners);
+    let first_pass = path
+        .iter()
+        .position(|p| (p.0 - 123.2).abs() < 0.006 && (p.1 - 41.0).abs() < 1e-9)
+        .unwrap();
+    let ev = drive(&mut tr, &path[..=first_pass + 2], 0);
+    assert!(
+        !kinds(&ev).contains(&EventType::ShipmentArrived),
+        "{:?}",
+        kinds(&ev)
+    );
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::InTransit
+    );
+    let eta = tr.shipment_eta(T, "S1").unwrap();
+    assert!(eta.remaining_m > 40_000.0, "{eta:?}");
+    let ev = drive(
+        &mut tr,
+        &path[first_pass + 3..],
+        60 * (first_pass as i64 + 3),
+    );
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.kind == EventType::ShipmentArrived)
+            .count(),
+        1
+    );
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::Arrived
+    );
+}
+
+#[test]
+fn a_round_trip_to_its_origin_departs_and_arrives_once_it_is_back() {
+    let corners = [(123.0, 41.0), (123.3, 41.0), (123.3, 41.05), (123.0, 41.0)];
+    let mut tr = tracker();
+    let home = Place::Point {
+        lon: 123.0,
+        lat: 41.0,
+    };
+    let mut def = shipment("S1", Some(home.clone()), home);
+    def.route = Some(LineString::from(corners.to_vec()));
+    tr.upsert_shipment(T, def).unwrap();
+    let path = along(&corners);
+    let ev = drive(&mut tr, &path[..path.len() / 2], 0);
+    assert_eq!(kinds(&ev), [EventType::ShipmentDeparted]);
+    let ev = drive(
+        &mut tr,
+        &path[path.len() / 2..],
+        60 * (path.len() / 2) as i64,
+    );
+    assert!(
+        kinds(&ev).contains(&EventType::ShipmentArrived),
+        "{:?}",
+        kinds(&ev)
+    );
+    assert_eq!(
+        tr.shipment(T, "S1").unwrap().status,
+        ShipmentStatus::Arrived
+    );
+}
+
+#[test]
+fn a_restored_snapshot_gives_the_same_etas_with_what_it_learned() {
+    let corners = [(123.0, 41.0), (123.4, 41.0)];
+    let path = along(&corners);
+    let mut tr = tracker();
+    // Three earlier trips teach the tenant the road and calibrate the window.
+    for trip in 0..3 {
+        let id = format!("S{trip}");
+        let mut def = shipment(
+            &id,
+            Some(Place::Point {
+                lon: 123.0,
+                lat: 41.0,
+            }),
+            Place::Point {
+                lon: 123.4,
+                lat: 41.0,
+            },
+        );
+        def.route = Some(LineString::from(corners.to_vec()));
+        tr.upsert_shipment(T, def).unwrap();
+        drive(&mut tr, &path, trip * 100_000);
+        assert_eq!(tr.shipment(T, &id).unwrap().status, ShipmentStatus::Arrived);
+        tr.remove_shipment(T, &id);
+    }
+    let mut def = shipment(
+        "S9",
+        Some(Place::Point {
+            lon: 123.0,
+            lat: 41.0,
+        }),
+        Place::Point {
+            lon: 123.4,
+            lat: 41.0,
+        },
+    );
+    def.route = Some(LineString::from(corners.to_vec()));
+    tr.upsert_shipment(T, def).unwrap();
+    let half = path.len() / 2;
+    drive(&mut tr, &path[..half], 1_000_000);
+    let json = serde_json::to_string(&tr.snapshot()).unwrap();
+    let mut back = Tracker::restore(serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(back.shipment_eta(T, "S9"), tr.shipment_eta(T, "S9"));
+    // Learned: the route times know the road.
+    let sh = tr.shipment(T, "S9").unwrap();
+    assert!(sh.eta_trip.times.is_some());
+    for (i, &(lon, lat)) in path[half..path.len() - 3].iter().enumerate() {
+        let r = fix(lon, lat, 1_000_000 + 60 * (half + i) as i64);
+        let (a, b) = (apply(&mut tr, "t1", r), apply(&mut back, "t1", r));
+        assert_eq!(a, b);
+        assert_eq!(back.shipment_eta(T, "S9"), tr.shipment_eta(T, "S9"));
+    }
+    let eta = tr.shipment_eta(T, "S9").unwrap();
+    assert!(eta.p10_ms <= eta.eta_ms && eta.eta_ms <= eta.p90_ms);
+    assert!(eta.eta_ms >= eta.computed_at_ms);
+}

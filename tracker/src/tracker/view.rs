@@ -14,11 +14,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use super::plans::remaining;
+use super::plans::eta_now;
 use super::{DeviceView, Tracker};
-use crate::eta;
 use crate::positions::PositionIndex;
-use crate::shipment::{Eta, ShipmentState, ShipmentStatus};
+use crate::shipment::{Eta, ShipmentState};
 
 /// Every tenant's live state as of one moment. Cheap to share (`Arc`), never changed.
 #[derive(Debug, Clone, Default)]
@@ -166,16 +165,15 @@ impl Tracker {
             return sh.eta;
         }
         let d = &self.devices[*self.tenants[t].devices.get(&sh.def.device)? as usize];
-        let fix = d.fix?;
-        let (remaining_m, method) = remaining(&self.settings, &self.plans[s], &fix)?;
-        Some(eta::estimate(
-            remaining_m,
-            method,
-            &d.speed,
-            &self.settings.eta,
-            d.fix_ts_ms,
-            sh.status != ShipmentStatus::Planned,
-        ))
+        let (e, _, _) = eta_now(
+            &self.settings,
+            &self.plans[s],
+            sh,
+            d,
+            None,
+            &self.tenants[t].eta,
+        )?;
+        Some(e)
     }
 }
 

@@ -5,12 +5,13 @@ use serde_json::json;
 
 use super::{RuleCtx, Transition, uncertain};
 use crate::device::DeviceState;
-use crate::eta;
+use crate::eta::{self, RouteTimes};
+use crate::eta_history::EtaHistory;
 use crate::event::{EventType, format_rfc3339};
 use crate::geodesy;
 use crate::reading::Fix;
 use crate::shipment::{Place, ShipmentDef, ShipmentState, ShipmentStatus};
-use crate::tracker::plans::{ShipmentPlan, remaining};
+use crate::tracker::plans::{ShipmentPlan, ahead, eta_now, route_projection};
 
 /// Departure, arrival, route corridor and ETA for one shipment carried by a device that just
 /// reported a fix at `ctx.ts`; `transitions` are the fence transitions that fix confirmed.
@@ -21,12 +22,31 @@ pub(in crate::tracker) fn eval_shipment_fix(
     plan: &ShipmentPlan,
     fix: &Fix,
     transitions: &[Transition],
+    history: &mut EtaHistory,
 ) {
     let settings = ctx.settings;
     let ts = ctx.ts;
     if !sh.status.is_active() {
         return;
     }
+    // Progress along the planned route (windowed, so it does not jump between legs).
+    let proj = plan.route.as_ref().map(|route| {
+        if sh.eta_trip.route_m != Some(route.length_m()) {
+            sh.eta_trip.start_over(route.length_m());
+        }
+        let p = route_projection(settings, route, sh, fix, ts);
+        sh.eta_trip.progress_m = Some(p.along_m);
+        p
+    });
+    // Route-aware arrival (SPEC section 17): with a planned route, the destination counts
+    // only near the route's end; a pass through it earlier on is not an arrival.
+    let near_end = match (&plan.route, proj) {
+        (Some(route), Some(p)) => {
+            let corridor = sh.def.route_corridor_m.unwrap_or(settings.route_corridor_m);
+            route.length_m() - p.along_m <= corridor.max(2.0 * settings.place_radius_m)
+        }
+        _ => true,
+    };
     let here = (fix.lon, fix.lat);
     let r = settings.place_radius_m;
     let mut depart_at = None;
@@ -58,16 +78,27 @@ pub(in crate::tracker) fn eval_shipment_fix(
     match &sh.def.destination {
         Place::Point { lon, lat } => {
             let inside = geodesy::distance_m(here, (*lon, *lat)) <= r;
-            if inside && !sh.at_destination {
+            // Without a route: on entering. With one: the first fix inside near its end.
+            if inside && (!sh.at_destination || plan.route.is_some()) && near_end {
                 arrive_at = Some(ts);
             }
             sh.at_destination = inside;
         }
         Place::Geofence(_) => {
             for t in transitions {
-                if Some(t.slot) == plan.destination_slot && t.entered {
+                if Some(t.slot) == plan.destination_slot && t.entered && near_end {
                     arrive_at = Some(t.crossing_ms);
                 }
+            }
+            // Entered earlier in the route, still inside now that the route is done.
+            if arrive_at.is_none()
+                && plan.route.is_some()
+                && near_end
+                && d.memberships
+                    .iter()
+                    .any(|m| Some(m.slot) == plan.destination_slot && m.inside)
+            {
+                arrive_at = Some(ts);
             }
         }
     }
@@ -89,6 +120,7 @@ pub(in crate::tracker) fn eval_shipment_fix(
         sh.status = ShipmentStatus::Arrived;
         sh.arrived_ms = Some(at);
         sh.eta = None;
+        history.record_arrival(&sh.eta_trip.samples, at);
         let late_by_s = sh
             .def
             .deadline_ms
@@ -109,8 +141,7 @@ pub(in crate::tracker) fn eval_shipment_fix(
 
     // Route corridor.
     let confirm_ms = settings.confirm_seconds as i64 * 1000;
-    if let (Some(route), ShipmentStatus::InTransit) = (&plan.route, sh.status) {
-        let p = route.project(fix.lon, fix.lat);
+    if let (Some(p), ShipmentStatus::InTransit) = (proj, sh.status) {
         let corridor = sh.def.route_corridor_m.unwrap_or(settings.route_corridor_m);
         let off = p.off_route_m > corridor;
         let unsure = uncertain(fix.accuracy_m, || (p.off_route_m - corridor).abs());
@@ -141,12 +172,25 @@ pub(in crate::tracker) fn eval_shipment_fix(
         }
     }
 
-    // ETA.
-    let Some((remaining_m, method)) = remaining(settings, plan, fix) else {
+    // ETA: refresh the route's learned times now and then, fold this fix into the trip's
+    // pace, estimate, and keep the first raw estimate of each progress bucket.
+    if let Some(route) = &plan.route
+        && sh.eta_trip.needs_times(route, ts)
+    {
+        sh.eta_trip.times = Some(RouteTimes::build(route, history, ts));
+    }
+    let under_way = sh.status != ShipmentStatus::Planned;
+    if under_way && let Some(a) = ahead(settings, plan, sh, proj, fix) {
+        sh.eta_trip.start_remaining_m.get_or_insert(a.remaining_m);
+        let v = d.speed.planning_mps(&settings.eta, true);
+        sh.eta_trip.observe(ts, &a, v);
+    }
+    let Some((e, raw, b)) = eta_now(settings, plan, sh, d, proj, history) else {
         return;
     };
-    let under_way = sh.status != ShipmentStatus::Planned;
-    let e = eta::estimate(remaining_m, method, &d.speed, &settings.eta, ts, under_way);
+    if under_way {
+        sh.eta_trip.sample(b, ts, raw);
+    }
     sh.eta = Some(e);
     if sh.status != ShipmentStatus::InTransit {
         return;

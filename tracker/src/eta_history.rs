@@ -1,0 +1,352 @@
+//! What a tenant's ETA model has learned from its own history: travel pace and stop time per
+//! map cell, and the errors of its past ETAs per trip-progress bucket (see `docs/eta.md`).
+//!
+//! Pure and deterministic: it is fed every fix as it is applied (`learn`) and every arrival
+//! (`record_arrival`), keeps no clock, and is part of the tracker's snapshot, so a restored
+//! tracker gives the same ETAs.
+//!
+//! Cells are ~500 m squares (latitude bands of [`CELL_DEG`], longitude steps widened by
+//! 1/cos(latitude)). A cell keeps the time and distance of moving samples (pace, s/m, is
+//! their ratio: the harmonic mean of speed, which is what travel time needs), the time spent
+//! stopped in it and the number of visits, all decayed by half once a cell has seen
+//! [`MAX_VISITS`] visits so that it follows change.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::geodesy;
+use crate::reading::{Fix, TimestampMs};
+
+/// Cell height, degrees of latitude (~500 m).
+pub const CELL_DEG: f64 = 0.0045;
+/// Samples at or above this speed (m/s) are travel; below, a stop.
+const MOVING_MPS: f64 = 1.0;
+/// A gap longer than this between two fixes teaches nothing (ms).
+const MAX_GAP_MS: i64 = 10 * 60_000;
+/// One visit's stop time counts at most this much (s): a vessel anchored for a day must not
+/// make everyone passing expect a day's stop.
+const MAX_STOP_PER_VISIT_S: f64 = 30.0 * 60.0;
+/// Once a cell has seen this many visits its sums are halved (recency).
+const MAX_VISITS: f64 = 64.0;
+/// Cells a tenant learns at most; past it, known cells keep learning, new ones are ignored.
+pub const MAX_CELLS: usize = 200_000;
+/// Progress buckets of the calibration (quarters of the trip).
+pub const BUCKETS: usize = 4;
+/// Residuals kept per bucket (the most recent).
+const MAX_RESIDUALS: usize = 400;
+
+/// Learned figures of one cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellStats {
+    /// Time spent moving in the cell, seconds.
+    pub moving_s: f64,
+    /// Distance covered moving in the cell, metres.
+    pub moving_m: f64,
+    /// Time spent stopped in the cell, seconds (each visit capped).
+    pub stop_s: f64,
+    /// Visits (a device entering the cell).
+    pub visits: f64,
+}
+
+/// Where each device was, to count visits and cap a visit's stop time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct DeviceTrace {
+    cell: u64,
+    visit_stop_s: f64,
+}
+
+/// A tenant's learned ETA state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EtaHistory {
+    /// Per cell key ([`cell_key`]); serialized sorted, so snapshots are deterministic.
+    #[serde(with = "sorted_map")]
+    cells: HashMap<u64, CellStats>,
+    /// Per tenant-local device slot.
+    #[serde(with = "sorted_map")]
+    traces: HashMap<u32, DeviceTrace>,
+    /// ln(real time to go / raw estimate) of past ETAs, per progress bucket, oldest first.
+    residuals: [VecDeque<f64>; BUCKETS],
+}
+
+/// Quantiles of ln(real / raw estimate): the 10th, 50th and 90th percentile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calibration {
+    pub q10: f64,
+    pub q50: f64,
+    pub q90: f64,
+}
+
+/// With no history: an honest guess of the spread of a naive ETA (from the evaluation's
+/// tuning part): the real time to go between 0.6x and 1.8x the estimate 80 % of the time.
+pub const PRIOR: Calibration = Calibration {
+    q10: -0.51, // ln 0.6
+    q50: 0.0,
+    q90: 0.59, // ln 1.8
+};
+/// Weight of the prior, in residuals.
+const PRIOR_WEIGHT: f64 = 20.0;
+
+/// The key of the cell holding `(lon, lat)`.
+pub fn cell_key(lon: f64, lat: f64) -> u64 {
+    let row = ((lat + 90.0) / CELL_DEG).floor().clamp(0.0, 65_535.0);
+    let band_lat = (row + 0.5) * CELL_DEG - 90.0;
+    let step = CELL_DEG / band_lat.to_radians().cos().max(0.01);
+    let col = ((geodesy::wrap_lon(lon) + 180.0) / step).floor().max(0.0);
+    ((row as u64) << 32) | (col as u64 & 0xFFFF_FFFF)
+}
+
+impl EtaHistory {
+    /// Learns from a fix of tenant-local device `local` at `ts`, given its previous fix.
+    pub fn learn(
+        &mut self,
+        local: u32,
+        prev: Option<(Fix, TimestampMs)>,
+        fix: &Fix,
+        ts: TimestampMs,
+    ) {
+        if !(fix.lon.is_finite() && fix.lat.is_finite()) {
+            return;
+        }
+        let here = cell_key(fix.lon, fix.lat);
+        let room = self.cells.len() < MAX_CELLS;
+        let trace = self.traces.entry(local).or_default();
+        let new_visit = trace.cell != here;
+        if new_visit {
+            trace.cell = here;
+            trace.visit_stop_s = 0.0;
+        }
+        if let Some((p, pts)) = prev {
+            let dt_ms = ts - pts;
+            if dt_ms > 0 && dt_ms <= MAX_GAP_MS {
+                let dt = dt_ms as f64 / 1000.0;
+                let d = geodesy::distance_m((p.lon, p.lat), (fix.lon, fix.lat));
+                let mid = cell_key((p.lon + fix.lon) / 2.0, (p.lat + fix.lat) / 2.0);
+                if d / dt >= MOVING_MPS {
+                    if let Some(c) = cell_mut(&mut self.cells, mid, room) {
+                        c.moving_s += dt;
+                        c.moving_m += d;
+                    }
+                } else {
+                    let add = dt.min(MAX_STOP_PER_VISIT_S - trace.visit_stop_s).max(0.0);
+                    trace.visit_stop_s += add;
+                    if let Some(c) = cell_mut(&mut self.cells, here, room) {
+                        c.stop_s += add;
+                    }
+                }
+            }
+        }
+        if new_visit && let Some(c) = cell_mut(&mut self.cells, here, room) {
+            c.visits += 1.0;
+            if c.visits > MAX_VISITS {
+                c.moving_s /= 2.0;
+                c.moving_m /= 2.0;
+                c.stop_s /= 2.0;
+                c.visits /= 2.0;
+            }
+        }
+    }
+
+    /// Forgets a removed device's trace.
+    pub fn forget_device(&mut self, local: u32) {
+        self.traces.remove(&local);
+    }
+
+    /// Cells learned so far.
+    pub fn cells(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// What was learned of the cell at `(lon, lat)`, if it has seen travel.
+    pub fn cell(&self, lon: f64, lat: f64) -> Option<LearnedCell> {
+        let c = self.cells.get(&cell_key(lon, lat))?;
+        if c.moving_m <= 0.0 {
+            return None;
+        }
+        Some(LearnedCell {
+            pace_s_per_m: c.moving_s / c.moving_m,
+            weight: c.moving_m / (c.moving_m + CELL_PRIOR_M),
+            stop_s: if c.visits >= 3.0 {
+                c.stop_s / c.visits
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// Records how a trip's past ETAs fared: `samples` are (time asked, raw seconds to go)
+    /// per progress bucket, `arrived_ms` the real arrival.
+    pub fn record_arrival(
+        &mut self,
+        samples: &[Option<(TimestampMs, f64)>; BUCKETS],
+        arrived_ms: TimestampMs,
+    ) {
+        for (b, s) in samples.iter().enumerate() {
+            let Some((at, raw_s)) = *s else { continue };
+            let real_s = (arrived_ms - at) as f64 / 1000.0;
+            if raw_s < 1.0 || real_s < 1.0 {
+                continue;
+            }
+            let r = (real_s / raw_s).ln().clamp(-3.0, 3.0);
+            let q = &mut self.residuals[b];
+            if q.len() == MAX_RESIDUALS {
+                q.pop_front();
+            }
+            q.push_back(r);
+        }
+    }
+
+    /// Calibration for progress bucket `b`: split-conformal quantiles of the bucket's past
+    /// residuals, blended with [`PRIOR`] while they are few.
+    pub fn calibration(&self, b: usize) -> Calibration {
+        let q = &self.residuals[b.min(BUCKETS - 1)];
+        let n = q.len();
+        if n == 0 {
+            return PRIOR;
+        }
+        let mut v: Vec<f64> = q.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        // Finite-sample (conformal) ranks: ceil((n + 1) q) - 1, clamped.
+        let at = |p: f64| {
+            let k = (((n + 1) as f64 * p).ceil() as usize).clamp(1, n) - 1;
+            v[k]
+        };
+        let w = n as f64 / (n as f64 + PRIOR_WEIGHT);
+        let mix = |e: f64, p: f64| w * e + (1.0 - w) * p;
+        let q10 = mix(at(0.1), PRIOR.q10);
+        let q50 = mix(at(0.5), PRIOR.q50);
+        let q90 = mix(at(0.9), PRIOR.q90);
+        Calibration {
+            q10: q10.min(q50),
+            q50,
+            q90: q90.max(q50),
+        }
+    }
+}
+
+fn cell_mut(cells: &mut HashMap<u64, CellStats>, key: u64, room: bool) -> Option<&mut CellStats> {
+    if room {
+        Some(cells.entry(key).or_default())
+    } else {
+        cells.get_mut(&key)
+    }
+}
+
+/// A cell's learned figures, as the model uses them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnedCell {
+    /// Seconds per metre of travel through the cell.
+    pub pace_s_per_m: f64,
+    /// How far to trust `pace_s_per_m`, in [0, 1): travel seen / (travel seen + 1 km).
+    pub weight: f64,
+    /// Stop time expected on a visit, seconds.
+    pub stop_s: f64,
+}
+
+/// Travel (m) through a cell that weighs as much as the device's own speed.
+const CELL_PRIOR_M: f64 = 1_000.0;
+
+/// Progress bucket of a trip `fraction` done, in [0, 1].
+pub fn bucket(fraction: f64) -> usize {
+    ((fraction.clamp(0.0, 1.0) * BUCKETS as f64) as usize).min(BUCKETS - 1)
+}
+
+/// Serializes a `HashMap` as a list of pairs sorted by key, so equal maps give equal bytes.
+mod sorted_map {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K, V, S>(m: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+    where
+        K: Serialize + Ord,
+        V: Serialize,
+        S: Serializer,
+    {
+        let mut v: Vec<(&K, &V)> = m.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(lon: f64, lat: f64) -> Fix {
+        Fix {
+            lat,
+            lon,
+            speed_kmh: None,
+            heading_deg: None,
+            accuracy_m: None,
+        }
+    }
+
+    #[test]
+    fn neighbouring_cells_are_about_500_m_apart() {
+        let a = cell_key(10.0, 50.0);
+        assert_eq!(a, cell_key(10.0001, 50.0001));
+        assert_ne!(a, cell_key(10.01, 50.0));
+        assert_ne!(a, cell_key(10.0, 50.005));
+    }
+
+    #[test]
+    fn a_cell_learns_the_pace_of_travel_through_it() {
+        let mut h = EtaHistory::default();
+        // 10 m/s eastwards, a fix every 10 s, many times over.
+        for _ in 0..20 {
+            let mut prev = None;
+            for i in 0..200 {
+                let f = fix(10.0 + i as f64 * 0.0014, 50.0);
+                h.learn(0, prev, &f, i * 10_000);
+                prev = Some((f, i * 10_000));
+            }
+        }
+        let c = h.cell(10.1, 50.0).unwrap();
+        assert!((c.pace_s_per_m - 0.1).abs() < 0.01, "{c:?}");
+        assert!(c.weight > 0.9, "{c:?}");
+        assert_eq!(c.stop_s, 0.0);
+    }
+
+    #[test]
+    fn calibration_starts_at_the_prior_and_follows_the_residuals() {
+        let mut h = EtaHistory::default();
+        assert_eq!(h.calibration(1), PRIOR);
+        for i in 0..400 {
+            let mut s = [None; BUCKETS];
+            s[1] = Some((0, 1000.0));
+            // Real times to go between 1000 and 1399 s.
+            h.record_arrival(&s, 1_000_000 + (i % 400) * 1000);
+        }
+        let c = h.calibration(1);
+        assert!(c.q10 < c.q50 && c.q50 < c.q90, "{c:?}");
+        assert!((c.q50 - 1.2f64.ln()).abs() < 0.05, "{c:?}");
+        assert_eq!(h.calibration(0), PRIOR);
+    }
+
+    #[test]
+    fn serialization_is_sorted_and_round_trips() {
+        let mut h = EtaHistory::default();
+        let mut prev = None;
+        for i in 0..50 {
+            let f = fix(10.0 + i as f64 * 0.003, 50.0 + i as f64 * 0.001);
+            h.learn(i as u32 % 3, prev, &f, i * 30_000);
+            prev = Some((f, i * 30_000));
+        }
+        let a = serde_json::to_string(&h).unwrap();
+        let back: EtaHistory = serde_json::from_str(&a).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(serde_json::to_string(&back).unwrap(), a);
+    }
+}
