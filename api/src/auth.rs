@@ -4,6 +4,9 @@
 //! cover all of them unless the query names one with `?tenant=ID`, and endpoints on a single
 //! resource (`/v1/devices/{id}`, creating one, ...) need that `?tenant=`. A tenant key's
 //! `?tenant=` is ignored.
+//!
+//! Each valid key is held to `limits.requests_per_second` (429 with `retry-after` past it);
+//! unknown keys are remembered briefly, so repeating one costs no store read.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -75,10 +78,14 @@ impl FromRequestParts<ApiState> for Caller {
                 .0
                 .tenant
                 .filter(|t| !t.is_empty());
+            state.check_rate(&hash, "this key")?;
             return Ok(Caller::Admin { tenant });
         }
         match state.key_tenant(hash).await? {
-            Some(tenant) => Ok(Caller::Tenant(tenant)),
+            Some(tenant) => {
+                state.check_rate(&hash, "this key")?;
+                Ok(Caller::Tenant(tenant))
+            }
             None => Err(ApiError::Unauthorized),
         }
     }

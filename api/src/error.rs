@@ -6,8 +6,8 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use landport_pipeline::CommandError;
 use landport_store::StoreError;
@@ -46,6 +46,22 @@ pub enum ApiError {
     /// 415: a JSON body without `Content-Type: application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 408: the request took longer than `http.request_timeout_seconds`.
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
+    /// 422: a per-tenant quota of `[limits]` is reached; `limit` names it (`limits.devices`).
+    #[error("{message}")]
+    LimitExceeded {
+        limit: &'static str,
+        message: String,
+    },
+    /// 429: a rate or a concurrency limit (`limit`), with the time after which to retry.
+    #[error("{message}")]
+    TooManyRequests {
+        limit: &'static str,
+        retry_after: std::time::Duration,
+        message: String,
+    },
     /// 503: the pipeline (and so the live tracker) has stopped.
     #[error("the tracker is not running")]
     Unavailable,
@@ -79,6 +95,11 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::LimitExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+            }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -95,8 +116,31 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = json!({"error": {"code": code, "message": message}});
-        (status, axum::Json(body)).into_response()
+        let mut body = json!({"error": {"code": code, "message": message}});
+        let mut res = match &self {
+            ApiError::LimitExceeded { limit, .. } => {
+                body["error"]["limit"] = json!(limit);
+                (status, axum::Json(body)).into_response()
+            }
+            ApiError::TooManyRequests {
+                limit, retry_after, ..
+            } => {
+                body["error"]["limit"] = json!(limit);
+                // Whole seconds, rounded up (RFC 9110 §10.2.3): never 0, which means "now".
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let mut res = (status, axum::Json(body)).into_response();
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                res
+            }
+            _ => (status, axum::Json(body)).into_response(),
+        };
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The client may have sent part of a body we did not read.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
     }
 }
 
@@ -130,8 +174,9 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
         match r.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
-                "the body is larger than {} bytes",
-                crate::MAX_BODY_BYTES
+                "the body is larger than this endpoint takes ({} bytes; geofences {} bytes)",
+                crate::MAX_BODY_BYTES,
+                crate::MAX_GEOFENCE_BODY_BYTES
             )),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(r.body_text()),
             // Syntax errors (axum: 400) and type or unknown-field errors (axum: 422) alike.

@@ -37,6 +37,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod limits;
 mod openapi;
 mod state;
 mod v1;
@@ -44,6 +45,7 @@ pub use v1::positions::positions_json;
 pub mod web;
 
 pub use error::ApiError;
+pub use limits::Limits;
 pub use state::ApiState;
 
 use std::net::SocketAddr;
@@ -69,6 +71,8 @@ pub struct AppState {
 
 /// Largest request body accepted, bytes; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest body of a geofence (`POST /v1/geofences`, `PUT /v1/geofences/{id}`), bytes.
+pub const MAX_GEOFENCE_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The operational endpoints only (`/healthz`, `/readyz`, `/metrics`).
 pub fn router(state: AppState) -> Router {
@@ -119,7 +123,30 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// How the HTTP server treats connections (SPEC 15): filled by the binary from `[http]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeSettings {
+    /// A client must send a request's headers within this long, on a new connection and on a
+    /// kept-alive one waiting for its next request (hyper's header read timeout): a slow or
+    /// idle client is disconnected after it (slowloris).
+    pub header_read_timeout: std::time::Duration,
+    /// Connections open at once; past it the server stops accepting (new ones wait in the
+    /// kernel's listen queue) until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, each connection driven by hyper's HTTP/1
+/// server with a timer (the header read timeout of `settings`), at most
+/// `settings.max_connections` at once.
 ///
 /// In-flight requests get [`SHUTDOWN_GRACE`] to finish; connections that never end by
 /// themselves (an open map's event stream) are then dropped, so a stop never hangs on a
@@ -128,16 +155,68 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
+    settings: ServeSettings,
 ) -> std::io::Result<()> {
-    let graceful =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tokio::select! {
-        result = graceful => result,
-        _ = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => Ok(()),
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    loop {
+        // A slot first: at the cap, connections queue in the kernel, not in our memory.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin; a failed
+                    // handshake of one client (ECONNABORTED...) is that client's problem.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // An error here is the client's (reset, timeout, malformed request): not logged.
+            let _ = conn.await;
+            drop(slot);
+        });
     }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+    Ok(())
+}
+
+/// Fails a request that takes longer than `timeout` with a JSON 408. Applied to every route but
+/// the live stream, whose response (headers) starts at once and whose body may last hours: the
+/// timeout covers reading the request and computing the response, not streaming its body.
+pub fn request_timeout(router: Router, timeout: std::time::Duration) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(res) => res,
+                Err(_) => ApiError::Timeout(timeout).into_response(),
+            }
+        },
+    ))
 }
 
 /// How long requests still running at shutdown may take.

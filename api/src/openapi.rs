@@ -67,7 +67,67 @@ impl Modify for BearerScheme {
 /// The document, built once.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().merge_from(crate::v1::Doc::openapi()))
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi().merge_from(crate::v1::Doc::openapi());
+        add_limit_responses(&mut doc);
+        doc
+    })
+}
+
+/// Every `/v1` operation may answer 408 (over `http.request_timeout_seconds`) and 429 (over the
+/// key's or share link's `limits.requests_per_second`, with `retry-after`): added here once
+/// rather than on each handler.
+fn add_limit_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
+    let error = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build()
+    };
+    let timeout = ResponseBuilder::new()
+        .description("the request took longer than http.request_timeout_seconds (code `timeout`)")
+        .content("application/json", error())
+        .build();
+    let too_many = ResponseBuilder::new()
+        .description(
+            "over a rate (`limits.requests_per_second` per key or share link) or a cap \
+             (`limits.sse_connections`), named in the body's `limit`; retry after `retry-after` \
+             seconds",
+        )
+        .header(
+            "retry-after",
+            HeaderBuilder::new()
+                .description(Some("seconds to wait"))
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Integer)
+                        .build(),
+                ))
+                .build(),
+        )
+        .content("application/json", error())
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let r = &mut op.responses.responses;
+            r.entry("408".to_owned())
+                .or_insert_with(|| RefOr::T(timeout.clone()));
+            r.entry("429".to_owned())
+                .or_insert_with(|| RefOr::T(too_many.clone()));
+        }
+    }
 }
 
 /// `GET /openapi.json`: the document, no key needed.

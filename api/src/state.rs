@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use landport_pipeline::{Command, Outcome, TrackerHandle};
 use landport_store::{KeyHash, Store, StoreError};
@@ -11,6 +12,7 @@ use landport_tracker::Event;
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;
+use crate::limits::{Limits, RateLimiter, StreamSlot, StreamSlots, TenantQuota};
 
 /// State of the `/v1` routes. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +33,12 @@ struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     /// The live maps' shared positions feeds.
     positions: crate::v1::positions_feed::PositionsHub,
+    /// Per-tenant quotas, the per-key rate, the live streams' cap.
+    limits: Limits,
+    /// Requests per API key and per share token.
+    rate: RateLimiter,
+    /// Open live streams per tenant.
+    streams: Arc<StreamSlots>,
 }
 
 impl ApiState {
@@ -41,6 +49,17 @@ impl ApiState {
         tracker: TrackerHandle,
         events: broadcast::Sender<Arc<Event>>,
         admin_key: Option<&str>,
+    ) -> Result<ApiState, StoreError> {
+        ApiState::with_limits(store_dir, tracker, events, admin_key, Limits::default())
+    }
+
+    /// [`ApiState::new`] with the `[limits]` the binary read from the config.
+    pub fn with_limits(
+        store_dir: &Path,
+        tracker: TrackerHandle,
+        events: broadcast::Sender<Arc<Event>>,
+        admin_key: Option<&str>,
+        limits: Limits,
     ) -> Result<ApiState, StoreError> {
         // The writer first: it creates and migrates the database the reader needs.
         let writer = Store::open(store_dir)?;
@@ -56,6 +75,9 @@ impl ApiState {
                 keys: Mutex::default(),
                 events,
                 positions: Default::default(),
+                rate: RateLimiter::new(&limits),
+                streams: StreamSlots::new(limits.sse_connections),
+                limits,
             }),
         })
     }
@@ -64,20 +86,60 @@ impl ApiState {
         self.inner.admin_key.as_ref()
     }
 
+    /// The quotas and rates in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Counts a request of the key (or share token) whose hash is `hash`; the 429 past its rate.
+    pub(crate) fn check_rate(&self, hash: &KeyHash, what: &str) -> Result<(), ApiError> {
+        self.inner.rate.check(&hash.0, what)
+    }
+
+    /// A slot for a live stream of `tenant` (`""`: an admin's over every tenant), or the 429.
+    pub(crate) fn stream_slot(&self, tenant: &str) -> Result<StreamSlot, ApiError> {
+        self.inner.streams.acquire(tenant)
+    }
+
+    /// The 422 if `tenant` already has as many as `quota` allows; call before a create. Two
+    /// creates at once may both pass with one left: a quota bounds growth, it is no ledger.
+    pub async fn check_quota(&self, quota: TenantQuota, tenant: &str) -> Result<(), ApiError> {
+        let max = quota.max(&self.inner.limits);
+        let t = tenant.to_owned();
+        let count = self
+            .read(move |st| match quota {
+                TenantQuota::Devices => st.count_devices(&t),
+                TenantQuota::Geofences => st.count_geofences(&t),
+                TenantQuota::ShipmentsActive => st.count_active_shipments(&t),
+            })
+            .await?;
+        if u64::try_from(count).unwrap_or(0) >= max {
+            return Err(quota.exceeded(tenant, max));
+        }
+        Ok(())
+    }
+
     /// The tenant of a valid (not revoked) tenant key, by its hash.
     ///
     /// Valid keys are remembered, so that most requests skip a SQLite read and the hop to a
     /// blocking thread (a third of `/eta`'s cost in the bench). Revocation goes through
     /// [`ApiState::forget_key`]; keys are only ever revoked through this API, in this process.
     pub(crate) async fn key_tenant(&self, hash: KeyHash) -> Result<Option<String>, ApiError> {
+        let now = Instant::now();
         let generation = {
             let cache = self.key_cache();
             if let Some((_, tenant)) = cache.valid.get(&hash) {
                 return Ok(Some(tenant.clone()));
             }
+            if cache.invalid.get(&hash).is_some_and(|until| *until > now) {
+                return Ok(None);
+            }
             cache.generation
         };
         let found = self.read(move |s| s.lookup_key_hash(&hash)).await?;
+        if found.is_none() {
+            self.key_cache().remember_invalid(hash, now);
+        }
         if let Some((key_id, tenant)) = &found {
             let mut cache = self.key_cache();
             // A revocation since the read started may concern this very key: don't remember it.
@@ -101,6 +163,11 @@ impl ApiState {
 
     /// Forgets a tenant key, and stops lookups already under way from remembering it. Call it
     /// before revoking in the store (so no lookup caches it meanwhile) and after.
+    /// Forgets that a key was found invalid: it has just been created.
+    pub(crate) fn key_created(&self, hash: &KeyHash) {
+        self.key_cache().invalid.remove(hash);
+    }
+
     pub(crate) fn forget_key(&self, tenant: &str, key_id: &str) {
         let mut cache = self.key_cache();
         cache.generation += 1;
@@ -185,11 +252,30 @@ impl ApiState {
 /// At most this many keys are remembered; past it, the cache starts over.
 const KEY_CACHE_MAX: usize = 10_000;
 
-/// Valid tenant keys by hash: (key id, tenant). `generation` counts revocations.
+/// How long a key found invalid is answered 401 without asking the store again. Short: a key
+/// created by another process (the CLI) works after at most this long.
+const INVALID_KEY_TTL: Duration = Duration::from_secs(5);
+
+/// Valid tenant keys by hash: (key id, tenant). `generation` counts revocations. `invalid`:
+/// keys the store did not know, until when that answer stands, so that a client repeating a
+/// bad key costs no store read per request; bounded by [`KEY_CACHE_MAX`] too.
 #[derive(Default)]
 struct KeyCache {
     valid: HashMap<KeyHash, (String, String)>,
     generation: u64,
+    invalid: HashMap<KeyHash, Instant>,
+}
+
+impl KeyCache {
+    fn remember_invalid(&mut self, hash: KeyHash, now: Instant) {
+        if self.invalid.len() >= KEY_CACHE_MAX {
+            self.invalid.retain(|_, until| *until > now);
+            if self.invalid.len() >= KEY_CACHE_MAX {
+                self.invalid.clear();
+            }
+        }
+        self.invalid.insert(hash, now + INVALID_KEY_TTL);
+    }
 }
 
 /// The store connections. One of each for now; SQLite's WAL lets the reader run beside both

@@ -892,10 +892,20 @@ async fn bad_bodies_get_json_errors_not_plain_text() {
         (s, code(&v)),
         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
     );
+    // Geofences may be up to 4 MiB (SPEC 15): 2 MB is read, and over the vertex cap; 5 MB is not.
     let big_fence = json!({"type": "Feature", "geometry": {"type": "LineString",
         "coordinates": vec![[1.0, 1.0]; 200_000]}, "properties": {"corridor_m": 5}});
-    let (s, _) = app
+    let (s, v) = app
         .call("POST", "/v1/geofences", Some(&acme), Some(big_fence))
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded")
+    );
+    let huge_fence = json!({"type": "Feature", "geometry": {"type": "LineString",
+        "coordinates": vec![[1.0, 1.0]; 500_000]}, "properties": {"corridor_m": 5}});
+    let (s, _) = app
+        .call("POST", "/v1/geofences", Some(&acme), Some(huge_fence))
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
 

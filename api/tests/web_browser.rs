@@ -175,6 +175,7 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
         listener,
         router.clone(),
         shutdown.clone(),
+        Default::default(),
     ));
 
     let share = post(&router, "/v1/shipments/SHP-1/share", &key, json!({})).await;

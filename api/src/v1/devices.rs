@@ -18,6 +18,7 @@ use super::page::{Page, PageQuery};
 use super::view::device_json;
 use crate::auth::Caller;
 use crate::error::{ApiError, Json, Path, Query};
+use crate::limits::TenantQuota;
 use crate::state::ApiState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -75,6 +76,18 @@ impl Profile {
             max_speed_kmh: self.max_speed_kmh,
         })
     }
+}
+
+/// The longest device name, characters.
+const MAX_NAME_CHARS: usize = 256;
+
+fn check_name(name: Option<&str>) -> Result<(), ApiError> {
+    if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
+        return Err(ApiError::bad_request(format!(
+            "name is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(())
 }
 
 fn check_kind(kind: &str) -> Result<(), ApiError> {
@@ -181,6 +194,7 @@ fn keep_first(keys: &mut Vec<(String, String)>, n: usize) {
         (status = 409, description = "the id is taken", body = crate::openapi::ErrorBody),
         (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
         (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 422, description = "over `limits.devices`, named in the body", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
         (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
     )
@@ -195,6 +209,8 @@ pub async fn create(
     let kind = body.kind.unwrap_or_default();
     check_kind(&kind)?;
     let profile = body.profile.map(Profile::check).transpose()?;
+    check_name(body.name.as_deref())?;
+    s.check_quota(TenantQuota::Devices, &tenant).await?;
     let command = Command::RegisterDevice {
         tenant,
         name: body.name.unwrap_or_else(|| body.id.clone()),
@@ -285,6 +301,7 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
     let profile = body.profile.map(Profile::check).transpose()?;
+    check_name(body.name.as_deref())?;
     if let Some(k) = &body.kind {
         check_kind(k)?;
     }

@@ -1,23 +1,24 @@
 //! `GET/POST /v1/geofences`, `GET/PUT/DELETE /v1/geofences/{id}`,
 //! `GET /v1/geofences/{id}/devices`. A write is a [`Command`] carrying the geofence validated
-//! and prepared here ([`Geofence::new`], the slow part, off the pipeline's task); the pipeline
-//! stores it, then puts it into the tracker.
+//! and prepared here, once (`geojson::prepare`: vertex cap first, then
+//! [`Geofence::new`](landport_tracker::geofence::Geofence::new) on a blocking thread, off the
+//! async workers and the pipeline's task); the pipeline stores it, then puts it into the
+//! tracker as it is. Bodies up to [`crate::MAX_GEOFENCE_BODY_BYTES`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use landport_pipeline::{Command, Outcome};
 use landport_store::GeofenceRecord;
-use landport_tracker::GeofenceDef;
-use landport_tracker::geofence::Geofence;
 use serde_json::json;
 
-use super::geojson::{FeatureIn, feature};
+use super::geojson::{FeatureIn, feature, prepare};
 use super::page::PageQuery;
 use super::view::device_json;
 use super::{check_id, random_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, Json, Path, Query};
+use crate::limits::TenantQuota;
 use crate::state::ApiState;
 
 /// `{"geofences": [Feature, ...], "next": CURSOR | null}`: one page, by tenant and id.
@@ -67,6 +68,7 @@ pub async fn list(
         (status = 409, description = "the id is taken", body = crate::openapi::ErrorBody),
         (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
         (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 422, description = "over a limit (`limits.geofences`, `limits.geofence_vertices`), named in the body", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
         (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
     )
@@ -82,7 +84,9 @@ pub async fn create(
         None => random_id("gf_")?,
     };
     check_id("geofence", &id)?;
-    let fence = prepare(body.into_def(id)?)?;
+    let def = body.into_def(id, s.limits().geofence_vertices)?;
+    s.check_quota(TenantQuota::Geofences, &tenant).await?;
+    let fence = prepare(def).await?;
     let (rec, _) = geofence_outcome(s.command(Command::CreateGeofence { tenant, fence }).await?)?;
     Ok((StatusCode::CREATED, axum::Json(feature(&rec))).into_response())
 }
@@ -104,6 +108,7 @@ pub async fn create(
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
         (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
         (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 422, description = "over a limit (`limits.geofences`, `limits.geofence_vertices`), named in the body", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
         (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
     )
@@ -123,7 +128,15 @@ pub async fn put(
             "the Feature id {fid:?} differs from the path's {id:?}"
         )));
     }
-    let fence = prepare(body.into_def(id)?)?;
+    let def = body.into_def(id.clone(), s.limits().geofence_vertices)?;
+    if let Err(over) = s.check_quota(TenantQuota::Geofences, &tenant).await {
+        // At the quota, replacing one is still allowed.
+        let (t, i) = (tenant.clone(), id.clone());
+        if s.read(move |st| st.get_geofence(&t, &i)).await?.is_none() {
+            return Err(over);
+        }
+    }
+    let fence = prepare(def).await?;
     let (rec, created) =
         geofence_outcome(s.command(Command::PutGeofence { tenant, fence }).await?)?;
     let status = if created {
@@ -132,13 +145,6 @@ pub async fn put(
         StatusCode::OK
     };
     Ok((status, axum::Json(feature(&rec))).into_response())
-}
-
-/// The tracker's prepared form of a definition `into_def` has validated.
-fn prepare(def: GeofenceDef) -> Result<Geofence, ApiError> {
-    // Validated by `into_def` already, so a refusal here is a fault of ours.
-    Geofence::new(def)
-        .map_err(|e| ApiError::Internal(format!("tracker refused a validated geofence: {e}")))
 }
 
 /// The geofence a command stored, and whether it was created.

@@ -125,15 +125,50 @@ impl FeatureIn {
         }
     }
 
-    /// Converts and validates (via [`Geofence::new`]) into the definition with id `id`.
-    pub fn into_def(self, id: String) -> Result<GeofenceDef, ApiError> {
+    /// Positions in the geometry: every ring of every polygon, the line's, or 1 for a Point.
+    pub fn vertices(&self) -> u64 {
+        let n = match &self.geometry {
+            GeometryIn::Polygon { coordinates, .. } => coordinates.iter().map(Vec::len).sum(),
+            GeometryIn::MultiPolygon { coordinates, .. } => coordinates
+                .iter()
+                .flat_map(|p| p.iter().map(Vec::len))
+                .sum(),
+            GeometryIn::Point { .. } => 1,
+            GeometryIn::LineString { coordinates, .. } => coordinates.len(),
+        };
+        n as u64
+    }
+
+    /// Converts into the definition with id `id`, checking the GeoJSON (shape of the members,
+    /// positions, closed rings, at most `max_vertices` positions: a 422 naming
+    /// `limits.geofence_vertices`) but not the geometry's validity: [`prepare`] does that, once.
+    pub fn into_def(self, id: String, max_vertices: u64) -> Result<GeofenceDef, ApiError> {
         if self.kind != "Feature" {
             return Err(ApiError::bad_request(format!(
                 "expected a GeoJSON Feature, got type {:?}",
                 self.kind
             )));
         }
+        let vertices = self.vertices();
+        if vertices > max_vertices {
+            return Err(ApiError::LimitExceeded {
+                limit: "limits.geofence_vertices",
+                message: format!(
+                    "limits.geofence_vertices: the geometry has {vertices} positions, more than \
+                     the {max_vertices} allowed"
+                ),
+            });
+        }
         let p = self.properties.unwrap_or_default();
+        for (what, v) in [("properties.name", &p.name), ("properties.kind", &p.kind)] {
+            if v.as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_TEXT_CHARS)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{what} is longer than {MAX_TEXT_CHARS} characters"
+                )));
+            }
+        }
         let shape = match self.geometry {
             GeometryIn::Polygon { coordinates, .. } => {
                 no_width(&p, "Polygon")?;
@@ -193,13 +228,26 @@ impl FeatureIn {
             confirm_seconds: p.confirm_seconds,
             dwell_seconds: p.dwell_seconds,
         };
-        match Geofence::new(def.clone()) {
-            Ok(_) => Ok(def),
-            Err(TrackerError::InvalidGeometry(msg)) => Err(ApiError::InvalidGeometry(format!(
-                "invalid geometry: {msg}"
-            ))),
-            Err(other) => Err(ApiError::bad_request(other.to_string())),
-        }
+        Ok(def)
+    }
+}
+
+/// The longest geofence name or kind, characters.
+pub const MAX_TEXT_CHARS: usize = 256;
+
+/// Validates and prepares a definition ([`Geofence::new`]: O(n log n) in its vertices) on a
+/// blocking thread, off the async workers; the result goes to the tracker as it is, which
+/// does not validate again. Invalid geometry is a 400 saying why.
+pub async fn prepare(def: GeofenceDef) -> Result<Geofence, ApiError> {
+    match tokio::task::spawn_blocking(move || Geofence::new(def)).await {
+        Ok(Ok(fence)) => Ok(fence),
+        Ok(Err(TrackerError::InvalidGeometry(msg))) => Err(ApiError::InvalidGeometry(format!(
+            "invalid geometry: {msg}"
+        ))),
+        Ok(Err(other)) => Err(ApiError::bad_request(other.to_string())),
+        Err(e) => Err(ApiError::Internal(format!(
+            "geofence validation failed: {e}"
+        ))),
     }
 }
 
@@ -337,7 +385,35 @@ mod tests {
 
     fn feature_in(v: Value) -> Result<GeofenceDef, String> {
         let f: FeatureIn = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        f.into_def("fence".into()).map_err(|e| e.to_string())
+        let def = f.into_def("fence".into(), 10_000).map_err(|e| e.to_string())?;
+        // What the handlers do next (`prepare`, on a blocking thread).
+        Geofence::new(def.clone())
+            .map(|_| def)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn more_positions_than_the_cap_are_a_limit_naming_it() {
+        let ring: Vec<[f64; 2]> = (0..=12)
+            .map(|i| {
+                let a = f64::from(i % 12) / 12.0 * std::f64::consts::TAU;
+                [a.cos(), a.sin()]
+            })
+            .collect();
+        let f = |max| {
+            let f: FeatureIn = serde_json::from_value(json!({"type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]}}))
+            .unwrap();
+            f.into_def("fence".into(), max)
+        };
+        assert!(f(13).is_ok());
+        match f(12) {
+            Err(ApiError::LimitExceeded { limit, message }) => {
+                assert_eq!(limit, "limits.geofence_vertices");
+                assert!(message.contains("13 positions"), "{message}");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 
     fn square() -> Value {

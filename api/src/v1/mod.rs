@@ -22,6 +22,8 @@ mod track;
 mod view;
 
 use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware;
 use axum::routing::{delete, get, post};
 
 use crate::error::ApiError;
@@ -47,13 +49,16 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/v1/geofences",
-            get(geofences::list).post(geofences::create),
+            get(geofences::list)
+                .post(geofences::create)
+                .layer(DefaultBodyLimit::max(crate::MAX_GEOFENCE_BODY_BYTES)),
         )
         .route(
             "/v1/geofences/{id}",
             get(geofences::get_one)
                 .put(geofences::put)
-                .delete(geofences::remove),
+                .delete(geofences::remove)
+                .layer(DefaultBodyLimit::max(crate::MAX_GEOFENCE_BODY_BYTES)),
         )
         .route("/v1/geofences/{id}/devices", get(geofences::devices_inside))
         .route("/v1/positions", get(positions::positions))
@@ -72,8 +77,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/shipments/{id}/eta", get(shipments::eta))
         .route("/v1/shipments/{id}/share", post(shipments::share))
         // No key: the token is the credential.
-        .route("/v1/public/{token}", get(shipments::public))
+        .route(
+            "/v1/public/{token}",
+            get(shipments::public).layer(middleware::from_fn_with_state(state.clone(), token_rate)),
+        )
         .with_state(state)
+}
+
+/// Holds a share-token route (`/v1/public/{token}`, `/track/{token}`) to the per-key rate,
+/// keyed by the token: 429 with `retry-after` past it.
+pub(crate) async fn token_rate(
+    State(s): State<ApiState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    // Hashed apart from API keys, so that a token and a key never share a budget.
+    let hash = landport_store::KeyHash::of(&format!("share:{token}"));
+    match s.check_rate(&hash, "this share link") {
+        Ok(()) => next.run(req).await,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
 }
 
 /// The `/v1` operations of the OpenAPI document (merged into [`crate::openapi`]'s): one entry

@@ -10,6 +10,8 @@
 //! - `event: lagged` — this client fell behind the broadcast and missed `data` events; it can
 //!   fill the gap from `GET /v1/events`.
 //!
+//! A tenant may have `limits.sse_connections` streams open at once; one more gets a 429.
+//!
 //! The stream opens with the SSE comment `: ready` (ignored by SSE parsers), sent at once: the
 //! broadcast is subscribed by then, so a client that has read it gets every event published
 //! after. It also puts the response headers on the wire (hyper sends them with the first body
@@ -63,6 +65,8 @@ struct Client {
     full_due: Option<Arc<landport_tracker::LiveView>>,
     /// With `shipment=`: the view seq at the previous positions item; `None` before the first.
     since: Option<u64>,
+    /// This stream's place under `limits.sse_connections`, given back when the stream ends.
+    _slot: crate::limits::StreamSlot,
 }
 
 #[utoipa::path(
@@ -77,6 +81,7 @@ struct Client {
         (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
         (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 429, description = "over `limits.sse_connections` (or the key's rate): see `retry-after`", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
     )
 )]
@@ -97,6 +102,8 @@ pub async fn stream(
             }
         }
     }
+    // Before any work: an admin's streams over every tenant count under "".
+    let slot = s.stream_slot(caller.scope().unwrap_or(""))?;
     let shipment = q.shipment.filter(|s| !s.is_empty());
     let device = match &shipment {
         Some(id) => {
@@ -132,6 +139,7 @@ pub async fn stream(
         feed,
         full_due,
         since: None,
+        _slot: slot,
     };
     let items = stream::unfold(client, |mut c| async move {
         let item = c.next().await?;

@@ -85,6 +85,7 @@ pub async fn create_key(
     let key_id = random_id("key_")?;
     let key = random_id("lp_")? + &random_id("")?;
     let hash = KeyHash::of(&key);
+    s.key_created(&hash);
     let (t, kid) = (tenant.clone(), key_id.clone());
     let created = s
         .write(move |st| st.create_api_key(&t, &kid, &hash, now_ms()))

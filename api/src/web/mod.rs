@@ -49,6 +49,7 @@ struct Web {
 pub fn router(map: MapSettings, api: ApiState) -> Router {
     let config = page_config(&map);
     let render = |page: &str| Bytes::from(page.replace("{{CONFIG}}", &config));
+    let rate = axum::middleware::from_fn_with_state(api.clone(), crate::v1::token_rate);
     let web = Web {
         api,
         map_html: render(assets::MAP_HTML),
@@ -56,7 +57,7 @@ pub fn router(map: MapSettings, api: ApiState) -> Router {
     };
     Router::new()
         .route("/", get(map_page))
-        .route("/track/{token}", get(track_page))
+        .route("/track/{token}", get(track_page).layer(rate))
         .route("/assets/{*path}", get(asset))
         .with_state(web)
 }
