@@ -257,11 +257,23 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     let http_runtime = http_runtime().context("starting the HTTP runtime")?;
-    let api = landport_api::ApiState::new(
+    let l = &config.limits;
+    let limits = landport_api::Limits {
+        devices: l.devices,
+        geofences: l.geofences,
+        geofence_vertices: l.geofence_vertices,
+        shipments_active: l.shipments_active,
+        webhooks: l.webhooks,
+        sse_connections: l.sse_connections,
+        requests_per_second: l.requests_per_second,
+        burst: l.burst,
+    };
+    let api = landport_api::ApiState::with_limits(
         &config.storage.path,
         tracker,
         events,
         config.auth.admin_key.as_ref().map(|k| k.expose()),
+        limits,
     )
     .context("opening the API's store connections")?;
     let map = landport_api::web::MapSettings {
@@ -276,6 +288,11 @@ pub async fn run(config: Config) -> Result<()> {
         api.clone(),
     )
     .merge(landport_api::web::router(map, api));
+    let router = landport_api::request_timeout(router, config.http.request_timeout());
+    let serve_settings = landport_api::ServeSettings {
+        header_read_timeout: config.http.header_read_timeout(),
+        max_connections: config.http.max_connections,
+    };
     // Bound and served on the HTTP runtime, so connections are driven by its threads.
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (listen, http_shutdown) = (config.http.listen, shutdown.clone());
@@ -283,7 +300,7 @@ pub async fn run(config: Config) -> Result<()> {
         match landport_api::bind(listen).await {
             Ok(listener) => {
                 let _ = bound_tx.send(listener.local_addr());
-                landport_api::serve(listener, router, http_shutdown).await
+                landport_api::serve(listener, router, http_shutdown, serve_settings).await
             }
             Err(e) => {
                 let _ = bound_tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));

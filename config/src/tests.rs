@@ -339,7 +339,7 @@ fn unknown_key_is_rejected_naming_it_with_its_line() {
     let e = err("[http]\nlisen = \"127.0.0.1:8080\"");
     assert_eq!(
         e,
-        "line 2, column 1: http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `idle_timeout_seconds`, `max_connections`"
+        "line 2, column 1: http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`"
     );
 }
 
@@ -579,7 +579,7 @@ fn env_override_of_an_unknown_key_names_the_variable() {
     );
     assert_eq!(
         e.to_string(),
-        "http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `idle_timeout_seconds`, `max_connections` (set by environment variable LANDPORT_HTTP__LISEN)"
+        "http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections` (set by environment variable LANDPORT_HTTP__LISEN)"
     );
     let e = parse_env("", &[("LANDPORT_NOPE__X", "1")])
         .unwrap_err()

@@ -17,10 +17,9 @@ pub struct HttpConfig {
     /// exempt: they last as long as the viewer stays).
     pub request_timeout_seconds: u64,
     /// A client must send a request's headers within this long after connecting or after its
-    /// previous response, or the connection is closed (slowloris).
+    /// previous response, or the connection is closed: this is both the header read timeout
+    /// (slowloris) and the idle timeout of a kept-alive connection.
     pub header_read_timeout_seconds: u64,
-    /// A connection with no request under way is closed after this long.
-    pub idle_timeout_seconds: u64,
     /// Connections open at once; further ones wait in the listen queue until one closes.
     pub max_connections: usize,
 }
@@ -31,7 +30,6 @@ impl Default for HttpConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             request_timeout_seconds: 30,
             header_read_timeout_seconds: 10,
-            idle_timeout_seconds: 60,
             max_connections: 10_000,
         }
     }
@@ -48,11 +46,6 @@ impl HttpConfig {
         Duration::from_secs(self.header_read_timeout_seconds)
     }
 
-    /// `idle_timeout_seconds` as a `Duration`.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_seconds)
-    }
-
     pub(crate) fn validate(&self, p: &mut Problems) {
         for (value, path) in [
             (self.request_timeout_seconds, "http.request_timeout_seconds"),
@@ -60,7 +53,6 @@ impl HttpConfig {
                 self.header_read_timeout_seconds,
                 "http.header_read_timeout_seconds",
             ),
-            (self.idle_timeout_seconds, "http.idle_timeout_seconds"),
         ] {
             p.check(
                 (1..=86_400).contains(&value),
