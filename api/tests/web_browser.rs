@@ -162,8 +162,9 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
             "coordinates": [[121.45, 38.80], [121.55, 38.86], [121.70, 38.88]]},
         "properties": {"name": "G15 corridor", "kind": "restricted", "corridor_m": 800.0}});
     post(&router, "/v1/geofences", &key, road).await;
+    // In transit: the customer's page shows the position only then (SPEC 15).
     let shipment = json!({"id": "SHP-1", "device": "truck-7", "reference": "PO-77",
-        "destination": "depot"});
+        "destination": "depot", "status": "in_transit"});
     post(&router, "/v1/shipments", &key, shipment).await;
     fix(&tracker, "truck-7", 121.50, 38.83, 45.0).await;
     fix(&tracker, "truck-9", 121.66, 38.95, 200.0).await;
@@ -214,7 +215,7 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
     assert!(map_png.exists(), "no screenshot at {}", map_png.display());
     // The customer's page: the shipment's reference and status, a position marker.
     assert!(track_dom.contains("(PO-77)"), "{track_dom}");
-    assert!(track_dom.contains(">Preparing<"), "{track_dom}");
+    assert!(track_dom.contains(">On its way<"), "{track_dom}");
     assert!(
         track_dom.contains("leaflet-interactive"),
         "no position marker:\n{track_dom}"

@@ -159,6 +159,18 @@ async fn a_shared_shipment_gets_its_tracking_page() {
     let html = String::from_utf8(got.body).unwrap();
     assert!(html.contains("/assets/track.js"), "{html}");
     assert_local_only("/track/{token}", &html);
+
+    // revoked (SPEC 15): the page is the 404 one, as for an unknown token
+    let revoke = axum::http::Request::delete("/v1/shipments/SHP-1/share")
+        .header("authorization", format!("Bearer {key}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(router.clone(), revoke)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let got = get(&router, &format!("/track/{token}")).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

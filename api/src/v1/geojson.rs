@@ -385,7 +385,9 @@ mod tests {
 
     fn feature_in(v: Value) -> Result<GeofenceDef, String> {
         let f: FeatureIn = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        let def = f.into_def("fence".into(), 10_000).map_err(|e| e.to_string())?;
+        let def = f
+            .into_def("fence".into(), 10_000)
+            .map_err(|e| e.to_string())?;
         // What the handlers do next (`prepare`, on a blocking thread).
         Geofence::new(def.clone())
             .map(|_| def)

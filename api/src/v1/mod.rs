@@ -14,7 +14,7 @@ mod geojson;
 pub(crate) mod page;
 pub(crate) mod positions;
 pub(crate) mod positions_feed;
-mod shipments;
+pub(crate) mod shipments;
 mod sse;
 mod stream;
 mod tenants;
@@ -75,7 +75,12 @@ pub fn router(state: ApiState) -> Router {
                 .delete(shipments::remove),
         )
         .route("/v1/shipments/{id}/eta", get(shipments::eta))
-        .route("/v1/shipments/{id}/share", post(shipments::share))
+        .route(
+            "/v1/shipments/{id}/share",
+            get(shipments::get_share)
+                .post(shipments::share)
+                .delete(shipments::revoke_share),
+        )
         // No key: the token is the credential.
         .route(
             "/v1/public/{token}",
@@ -130,6 +135,8 @@ pub(crate) async fn token_rate(
     shipments::remove,
     shipments::eta,
     shipments::share,
+    shipments::get_share,
+    shipments::revoke_share,
     shipments::public,
 ))]
 pub(crate) struct Doc;

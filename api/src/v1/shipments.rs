@@ -1,6 +1,17 @@
 //! `GET/POST /v1/shipments`, `GET/PATCH/DELETE /v1/shipments/{id}`,
-//! `GET /v1/shipments/{id}/eta`, `POST /v1/shipments/{id}/share` and the public
+//! `GET /v1/shipments/{id}/eta`, `GET/POST/DELETE /v1/shipments/{id}/share` and the public
 //! `GET /v1/public/{token}`.
+//!
+//! # Share links (SPEC 15)
+//!
+//! A shipment has at most one share token: `POST .../share` makes one (and revokes the one
+//! before, so it also rotates a leaked link), `GET .../share` says when it was made and when it
+//! expires (never the token: it is stored hashed), `DELETE .../share` revokes it. A token
+//! expires at its explicit `expires_at`, else 7 days after the shipment arrived (or was
+//! delivered or cancelled), else 7 days after its deadline; without any of those it does not
+//! expire yet. The public view shows the position and ETA only while the shipment is
+//! `in_transit`: once it has arrived the link no longer follows the vehicle to its next job
+//! (nor before it has left, on its previous one).
 //!
 //! A write is a [`Command`]: this module parses the request into a definition (or a change of
 //! one); the pipeline has the tracker validate what needs the tenant's live state (that origin
@@ -21,10 +32,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::geojson;
+use super::page::{Page, PageQuery};
 use super::view::rfc3339;
 use super::{check_id, random_id};
 use crate::auth::Caller;
-use crate::error::{ApiError, Json, Path};
+use crate::error::{ApiError, Json, Path, Query};
 use crate::state::ApiState;
 
 /// `POST` body. Places are a geofence id (`"yingkou-port"`) or a point
@@ -210,36 +222,49 @@ async fn live_state(
     Ok(s.live().shipment(tenant, id).map(|v| v.state.clone()))
 }
 
-/// `{"shipments": [...]}`, by tenant and id.
+/// `{"shipments": [...], "next": CURSOR | null}` (SPEC 15): schema only, never built.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ShipmentPage {
+    shipments: Vec<crate::openapi::Shipment>,
+    /// Pass as `?next=` for the following page; null on the last page.
+    next: Option<String>,
+}
+
+/// `{"shipments": [...], "next": CURSOR | null}`: one page of the shipments, by tenant and id.
 #[utoipa::path(
     get,
     path = "/v1/shipments",
     tag = "shipments",
     operation_id = "list_shipments",
+    params(PageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the shipments", body = crate::openapi::ShipmentList),
+        (status = 200, description = "a page of shipments", body = ShipmentPage),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
         (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn list(State(s): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let page: Page = q.page(2)?;
     let scope = caller.scope().map(str::to_owned);
-    let recs = s
-        .read(move |st| st.list_shipments(scope.as_deref()))
+    let pg = page.clone();
+    let mut recs = s
+        .read(move |st| st.list_shipments_page(scope.as_deref(), pg.after_pair(), pg.limit + 1))
         .await?;
-    let keys: Vec<(String, String)> = recs
-        .iter()
-        .map(|r| (r.tenant.clone(), r.def.id.clone()))
-        .collect();
+    let next = page.finish(&mut recs, |r| vec![r.tenant.as_str(), r.def.id.as_str()]);
     let view = s.live();
     let out: Vec<_> = recs
         .iter()
-        .zip(&keys)
-        .map(|(r, (t, i))| shipment_json(r, view.shipment(t, i).map(|v| &v.state)))
+        .map(|r| shipment_json(r, view.shipment(&r.tenant, &r.def.id).map(|v| &v.state)))
         .collect();
-    Ok(axum::Json(json!({ "shipments": out })).into_response())
+    Ok(axum::Json(json!({ "shipments": out, "next": next })).into_response())
 }
 
 /// Adds a shipment: 201 with it; 409 when the id is taken.
@@ -455,17 +480,90 @@ pub async fn eta(
     Ok(axum::Json(body).into_response())
 }
 
+/// How long a share link lives past the shipment's arrival, or else its deadline (SPEC 15).
+pub const SHARE_DEFAULT_TTL_MS: i64 = 7 * 86_400_000;
+
+/// When a share token stops opening its shipment, epoch milliseconds; `None` = not yet known
+/// (no explicit expiry, not arrived, no deadline). See the module docs.
+fn share_expiry(
+    share: &ShareToken,
+    rec: &ShipmentRecord,
+    live: Option<&ShipmentState>,
+) -> Option<i64> {
+    if let Some(at) = share.expires_ms {
+        return Some(at);
+    }
+    let status = live.map_or(rec.status, |l| l.status);
+    let ended = matches!(
+        status,
+        ShipmentStatus::Arrived | ShipmentStatus::Delivered | ShipmentStatus::Cancelled
+    );
+    let from = if ended {
+        // the tracker's arrival time; a shipment closed by hand, when it last changed
+        Some(live.and_then(|l| l.arrived_ms).unwrap_or(rec.updated_ms))
+    } else {
+        rec.def.deadline_ms
+    };
+    from.map(|t| t.saturating_add(SHARE_DEFAULT_TTL_MS))
+}
+
+/// `?expires_at=` of `POST /v1/shipments/{id}/share`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShareParams {
+    /// When the link stops working, RFC 3339, in the future. Left out: 7 days after the
+    /// shipment arrives, else 7 days after its deadline.
+    #[param(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+/// A shipment's share link, without its token (`GET`), or with it, shown once (`POST`):
+/// schema only, never built.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct Share {
+    /// Only in the answer to `POST`.
+    token: Option<String>,
+    shipment: String,
+    /// `/v1/public/{token}`; only in the answer to `POST`.
+    public_url: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Null while it cannot be known yet (no `expires_at`, not arrived, no deadline).
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    /// Whether `expires_at` has passed: the link no longer opens the shipment.
+    expired: bool,
+}
+
+fn share_json(
+    share: &ShareToken,
+    rec: &ShipmentRecord,
+    live: Option<&ShipmentState>,
+    now: i64,
+) -> Value {
+    let expires = share_expiry(share, rec, live);
+    json!({
+        "shipment": share.shipment,
+        "created_at": rfc3339(Some(share.created_ms)),
+        "expires_at": rfc3339(expires),
+        "expired": expires.is_some_and(|at| at <= now),
+    })
+}
+
 /// `POST /v1/shipments/{id}/share`: a new share token for the shipment, shown once and stored
-/// hashed: 201 `{"token", "public_url"}`.
+/// hashed, replacing (revoking) any earlier one: 201 `{"token", "public_url", "expires_at",
+/// ...}`.
 #[utoipa::path(
     post,
     path = "/v1/shipments/{id}/share",
     tag = "shipments",
     operation_id = "share_shipment",
-    params(("id" = String, Path, description = "the shipment id")),
+    params(("id" = String, Path, description = "the shipment id"), ShareParams),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "a share token, shown once", body = crate::openapi::ShareCreated),
+        (status = 201, description = "a share token, shown once; an earlier one is revoked", body = Share),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
         (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
@@ -475,26 +573,127 @@ pub async fn share(
     State(s): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<ShareParams>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
+    let now = now_ms();
+    let expires_ms = match q.expires_at.as_deref().filter(|e| !e.is_empty()) {
+        None => None,
+        Some(e) => {
+            let at = DateTime::parse_from_rfc3339(e)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    ApiError::bad_request(format!("expires_at: {e:?} is not an RFC 3339 time"))
+                })?;
+            if at <= now {
+                return Err(ApiError::bad_request("expires_at: must be in the future"));
+            }
+            Some(at)
+        }
+    };
     let token = random_id("st_")?;
     let hash = KeyHash::of(&token);
     let share = ShareToken {
-        tenant,
+        tenant: tenant.clone(),
         shipment: id.clone(),
-        created_ms: now_ms(),
-        expires_ms: None,
+        created_ms: now,
+        expires_ms,
     };
-    if !s.write(move |st| st.create_share(&share, &hash)).await? {
+    let stored = share.clone();
+    if !s.write(move |st| st.create_share(&stored, &hash)).await? {
         return Err(ApiError::not_found("shipment", id));
     }
-    let body = json!({"token": token, "shipment": id,
-        "public_url": format!("/v1/public/{token}")});
+    let rec = load(&s, &tenant, &id).await?;
+    let live = live_state(&s, &tenant, &id).await?;
+    let mut body = share_json(&share, &rec, live.as_ref(), now);
+    body["token"] = json!(token);
+    body["public_url"] = json!(format!("/v1/public/{token}"));
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-/// `GET /v1/public/{token}`, no key: status, position and ETA of the one shipment the token
-/// opens, nothing else (not even the device's id). An unknown token is a 404.
+/// `GET /v1/shipments/{id}/share`: the shipment's share link, without its token; 404 when it
+/// has none.
+#[utoipa::path(
+    get,
+    path = "/v1/shipments/{id}/share",
+    tag = "shipments",
+    operation_id = "get_shipment_share",
+    params(("id" = String, Path, description = "the shipment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the share link (no token: it is stored hashed)", body = Share),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no such shipment (or another tenant's), or it has no share link", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn get_share(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    let rec = load(&s, &tenant, &id).await?;
+    let (t, i) = (tenant.clone(), id.clone());
+    let share = s
+        .read(move |st| st.share_of_shipment(&t, &i))
+        .await?
+        .ok_or_else(|| ApiError::not_found("share link of shipment", id.clone()))?;
+    let live = live_state(&s, &tenant, &id).await?;
+    Ok(axum::Json(share_json(&share, &rec, live.as_ref(), now_ms())).into_response())
+}
+
+/// `DELETE /v1/shipments/{id}/share`: revokes the shipment's share link at once: 204 (also
+/// when it had none).
+#[utoipa::path(
+    delete,
+    path = "/v1/shipments/{id}/share",
+    tag = "shipments",
+    operation_id = "revoke_shipment_share",
+    params(("id" = String, Path, description = "the shipment id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "revoked: the link no longer opens the shipment"),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn revoke_share(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant()?.to_owned();
+    load(&s, &tenant, &id).await?;
+    s.write(move |st| st.revoke_shares(&tenant, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The shipment a share token opens now, with its live state: `None` for an unknown, revoked
+/// or expired token (all look the same from outside), or one whose shipment is gone.
+pub(crate) async fn open_share(
+    s: &ApiState,
+    token: &str,
+) -> Result<Option<(ShipmentRecord, Option<ShipmentState>)>, ApiError> {
+    let hash = KeyHash::of(token);
+    let Some(share) = s.read(move |st| st.lookup_share(&hash)).await? else {
+        return Ok(None);
+    };
+    let (t, i) = (share.tenant.clone(), share.shipment.clone());
+    let Some(rec) = s.read(move |st| st.get_shipment(&t, &i)).await? else {
+        return Ok(None);
+    };
+    let live = live_state(s, &share.tenant, &share.shipment).await?;
+    if share_expiry(&share, &rec, live.as_ref()).is_some_and(|at| at <= now_ms()) {
+        return Ok(None);
+    }
+    Ok(Some((rec, live)))
+}
+
+/// `GET /v1/public/{token}`, no key: status, and while the shipment is `in_transit` its
+/// position and ETA, of the one shipment the token opens, nothing else (not even the device's
+/// id). An unknown, revoked or expired token is a 404.
 #[utoipa::path(
     get,
     path = "/v1/public/{token}",
@@ -502,8 +701,8 @@ pub async fn share(
     operation_id = "public_shipment",
     params(("token" = String, Path, description = "the share token")),
     responses(
-        (status = 200, description = "status, position and ETA of the shared shipment", body = crate::openapi::PublicShipment),
-        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 200, description = "status of the shared shipment; position and ETA while in transit", body = crate::openapi::PublicShipment),
+        (status = 404, description = "unknown, revoked or expired token", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
         (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
     )
@@ -512,32 +711,35 @@ pub async fn public(
     State(s): State<ApiState>,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    let hash = KeyHash::of(&token);
-    let not_found = || ApiError::not_found("share token", token.clone());
-    let share = s
-        .read(move |st| st.lookup_share(&hash))
-        .await?
-        .ok_or_else(not_found)?;
-    let (t, i) = (share.tenant.clone(), share.shipment.clone());
-    let rec = s
-        .read(move |st| st.get_shipment(&t, &i))
-        .await?
-        .ok_or_else(not_found)?;
+    let Some((rec, live)) = open_share(&s, &token).await? else {
+        return Err(ApiError::not_found("share token", token));
+    };
+    let status = live.as_ref().map_or(rec.status, |l| l.status);
+    let in_transit = status == ShipmentStatus::InTransit;
     let view = s.live();
-    let live = view.shipment(&share.tenant, &share.shipment);
-    let (state, eta) = (live.map(|v| v.state.status), live.and_then(|v| v.eta));
-    let device = view.device(&share.tenant, &rec.def.device);
-    let status = state.unwrap_or(rec.status);
-    let position = device.and_then(|d| {
-        d.fix.map(|f| {
-            json!({"lat": f.lat, "lon": f.lon, "ts": rfc3339(d.fix_ts_ms),
-                "speed_kmh": f.speed_kmh, "heading_deg": f.heading_deg})
+    // Before departure and after arrival the vehicle is on other jobs: neither its position
+    // nor an ETA (which tells its distance) is this customer's business.
+    let position = if in_transit {
+        view.device(&rec.tenant, &rec.def.device).and_then(|d| {
+            d.fix.map(|f| {
+                json!({"lat": f.lat, "lon": f.lon, "ts": rfc3339(d.fix_ts_ms),
+                    "speed_kmh": f.speed_kmh, "heading_deg": f.heading_deg})
+            })
         })
-    });
+    } else {
+        None
+    };
+    let eta = if in_transit {
+        view.shipment(&rec.tenant, &rec.def.id)
+            .and_then(|v| v.eta)
+            .map(|e| eta_json(&e, status))
+    } else {
+        None
+    };
     let body = json!({
         "shipment": rec.def.id, "reference": rec.def.reference, "status": status.as_str(),
         "destination": place_json(&rec.def.destination), "deadline": rfc3339(rec.def.deadline_ms),
-        "position": position, "eta": eta.map(|e| eta_json(&e, status)),
+        "position": position, "eta": eta,
     });
     Ok(axum::Json(body).into_response())
 }

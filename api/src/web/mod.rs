@@ -19,7 +19,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use landport_store::KeyHash;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -102,15 +101,11 @@ async fn map_page(State(w): State<Web>) -> Response {
     html(StatusCode::OK, w.map_html.clone())
 }
 
-/// The tracking page for a known token, a friendly 404 page for any other.
+/// The tracking page for a token that opens a shipment now, a friendly 404 page for any other
+/// (unknown, revoked or expired: SPEC 15).
 async fn track_page(State(w): State<Web>, Path(token): Path<String>) -> Result<Response, ApiError> {
-    let hash = KeyHash::of(&token);
-    let known = w
-        .api
-        .read(move |st| st.lookup_share(&hash))
-        .await?
-        .is_some();
-    Ok(if known {
+    let open = crate::v1::shipments::open_share(&w.api, &token).await?;
+    Ok(if open.is_some() {
         html(StatusCode::OK, w.track_html.clone())
     } else {
         html(
