@@ -276,6 +276,8 @@ pub async fn run(config: Config) -> Result<()> {
         limits,
     )
     .context("opening the API's store connections")?;
+    api.set_synchronous(synchronous)
+        .context("storage.synchronous")?;
     let map = landport_api::web::MapSettings {
         tile_url: config.map.tile_url.clone(),
         tile_attribution: config.map.tile_attribution.clone(),

@@ -82,6 +82,18 @@ impl ApiState {
         })
     }
 
+    /// Sets what the commits of the API's write connection (registry, keys, share links) wait
+    /// for: the binary passes `storage.synchronous`, as for the pipeline's connection.
+    pub fn set_synchronous(&self, mode: landport_store::Synchronous) -> Result<(), StoreError> {
+        // A std Mutex held for one PRAGMA, never across an `.await`.
+        self.inner
+            .db
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_synchronous(mode)
+    }
+
     pub(crate) fn admin_key(&self) -> Option<&KeyHash> {
         self.inner.admin_key.as_ref()
     }
