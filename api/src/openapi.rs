@@ -204,11 +204,16 @@ pub(crate) struct ErrorBody {
 #[allow(dead_code)]
 pub(crate) struct ErrorDetail {
     /// `bad_request`, `invalid_geometry`, `unauthorized`, `forbidden`, `not_found`,
-    /// `method_not_allowed`, `conflict`, `payload_too_large`, `unsupported_media_type`,
-    /// `unavailable`, `internal`, `not_ready`.
+    /// `method_not_allowed`, `conflict`, `timeout`, `payload_too_large`,
+    /// `unsupported_media_type`, `limit_exceeded`, `too_many_requests`, `unavailable`,
+    /// `internal`, `not_ready`.
     #[schema(example = "not_found")]
     code: String,
     message: String,
+    /// With `limit_exceeded` and `too_many_requests`: the limit, as its config key
+    /// (`limits.devices`, `limits.requests_per_second`, ...).
+    #[schema(example = "limits.devices")]
+    limit: Option<String>,
 }
 
 /// A shipment's status.
