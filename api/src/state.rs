@@ -29,6 +29,8 @@ struct Inner {
     admin_key: Option<KeyHash>,
     /// Tenant keys that were valid when last looked up.
     keys: Mutex<KeyCache>,
+    /// Key lookups that reached the store (the rest were answered from `keys`).
+    key_reads: std::sync::atomic::AtomicU64,
     /// Live events, for the SSE stream.
     events: broadcast::Sender<Arc<Event>>,
     /// The live maps' shared positions feeds.
@@ -73,6 +75,7 @@ impl ApiState {
                 tracker,
                 admin_key: admin_key.filter(|k| !k.is_empty()).map(KeyHash::of),
                 keys: Mutex::default(),
+                key_reads: Default::default(),
                 events,
                 positions: Default::default(),
                 rate: RateLimiter::new(&limits),
@@ -148,6 +151,9 @@ impl ApiState {
             }
             cache.generation
         };
+        self.inner
+            .key_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let found = self.read(move |s| s.lookup_key_hash(&hash)).await?;
         if found.is_none() {
             self.key_cache().remember_invalid(hash, now);
@@ -175,6 +181,13 @@ impl ApiState {
 
     /// Forgets a tenant key, and stops lookups already under way from remembering it. Call it
     /// before revoking in the store (so no lookup caches it meanwhile) and after.
+    /// How many bearer-key lookups have reached the store since start (tests, metrics).
+    pub fn key_store_reads(&self) -> u64 {
+        self.inner
+            .key_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Forgets that a key was found invalid: it has just been created.
     pub(crate) fn key_created(&self, hash: &KeyHash) {
         self.key_cache().invalid.remove(hash);

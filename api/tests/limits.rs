@@ -27,6 +27,7 @@ struct App {
     dir: tempfile::TempDir,
     router: Router,
     tracker: TrackerHandle,
+    api: ApiState,
 }
 
 impl App {
@@ -51,12 +52,13 @@ impl App {
                 tile_url: "/tiles/{z}/{x}/{y}.png".into(),
                 tile_attribution: String::new(),
             },
-            api,
+            api.clone(),
         ));
         App {
             dir,
             router,
             tracker,
+            api,
         }
     }
 
@@ -435,13 +437,19 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not() {
 async fn unknown_keys_are_refused_quickly_and_valid_ones_still_work() {
     let app = App::unhurried(Limits::default());
     let acme = app.tenant("acme").await;
+    let reads = app.api.key_store_reads();
     // The same unknown key many times: remembered after the first store read.
     for _ in 0..500 {
         let (s, _, _) = app.raw("GET", "/v1/devices", Some("lp_guess"), None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
-    let (s, _, _) = app.raw("GET", "/v1/devices", Some(&acme), None).await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.api.key_store_reads() - reads, 1);
+    // A valid key: one read, then remembered too.
+    for _ in 0..3 {
+        let (s, _, _) = app.raw("GET", "/v1/devices", Some(&acme), None).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    assert_eq!(app.api.key_store_reads() - reads, 2);
 }
 
 #[tokio::test]
