@@ -294,6 +294,47 @@ async fn bad_limits_and_cursors_are_400s() {
 }
 
 #[tokio::test]
+async fn active_shipments_are_capped_and_a_cancelled_one_frees_its_place() {
+    let app = App::unhurried(Limits {
+        shipments_active: 2,
+        ..Limits::default()
+    });
+    let acme = app.tenant("acme").await;
+    let (s, _) = app
+        .call("POST", "/v1/devices", &acme, Some(json!({"id": "truck"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let shipment = |id: &str| {
+        json!({"id": id, "device": "truck",
+            "destination": {"type": "Point", "coordinates": [10.0, 50.0]}})
+    };
+    for id in ["s1", "s2"] {
+        let (s, v) = app
+            .call("POST", "/v1/shipments", &acme, Some(shipment(id)))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = app
+        .call("POST", "/v1/shipments", &acme, Some(shipment("s3")))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["limit"], "limits.shipments_active");
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/v1/shipments/s1",
+            &acme,
+            Some(json!({"status": "cancelled"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = app
+        .call("POST", "/v1/shipments", &acme, Some(shipment("s3")))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
 async fn geofences_page_too() {
     let app = App::unhurried(Limits::default());
     let acme = app.tenant("acme").await;

@@ -283,6 +283,7 @@ pub async fn list(
         (status = 409, description = "the id is taken", body = crate::openapi::ErrorBody),
         (status = 413, description = "the body is too large", body = crate::openapi::ErrorBody),
         (status = 415, description = "not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 422, description = "over `limits.shipments_active`, named in the body", body = crate::openapi::ErrorBody),
         (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
         (status = 503, description = "the tracker is not running", body = crate::openapi::ErrorBody),
     )
@@ -311,6 +312,8 @@ pub async fn create(
         temp_range_c: b.temp_range_c,
         max_speed_kmh: b.max_speed_kmh,
     };
+    s.check_quota(crate::limits::TenantQuota::ShipmentsActive, &tenant)
+        .await?;
     let command = Command::CreateShipment {
         tenant,
         def,
