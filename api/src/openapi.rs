@@ -408,16 +408,8 @@ pub(crate) struct ShipmentList {
     shipments: Vec<Shipment>,
 }
 
-/// A share token: `public_url` opens the shipment's public view without a key.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ShareCreated {
-    token: String,
-    shipment: String,
-    public_url: String,
-}
-
-/// The public view of a shared shipment: no device id, no tenant.
+/// The public view of a shared shipment: no device id, no tenant; position and ETA only while
+/// it is `in_transit` (SPEC 15).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct PublicShipment {
