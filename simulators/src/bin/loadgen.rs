@@ -68,7 +68,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Subscribe and count what arrives (QoS 1, acknowledged at once).
+    /// Subscribe and count what arrives (QoS 1, acknowledged at once or after --ack-delay-ms).
     Drain {
         #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
         broker: String,
@@ -96,6 +96,10 @@ enum Command {
         /// With --latency: write each sample as `ts_ms latency_ms`, one a line, to this file.
         #[arg(long, requires = "latency")]
         samples_file: Option<PathBuf>,
+        /// Acknowledge each message this many milliseconds after it arrived (in order)
+        /// instead of at once, like a subscriber that acks after a commit.
+        #[arg(long)]
+        ack_delay_ms: Option<f64>,
     },
     /// Poll a Prometheus counter until it reaches a target.
     Watch {
@@ -178,6 +182,7 @@ async fn main() -> Result<()> {
             latency,
             ready_file,
             samples_file,
+            ack_delay_ms,
         } => {
             let (host, port) = parse_broker(&broker)?;
             let drain = Drain::connect(DrainConfig {
@@ -189,6 +194,9 @@ async fn main() -> Result<()> {
                 first_timeout: seconds(first_timeout_seconds, "--first-timeout-seconds")?,
                 idle_timeout: seconds(idle_timeout_seconds, "--idle-timeout-seconds")?,
                 latency,
+                ack_delay: ack_delay_ms
+                    .map(|ms| seconds(ms / 1000.0, "--ack-delay-ms"))
+                    .transpose()?,
                 ..DrainConfig::default()
             })
             .await?;

@@ -1,11 +1,13 @@
 //! The baseline: a bare subscriber that only counts (and, if asked, reads `ts` back for
 //! latency). rumqttc acknowledges each QoS 1 message as soon as it is read, so this is as
-//! fast as a broker can deliver to one rumqttc connection.
+//! fast as a broker can deliver to one rumqttc connection. With `ack_delay` it acknowledges
+//! each message that long after it arrived instead (in order): the broker then sees a
+//! subscriber that acks after a commit, as Landport does, but does no work.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeReasonCode};
 use serde::Serialize;
 
 use super::latency::{LatencySummary, extract_ts_ms};
@@ -34,6 +36,11 @@ pub struct DrainConfig {
     pub latency: bool,
     /// Prefix of the MQTT client id.
     pub client_id_prefix: String,
+    /// Acknowledge each QoS 1 message this long after it arrived instead of at once (in
+    /// arrival order): a subscriber that acks only once a message is durable, as Landport
+    /// does, without Landport's own work. For telling a broker's handling of late acks from
+    /// the subscriber's speed.
+    pub ack_delay: Option<Duration>,
 }
 
 impl Default for DrainConfig {
@@ -48,6 +55,7 @@ impl Default for DrainConfig {
             idle_timeout: Duration::from_secs(5),
             latency: false,
             client_id_prefix: "landport-loadgen".into(),
+            ack_delay: None,
         }
     }
 }
@@ -79,8 +87,9 @@ pub struct DrainReport {
 /// the publisher to start only once the subscription is in place.
 pub struct Drain {
     config: DrainConfig,
-    /// Kept so the event loop's request channel stays open (it ends the loop when dropped).
-    _client: AsyncClient,
+    /// Kept so the event loop's request channel stays open (it ends the loop when dropped);
+    /// with `ack_delay`, the late acks go through it.
+    client: AsyncClient,
     eventloop: EventLoop,
 }
 
@@ -88,8 +97,9 @@ impl Drain {
     /// Connects and subscribes; returns once the broker has granted the subscription.
     pub async fn connect(config: DrainConfig) -> Result<Drain> {
         let id = client_id(&config.client_id_prefix, "drain");
-        let (client, mut eventloop) =
-            AsyncClient::new(mqtt_options(&id, &config.host, config.port), 64);
+        let mut options = mqtt_options(&id, &config.host, config.port);
+        options.set_manual_acks(config.ack_delay.is_some());
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
         client.subscribe(config.filter.clone(), config.qos).await?;
         let subscribed = async {
             loop {
@@ -118,7 +128,7 @@ impl Drain {
             })??;
         Ok(Drain {
             config,
-            _client: client,
+            client,
             eventloop,
         })
     }
@@ -132,6 +142,20 @@ impl Drain {
         let mut samples = Vec::new();
         let (mut first, mut last) = (None::<(Instant, i64)>, None::<(Instant, i64)>);
         let done = |n: u64| c.expect.is_some_and(|e| n >= e);
+        // With `ack_delay`: (due, message) to a task that acks each when due, in order.
+        let late_acks = c.ack_delay.map(|delay| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Publish)>();
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                while let Some((due, p)) = rx.recv().await {
+                    tokio::time::sleep_until(due.into()).await;
+                    if client.ack(&p).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            (delay, tx)
+        });
         while !done(received) {
             let deadline = match last {
                 None => started + c.first_timeout,
@@ -144,6 +168,13 @@ impl Drain {
             };
             if let Event::Incoming(Packet::Publish(p)) = event {
                 let now = (Instant::now(), unix_ms());
+                if let Some((delay, tx)) = &late_acks
+                    && p.qos != QoS::AtMostOnce
+                {
+                    let mut ack = Publish::new("", p.qos, Vec::<u8>::new());
+                    ack.pkid = p.pkid;
+                    let _ = tx.send((now.0 + *delay, ack));
+                }
                 received += 1;
                 first.get_or_insert(now);
                 last = Some(now);

@@ -4,8 +4,9 @@
 //!   several MQTT connections, at full speed or a fixed total rate, for a count or a duration.
 //!   Each reading's `ts` is its send time in epoch ms, so a receiver can measure latency.
 //! - [`drain`]: a bare subscriber that counts what arrives on a topic filter (QoS 1, acked at
-//!   once), and optionally reads `ts` back out of each message for latency percentiles. It is
-//!   the baseline Landport's ingest rate is compared with (SPEC 9).
+//!   once, or a fixed delay later to mimic acks after a commit), and optionally reads `ts`
+//!   back out of each message for latency percentiles. It is the baseline Landport's ingest
+//!   rate is compared with (SPEC 9).
 //! - [`watch`]: polls a Prometheus counter on `/metrics` until it reaches a target.
 //!
 //! Layout: `payload` (trucks and their JSON, pure), `pacing` (rate math, pure), `latency`
