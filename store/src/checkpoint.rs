@@ -189,8 +189,11 @@ mod tests {
         }
         checkpointer.stop();
         // 4,000 rows of 1.5 KB would be ~6 MB of WAL without restarts; one restart cycle is
-        // ~500 pages (~1 MB) plus what one round adds.
-        assert!(biggest < 3_000_000, "the WAL grew to {biggest} bytes");
+        // ~500 pages (~1 MB) plus what one round adds, ~2.5 MB when the checkpointer keeps
+        // its 5 ms period. On a loaded machine its thread runs late and a cycle or two more
+        // may pass before a restart (3.6 MB seen with other builds and benches on both
+        // cores): the bound is what tells restarts from none, not the period's precision.
+        assert!(biggest < 4_500_000, "the WAL grew to {biggest} bytes");
         let n: i64 = store
             .conn
             .query_row("SELECT count(*) FROM filler", [], |r| r.get(0))
