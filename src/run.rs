@@ -143,13 +143,14 @@ pub async fn run(config: Config) -> Result<()> {
         .broker_host_port()
         .context("mqtt.url: cannot tell host and port")?;
     let source_config = MqttSourceConfig {
-        host,
-        port,
-        client_id: config.mqtt.client_id.clone(),
         username: config.mqtt.credentials().map(|(u, _)| u.to_owned()),
         password: config.mqtt.credentials().map(|(_, p)| p.to_owned()),
-        keep_alive_seconds: config.mqtt.keep_alive_seconds,
-        ..MqttSourceConfig::default()
+        ..MqttSourceConfig::new(
+            host,
+            port,
+            config.mqtt.client_id.clone(),
+            config.mqtt.keep_alive_seconds,
+        )
     };
     // The decoded messages' channel is as deep as the source's own.
     let source_capacity = source_config.channel_capacity;

@@ -70,7 +70,9 @@ pub const DEFAULT_SUBSCRIPTIONS: [&str; 3] = [
     "owntracks/+/+",
 ];
 
-/// Settings of one source. Defaults in [`MqttSourceConfig::default`].
+/// Settings of one source: [`MqttSourceConfig::new`] with what the config file says (broker,
+/// client id, keep-alive: `landport-config` owns their defaults) and the source's own
+/// tunables at their defaults.
 #[derive(Debug, Clone)]
 pub struct MqttSourceConfig {
     /// Broker host name or IP (IPv6 without brackets). The caller parses the broker URL
@@ -110,15 +112,21 @@ pub struct MqttSourceConfig {
     pub shutdown_grace: Duration,
 }
 
-impl Default for MqttSourceConfig {
-    fn default() -> Self {
+impl MqttSourceConfig {
+    /// A source of `client_id` on the broker at `host:port`, no login, with this keep-alive.
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        client_id: impl Into<String>,
+        keep_alive_seconds: NonZeroU16,
+    ) -> Self {
         MqttSourceConfig {
-            host: "127.0.0.1".to_owned(),
-            port: 1883,
-            client_id: "landport-ingest".to_owned(),
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
             username: None,
             password: None,
-            keep_alive_seconds: const { NonZeroU16::new(30).unwrap() },
+            keep_alive_seconds,
             subscriptions: DEFAULT_SUBSCRIPTIONS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -1193,9 +1201,18 @@ fn seed(client_id: &str) -> u64 {
 mod tests {
     use super::*;
 
+    fn test_config() -> MqttSourceConfig {
+        MqttSourceConfig::new(
+            "127.0.0.1",
+            1883,
+            "landport-test",
+            NonZeroU16::new(30).unwrap(),
+        )
+    }
+
     #[test]
     fn defaults_are_valid_and_subscribe_to_the_spec_topics() {
-        let c = MqttSourceConfig::default();
+        let c = test_config();
         c.validate().unwrap();
         assert_eq!(
             c.subscriptions,
@@ -1210,7 +1227,7 @@ mod tests {
     #[test]
     fn values_rumqttc_or_tokio_panic_on_are_refused_with_the_field_path() {
         let bad = |f: fn(&mut MqttSourceConfig), field: &str| {
-            let mut c = MqttSourceConfig::default();
+            let mut c = test_config();
             f(&mut c);
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(&format!("mqtt.{field}: ")), "{field}: {e}");
@@ -1238,7 +1255,7 @@ mod tests {
 
     #[tokio::test]
     async fn acks_of_an_older_connection_are_dropped_and_dropped_tokens_counted() {
-        let (source, client, _rx) = MqttSource::new(MqttSourceConfig::default()).unwrap();
+        let (source, client, _rx) = MqttSource::new(test_config()).unwrap();
         let MqttSource {
             subscriber_client,
             settle_tx,

@@ -212,13 +212,15 @@ impl Drop for Mosquitto {
 /// A source config for tests: fast reconnects, short keep-alive and grace.
 pub fn source_config(port: u16, client_id: &str) -> MqttSourceConfig {
     MqttSourceConfig {
-        port,
-        client_id: client_id.to_owned(),
-        keep_alive_seconds: std::num::NonZeroU16::new(5).unwrap(),
         reconnect_initial: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(2),
-        ..MqttSourceConfig::default()
+        ..MqttSourceConfig::new(
+            "127.0.0.1",
+            port,
+            client_id,
+            std::num::NonZeroU16::new(5).unwrap(),
+        )
     }
 }
 
