@@ -317,10 +317,15 @@ mod tests {
         refuse_writes(&conn);
         h.send(batch("d0", 7));
 
-        // Refused twice: the writer backs off (jittered under a doubling ceiling from
-        // RETRY_FIRST) and holds the acks back each time.
-        for ceiling_ms in [50, 100] {
-            assert!(h.failures.recv().unwrap() <= Duration::from_millis(ceiling_ms));
+        // Refused twice: the writer backs off and holds the acks back each time. Its delays
+        // are the one Backoff's, seeded by the batch: exactly these, under 50, 100, 200 ms.
+        let mut expected = Backoff::new(RETRY_FIRST, RETRY_MAX, NOW as u64);
+        let expected: Vec<Duration> = (0..3).map(|_| expected.next_delay()).collect();
+        for (delay, ceiling_ms) in expected.iter().zip([50, 100, 200]) {
+            assert!(*delay <= Duration::from_millis(ceiling_ms));
+        }
+        for delay in &expected[..2] {
+            assert_eq!(h.failures.recv().unwrap(), *delay);
             assert!(
                 h.durable.try_recv().is_err(),
                 "no ack may be released while the batch is not stored"
@@ -328,7 +333,7 @@ mod tests {
             assert_eq!(stored(&reader, "d0"), (0, vec![]));
             h.retry.send(()).unwrap();
         }
-        assert!(h.failures.recv().unwrap() <= Duration::from_millis(200));
+        assert_eq!(h.failures.recv().unwrap(), expected[2]);
         assert!(h.durable.try_recv().is_err());
         assert_eq!(h.metrics.commit_errors.get(), 3);
 
