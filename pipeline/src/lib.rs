@@ -11,7 +11,9 @@
 //!   ([`Acknowledger`]);
 //! - [`driver`]: [`Pipeline`], the task that owns the core: takes decoded messages in
 //!   batches, fires timers at the tracker's next deadline, runs commands, commits through
-//!   [`writer`] and acknowledges after the commit; [`recover`] builds the core on start;
+//!   [`writer`] and acknowledges after the commit;
+//! - [`recover`]: builds the core on start (newest snapshot that restores, the registry,
+//!   a replay of what came after);
 //! - [`writer`]: the store writer thread (one transaction per batch, then the acks);
 //! - [`retention`]: when telemetry is pruned;
 //! - [`handle`]: [`TrackerHandle`], commands that run on the pipeline's task, and server time;
@@ -34,7 +36,10 @@ pub mod handle;
 pub mod log_limit;
 pub mod metrics;
 pub mod read_side;
+pub mod recover;
 pub mod retention;
+#[cfg(test)]
+mod test_support;
 pub mod topics;
 pub mod writer;
 
@@ -42,9 +47,7 @@ pub use backoff::Backoff;
 pub use command::{Command, CommandError, Outcome};
 pub use core::{Core, DeadLetter, Output, Refused};
 pub use decoded::{Acknowledger, Content, Decoded, Intake, Refusal};
-pub use driver::{
-    Clock, Pipeline, PipelineConfig, PipelineError, SystemClock, merge_status, panic_message,
-    recover,
-};
+pub use driver::{Clock, Pipeline, PipelineConfig, PipelineError, SystemClock, panic_message};
 pub use handle::{Job, TrackerHandle, now_ms};
 pub use read_side::{LiveReader, ReadSide};
+pub use recover::{merge_status, recover};
