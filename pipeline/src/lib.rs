@@ -12,7 +12,7 @@
 //! - [`driver`]: [`Pipeline`], the task that owns the core: takes decoded messages in
 //!   batches, fires timers at the tracker's next deadline, runs commands, commits through
 //!   [`writer`] and acknowledges after the commit;
-//! - [`recover`]: builds the core on start (newest snapshot that restores, the registry,
+//! - [`recover`](mod@recover): builds the core on start (newest snapshot that restores, the registry,
 //!   a replay of what came after);
 //! - [`writer`]: the store writer thread (one transaction per batch, then the acks);
 //! - [`retention`]: when telemetry is pruned;

@@ -1,6 +1,6 @@
 //! Building the core from the store at start: the newest snapshot that restores, the
 //! registry as the source of truth for definitions, then a replay of the readings stored
-//! after the snapshot (see [`recover`]).
+//! after the snapshot (see [`recover()`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
