@@ -150,7 +150,7 @@ pub struct Pipeline<K: Acknowledger> {
 }
 
 impl<K: Acknowledger> Pipeline<K> {
-    /// A pipeline applying `inbox` to `core` (see [`recover`]) and handing what is durable to
+    /// A pipeline applying `inbox` to `core` (see [`recover`](crate::recover::recover)) and handing what is durable to
     /// `acknowledger`; returns it with the handle to its tracker and the live event stream.
     /// `events_committed` is notified after each commit that stored events (the event outbox
     /// waits on it).
