@@ -27,6 +27,7 @@
 
 pub mod decode;
 pub mod decoder;
+pub mod endpoint;
 pub mod mqtt;
 // Moved to landport-pipeline; re-exported so paths in this crate and its users stay put.
 pub use landport_pipeline::{backoff, log_limit, metrics};
