@@ -13,6 +13,7 @@
 //! | `tenants`, `api_keys` | `id` | tenants; API keys as SHA-256 hashes, never the key | API |
 //! | `devices`, `geofences`, `shipments` | `(tenant, id)` | the registry; definitions as JSON | API (shipment status: pipeline too) |
 //! | `share_tokens` | `token_hash` | public tracking links, hashed like keys, one per shipment, with an optional expiry | API |
+//! | `webhooks`, `webhook_deliveries` | `(tenant, id)`, `id` | webhooks (SPEC 13) and their outbox: one row per event and matching webhook, pending until delivered or given up | API, webhook engine (`webhooks`) |
 //!
 //! Layout: `schema` (DDL and migrations by `PRAGMA user_version`), `telemetry`, `events`,
 //! `cursor`, `snapshot`, `tenants` (tenants and API keys), `devices`, `geofences`, `shipments`
@@ -83,11 +84,13 @@ mod devices;
 mod error;
 mod events;
 mod geofences;
+mod mqtt_sessions;
 mod schema;
 mod shipments;
 mod snapshot;
 mod telemetry;
 mod tenants;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,10 +102,16 @@ pub use devices::DeviceRecord;
 pub use error::StoreError;
 pub use events::{EventFilter, PRUNE_EVENTS_CHUNK_ROWS};
 pub use geofences::GeofenceRecord;
+pub use mqtt_sessions::MqttSession;
 pub use schema::SCHEMA_VERSION;
 pub use shipments::{ShareToken, ShipmentRecord};
 pub use telemetry::{Committed, PRUNE_CHUNK_ROWS, TelemetryRow};
 pub use tenants::{ApiKey, KeyHash, Tenant};
+pub use webhooks::{
+    AttemptOutcome, AttemptRecord, DeliveryQuery, DeliveryRecord, DeliveryStatus, DueDelivery,
+    FANOUT_CURSOR, FanOut, PendingStats, WebhookHealth, WebhookRecord, WebhookTarget,
+    check_patterns, check_target, forbidden_ip, pattern_matches,
+};
 
 /// File name of the database inside the storage directory.
 pub const DB_FILE: &str = "landport.db";

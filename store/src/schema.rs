@@ -155,7 +155,82 @@ CREATE INDEX events_by_type     ON events (tenant, type, tenant_seq);
 ALTER TABLE share_tokens ADD COLUMN expires_ms INTEGER;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+/// Schema version 3 (SPEC 13): webhooks and their deliveries.
+///
+/// - `webhooks`: one row per webhook, keyed by `(tenant, id)` like the registry (ids are
+///   global too: `wh_` + 128 random bits). `events` is the JSON array of type patterns;
+///   `secret` (and `previous_secret` until `previous_until_ms`, during a rotation) are the
+///   signing keys, kept as given since they must sign; `start_seq` is the event seq when it
+///   was created (it gets the events after it); `last_*` columns are its health.
+/// - `webhook_deliveries`: the outbox. The event log is the outbox's commit (an event is
+///   durable with the readings, in the pipeline's transaction); the engine turns each event
+///   after the cursor `webhooks` (in `cursors`) into one row per matching webhook, in the same
+///   transaction that moves the cursor, so a crash at any moment loses none and the unique
+///   index on live rows makes a repeat harmless. A replay adds rows with `replay = 1`.
+///   `queued_ms` starts the retry window, `next_ms` is when it is due.
+const V3: &str = "
+CREATE TABLE webhooks (
+    tenant            TEXT    NOT NULL,
+    id                TEXT    NOT NULL,
+    url               TEXT    NOT NULL,
+    events            TEXT    NOT NULL,
+    description       TEXT    NOT NULL,
+    enabled           INTEGER NOT NULL,
+    disabled_reason   TEXT,
+    secret            TEXT    NOT NULL,
+    previous_secret   TEXT,
+    previous_until_ms INTEGER,
+    start_seq         INTEGER NOT NULL,
+    created_ms        INTEGER NOT NULL,
+    updated_ms        INTEGER NOT NULL,
+    last_success_ms   INTEGER,
+    last_failure_ms   INTEGER,
+    last_status       INTEGER,
+    last_error        TEXT,
+    failures          INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX webhooks_by_id ON webhooks (id);
+
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant          TEXT    NOT NULL,
+    webhook         TEXT    NOT NULL,
+    event_seq       INTEGER NOT NULL,
+    event_id        TEXT    NOT NULL,
+    event_type      TEXT    NOT NULL,
+    replay          INTEGER NOT NULL,
+    status          TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    queued_ms       INTEGER NOT NULL,
+    next_ms         INTEGER NOT NULL,
+    last_attempt_ms INTEGER,
+    done_ms         INTEGER
+);
+CREATE UNIQUE INDEX webhook_deliveries_live ON webhook_deliveries (webhook, event_seq) WHERE replay = 0;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (webhook, next_ms) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_next ON webhook_deliveries (next_ms) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, status, id);
+CREATE INDEX webhook_deliveries_done ON webhook_deliveries (done_ms) WHERE done_ms IS NOT NULL;
+";
+
+/// Schema version 4 (SPEC 12): persistent sessions of Landport's own MQTT endpoint
+/// (`mqtt_sessions`, see `mqtt_sessions.rs`): subscriptions as a JSON array of
+/// `[filter, qos]`, the event seq the client has up to, and when it may be forgotten.
+const V4: &str = "
+CREATE TABLE mqtt_sessions (
+    client_id       TEXT    PRIMARY KEY,
+    owner           TEXT    NOT NULL,
+    subscriptions   TEXT    NOT NULL,
+    cursor          INTEGER NOT NULL,
+    expiry_seconds  INTEGER,
+    disconnected_ms INTEGER
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
