@@ -36,6 +36,8 @@ pub struct Config {
     pub map: MapConfig,
     /// `[limits]`: per-tenant quotas and the per-key request rate.
     pub limits: LimitsConfig,
+    /// `[webhooks]`: delivery of events to the tenants' webhooks.
+    pub webhooks: crate::WebhooksConfig,
 }
 
 impl Config {
@@ -112,6 +114,7 @@ impl Config {
         self.log.validate(&mut p);
         crate::sections::tracker::validate(&self.tracker, &mut p);
         self.map.validate(&mut p);
+        self.webhooks.validate(&mut p);
         let problems = p.into_vec();
         if problems.is_empty() {
             Ok(())

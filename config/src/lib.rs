@@ -65,6 +65,7 @@ pub use sections::log::{LogConfig, LogFormat};
 pub use sections::map::MapConfig;
 pub use sections::mqtt::MqttConfig;
 pub use sections::storage::{StorageConfig, Synchronous};
+pub use sections::webhooks::WebhooksConfig;
 pub use urls::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
 
 #[cfg(test)]

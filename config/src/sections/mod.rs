@@ -11,3 +11,4 @@ pub mod map;
 pub mod mqtt;
 pub mod storage;
 pub mod tracker;
+pub mod webhooks;
