@@ -12,7 +12,8 @@
 //!
 //! Layout: `id` (the one rule for ids users choose), `reading` (input), `event` (output envelope and deterministic ids), `geodesy`,
 //! `geofence`, `fence_index`, `route`, `positions` (geometry), `shipment`, `eta` and `eta_history`
-//! (shipment rules, the ETA model and what it learns), `tracker` (the state machine tying them together), `settings`.
+//! (shipment rules, the ETA model and what it learns), `tracker` (the state machine tying them together), `settings`,
+//! `reports` (stops, trips and the cold-chain record over stored history: streaming detectors).
 
 pub mod device;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod geofence;
 pub mod id;
 pub mod positions;
 pub mod reading;
+pub mod reports;
 pub mod route;
 pub mod settings;
 pub mod shipment;

@@ -103,9 +103,12 @@ pub(in crate::tracker) fn eval_shipment_fix(
         }
     }
     let sid = sh.def.id.clone();
+    // Where `shipment.departed` went in `ctx.out`, to add the first ETA to it below.
+    let mut departed_event = None;
     if let (Some(at), ShipmentStatus::Planned) = (depart_at, sh.status) {
         sh.status = ShipmentStatus::InTransit;
         sh.departed_ms = Some(at);
+        departed_event = Some(ctx.out.len());
         ctx.emit(
             ctx.event(EventType::ShipmentDeparted, &d.id)
                 .at(at)
@@ -196,7 +199,36 @@ pub(in crate::tracker) fn eval_shipment_fix(
         return;
     }
     match sh.announced_eta_ms {
-        None => sh.announced_eta_ms = Some(e.eta_ms),
+        // The first ETA is announced too, so that the shipment's record can show what was
+        // predicted when (SPEC 14): in the `shipment.departed` of this fix, or, when the
+        // shipment was under way before an ETA could be computed, as a
+        // `shipment.eta_changed` with no `previous`.
+        None => {
+            sh.announced_eta_ms = Some(e.eta_ms);
+            let first = json!({ "eta": format_rfc3339(e.eta_ms),
+                "p10": format_rfc3339(e.p10_ms), "p90": format_rfc3339(e.p90_ms),
+                "remaining_m": e.remaining_m, "method": e.method.as_str() });
+            match departed_event.and_then(|i| ctx.out.get_mut(i)) {
+                Some(departed) => {
+                    if let (Some(data), serde_json::Value::Object(eta)) =
+                        (departed.data.as_object_mut(), first)
+                    {
+                        data.extend(eta);
+                    }
+                }
+                None => {
+                    let mut data = first;
+                    data["previous"] = serde_json::Value::Null;
+                    ctx.emit(
+                        ctx.event(EventType::ShipmentEtaChanged, &d.id)
+                            .at(ts)
+                            .shipment(sid.as_str())
+                            .discriminator(e.eta_ms)
+                            .data(data),
+                    );
+                }
+            }
+        }
         Some(prev) if eta::changed_enough(prev, &e, &settings.eta) => {
             sh.announced_eta_ms = Some(e.eta_ms);
             ctx.emit(
