@@ -8,13 +8,14 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use geo_types::{LineString, MultiPolygon, Point, Polygon};
 use landport_config::Config;
 use landport_pipeline::now_ms;
-use landport_simulators::fleet;
+use landport_simulators::fleet::{self, scenario};
 use landport_store::{GeofenceRecord, KeyHash, ShipmentRecord, Store, StoreError, Tenant};
 use landport_tracker::{GeofenceDef, Place, Shape, ShipmentDef, ShipmentStatus};
 
@@ -93,26 +94,35 @@ pub fn seed(config: &Config) -> Result<String> {
         updated_ms: now,
     }))?;
 
-    // The simulator's truck-0 is a reefer on route 0, Anshan steel works -> Yingkou port; its
-    // cooling unit fails on loaded trips, so the excursion rule has something to say.
-    let def = ShipmentDef {
-        id: "SHP-1".into(),
-        device: "truck-0".into(),
-        reference: Some("Coils for Yingkou, PO 4471".into()),
-        origin: Some(Place::Geofence("anshan-steel".into())),
-        destination: Place::Geofence("yingkou-port".into()),
-        route: Some(LineString::from(fleet::route_polyline(0))),
-        route_corridor_m: Some(2_000.0),
-        deadline_ms: Some(now + 3 * 3_600_000),
-        temp_range_c: Some(fleet::REEFER_RANGE_C),
-        max_speed_kmh: Some(100.0),
-    };
-    fresh(store.insert_shipment(&ShipmentRecord {
-        tenant: TENANT.into(),
-        def,
-        status: ShipmentStatus::Planned,
-        updated_ms: now,
-    }))?;
+    // One shipment per scripted truck of the fleet's story (`fleet::scenario`), each for a
+    // different customer, its deadline counted from now (when the demo goes live).
+    for d in scenario::shipments() {
+        let def = ShipmentDef {
+            id: d.id.into(),
+            device: d.device_id(),
+            reference: Some(d.reference.into()),
+            origin: Some(Place::Geofence(d.origin().into())),
+            destination: Place::Geofence(d.destination().into()),
+            route: Some(LineString::from(fleet::route_polyline_towards(
+                d.route, d.forward,
+            ))),
+            route_corridor_m: Some(2_000.0),
+            deadline_ms: Some(now + d.deadline_after_s * 1000),
+            temp_range_c: d.temp_range_c,
+            max_speed_kmh: Some(100.0),
+        };
+        let status = if d.in_transit {
+            ShipmentStatus::InTransit
+        } else {
+            ShipmentStatus::Planned
+        };
+        fresh(store.insert_shipment(&ShipmentRecord {
+            tenant: TENANT.into(),
+            def,
+            status,
+            updated_ms: now,
+        }))?;
+    }
     Ok(key)
 }
 
@@ -144,15 +154,25 @@ pub async fn demo(mut config: Config) -> Result<()> {
     let simulator = tokio::spawn(async move {
         // Give the embedded broker a moment; the simulator reconnects anyway.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Err(e) = fleet::run(sim_config, &broker, false).await {
+        if let Err(e) = fleet::run_with(sim_config, &scenario::scenario(), &broker, false).await {
             tracing::error!("simulator stopped: {e:#}");
         }
     });
-    let url = format!("http://{}/#key={key}", config.http.listen);
     let listen = config.http.listen;
+    let api = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    let deliveries = tokio::spawn(deliver_on_arrival(api, key.clone()));
+    let url = format!("http://{listen}/#key={key}");
+    let history_min = scenario::HISTORY.as_secs() / 60;
     let banner = format!(
         "\n  Landport demo\n  live map:  {url}\n  API key:   {key}   (tenant \"{TENANT}\")\n  \
+         replay:    {url}&device=truck-0   (the last {history_min} min of truck-0's track, its \
+         stops and a slider)\n  \
          try:       curl -H 'Authorization: Bearer {key}' http://{listen}/v1/shipments\n  \
+         record:    curl -H 'Authorization: Bearer {key}' http://{listen}/v1/shipments/SHP-3/report\n  \
          stop:      Ctrl-C\n\n"
     );
     // One write, and a closed stdout (`landport demo | head -3`) must not stop the service.
@@ -161,7 +181,78 @@ pub async fn demo(mut config: Config) -> Result<()> {
     drop(out);
     let result = crate::run::run(config).await;
     simulator.abort();
+    deliveries.abort();
     result
+}
+
+/// The customers' side of the story: a shipment the scenario says is signed for on arrival
+/// is marked `delivered` through the HTTP API (as an operator or a proof-of-delivery app
+/// would) once the tracker has seen it arrive.
+async fn deliver_on_arrival(api: SocketAddr, key: String) {
+    let mut waiting: Vec<_> = scenario::shipments()
+        .into_iter()
+        .filter(|s| s.delivered_on_arrival)
+        .map(|s| s.id)
+        .collect();
+    while !waiting.is_empty() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut still = Vec::new();
+        for id in waiting {
+            let path = format!("/v1/shipments/{id}");
+            let status = match http_json(api, "GET", &path, &key, None).await {
+                Ok((200, v)) => v["status"].as_str().unwrap_or_default().to_owned(),
+                _ => String::new(),
+            };
+            match status.as_str() {
+                "arrived" => {
+                    let body = r#"{"status": "delivered"}"#;
+                    match http_json(api, "PATCH", &path, &key, Some(body)).await {
+                        Ok((200, _)) => {}
+                        other => {
+                            tracing::warn!("demo: marking {id} delivered: {other:?}");
+                            still.push(id);
+                        }
+                    }
+                }
+                "delivered" | "cancelled" => {}
+                _ => still.push(id),
+            }
+        }
+        waiting = still;
+    }
+}
+
+/// One HTTP/1.1 request to the demo's own API (`Connection: close`): the status and the
+/// JSON body (null when it is not JSON).
+async fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&str>,
+) -> Result<(u16, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    Ok((status, json))
 }
 
 #[cfg(test)]

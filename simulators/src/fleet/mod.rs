@@ -24,16 +24,27 @@
 mod payload;
 mod places;
 mod run;
+pub mod scenario;
 mod sim;
 mod vehicle;
 
 pub use places::{Place, ROUTES, RouteDef, bearing_deg, distance_m, places};
-pub use run::{Summary, run};
-pub use sim::{Faults, FleetConfig, Kind, Message, Simulation};
-pub use vehicle::{REEFER_RANGE_C, REEFER_SET_C};
+pub use run::{Summary, run, run_with};
+pub use sim::{Faults, FleetConfig, HISTORY_STEP_MS, Kind, Message, Scenario, Simulation};
+pub use vehicle::{Failure, REEFER_RANGE_C, REEFER_SET_C, Script, Start};
 
 /// Route 0's polyline, `(lon, lat)` degrees, from its origin place to its destination (for
 /// a demo's planned shipment route).
 pub fn route_polyline(index: usize) -> Vec<(f64, f64)> {
-    places::Path::of(index, true).points
+    route_polyline_towards(index, true)
+}
+
+/// Route `index`'s polyline, `(lon, lat)` degrees, driven forward (`from` -> `to`) or back.
+pub fn route_polyline_towards(index: usize, forward: bool) -> Vec<(f64, f64)> {
+    places::Path::of(index, forward).points
+}
+
+/// Route `index`'s length along its polyline, metres.
+pub fn route_length_m(index: usize) -> f64 {
+    places::Path::of(index, true).length_m()
 }

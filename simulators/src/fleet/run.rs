@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{oneshot, watch};
 
-use super::sim::{FleetConfig, Kind, Message, Simulation};
+use super::sim::{FleetConfig, Kind, Message, Scenario, Simulation};
 use crate::loadgen::publish::drive;
 use crate::loadgen::{client_id, mqtt_options, parse_broker, unix_ms};
 
@@ -83,6 +83,19 @@ impl fmt::Display for Summary {
 /// QoS 1. Simulated time starts at the wall clock and runs `config.time_scale` times as
 /// fast. `progress`: draw a progress bar on stderr.
 pub async fn run(config: FleetConfig, broker_url: &str, progress: bool) -> Result<Summary> {
+    run_with(config, &Scenario::default(), broker_url, progress).await
+}
+
+/// As [`run`], with `scenario`'s scripted trucks; when it has history, the simulation starts
+/// that long before the wall clock and what the trucks recorded in it is published first, as
+/// store-and-forward batches (they go through ingest like any device's), then the fleet goes
+/// live.
+pub async fn run_with(
+    config: FleetConfig,
+    scenario: &Scenario,
+    broker_url: &str,
+    progress: bool,
+) -> Result<Summary> {
     if config.devices == 0 {
         bail!("need at least one device");
     }
@@ -125,9 +138,17 @@ pub async fn run(config: FleetConfig, broker_url: &str, progress: bool) -> Resul
     };
 
     let start_ms = unix_ms();
-    let mut sim = Simulation::new(&config, start_ms);
+    let history_ms = i64::try_from(scenario.history.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut sim = Simulation::with_scenario(&config, scenario, start_ms - history_ms);
     let mut summary = Summary::default();
     let start = Instant::now();
+    for m in sim.history(start_ms) {
+        summary.count(&m);
+        client
+            .publish(m.topic, QoS::AtLeastOnce, false, m.payload)
+            .await
+            .context("publishing")?;
+    }
     let period = Duration::from_secs_f64(1.0 / config.rate_hz);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

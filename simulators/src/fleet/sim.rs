@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::payload;
 use super::places::{PLACES, ROUTES};
-use super::vehicle::Vehicle;
+use super::vehicle::{Script, Vehicle};
 use crate::loadgen::payload::Fields;
 
 /// Which faults to inject. Each is off by default.
@@ -103,6 +103,22 @@ impl Default for FleetConfig {
     }
 }
 
+/// What a scripted run adds to a [`FleetConfig`]: some trucks following a [`Script`], and a
+/// stretch of history the devices stored before going live.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scenario {
+    /// `(device index, script)`: the truck at that index follows the script (an index that is
+    /// not a truck's is ignored). Scripts' times count from the simulation's start.
+    pub scripts: Vec<(usize, Script)>,
+    /// How much simulated time to play before going live: the simulation starts this long
+    /// before the wall clock, and [`run_with`](super::run_with) publishes what the trucks
+    /// recorded in it as store-and-forward batches first.
+    pub history: Duration,
+}
+
+/// Simulated time between two recorded readings of the history, ms.
+pub const HISTORY_STEP_MS: i64 = 5_000;
+
 /// What kind of message a [`Message`] is (for the summary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -179,6 +195,11 @@ pub struct Simulation {
 impl Simulation {
     /// A fleet as `config` says, its clock at `start_ms` (simulated, epoch ms).
     pub fn new(config: &FleetConfig, start_ms: i64) -> Self {
+        Simulation::with_scenario(config, &Scenario::default(), start_ms)
+    }
+
+    /// As [`Simulation::new`], with the trucks `scenario` scripts following their scripts.
+    pub fn with_scenario(config: &FleetConfig, scenario: &Scenario, start_ms: i64) -> Self {
         let mut devices = Vec::with_capacity(config.devices);
         let mut trucks = 0usize;
         for i in 0..config.devices {
@@ -212,7 +233,11 @@ impl Simulation {
                     let topic = format!("landport/{}/{id}/telemetry", config.tenant);
                     let route = trucks % ROUTES.len();
                     let reefer = trucks.is_multiple_of(2);
-                    let v = Vehicle::new(seed, route, reefer, i == 0, start_ms);
+                    let script = scenario.scripts.iter().find(|(k, _)| *k == i);
+                    let v = match script {
+                        Some((_, s)) => Vehicle::scripted(seed, s, start_ms),
+                        None => Vehicle::new(seed, route, reefer, i == 0, start_ms),
+                    };
                     trucks += 1;
                     (id, topic, Body::Truck(Box::new(v)))
                 }
@@ -253,6 +278,55 @@ impl Simulation {
             d.emit(now_ms, dt_ms, faults, &mut self.out);
         }
         self.out.drain(..).collect()
+    }
+
+    /// Plays simulated time up to `until_ms` in steps of [`HISTORY_STEP_MS`] and returns what
+    /// the trucks recorded meanwhile, as store-and-forward batches (native JSON arrays of at
+    /// most [`MAX_BATCH`] readings, oldest first; each device's in time order). Faults are
+    /// not injected; sensors and phones advance but send nothing for this stretch.
+    pub fn history(&mut self, until_ms: i64) -> Vec<Message> {
+        let mut recorded: Vec<Vec<Fields>> = vec![Vec::new(); self.devices.len()];
+        let mut t = self.last_tick_ms;
+        while t + HISTORY_STEP_MS <= until_ms {
+            t += HISTORY_STEP_MS;
+            for (d, rec) in self.devices.iter_mut().zip(&mut recorded) {
+                d.seq += 1;
+                match &mut d.body {
+                    Body::Truck(v) => {
+                        v.advance_to(t);
+                        let pose = v.pose(t);
+                        let f = Fields {
+                            ts_ms: t,
+                            seq: d.seq,
+                            lat: pose.lon_lat.1,
+                            lon: pose.lon_lat.0,
+                            speed_kmh: pose.speed_kmh,
+                            heading_deg: pose.heading_deg,
+                            accuracy_m: 5.0,
+                            temp_c: v.temp_c + d.rng.random_range(-0.2..0.2),
+                            weight_kg: v.weight_kg,
+                            battery_pct: v.battery_pct,
+                        };
+                        rec.push(f);
+                    }
+                    Body::Phone(v) => v.advance_to(t),
+                    Body::Sensor { last_ms, .. } => *last_ms = t,
+                }
+            }
+        }
+        self.last_tick_ms = self.last_tick_ms.max(t);
+        let mut out = Vec::new();
+        for (d, rec) in self.devices.iter().zip(recorded) {
+            for chunk in rec.chunks(MAX_BATCH) {
+                out.push(Message {
+                    topic: d.topic.clone(),
+                    payload: payload::native_batch(chunk),
+                    kind: Kind::Batch,
+                    device: d.id.clone(),
+                });
+            }
+        }
+        out
     }
 }
 

@@ -20,6 +20,49 @@ const CRUISE_KMH: (f64, f64) = (60.0, 90.0);
 pub const REEFER_SET_C: f64 = -18.0;
 pub const REEFER_RANGE_C: [f64; 2] = [-25.0, -15.0];
 
+/// How a vehicle starts a scripted run (see [`Script`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Start {
+    /// Loading at the dock of its path's start; leaves after this many seconds.
+    Docked { leaves_after_s: u32 },
+    /// On the road, loaded, this fraction (0..1) of the way along its path.
+    Along { fraction: f64 },
+}
+
+/// When a reefer's refrigeration unit fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Failure {
+    /// On about 30 % of loaded trips, 15-35 min after leaving, for 12-20 min.
+    Random,
+    /// On every trip, at random times as above (the default fleet's truck-0).
+    EveryTrip,
+    /// Never (a shipment whose record stays compliant).
+    Never,
+    /// On the first trip only, this long after leaving the dock, for this long; then never.
+    Once {
+        after_departure_s: u32,
+        lasting_s: u32,
+    },
+}
+
+/// A scripted vehicle: which road, which way, how it starts, what goes wrong. Used to make a
+/// demo tell a known story (a reefer excursion at a given time, a breakdown making a
+/// shipment late) while everything else stays simulated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Script {
+    /// Index into [`ROUTES`].
+    pub route: usize,
+    /// Driven from the route's `from` place to its `to` place (else backwards).
+    pub forward: bool,
+    /// Has a refrigeration unit.
+    pub reefer: bool,
+    pub start: Start,
+    pub failure: Failure,
+    /// A breakdown on the road: `(from, lasting)` seconds after the simulation's start, the
+    /// truck stands still (braking as usual first).
+    pub breakdown_s: Option<(u32, u32)>,
+}
+
 /// What a vehicle is doing.
 #[derive(Debug, Clone)]
 enum Phase {
@@ -55,8 +98,10 @@ pub struct Vehicle {
     pub reefer: bool,
     /// When the reefer unit fails on this trip: `(from_ms, to_ms)`.
     failure: Option<(i64, i64)>,
-    /// Every loaded trip of this reefer breaks its range (the demo's truck-0).
-    always_fail: bool,
+    /// When the reefer unit fails.
+    failure_plan: Failure,
+    /// A breakdown: the truck stands still in `[from_ms, to_ms)`.
+    breakdown: Option<(i64, i64)>,
     /// Battery of the telematics unit, percent.
     pub battery_pct: f64,
 }
@@ -88,7 +133,12 @@ impl Vehicle {
             temp_c: if reefer { REEFER_SET_C } else { 8.0 },
             reefer,
             failure: None,
-            always_fail: at_origin && reefer,
+            failure_plan: if at_origin && reefer {
+                Failure::EveryTrip
+            } else {
+                Failure::Random
+            },
+            breakdown: None,
             battery_pct: rng.random_range(60.0..100.0),
             path,
             rng,
@@ -107,6 +157,74 @@ impl Vehicle {
             };
         }
         v
+    }
+
+    /// A vehicle following `script`, its simulated clock at `start_ms`.
+    pub fn scripted(seed: u64, script: &Script, start_ms: i64) -> Self {
+        let mut v = Vehicle::new(seed, script.route, script.reefer, true, start_ms);
+        v.path = Path::of(script.route, script.forward);
+        v.failure_plan = script.failure;
+        v.breakdown = script.breakdown_s.map(|(from, lasting)| {
+            let from = start_ms + i64::from(from) * 1000;
+            (from, from + i64::from(lasting) * 1000)
+        });
+        match script.start {
+            Start::Docked { leaves_after_s } => {
+                v.weight_kg = 0.0;
+                let until = start_ms + i64::from(leaves_after_s.max(1)) * 1000;
+                let target = v.rng.random_range(12.0..26.0_f64).round() * 1000.0;
+                // Loaded in even steps of a few tonnes over the stay.
+                let n = (target / 6_000.0).ceil().max(1.0) as i64;
+                let steps = (1..=n)
+                    .map(|k| {
+                        let at = start_ms + (until - start_ms) * k / (n + 1);
+                        (at, (target * k as f64 / n as f64).round())
+                    })
+                    .collect();
+                v.phase = Phase::Stopped {
+                    until_ms: until,
+                    steps,
+                };
+            }
+            Start::Along { fraction } => {
+                let s_m = fraction.clamp(0.0, 1.0) * v.path.length_m();
+                let cruise_ms = v.draw_cruise();
+                v.weight_kg = v.rng.random_range(8.0..24.0_f64).round() * 1000.0;
+                v.phase = Phase::Driving {
+                    s_m,
+                    v_ms: cruise_ms,
+                    cruise_ms,
+                    next_cruise_m: s_m + 4_000.0,
+                };
+                // Under way already: a failure planned for this trip counts from now.
+                v.failure = v.plan_failure(start_ms);
+            }
+        }
+        v
+    }
+
+    /// When the unit fails on a trip that leaves at `now`: `(from_ms, to_ms)`, or none.
+    fn plan_failure(&mut self, now: i64) -> Option<(i64, i64)> {
+        if !self.reefer {
+            return None;
+        }
+        let random = match self.failure_plan {
+            Failure::Never => return None,
+            Failure::Once {
+                after_departure_s,
+                lasting_s,
+            } => {
+                self.failure_plan = Failure::Never;
+                let from = now + i64::from(after_departure_s) * 1000;
+                return Some((from, from + i64::from(lasting_s) * 1000));
+            }
+            Failure::EveryTrip => true,
+            Failure::Random => self.rng.random_bool(0.3),
+        };
+        random.then(|| {
+            let from = now + self.rng.random_range(15..35) * 60_000;
+            (from, from + self.rng.random_range(12..20) * 60_000)
+        })
     }
 
     fn draw_cruise(&mut self) -> f64 {
@@ -171,6 +289,9 @@ impl Vehicle {
                 if *s_m < URBAN_M || left < URBAN_M {
                     target = target.min(urban);
                 }
+                if self.breakdown.is_some_and(|(a, b)| (a..b).contains(&now)) {
+                    target = 0.0;
+                }
                 target = target.min((2.0 * BRAKE_MS2 * (left - 10.0).max(0.0)).sqrt());
                 if *v_ms < target {
                     *v_ms = (*v_ms + ACCEL_MS2).min(target);
@@ -199,11 +320,7 @@ impl Vehicle {
                 next_cruise_m: 3_000.0,
             };
             // Some reefer trips see the unit fail for long enough to break the range.
-            self.failure = None;
-            if self.reefer && (self.always_fail || self.rng.random_bool(0.3)) {
-                let from = now + self.rng.random_range(15..35) * 60_000;
-                self.failure = Some((from, from + self.rng.random_range(12..20) * 60_000));
-            }
+            self.failure = self.plan_failure(now);
         }
         self.cargo_climate();
         self.battery_pct = (self.battery_pct - 0.0005).max(5.0);
