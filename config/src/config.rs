@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::validate::Problems;
 use crate::{
     AuthConfig, ConfigError, HttpConfig, InfluxDbConfig, IngestConfig, LimitsConfig, LogConfig,
-    MapConfig, MqttConfig, StorageConfig, TrackerSettings, load,
+    MapConfig, MqttConfig, ReportsConfig, StorageConfig, TrackerSettings, load,
 };
 
 /// The whole Landport config. Every section may be left out of the file (its defaults apply),
@@ -38,6 +38,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[webhooks]`: delivery of events to the tenants' webhooks.
     pub webhooks: crate::WebhooksConfig,
+    /// `[reports]`: trips, stops, visits and shipment records.
+    pub reports: ReportsConfig,
 }
 
 impl Config {
@@ -114,6 +116,7 @@ impl Config {
         self.log.validate(&mut p);
         crate::sections::tracker::validate(&self.tracker, &mut p);
         self.map.validate(&mut p);
+        self.reports.validate(&mut p);
         self.webhooks.validate(&mut p);
         let problems = p.into_vec();
         if problems.is_empty() {

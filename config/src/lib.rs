@@ -64,6 +64,7 @@ pub use sections::limits::LimitsConfig;
 pub use sections::log::{LogConfig, LogFormat};
 pub use sections::map::MapConfig;
 pub use sections::mqtt::MqttConfig;
+pub use sections::reports::ReportsConfig;
 pub use sections::storage::{StorageConfig, Synchronous};
 pub use sections::webhooks::WebhooksConfig;
 pub use urls::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};

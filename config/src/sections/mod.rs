@@ -9,6 +9,7 @@ pub mod limits;
 pub mod log;
 pub mod map;
 pub mod mqtt;
+pub mod reports;
 pub mod storage;
 pub mod tracker;
 pub mod webhooks;
