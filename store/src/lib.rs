@@ -17,7 +17,8 @@
 //!
 //! Layout: `schema` (DDL and migrations by `PRAGMA user_version`), `telemetry`, `events`,
 //! `cursor`, `snapshot`, `tenants` (tenants and API keys), `devices`, `geofences`, `shipments`
-//! (shipments and share tokens), `error`.
+//! (shipments and share tokens), `reports` (streamed history, geofence visits, a shipment's
+//! events for SPEC 14's reports), `error`.
 //!
 //! # What is durable when
 //!
@@ -85,6 +86,7 @@ mod error;
 mod events;
 mod geofences;
 mod mqtt_sessions;
+mod reports;
 mod schema;
 mod shipments;
 mod snapshot;
@@ -103,6 +105,7 @@ pub use error::StoreError;
 pub use events::{EventFilter, PRUNE_EVENTS_CHUNK_ROWS};
 pub use geofences::GeofenceRecord;
 pub use mqtt_sessions::MqttSession;
+pub use reports::{Visit, VisitFilter};
 pub use schema::SCHEMA_VERSION;
 pub use shipments::{ShareToken, ShipmentRecord};
 pub use telemetry::{Committed, PRUNE_CHUNK_ROWS, TelemetryRow};
