@@ -1,16 +1,36 @@
-// The live map (GET /): devices, geofences, shipments and events of the key's tenant,
-// updated over the /v1/stream server-sent events. EventSource cannot send the
-// Authorization header, so the stream is read with fetch and parsed here.
+// The live map (GET /): devices, geofences (named), shipments (with their planned routes) and
+// events of the key's tenant, updated over the /v1/stream server-sent events. EventSource
+// cannot send the Authorization header, so the stream is read with fetch and parsed here.
+//
+// Track replay: pick a device in the searchable list (or a shipment) and a time range, or
+// open `#key=K&device=ID&from=T&to=T` (T: RFC 3339 or epoch ms): the device's track
+// (/v1/devices/{id}/track), its stops with their durations (/v1/devices/{id}/stops) and a
+// slider (and play button) moving a marker along the track by time. The key is taken out of
+// the address bar; the rest of the fragment stays, so a replay's address can be shared.
 'use strict';
 (function () {
   const LP = window.Landport;
   const KEY_STORE = 'landport.apiKey';
   const MAX_EVENTS = 50;
   const RESYNC_MS = 30000;
+  /** Most rows the device list shows at once (a large fleet is searched, not scrolled). */
+  const LIST_MAX = 200;
+  /** Up to this many geofences (or stops) carry a permanent label; more get a tooltip. */
+  const LABELS_MAX = 200;
+  /** Points asked of the track endpoint (its maximum). */
+  const TRACK_LIMIT = 100000;
 
   const map = LP.makeMap('map', { center: [30, 10], zoom: 2 });
   const fenceLayer = L.layerGroup().addTo(map);
+  const routeLayer = L.layerGroup().addTo(map);
+  const trackLayer = L.layerGroup().addTo(map);
   const deviceLayer = L.layerGroup().addTo(map);
+  // Geofence labels only where they can be read.
+  function labelZoom() {
+    map.getContainer().classList.toggle('lp-zoomed-out', map.getZoom() < 7);
+  }
+  map.on('zoomend', labelZoom);
+  labelZoom();
   /** "tenant/id" -> {marker, device}. */
   const devices = new Map();
   let events = [];
@@ -20,9 +40,26 @@
   let fitted = false;
 
   // ---- the key --------------------------------------------------------------------------
-  function keyFromFragment() {
-    const m = /(?:^|&)key=([^&]*)/.exec(location.hash.slice(1));
-    return m ? decodeURIComponent(m[1]) : null;
+  /** The URL fragment's `name=value&...` pairs. */
+  function fragment() {
+    const out = {};
+    for (const part of location.hash.slice(1).split('&')) {
+      const i = part.indexOf('=');
+      if (i > 0) out[decodeURIComponent(part.slice(0, i))] = decodeURIComponent(part.slice(i + 1));
+    }
+    return out;
+  }
+
+  /** Writes `pairs` (without the key) as the fragment, replacing the current history entry. */
+  function setFragment(pairs) {
+    const parts = [];
+    for (const k of Object.keys(pairs)) {
+      if (k !== 'key' && pairs[k] !== undefined && pairs[k] !== null) {
+        parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(pairs[k]));
+      }
+    }
+    history.replaceState(null, '', location.pathname + location.search
+      + (parts.length ? '#' + parts.join('&') : ''));
   }
 
   function askKey(message) {
@@ -51,6 +88,7 @@
     localStorage.setItem(KEY_STORE, k);
     generation++;
     start(generation);
+    replayFromFragment();
   }
 
   // ---- API ------------------------------------------------------------------------------
@@ -59,7 +97,14 @@
   async function api(path) {
     const res = await fetch(path, { headers: { Authorization: 'Bearer ' + key }, cache: 'no-store' });
     if (res.status === 401) throw new Unauthorized();
-    if (!res.ok) throw new Error(path + ': HTTP ' + res.status);
+    if (!res.ok) {
+      // The API says why in {"error": {"message"}}.
+      let why = 'HTTP ' + res.status;
+      try { why = (await res.json()).error.message || why; } catch (e) { /* not JSON */ }
+      const err = new Error(why);
+      err.status = res.status;
+      throw err;
+    }
     return res.json();
   }
 
@@ -197,12 +242,353 @@
         layer = L.geoJSON(f, { style: function () { return style; } });
       }
       if (!layer) continue;
-      const label = (props.name || f.id) + (props.kind ? ' (' + props.kind + ')' : '');
-      layer.eachLayer ? layer.eachLayer(function (l) { l.bindTooltip(LP.el('span', null, label)); })
-        : layer.bindTooltip(LP.el('span', null, label));
+      // The name on the map (a permanent label while there are few fences), the kind too on
+      // hover.
+      const name = props.name || f.id;
+      const label = name + (props.kind ? ' (' + props.kind + ')' : '');
+      const few = features.length <= LABELS_MAX;
+      const parts = layer.eachLayer && !layer.getBounds ? layer.getLayers() : [layer];
+      parts.forEach(function (l, i) {
+        if (few && i === 0) {
+          l.bindTooltip(LP.el('span', null, name), { permanent: true, direction: 'center',
+            className: 'lp-fence-label' });
+        } else {
+          l.bindTooltip(LP.el('span', null, label));
+        }
+      });
       layer.addTo(fenceLayer);
     }
   }
+
+  // ---- the device list ------------------------------------------------------------------
+  /** Every device of the last load ({id, tenant, name, kind, online}), for the list. */
+  let allDevices = [];
+  let listQuery = '';
+
+  /** Shows the devices whose id or name contains the search text, at most LIST_MAX of them.
+   * Rebuilt on a search or a reload, never per position update. */
+  function showDeviceList() {
+    const ul = document.getElementById('devices');
+    const q = listQuery.trim().toLowerCase();
+    const matches = q ? allDevices.filter(function (d) {
+      return d.id.toLowerCase().includes(q) || String(d.name || '').toLowerCase().includes(q);
+    }) : allDevices;
+    document.getElementById('device-count').textContent = q
+      ? matches.length + ' of ' + allDevices.length : String(allDevices.length);
+    const rows = [];
+    for (const d of matches.slice(0, LIST_MAX)) {
+      const li = LP.el('li', 'device-row');
+      li.setAttribute('data-device', d.id);
+      li.tabIndex = 0;
+      const title = LP.el('div', 'title');
+      title.append(LP.el('span', 'dot ' + (d.online ? 'online' : 'offline')),
+        LP.el('span', null, d.name && d.name !== d.id ? d.name + ' · ' + d.id : d.id));
+      li.append(title);
+      if (d.selected) li.classList.add('selected');
+      rows.push(li);
+    }
+    if (!matches.length) rows.push(LP.el('li', 'muted', q ? 'No device matches.' : 'No devices.'));
+    if (matches.length > LIST_MAX) {
+      rows.push(LP.el('li', 'muted more', (matches.length - LIST_MAX) + ' more: refine the search.'));
+    }
+    ul.replaceChildren.apply(ul, rows);
+  }
+
+  let searchTimer = null;
+  document.getElementById('device-search').addEventListener('input', function (ev) {
+    clearTimeout(searchTimer);
+    // Typing in a list of thousands: filter once the typing pauses.
+    searchTimer = setTimeout(function () {
+      listQuery = ev.target.value;
+      showDeviceList();
+    }, allDevices.length > 2000 ? 150 : 0);
+  });
+  function pickFromList(ev) {
+    const li = ev.target.closest('li[data-device]');
+    if (!li) return;
+    if (ev.type === 'keydown' && ev.key !== 'Enter') return;
+    const id = li.getAttribute('data-device');
+    const live = devices.get(deviceKey(tenantOf(id), id));
+    if (live && live.device.position) {
+      map.panTo([live.device.position.lat, live.device.position.lon]);
+    }
+    openReplay(id, null, null, true);
+  }
+  document.getElementById('devices').addEventListener('click', pickFromList);
+  document.getElementById('devices').addEventListener('keydown', pickFromList);
+
+  function tenantOf(id) {
+    const d = allDevices.find(function (x) { return x.id === id; });
+    return d ? d.tenant : undefined;
+  }
+
+  // ---- planned routes -------------------------------------------------------------------
+  let routesShown = '';
+  /** Each shipment's planned route (a dashed line named after the shipment); redrawn only
+   * when a route changes. */
+  function showRoutes(list) {
+    const withRoute = list.filter(function (s) {
+      return s.route && s.route.type === 'LineString' && s.route.coordinates.length > 1;
+    });
+    const sig = JSON.stringify(withRoute.map(function (s) {
+      return [s.id, s.status, s.route.coordinates.length, s.updated_at];
+    }));
+    if (sig === routesShown) return;
+    routesShown = sig;
+    routeLayer.clearLayers();
+    for (const s of withRoute) {
+      const done = s.status === 'delivered' || s.status === 'cancelled' || s.status === 'arrived';
+      const line = L.polyline(s.route.coordinates.map(function (c) { return [c[1], c[0]]; }), {
+        className: 'lp-route' + (done ? ' done' : ''), color: done ? '#8a939c' : '#1565c0',
+        weight: 3, opacity: 0.7, dashArray: '8 6' });
+      line.bindTooltip(LP.el('span', null, (s.reference || s.id) + ' — planned route ('
+        + String(s.status).replace('_', ' ') + ')'), { sticky: true });
+      line.addTo(routeLayer);
+      const path = line.getElement();
+      if (path) path.setAttribute('data-shipment-id', s.id);
+    }
+  }
+
+  // ---- track replay ---------------------------------------------------------------------
+  const replay = {
+    device: null, fromMs: 0, toMs: 0,
+    /** The track: [lat, lon] per vertex and its time (epoch ms), oldest first. */
+    latlngs: [], times: [], idx: 0, marker: null, timer: null,
+  };
+  const $ = function (id) { return document.getElementById(id); };
+
+  /** A time (epoch ms) as a datetime-local input value, in local time. */
+  function toInput(ms) {
+    const d = new Date(ms);
+    return new Date(ms - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  }
+
+  /** `T` of the fragment: epoch ms or an RFC 3339 time; NaN when neither. */
+  function parseTime(t) {
+    if (t === undefined || t === null || t === '') return NaN;
+    return /^-?\d+$/.test(t) ? Number(t) : Date.parse(t);
+  }
+
+  function duration(s) {
+    s = Math.round(s);
+    if (s < 60) return s + ' s';
+    const h = Math.floor(s / 3600);
+    const m = Math.round((s % 3600) / 60);
+    return h ? h + ' h ' + String(m).padStart(2, '0') + ' min' : m + ' min';
+  }
+
+  /** Opens the replay panel for `device` over [fromMs, toMs] (default: the last 2 hours and
+   * the next 2, device clocks may run ahead), and loads it when `load`. */
+  function openReplay(device, fromMs, toMs, load) {
+    const now = Date.now();
+    replay.device = device;
+    replay.fromMs = isNaN(fromMs) || fromMs === null ? now - 2 * 3600000 : fromMs;
+    replay.toMs = isNaN(toMs) || toMs === null ? now + 2 * 3600000 : toMs;
+    $('replay').hidden = false;
+    $('replay-device').textContent = device;
+    $('replay-from').value = toInput(replay.fromMs);
+    $('replay-to').value = toInput(replay.toMs);
+    for (const li of document.querySelectorAll('#devices li.selected')) li.classList.remove('selected');
+    for (const d of allDevices) d.selected = d.id === device;
+    const row = document.querySelector('#devices li[data-device="' + CSS.escape(device) + '"]');
+    if (row) row.classList.add('selected');
+    fitted = true;
+    if (load) loadReplay();
+  }
+
+  $('replay-form').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    const from = new Date($('replay-from').value).getTime();
+    const to = new Date($('replay-to').value).getTime();
+    if (isNaN(from) || isNaN(to) || from > to) {
+      $('replay-status').textContent = 'Pick a start before the end.';
+      return;
+    }
+    replay.fromMs = from;
+    replay.toMs = to;
+    loadReplay();
+  });
+  $('replay-close').addEventListener('click', closeReplay);
+
+  function closeReplay() {
+    stopPlaying();
+    replay.device = null;
+    trackLayer.clearLayers();
+    replay.marker = null;
+    $('replay').hidden = true;
+    setFragment({});
+    for (const d of allDevices) d.selected = false;
+    for (const li of document.querySelectorAll('#devices li.selected')) li.classList.remove('selected');
+  }
+
+  /** Loads the track and the stops of the chosen device and range and draws them. */
+  async function loadReplay() {
+    stopPlaying();
+    const device = replay.device;
+    const from = new Date(replay.fromMs).toISOString();
+    const to = new Date(replay.toMs).toISOString();
+    setFragment({ device: device, from: from, to: to });
+    $('replay-status').textContent = 'Loading…';
+    $('replay-controls').hidden = true;
+    $('replay-stops').replaceChildren();
+    trackLayer.clearLayers();
+    replay.marker = null;
+    const base = '/v1/devices/' + encodeURIComponent(device);
+    const q = '?from=' + encodeURIComponent(from) + '&to=' + encodeURIComponent(to);
+    let track;
+    let stops = null;
+    let stopsError = null;
+    try {
+      const got = await Promise.all([
+        api(base + '/track' + q + '&limit=' + TRACK_LIMIT),
+        api(base + '/stops' + q).catch(function (e) {
+          if (e instanceof Unauthorized) throw e;
+          stopsError = e;
+          return null;
+        }),
+      ]);
+      track = got[0];
+      stops = got[1];
+    } catch (e) {
+      if (e instanceof Unauthorized) { askKey('That key was refused (401). Enter a valid API key.'); return; }
+      $('replay-status').textContent = 'Could not load the track: ' + e.message;
+      return;
+    }
+    if (replay.device !== device) return;
+    const coords = (track.geometry && track.geometry.coordinates) || [];
+    replay.latlngs = coords.map(function (c) { return [c[1], c[0]]; });
+    replay.times = ((track.properties && track.properties.times) || []).map(Date.parse);
+    if (!replay.latlngs.length) {
+      $('replay-status').textContent = 'No positions of ' + device + ' in this range.';
+      return;
+    }
+    const line = L.polyline(replay.latlngs, { className: 'lp-track', color: '#d81b60',
+      weight: 4, opacity: 0.85 }).addTo(trackLayer);
+    const stopList = (stops && stops.stops) || [];
+    drawStops(stopList);
+    const arrow = LP.el('div', 'lp-arrow');
+    arrow.append(deviceSvg());
+    replay.marker = L.marker(replay.latlngs[0], { icon: L.divIcon({ className: 'lp-device lp-replay',
+      html: arrow, iconSize: [24, 24], iconAnchor: [12, 12] }), keyboard: false,
+    zIndexOffset: 1000 }).addTo(trackLayer);
+    const slider = $('replay-slider');
+    slider.max = String(replay.latlngs.length - 1);
+    slider.value = '0';
+    $('replay-controls').hidden = false;
+    setIndex(0);
+    map.fitBounds(line.getBounds().pad(0.15), { maxZoom: 15 });
+    let msg = replay.latlngs.length + ' positions';
+    if (stops) msg += ', ' + stopList.length + (stopList.length === 1 ? ' stop' : ' stops');
+    if (track.properties && track.properties.truncated) msg += ' (the first ' + TRACK_LIMIT + ' only: shorten the range)';
+    if (stopsError) msg += '; stops unavailable: ' + stopsError.message;
+    $('replay-status').textContent = msg + '.';
+  }
+
+  function drawStops(list) {
+    const ul = $('replay-stops');
+    const few = list.length <= LABELS_MAX;
+    for (const s of list) {
+      const label = duration(s.duration_s) + (s.geofence ? ' · ' + s.geofence : '');
+      const m = L.circleMarker([s.lat, s.lon], { radius: 8, className: 'lp-stop', color: '#fff',
+        weight: 2, fillColor: '#ef6c00', fillOpacity: 1 }).addTo(trackLayer);
+      // A permanent label with the duration while there are few; details in the panel.
+      m.bindTooltip(few ? LP.el('span', null, duration(s.duration_s))
+        : LP.el('span', null, 'Stop ' + label + ' · ' + LP.time(s.start) + ' – ' + LP.time(s.end)),
+      few ? { permanent: true, direction: 'top', offset: [0, -8], className: 'lp-stop-label' } : {});
+      const li = LP.el('li', 'stop-row');
+      li.append(LP.el('div', 'title', 'Stop · ' + label),
+        LP.el('div', 'muted', LP.time(s.start) + ' – ' + LP.time(s.end)));
+      li.addEventListener('click', function () { seek(Date.parse(s.start)); });
+      m.on('click', function () { seek(Date.parse(s.start)); });
+      ul.append(li);
+    }
+  }
+
+  /** The first index whose time is at or after `t` (the last when none). */
+  function indexAt(t) {
+    let lo = 0;
+    let hi = replay.times.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (replay.times[mid] < t) lo = mid + 1; else hi = mid;
+    }
+    return Math.max(lo, 0);
+  }
+
+  function seek(t) {
+    const i = indexAt(t);
+    $('replay-slider').value = String(i);
+    setIndex(i);
+  }
+
+  /** Puts the replay marker on vertex `i`, heading towards the next one. */
+  function setIndex(i) {
+    if (!replay.marker) return;
+    i = Math.max(0, Math.min(i, replay.latlngs.length - 1));
+    replay.idx = i;
+    const ll = replay.latlngs[i];
+    replay.marker.setLatLng(ll);
+    const el = replay.marker.getElement();
+    if (el) {
+      el.setAttribute('data-index', String(i));
+      el.setAttribute('data-lat', String(ll[0]));
+      el.setAttribute('data-lon', String(ll[1]));
+      const n = replay.latlngs.length;
+      const h = i + 1 < n ? bearing(ll, replay.latlngs[i + 1])
+        : (i > 0 ? bearing(replay.latlngs[i - 1], ll) : null);
+      el.classList.toggle('no-heading', h === null);
+      if (h !== null) el.firstChild.style.transform = 'rotate(' + h + 'deg)';
+    }
+    const t = replay.times[i];
+    $('replay-time').textContent = isNaN(t) ? '' : new Date(t).toLocaleString([],
+      { dateStyle: 'short', timeStyle: 'medium' }) + '  (' + (i + 1) + ' / ' + replay.latlngs.length + ')';
+  }
+
+  /** Initial bearing from a to b ([lat, lon]), degrees; null when they coincide. */
+  function bearing(a, b) {
+    if (a[0] === b[0] && a[1] === b[1]) return null;
+    const r = Math.PI / 180;
+    const y = Math.sin((b[1] - a[1]) * r) * Math.cos(b[0] * r);
+    const x = Math.cos(a[0] * r) * Math.sin(b[0] * r)
+      - Math.sin(a[0] * r) * Math.cos(b[0] * r) * Math.cos((b[1] - a[1]) * r);
+    return (Math.atan2(y, x) / r + 360) % 360;
+  }
+
+  $('replay-slider').addEventListener('input', function (ev) {
+    setIndex(Number(ev.target.value));
+  });
+
+  const TICK_MS = 100;
+  function stopPlaying() {
+    if (replay.timer) clearInterval(replay.timer);
+    replay.timer = null;
+    $('replay-play').textContent = '▶';
+    $('replay-play').setAttribute('aria-label', 'play');
+  }
+  $('replay-play').addEventListener('click', function () {
+    if (replay.timer) { stopPlaying(); return; }
+    if (replay.idx >= replay.latlngs.length - 1) seek(replay.times[0]);
+    $('replay-play').textContent = '⏸';
+    $('replay-play').setAttribute('aria-label', 'pause');
+    // Device time advances `speed` times as fast as the wall clock.
+    let t = replay.times[replay.idx];
+    replay.timer = setInterval(function () {
+      t += Number($('replay-speed').value) * TICK_MS;
+      const i = indexAt(t);
+      $('replay-slider').value = String(i);
+      setIndex(i);
+      if (i >= replay.latlngs.length - 1) stopPlaying();
+    }, TICK_MS);
+  });
+
+  /** The replay the fragment asks for (`device`, `from`, `to`), if any. */
+  function replayFromFragment() {
+    const f = fragment();
+    if (!f.device) return false;
+    openReplay(f.device, parseTime(f.from), parseTime(f.to), true);
+    return true;
+  }
+  window.addEventListener('hashchange', function () { if (key) replayFromFragment(); });
 
   // ---- panel ----------------------------------------------------------------------------
   function showShipments(list) {
@@ -214,11 +600,23 @@
       li.setAttribute('data-shipment-id', s.id);
       const title = LP.el('div', 'title', s.reference || s.id);
       title.append(LP.el('span', 'badge ' + s.status, String(s.status).replace('_', ' ')));
+      const late = s.eta && s.deadline && s.status === 'in_transit'
+        && Date.parse(s.eta.eta) > Date.parse(s.deadline);
+      if (late) title.append(LP.el('span', 'badge late', 'late risk'));
       li.append(title, LP.el('div', 'muted', 'Device ' + s.device));
       if (s.status !== 'delivered' && s.status !== 'cancelled') {
         li.append(LP.el('div', null, 'ETA ' + LP.etaWindow(s.eta)));
       }
       if (s.deadline) li.append(LP.el('div', 'muted', 'Deadline ' + LP.time(s.deadline)));
+      const btn = LP.el('button', 'link', 'Replay track');
+      btn.type = 'button';
+      btn.addEventListener('click', function () {
+        // From an hour before it left (or the last two hours) to its arrival (or now).
+        const start = s.departed_at ? Date.parse(s.departed_at) - 3600000 : NaN;
+        const end = s.arrived_at ? Date.parse(s.arrived_at) + 1800000 : NaN;
+        openReplay(s.device, start, end, true);
+      });
+      li.append(btn);
       ul.append(li);
     }
   }
@@ -251,8 +649,15 @@
       apiAll('/v1/shipments', 'shipments'), api('/v1/events?limit=' + MAX_EVENTS),
     ]);
     for (const d of devs) showDevice(d);
+    const selected = replay.device;
+    allDevices = devs.map(function (d) {
+      return { id: d.id, tenant: d.tenant, name: d.name, kind: d.kind, online: d.online,
+        selected: d.id === selected };
+    });
+    showDeviceList();
     showGeofences(fences);
     showShipments(ships);
+    showRoutes(ships);
     events = [];
     for (const e of evs.events || []) addEvent(e);
     showEvents();
@@ -270,7 +675,10 @@
     if (shipmentsTimer) return;
     shipmentsTimer = setTimeout(function () {
       shipmentsTimer = null;
-      apiAll('/v1/shipments', 'shipments').then(showShipments, function () {});
+      apiAll('/v1/shipments', 'shipments').then(function (list) {
+        showShipments(list);
+        showRoutes(list);
+      }, function () {});
     }, 1000);
   }
 
@@ -364,10 +772,10 @@
     if (key) loadAll().catch(function () {});
   }, RESYNC_MS);
 
-  const fromUrl = keyFromFragment();
+  const fromUrl = fragment().key;
   if (fromUrl) {
-    // Keep the key out of the address bar and the history.
-    history.replaceState(null, '', location.pathname + location.search);
+    // Keep the key out of the address bar and the history (the rest of the fragment stays).
+    setFragment(fragment());
     useKey(fromUrl);
   } else if (localStorage.getItem(KEY_STORE)) {
     useKey(localStorage.getItem(KEY_STORE));

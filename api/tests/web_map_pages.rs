@@ -1,6 +1,7 @@
 //! The live map of a tenant with more devices than one page holds: headless Chromium against
 //! a real server shows a marker for every one of 1,100 devices, so the page follows `next`
-//! through `/v1/devices` (pages of at most 1,000, SPEC 15).
+//! through `/v1/devices` (pages of at most 1,000, SPEC 15), while its device list shows the
+//! first 200 and says how many more a search would reach.
 //!
 //! Needs `/usr/bin/chromium` (Debian `chromium`): without it the test is skipped with a note,
 //! or fails when `CI` is set (SPEC 8).
@@ -161,4 +162,11 @@ async fn the_map_shows_every_device_of_a_tenant_bigger_than_a_page() {
             "{id} has no marker"
         );
     }
+    // The list is for searching, not scrolling through the fleet: 200 rows and a note.
+    assert_eq!(dom.matches("data-device=\"t").count(), 200);
+    assert!(
+        dom.contains("900 more: refine the search."),
+        "no note on the rest"
+    );
+    assert!(dom.contains("<span id=\"device-count\" class=\"muted\">1100</span>"));
 }

@@ -8,10 +8,17 @@
 //! the `/v1/stream` SSE read with `fetch`, since `EventSource` cannot send the
 //! `Authorization` header); the tracking page polls the keyless `/v1/public/{token}`.
 //!
+//! The map page also replays a device's history (SPEC 14): a device picked in its searchable
+//! list (or a shipment's "Replay track"), or the fragment `#key=K&device=ID&from=T&to=T`,
+//! loads `/v1/devices/{id}/track` and `/v1/devices/{id}/stops` for the range and draws the
+//! track, a labelled marker per stop and a slider (with play) moving a marker along it by
+//! time. Shipments' planned routes and geofence names are drawn on the live map.
+//!
 //! Nothing is fetched at run time but map tiles, from the configured URL; the pages work
 //! (markers, shapes, panels) without them.
 
 mod assets;
+mod webhooks;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -59,6 +66,7 @@ pub fn router(map: MapSettings, api: ApiState) -> Router {
         .route("/track/{token}", get(track_page).layer(rate))
         .route("/assets/{*path}", get(asset))
         .with_state(web)
+        .merge(webhooks::router())
 }
 
 /// The paths under `/assets/` this router serves (every file the pages may load).
