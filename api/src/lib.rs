@@ -42,6 +42,7 @@ mod openapi;
 mod state;
 mod v1;
 pub use v1::positions::positions_json;
+pub use v1::ReportSettings;
 pub mod web;
 
 pub use error::ApiError;
@@ -92,6 +93,12 @@ pub fn router_with_api(state: AppState, api: ApiState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Installs the `[reports]` settings (range limit, stop radius, trip length, gap) the report
+/// endpoints use; without it, the defaults of SPEC 14.
+pub fn with_report_settings(router: Router, settings: ReportSettings) -> Router {
+    router.layer(axum::Extension(settings))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {

@@ -14,6 +14,8 @@ mod geojson;
 pub(crate) mod page;
 pub(crate) mod positions;
 pub(crate) mod positions_feed;
+pub(crate) mod reports;
+pub use reports::ReportSettings;
 pub(crate) mod shipments;
 mod sse;
 mod stream;
@@ -41,6 +43,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices", get(devices::list).post(devices::create))
         .route("/v1/devices/nearby", get(positions::nearby))
         .route("/v1/devices/{id}/track", get(track::track))
+        .route("/v1/devices/{id}/trips", get(reports::trips))
+        .route("/v1/devices/{id}/stops", get(reports::stops))
         .route(
             "/v1/devices/{id}",
             get(devices::get_one)
@@ -116,6 +120,8 @@ pub(crate) async fn token_rate(
     devices::create,
     positions::nearby,
     track::track,
+    reports::trips,
+    reports::stops,
     devices::get_one,
     devices::patch,
     devices::remove,

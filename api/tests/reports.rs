@@ -1,0 +1,352 @@
+//! SPEC 14 through the router: trips, stops, geofence visits and the shipment record, in
+//! JSON, CSV (read back with the csv crate) and PDF (its text extracted with `pdftotext`);
+//! range limits and tenant isolation. Readings go through the real tracker (the pipeline's
+//! `Core`) and are committed to the store with the events they fire, as the pipeline does.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use landport_pipeline::Output;
+use landport_store::Store;
+use landport_tracker::Reading;
+use serde_json::{Value, json};
+use support::TestApi;
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret-key-for-the-report-tests";
+/// 2026-11-24T08:00:00Z.
+const T0: i64 = 1_795_507_200_000;
+const MIN: i64 = 60_000;
+/// Near Anshan; 0.001° of latitude is ~111 m.
+const LON0: f64 = 122.99;
+const LAT0: f64 = 41.10;
+
+struct App {
+    api: TestApi,
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The CSV body read back: header row and records.
+    fn csv(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        assert!(
+            self.content_type.starts_with("text/csv"),
+            "{}",
+            self.content_type
+        );
+        let mut r = csv::Reader::from_reader(self.body.as_slice());
+        let header = r.headers().unwrap().iter().map(str::to_owned).collect();
+        let rows = r
+            .records()
+            .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        (header, rows)
+    }
+}
+
+impl App {
+    fn new() -> App {
+        App {
+            api: TestApi::new(ADMIN),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        accept: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"));
+        if let Some(a) = accept {
+            req = req.header(header::ACCEPT, a);
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.api.router().oneshot(req).await.unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, key: &str) -> Reply {
+        self.call("GET", path, key, None, None).await
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> Value {
+        let r = self.call("POST", path, key, Some(body), None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    async fn tenant(&self, id: &str) -> String {
+        self.post("/v1/tenants", ADMIN, json!({"id": id, "name": id}))
+            .await;
+        let v = self
+            .post(&format!("/v1/tenants/{id}/keys"), ADMIN, json!({}))
+            .await;
+        v["key"].as_str().unwrap().to_owned()
+    }
+
+    async fn device(&self, key: &str, id: &str) {
+        self.post(
+            "/v1/devices",
+            key,
+            json!({"id": id, "name": id, "kind": "truck"}),
+        )
+        .await;
+    }
+
+    /// Applies `readings` of `device` to the live tracker and commits them with their
+    /// events, as the pipeline does.
+    async fn feed(&self, tenant: &str, device: &str, readings: Vec<Reading>) {
+        let (t, d) = (tenant.to_owned(), device.to_owned());
+        let out = self
+            .api
+            .tracker
+            .call(move |core| {
+                let mut out = Output::default();
+                let now = readings.last().map(|r| r.ts_ms).unwrap_or(T0);
+                for chunk in readings.chunks(50) {
+                    let _ = core.apply(&t, &d, chunk, now, &mut out);
+                }
+                out
+            })
+            .await
+            .unwrap();
+        let mut store = Store::open(self.api.dir.path()).unwrap();
+        store.commit(&out.rows, &out.events).unwrap();
+    }
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// A reading at minute `m` after `T0`, `north_m` metres north of the origin.
+fn at(m: f64, north_m: f64) -> Reading {
+    Reading::at(T0 + (m * MIN as f64) as i64).with_position(LON0, LAT0 + north_m / 111_000.0)
+}
+
+/// 20 minutes parked at the depot, 20 minutes north at 36 km/h (12 km), 30 minutes parked,
+/// 10 minutes north again (6 km): a fix a minute.
+fn day_of_truck() -> Vec<Reading> {
+    let mut v = Vec::new();
+    for m in 0..=20 {
+        v.push(at(m as f64, 0.0));
+    }
+    for m in 21..=40 {
+        v.push(at(m as f64, (m - 20) as f64 * 600.0).with_speed(36.0));
+    }
+    for m in 41..=70 {
+        v.push(at(m as f64, 12_000.0 + 5.0 * ((m % 3) as f64)));
+    }
+    for m in 71..=80 {
+        v.push(at(m as f64, 12_000.0 + (m - 70) as f64 * 600.0).with_speed(40.0));
+    }
+    v
+}
+
+#[tokio::test]
+async fn stops_and_trips_of_a_day_in_json_and_csv() {
+    let app = App::new();
+    let acme = app.tenant("acme").await;
+    app.device(&acme, "truck-1").await;
+    // a depot around the start
+    app.post(
+        "/v1/geofences",
+        &acme,
+        json!({"type": "Feature", "id": "depot",
+               "geometry": {"type": "Point", "coordinates": [LON0, LAT0]},
+               "properties": {"name": "Depot", "radius_m": 300}}),
+    )
+    .await;
+    app.feed("acme", "truck-1", day_of_truck()).await;
+    let range = format!("from={}&to={}", iso(T0), iso(T0 + 90 * MIN));
+
+    let r = app
+        .get(&format!("/v1/devices/truck-1/stops?{range}"), &acme)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let stops = r.json()["stops"].as_array().unwrap().clone();
+    assert_eq!(stops.len(), 2, "{stops:?}");
+    assert_eq!(stops[0]["start"], iso(T0));
+    assert_eq!(stops[0]["end"], iso(T0 + 20 * MIN));
+    assert_eq!(stops[0]["duration_s"], 1200.0);
+    assert_eq!(stops[0]["geofence"], "depot");
+    assert_eq!(stops[1]["start"], iso(T0 + 40 * MIN));
+    assert_eq!(stops[1]["end"], iso(T0 + 70 * MIN));
+    assert_eq!(stops[1]["geofence"], Value::Null);
+    // a longer min_duration_s leaves the 20-minute stop out
+    let r = app
+        .get(
+            &format!("/v1/devices/truck-1/stops?{range}&min_duration_s=1500"),
+            &acme,
+        )
+        .await;
+    assert_eq!(r.json()["stops"].as_array().unwrap().len(), 1);
+
+    let r = app
+        .get(&format!("/v1/devices/truck-1/trips?{range}"), &acme)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let trips = r.json()["trips"].as_array().unwrap().clone();
+    assert_eq!(trips.len(), 2, "{trips:?}");
+    let t = &trips[0];
+    assert_eq!(t["start"]["ts"], iso(T0 + 20 * MIN));
+    assert_eq!(t["start"]["geofence"], "depot");
+    assert_eq!(t["end"]["ts"], iso(T0 + 40 * MIN));
+    let d = t["distance_m"].as_f64().unwrap();
+    assert!((d - 12_000.0).abs() < 100.0, "{d}");
+    assert_eq!(t["duration_s"], 1200.0);
+    let avg = t["avg_speed_kmh"].as_f64().unwrap();
+    assert!((avg - 36.0).abs() < 0.5, "{avg}");
+    assert_eq!(t["max_speed_kmh"], 36.0);
+    assert_eq!(trips[1]["end"]["ts"], iso(T0 + 80 * MIN));
+    assert_eq!(trips[1]["max_speed_kmh"], 40.0);
+
+    // CSV: a header row, then the same rows as the JSON
+    let r = app
+        .get(
+            &format!("/v1/devices/truck-1/stops?{range}&format=csv"),
+            &acme,
+        )
+        .await;
+    let (header, rows) = r.csv();
+    assert_eq!(
+        header,
+        ["start", "end", "lat", "lon", "duration_s", "geofence"]
+    );
+    assert_eq!(rows.len(), stops.len());
+    for (row, stop) in rows.iter().zip(&stops) {
+        assert_eq!(row[0], stop["start"].as_str().unwrap());
+        assert_eq!(row[1], stop["end"].as_str().unwrap());
+        assert_eq!(
+            row[2].parse::<f64>().unwrap(),
+            stop["lat"].as_f64().unwrap()
+        );
+        assert_eq!(
+            row[4].parse::<f64>().unwrap(),
+            stop["duration_s"].as_f64().unwrap()
+        );
+        assert_eq!(row[5], stop["geofence"].as_str().unwrap_or(""));
+    }
+    let r = app
+        .call(
+            "GET",
+            &format!("/v1/devices/truck-1/trips?{range}"),
+            &acme,
+            None,
+            Some("text/csv"),
+        )
+        .await;
+    let (header, rows) = r.csv();
+    assert_eq!(header.len(), 12);
+    assert_eq!(header[0], "start_ts");
+    assert_eq!(header[8], "distance_m");
+    assert_eq!(rows.len(), trips.len());
+    for (row, trip) in rows.iter().zip(&trips) {
+        assert_eq!(row[0], trip["start"]["ts"].as_str().unwrap());
+        assert_eq!(row[3], trip["start"]["geofence"].as_str().unwrap_or(""));
+        assert_eq!(
+            row[8].parse::<f64>().unwrap(),
+            trip["distance_m"].as_f64().unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn ranges_are_required_bounded_and_tenants_isolated() {
+    let app = App::new();
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    app.device(&acme, "truck-1").await;
+    app.feed("acme", "truck-1", day_of_truck()).await;
+    let ok = format!("from={}&to={}", iso(T0), iso(T0 + 90 * MIN));
+    for report in ["trips", "stops"] {
+        let path = format!("/v1/devices/truck-1/{report}");
+        // from and to are required
+        let r = app.get(&format!("{path}?to={}", iso(T0)), &acme).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("from")
+        );
+        let r = app
+            .get(&format!("{path}?from=yesterday&to={}", iso(T0)), &acme)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        // epoch milliseconds work as on the track endpoint
+        let r = app
+            .get(&format!("{path}?from={}&to={}", T0, T0 + 90 * MIN), &acme)
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        // at most reports.max_days (31) apart: 422 naming the limit
+        let r = app
+            .get(
+                &format!("{path}?from={}&to={}", iso(T0), iso(T0 + 32 * 86_400_000)),
+                &acme,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("reports.max_days"), "{msg}");
+        // another tenant's device: 404 as if it did not exist
+        let r = app.get(&format!("{path}?{ok}"), &globex).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = app
+            .get(&format!("/v1/devices/nobody/{report}?{ok}"), &acme)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = app.get(&format!("{path}?{ok}&format=xml"), &acme).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    }
+    // globex's own truck-1 with no history has no stops, and never sees acme's
+    app.device(&globex, "truck-1").await;
+    let r = app
+        .get(&format!("/v1/devices/truck-1/stops?{ok}"), &globex)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!({"stops": []}));
+}
