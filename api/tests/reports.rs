@@ -350,3 +350,284 @@ async fn ranges_are_required_bounded_and_tenants_isolated() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), json!({"stops": []}));
 }
+
+/// `day_of_truck` with a temperature on every reading: 4 °C, and `temp(m)` where it says.
+fn reefer_day(temp: impl Fn(i64) -> Option<f64>) -> Vec<Reading> {
+    day_of_truck()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(m, r)| match temp(m as i64) {
+            Some(t) => Some(r.with_temp(t)),
+            // no temperature: the sensor is silent (the position still comes)
+            None => Some(r),
+        })
+        .collect()
+}
+
+async fn reefer_shipment(app: &App, key: &str, id: &str, device: &str) {
+    app.device(key, device).await;
+    app.post(
+        "/v1/shipments",
+        key,
+        json!({"id": id, "device": device, "reference": format!("PO-{id}"),
+               "origin": {"lat": LAT0, "lon": LON0},
+               "destination": {"lat": LAT0 + 18_000.0 / 111_000.0, "lon": LON0},
+               "deadline": iso(T0 + 75 * MIN), "temp_range_c": [2.0, 8.0]}),
+    )
+    .await;
+}
+
+/// The text of a PDF, by `pdftotext` (poppler-utils; scripts/test installs it).
+fn pdf_text(bytes: &[u8]) -> String {
+    assert!(bytes.starts_with(b"%PDF-"), "not a PDF");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("record.pdf");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .arg("-layout")
+        .arg(&path)
+        .arg("-")
+        .output()
+        .expect("pdftotext (Debian's poppler-utils) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_reefer_with_an_excursion_has_the_verdict_excursion_in_json_csv_and_pdf() {
+    let app = App::new();
+    let acme = app.tenant("acme").await;
+    reefer_shipment(&app, &acme, "SHP-1", "reefer-1").await;
+    // out of range from minute 50 to 55 while parked, 12 °C at worst
+    let temps = |m: i64| match m {
+        50 => Some(9.0),
+        51..=54 => Some(10.0 + (m - 50) as f64 * 0.5),
+        55 => Some(8.5),
+        _ => Some(4.0),
+    };
+    app.feed("acme", "reefer-1", reefer_day(temps)).await;
+
+    let r = app.get("/v1/shipments/SHP-1/report", &acme).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let v = r.json();
+    assert_eq!(v["verdict"], "excursion", "{v:#}");
+    assert_eq!(v["shipment"], "SHP-1");
+    assert_eq!(v["reference"], "PO-SHP-1");
+    assert_eq!(v["status"], "arrived");
+    let departed = v["departed_at"].as_str().unwrap().to_owned();
+    let arrived = v["arrived_at"].as_str().unwrap().to_owned();
+    assert!(
+        departed > iso(T0 + 20 * MIN) && departed < iso(T0 + 23 * MIN),
+        "{departed}"
+    );
+    assert!(
+        arrived > iso(T0 + 77 * MIN) && arrived <= iso(T0 + 80 * MIN),
+        "{arrived}"
+    );
+    assert_eq!(v["from"], departed.as_str());
+    assert_eq!(v["to"], arrived.as_str());
+    assert_eq!(v["actual_arrival"], arrived.as_str());
+    assert!(
+        v["late_by_s"].as_f64().unwrap() > 0.0,
+        "deadline at minute 75"
+    );
+    let excursions = v["excursions"].as_array().unwrap();
+    assert_eq!(excursions.len(), 1, "{v:#}");
+    assert_eq!(excursions[0]["begin"], iso(T0 + 50 * MIN));
+    assert_eq!(excursions[0]["end"], iso(T0 + 56 * MIN));
+    assert_eq!(excursions[0]["duration_s"], 360.0);
+    assert_eq!(excursions[0]["peak_c"], 12.0);
+    let t = &v["temperature"];
+    assert_eq!(t["max_c"], 12.0);
+    assert_eq!(t["min_c"], 4.0);
+    let pct = t["time_in_range_pct"].as_f64().unwrap();
+    assert!(pct > 80.0 && pct < 100.0, "{pct}");
+    assert_eq!(v["gaps"], json!([]));
+    // the ETA history starts with the first ETA, announced at departure
+    let etas = v["eta_history"].as_array().unwrap();
+    assert!(!etas.is_empty(), "{v:#}");
+    assert!(etas[0]["predicted_at"].as_str().unwrap() >= iso(T0 + 20 * MIN).as_str());
+    assert!(etas[0]["error_s"].is_number());
+    let driven = v["driven_distance_m"].as_f64().unwrap();
+    assert!(driven > 15_000.0 && driven < 19_000.0, "{driven}");
+
+    // CSV: the readings of the record, with a header row
+    let r = app
+        .get("/v1/shipments/SHP-1/report?format=csv", &acme)
+        .await;
+    let (header, rows) = r.csv();
+    assert_eq!(
+        header,
+        ["ts", "lat", "lon", "speed_kmh", "temp_c", "in_range"]
+    );
+    assert!(rows.len() > 50);
+    let out: Vec<&Vec<String>> = rows.iter().filter(|r| r[5] == "false").collect();
+    assert_eq!(out.len(), 6, "minutes 50-55");
+    assert_eq!(out[0][0], iso(T0 + 50 * MIN));
+    assert!(rows.iter().all(|r| r[0].as_str() >= departed.as_str()));
+
+    // PDF: the verdict, the excursion's times and the summary figures are in its text
+    let r = app
+        .get("/v1/shipments/SHP-1/report?format=pdf", &acme)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type, "application/pdf");
+    let text = pdf_text(&r.body);
+    for needle in [
+        "Shipment record SHP-1",
+        "Verdict: EXCURSION",
+        &iso(T0 + 50 * MIN),
+        &iso(T0 + 56 * MIN),
+        "6m 00s",
+        "12.0",
+        "max 12.0",
+        "min 4.0",
+        "PO-SHP-1",
+        "ETA history",
+        "Route driven",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in the PDF:\n{text}");
+    }
+
+    // another tenant: 404
+    let globex = app.tenant("globex").await;
+    let r = app.get("/v1/shipments/SHP-1/report", &globex).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .get("/v1/shipments/SHP-1/report?format=pdf", &globex)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // a range too long
+    let r = app
+        .get(
+            &format!(
+                "/v1/shipments/SHP-1/report?from={}&to={}",
+                iso(T0),
+                iso(T0 + 40 * 86_400_000)
+            ),
+            &acme,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_reefer_with_a_silent_sensor_is_incomplete_and_an_intact_one_compliant() {
+    let app = App::new();
+    let acme = app.tenant("acme").await;
+    reefer_shipment(&app, &acme, "SHP-GAP", "reefer-2").await;
+    reefer_shipment(&app, &acme, "SHP-OK", "reefer-3").await;
+    // no temperature from minute 30 to 59: 30 minutes, over reports.gap_seconds (900)
+    app.feed(
+        "acme",
+        "reefer-2",
+        reefer_day(|m| (!(30..60).contains(&m)).then_some(5.0)),
+    )
+    .await;
+    app.feed("acme", "reefer-3", reefer_day(|_| Some(5.0)))
+        .await;
+
+    let v = app.get("/v1/shipments/SHP-GAP/report", &acme).await.json();
+    assert_eq!(v["verdict"], "incomplete", "{v:#}");
+    let gaps = v["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0]["from"], iso(T0 + 29 * MIN));
+    assert_eq!(gaps[0]["to"], iso(T0 + 60 * MIN));
+    assert_eq!(gaps[0]["duration_s"], 1860.0);
+    let text = pdf_text(
+        &app.get("/v1/shipments/SHP-GAP/report?format=pdf", &acme)
+            .await
+            .body,
+    );
+    assert!(text.contains("Verdict: INCOMPLETE"), "{text}");
+    assert!(text.contains(&iso(T0 + 29 * MIN)), "{text}");
+
+    let v = app.get("/v1/shipments/SHP-OK/report", &acme).await.json();
+    assert_eq!(v["verdict"], "compliant", "{v:#}");
+    assert_eq!(v["temperature"]["time_in_range_pct"], 100.0);
+    assert_eq!(v["excursions"], json!([]));
+}
+
+#[tokio::test]
+async fn geofence_visits_come_from_the_stored_events() {
+    let app = App::new();
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    app.device(&acme, "truck-1").await;
+    // the parking place of minutes 40-70, 12 km north of the depot
+    app.post(
+        "/v1/geofences",
+        &acme,
+        json!({"type": "Feature", "id": "yard",
+               "geometry": {"type": "Point", "coordinates": [LON0, LAT0 + 12_000.0 / 111_000.0]},
+               "properties": {"name": "Yard", "radius_m": 400, "confirm_seconds": 0}}),
+    )
+    .await;
+    app.feed("acme", "truck-1", day_of_truck()).await;
+    let range = format!("from={}&to={}", iso(T0), iso(T0 + 90 * MIN));
+    let r = app
+        .get(&format!("/v1/reports/geofence-visits?{range}"), &acme)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    let visits = v["visits"].as_array().unwrap();
+    assert_eq!(visits.len(), 1, "{v:#}");
+    assert_eq!(visits[0]["device"], "truck-1");
+    assert_eq!(visits[0]["geofence"], "yard");
+    let entered = visits[0]["entered_at"].as_str().unwrap();
+    let exited = visits[0]["exited_at"].as_str().unwrap();
+    assert!(entered > iso(T0 + 39 * MIN).as_str() && entered < iso(T0 + 40 * MIN).as_str());
+    assert!(exited > iso(T0 + 70 * MIN).as_str() && exited < iso(T0 + 71 * MIN).as_str());
+    let dwell = visits[0]["dwell_s"].as_f64().unwrap();
+    let ms = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    assert_eq!(dwell, (ms(exited) - ms(entered)) as f64 / 1000.0);
+    // CSV has the same rows
+    let r = app
+        .get(
+            &format!("/v1/reports/geofence-visits?{range}&format=csv"),
+            &acme,
+        )
+        .await;
+    let (header, rows) = r.csv();
+    assert_eq!(
+        header,
+        ["device", "geofence", "entered_at", "exited_at", "dwell_s"]
+    );
+    assert_eq!(
+        rows,
+        [vec![
+            "truck-1".to_owned(),
+            "yard".to_owned(),
+            entered.to_owned(),
+            exited.to_owned(),
+            dwell.to_string()
+        ]]
+    );
+    // filters, and tenants see only their own
+    let r = app
+        .get(
+            &format!("/v1/reports/geofence-visits?{range}&geofence=depot"),
+            &acme,
+        )
+        .await;
+    assert_eq!(r.json(), json!({"visits": []}));
+    let r = app
+        .get(&format!("/v1/reports/geofence-visits?{range}"), &globex)
+        .await;
+    assert_eq!(r.json(), json!({"visits": []}));
+    let r = app.get("/v1/reports/geofence-visits?from=0", &acme).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}

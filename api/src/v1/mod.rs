@@ -45,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/track", get(track::track))
         .route("/v1/devices/{id}/trips", get(reports::trips))
         .route("/v1/devices/{id}/stops", get(reports::stops))
+        .route("/v1/reports/geofence-visits", get(reports::geofence_visits))
         .route(
             "/v1/devices/{id}",
             get(devices::get_one)
@@ -79,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
                 .delete(shipments::remove),
         )
         .route("/v1/shipments/{id}/eta", get(shipments::eta))
+        .route("/v1/shipments/{id}/report", get(reports::shipment_report))
         .route(
             "/v1/shipments/{id}/share",
             get(shipments::get_share)
@@ -122,6 +124,8 @@ pub(crate) async fn token_rate(
     track::track,
     reports::trips,
     reports::stops,
+    reports::geofence_visits,
+    reports::shipment_report,
     devices::get_one,
     devices::patch,
     devices::remove,

@@ -12,6 +12,7 @@
 //! The `[reports]` settings reach the handlers as an axum extension ([`ReportSettings`],
 //! which the binary adds to the router); without one the defaults apply.
 
+pub(crate) mod pdf;
 pub(crate) mod schema;
 
 use axum::Extension;
@@ -508,5 +509,472 @@ mod tests {
         assert!(format(Some("pdf"), &h, false).is_err());
         assert_eq!(format(Some("pdf"), &h, true).unwrap(), Format::Pdf);
         assert!(format(Some("xml"), &h, true).is_err());
+    }
+}
+
+/// Query of the geofence visits report.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VisitParams {
+    /// Start of the range (required): RFC 3339 or epoch milliseconds.
+    from: Option<String>,
+    /// End of the range (required), at most `reports.max_days` after `from`.
+    to: Option<String>,
+    /// Only visits of this geofence.
+    geofence: Option<String>,
+    /// Only visits of this device.
+    device: Option<String>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// The tenant's geofence visits that overlap the range, from the stored `geofence.entered`
+/// and `geofence.exited` events, in order of entry. `exited_at` is null while the device is
+/// still inside; `dwell_s` runs to the exit, or to now.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/geofence-visits",
+    tag = "reports",
+    operation_id = "geofence_visits",
+    params(VisitParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{\"visits\": [...]}`, or CSV with a header row (`device,geofence,entered_at,exited_at,dwell_s`)",
+            content(
+                (schema::VisitList = "application/json"),
+                (String = "text/csv"),
+            )),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 422, description = "from and to further apart than reports.max_days", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn geofence_visits(
+    State(s): State<ApiState>,
+    ext: Option<Extension<ReportSettings>>,
+    caller: Caller,
+    Query(q): Query<VisitParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let settings = settings(ext);
+    let tenant = caller.tenant()?.to_owned();
+    let format = format(q.format.as_deref(), &headers, false)?;
+    let (from_ms, to_ms) = range(q.from.as_deref(), q.to.as_deref(), &settings)?;
+    let now = landport_pipeline::now_ms();
+    let (geofence, device) = (q.geofence.clone(), q.device.clone());
+    let visits = on_own_reader(&s, move |st| {
+        Ok(st.geofence_visits(&landport_store::VisitFilter {
+            tenant: &tenant,
+            from_ms,
+            to_ms,
+            geofence: geofence.as_deref(),
+            device: device.as_deref(),
+        })?)
+    })
+    .await?;
+    let dwell = |v: &landport_store::Visit| {
+        (v.exited_ms.unwrap_or(now.max(v.entered_ms)) - v.entered_ms) as f64 / 1000.0
+    };
+    match format {
+        Format::Csv => {
+            let mut w = csv_writer();
+            w.write_record(["device", "geofence", "entered_at", "exited_at", "dwell_s"])
+                .map_err(csv_err)?;
+            for v in &visits {
+                w.write_record([
+                    v.device.clone(),
+                    v.geofence.clone(),
+                    rfc3339_string(Some(v.entered_ms)).unwrap_or_default(),
+                    rfc3339_string(v.exited_ms).unwrap_or_default(),
+                    dwell(v).to_string(),
+                ])
+                .map_err(csv_err)?;
+            }
+            Ok(csv_response("geofence-visits", csv_done(w)?))
+        }
+        _ => {
+            let visits: Vec<Value> = visits
+                .iter()
+                .map(|v| {
+                    json!({"device": v.device, "geofence": v.geofence,
+                        "entered_at": rfc3339(Some(v.entered_ms)), "exited_at": rfc3339(v.exited_ms),
+                        "dwell_s": dwell(v)})
+                })
+                .collect();
+            Ok(axum::Json(json!({ "visits": visits })).into_response())
+        }
+    }
+}
+
+/// Query of the shipment record.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShipmentReportParams {
+    /// Start of the record: RFC 3339 or epoch milliseconds; default the departure.
+    from: Option<String>,
+    /// End of the record; default the arrival, or now while under way.
+    to: Option<String>,
+    /// `json` (default), `csv` (the readings) or `pdf` (the printable record).
+    format: Option<String>,
+}
+
+/// One ETA as announced: when, and what.
+#[derive(Debug, Clone)]
+pub(crate) struct Prediction {
+    pub(crate) predicted_ms: i64,
+    pub(crate) eta_ms: i64,
+    pub(crate) p10_ms: Option<i64>,
+    pub(crate) p90_ms: Option<i64>,
+}
+
+/// Everything the record shows, in the API's terms (JSON and PDF are made from it).
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) shipment: String,
+    pub(crate) reference: Option<String>,
+    pub(crate) device: String,
+    pub(crate) status: String,
+    pub(crate) origin: Option<Value>,
+    pub(crate) destination: Value,
+    pub(crate) deadline_ms: Option<i64>,
+    pub(crate) temp_range_c: Option<[f64; 2]>,
+    pub(crate) from_ms: Option<i64>,
+    pub(crate) to_ms: Option<i64>,
+    pub(crate) departed_ms: Option<i64>,
+    pub(crate) arrived_ms: Option<i64>,
+    pub(crate) planned_m: Option<f64>,
+    pub(crate) driven_m: f64,
+    pub(crate) etas: Vec<Prediction>,
+    pub(crate) cold: landport_tracker::reports::ColdChainRecord,
+    /// Temperature over time for the chart: per time bucket, (ts, min, max).
+    pub(crate) temp_series: Vec<(i64, f64, f64)>,
+    /// The route driven, thinned for the plot: (lon, lat).
+    pub(crate) route: Vec<(f64, f64)>,
+}
+
+impl Record {
+    pub(crate) fn late_by_s(&self) -> Option<f64> {
+        match (self.arrived_ms, self.deadline_ms) {
+            (Some(a), Some(d)) => Some(((a - d) as f64 / 1000.0).max(0.0)),
+            _ => None,
+        }
+    }
+
+    fn json(&self) -> Value {
+        let t = self.cold.temperature.map(|t| {
+            json!({"readings": t.readings, "min_c": t.min_c, "max_c": t.max_c,
+                "mean_c": round(t.mean_c, 3), "covered_s": t.covered_s,
+                "time_in_range_pct": t.time_in_range_pct.map(|p| round(p, 3))})
+        });
+        let etas: Vec<Value> = self
+            .etas
+            .iter()
+            .map(|p| {
+                json!({"predicted_at": rfc3339(Some(p.predicted_ms)), "eta": rfc3339(Some(p.eta_ms)),
+                    "p10": rfc3339(p.p10_ms), "p90": rfc3339(p.p90_ms),
+                    "error_s": self.arrived_ms.map(|a| (p.eta_ms - a) as f64 / 1000.0)})
+            })
+            .collect();
+        let excursions: Vec<Value> = self
+            .cold
+            .excursions
+            .iter()
+            .map(|e| {
+                json!({"begin": rfc3339(Some(e.begin_ms)), "end": rfc3339(e.end_ms),
+                    "duration_s": e.duration_s(), "peak_c": e.peak_c})
+            })
+            .collect();
+        let gaps: Vec<Value> = self
+            .cold
+            .gaps
+            .iter()
+            .map(|g| {
+                json!({"from": rfc3339(Some(g.from_ms)), "to": rfc3339(Some(g.to_ms)),
+                    "duration_s": g.duration_s()})
+            })
+            .collect();
+        json!({
+            "shipment": self.shipment, "reference": self.reference, "device": self.device,
+            "status": self.status, "origin": self.origin, "destination": self.destination,
+            "deadline": rfc3339(self.deadline_ms), "temp_range_c": self.temp_range_c,
+            "from": rfc3339(self.from_ms), "to": rfc3339(self.to_ms),
+            "departed_at": rfc3339(self.departed_ms), "arrived_at": rfc3339(self.arrived_ms),
+            "planned_distance_m": self.planned_m.map(|m| round(m, 1)),
+            "driven_distance_m": round(self.driven_m, 1),
+            "eta_history": etas, "actual_arrival": rfc3339(self.arrived_ms),
+            "late_by_s": self.late_by_s(),
+            "temperature": t, "excursions": excursions, "gaps": gaps,
+            "verdict": self.cold.verdict.as_str(),
+        })
+    }
+}
+
+fn place_json(p: &landport_tracker::Place) -> Value {
+    match p {
+        landport_tracker::Place::Geofence(id) => json!(id),
+        landport_tracker::Place::Point { lon, lat } => json!({"lat": lat, "lon": lon}),
+    }
+}
+
+/// Buckets of the chart and the route plot: enough for a page, bounded for any range.
+const CHART_BUCKETS: i64 = 400;
+const ROUTE_BUCKETS: i64 = 1000;
+
+fn parse_data_time(v: &Value) -> Option<i64> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp_millis())
+}
+
+/// Builds the record: the shipment, its events, then one pass over its device's readings.
+fn build_record(
+    st: &Store,
+    tenant: &str,
+    id: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+    settings: &ReportSettings,
+    now: i64,
+) -> Result<Record, ApiError> {
+    use landport_tracker::EventType as E;
+    use landport_tracker::ShipmentStatus;
+    use landport_tracker::reports::{ColdChain, ColdChainSettings};
+    let rec = st
+        .get_shipment(tenant, id)?
+        .ok_or_else(|| ApiError::not_found("shipment", id))?;
+    let def = &rec.def;
+    let events = st.shipment_events(
+        tenant,
+        id,
+        &[
+            E::ShipmentDeparted,
+            E::ShipmentArrived,
+            E::ShipmentEtaChanged,
+        ],
+    )?;
+    let departed_ms = events
+        .iter()
+        .find(|e| e.kind == E::ShipmentDeparted)
+        .map(|e| e.ts_ms);
+    let arrived_ms = events
+        .iter()
+        .find(|e| e.kind == E::ShipmentArrived)
+        .map(|e| e.ts_ms);
+    let mut etas = Vec::new();
+    for e in &events {
+        if !matches!(e.kind, E::ShipmentDeparted | E::ShipmentEtaChanged) {
+            continue;
+        }
+        if let Some(eta_ms) = parse_data_time(&e.data["eta"]) {
+            etas.push(Prediction {
+                // the time of the reading it came from (a departure's event time is the
+                // estimated crossing, its ETA's the reading's)
+                predicted_ms: parse_data_time(&e.data["computed_at"]).unwrap_or(e.ts_ms),
+                eta_ms,
+                p10_ms: parse_data_time(&e.data["p10"]),
+                p90_ms: parse_data_time(&e.data["p90"]),
+            });
+        }
+    }
+    let from_ms = from.or(departed_ms);
+    let to_ms = to.or(arrived_ms).or(from_ms.map(|_| now));
+    let planned_m = def.route.as_ref().map(|r| {
+        r.0.windows(2)
+            .map(|w| landport_tracker::geodesy::distance_m((w[0].x, w[0].y), (w[1].x, w[1].y)))
+            .sum()
+    });
+    let gap_ms = i64::try_from(settings.gap_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let cold_settings = ColdChainSettings {
+        range_c: def.temp_range_c,
+        gap_ms,
+    };
+    let mut driven_m = 0.0;
+    let mut temp_series: Vec<(i64, f64, f64)> = Vec::new();
+    let mut route: Vec<(f64, f64)> = Vec::new();
+    let cold = match (from_ms, to_ms) {
+        (Some(f), Some(t)) => {
+            check_range(f, t, settings)?;
+            let mut cold = ColdChain::new(cold_settings, f, t);
+            let span = (t - f).max(1);
+            let (mut last_fix, mut last_ts): (Option<(f64, f64)>, Option<i64>) = (None, None);
+            let (mut route_bucket, mut temp_bucket) = (-1i64, -1i64);
+            st.for_each_reading(tenant, &def.device, f, t, |r| {
+                if last_ts == Some(r.ts_ms) {
+                    return Ok::<(), ApiError>(()); // a duplicate time: the first counts
+                }
+                last_ts = Some(r.ts_ms);
+                cold.push(r.ts_ms, r.temp_c)
+                    .map_err(|e| ApiError::Internal(format!("history out of order: {e}")))?;
+                if let Some(fx) = r.fix {
+                    let p = (fx.lon, fx.lat);
+                    if let Some(q) = last_fix {
+                        driven_m += landport_tracker::geodesy::distance_m(q, p);
+                    }
+                    last_fix = Some(p);
+                    let b = (r.ts_ms - f) * ROUTE_BUCKETS / span;
+                    if b != route_bucket {
+                        route_bucket = b;
+                        route.push(p);
+                    } else if let Some(end) = route.last_mut() {
+                        *end = p;
+                    }
+                }
+                if let Some(tc) = r.temp_c.filter(|t| t.is_finite()) {
+                    let b = (r.ts_ms - f) * CHART_BUCKETS / span;
+                    match temp_series.last_mut() {
+                        Some(last) if b == temp_bucket => {
+                            last.1 = last.1.min(tc);
+                            last.2 = last.2.max(tc);
+                        }
+                        _ => {
+                            temp_bucket = b;
+                            temp_series.push((r.ts_ms, tc, tc));
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            cold.finish()
+        }
+        // Not under way and no range asked for: nothing recorded yet.
+        _ => landport_tracker::reports::ColdChainRecord::nothing_recorded(),
+    };
+    Ok(Record {
+        shipment: def.id.clone(),
+        reference: def.reference.clone(),
+        device: def.device.clone(),
+        // The user's delivered / cancelled stand; else what the events say happened (the
+        // registry row can lag the tracker's departure and arrival).
+        status: match (rec.status, departed_ms, arrived_ms) {
+            (ShipmentStatus::Planned | ShipmentStatus::InTransit, _, Some(_)) => "arrived",
+            (ShipmentStatus::Planned, Some(_), None) => "in_transit",
+            (other, _, _) => other.as_str(),
+        }
+        .to_owned(),
+        origin: def.origin.as_ref().map(place_json),
+        destination: place_json(&def.destination),
+        deadline_ms: def.deadline_ms,
+        temp_range_c: def.temp_range_c,
+        from_ms,
+        to_ms,
+        departed_ms,
+        arrived_ms,
+        planned_m,
+        driven_m,
+        etas,
+        cold,
+        temp_series,
+        route,
+    })
+}
+
+/// The shipment's record (SPEC 14): departure and arrival, planned against driven
+/// distance, every ETA announced (what was predicted when) against the actual arrival, the
+/// temperature summary, each excursion, the gaps without readings longer than
+/// `reports.gap_seconds`, and the verdict: `excursion` when the temperature left
+/// `temp_range_c`, else `incomplete` when readings are missing, else `compliant`. It covers
+/// departure to arrival (or now) unless `from`/`to` say otherwise. `?format=csv` gives its
+/// readings, `?format=pdf` a printable audit document.
+#[utoipa::path(
+    get,
+    path = "/v1/shipments/{id}/report",
+    tag = "reports",
+    operation_id = "shipment_report",
+    params(("id" = String, Path, description = "the shipment id"), ShipmentReportParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the record; as CSV, its readings with a header row (`ts,lat,lon,speed_kmh,temp_c,in_range`); as PDF, the printable record",
+            content(
+                (schema::ShipmentReport = "application/json"),
+                (String = "text/csv"),
+                (Vec<u8> = "application/pdf"),
+            )),
+        (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not found (or another tenant's)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "the record's range is longer than reports.max_days", body = crate::openapi::ErrorBody),
+        (status = 500, description = "internal error (the cause is logged)", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn shipment_report(
+    State(s): State<ApiState>,
+    ext: Option<Extension<ReportSettings>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ShipmentReportParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let settings = settings(ext);
+    let tenant = caller.tenant()?.to_owned();
+    let format = format(q.format.as_deref(), &headers, true)?;
+    let from = q
+        .from
+        .as_deref()
+        .map(|f| parse_time("from", Some(f)))
+        .transpose()?;
+    let to =
+        q.to.as_deref()
+            .map(|t| parse_time("to", Some(t)))
+            .transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        check_range(f, t, &settings)?;
+    }
+    let now = landport_pipeline::now_ms();
+    let name = id.clone();
+    match format {
+        Format::Csv => {
+            let body = on_own_reader(&s, move |st| {
+                let r = build_record(st, &tenant, &id, from, to, &settings, now)?;
+                let mut w = csv_writer();
+                w.write_record(["ts", "lat", "lon", "speed_kmh", "temp_c", "in_range"])
+                    .map_err(csv_err)?;
+                let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+                if let (Some(f), Some(t)) = (r.from_ms, r.to_ms) {
+                    st.for_each_reading(&tenant, &r.device, f, t, |x| {
+                        let in_range = match (r.temp_range_c, x.temp_c) {
+                            (Some([lo, hi]), Some(tc)) => (lo <= tc && tc <= hi).to_string(),
+                            _ => String::new(),
+                        };
+                        w.write_record([
+                            rfc3339_string(Some(x.ts_ms)).unwrap_or_default(),
+                            num(x.fix.map(|f| f.lat)),
+                            num(x.fix.map(|f| f.lon)),
+                            num(x.fix.and_then(|f| f.speed_kmh)),
+                            num(x.temp_c),
+                            in_range,
+                        ])
+                        .map_err(csv_err)
+                    })?;
+                }
+                csv_done(w)
+            })
+            .await?;
+            Ok(csv_response(&format!("{name}-readings"), body))
+        }
+        Format::Pdf => {
+            let bytes = on_own_reader(&s, move |st| {
+                let r = build_record(st, &tenant, &id, from, to, &settings, now)?;
+                Ok(pdf::render(&r, now))
+            })
+            .await?;
+            let mut res = bytes.into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pdf"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{name}-record.pdf\""))
+            {
+                res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            Ok(res)
+        }
+        Format::Json => {
+            let r = on_own_reader(&s, move |st| {
+                build_record(st, &tenant, &id, from, to, &settings, now)
+            })
+            .await?;
+            Ok(axum::Json(r.json()).into_response())
+        }
     }
 }

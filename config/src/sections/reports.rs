@@ -97,7 +97,9 @@ mod tests {
         let env = [("LANDPORT_REPORTS__MAX_DAYS".to_string(), "7".to_string())];
         let c = Config::from_toml_str("[reports]\nstop_radius_m = 50.0", env).unwrap();
         assert_eq!((c.reports.max_days, c.reports.stop_radius_m), (7, 50.0));
-        let err = load("[reports]\nstop_radus_m = 5.0").unwrap_err().to_string();
+        let err = load("[reports]\nstop_radus_m = 5.0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("reports.stop_radus_m"), "{err}");
     }
 }

@@ -102,6 +102,19 @@ pub struct ColdChainRecord {
     pub verdict: Verdict,
 }
 
+impl ColdChainRecord {
+    /// The record of a shipment with no range to cover yet (not under way): nothing
+    /// recorded, so `incomplete`.
+    pub fn nothing_recorded() -> Self {
+        ColdChainRecord {
+            temperature: None,
+            excursions: Vec::new(),
+            gaps: Vec::new(),
+            verdict: Verdict::Incomplete,
+        }
+    }
+}
+
 /// The running record (see the module docs). Feed every reading of the range in time order
 /// with [`ColdChain::push`], then [`ColdChain::finish`].
 #[derive(Debug, Clone)]

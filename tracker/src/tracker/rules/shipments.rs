@@ -207,7 +207,8 @@ pub(in crate::tracker) fn eval_shipment_fix(
             sh.announced_eta_ms = Some(e.eta_ms);
             let first = json!({ "eta": format_rfc3339(e.eta_ms),
                 "p10": format_rfc3339(e.p10_ms), "p90": format_rfc3339(e.p90_ms),
-                "remaining_m": e.remaining_m, "method": e.method.as_str() });
+                "remaining_m": e.remaining_m, "method": e.method.as_str(),
+                "computed_at": format_rfc3339(e.computed_at_ms) });
             match departed_event.and_then(|i| ctx.out.get_mut(i)) {
                 Some(departed) => {
                     if let (Some(data), serde_json::Value::Object(eta)) =
