@@ -291,6 +291,16 @@ pub async fn run(config: Config) -> Result<()> {
         api.clone(),
     )
     .merge(landport_api::web::router(map, api));
+    let rep = &config.reports;
+    let router = landport_api::with_report_settings(
+        router,
+        landport_api::ReportSettings {
+            max_days: rep.max_days,
+            stop_radius_m: rep.stop_radius_m,
+            min_trip_m: rep.min_trip_m,
+            gap_seconds: rep.gap_seconds,
+        },
+    );
     let router = landport_api::request_timeout(router, config.http.request_timeout());
     let serve_settings = landport_api::ServeSettings {
         header_read_timeout: config.http.header_read_timeout(),

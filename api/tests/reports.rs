@@ -380,6 +380,10 @@ async fn reefer_shipment(app: &App, key: &str, id: &str, device: &str) {
 /// The text of a PDF, by `pdftotext` (poppler-utils; scripts/test installs it).
 fn pdf_text(bytes: &[u8]) -> String {
     assert!(bytes.starts_with(b"%PDF-"), "not a PDF");
+    // to look at it: REPORTS_PDF_OUT=/tmp/record.pdf, then pdftoppm -png
+    if let Ok(out) = std::env::var("REPORTS_PDF_OUT") {
+        std::fs::write(out, bytes).unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("record.pdf");
     std::fs::write(&path, bytes).unwrap();

@@ -242,8 +242,13 @@ fn route_plot(doc: &mut Doc, r: &Record) {
     }
     let extent = (x_hi - x_lo).max(y_hi - y_lo).max(1e-6);
     let (ox, oy) = (MARGIN + 10.0, doc.y - side - 6.0);
-    let sx = |lon: f64| ox + ((lon * k - x_lo) / extent) as f32 * side;
-    let sy = |lat: f64| oy + ((lat - y_lo) / extent) as f32 * side;
+    // centred in the square along the shorter side
+    let (cx, cy) = (
+        (extent - (x_hi - x_lo)) / 2.0,
+        (extent - (y_hi - y_lo)) / 2.0,
+    );
+    let sx = |lon: f64| ox + ((lon * k - x_lo + cx) / extent) as f32 * side;
+    let sy = |lat: f64| oy + ((lat - y_lo + cy) / extent) as f32 * side;
     let c = &mut doc.page;
     c.set_line_width(0.5);
     c.set_stroke_rgb(0.6, 0.6, 0.6);
@@ -302,6 +307,11 @@ pub(crate) fn render(r: &Record, now_ms: i64) -> Vec<u8> {
     doc.page.set_fill_rgb(0.0, 0.0, 0.0);
     let place = |v: &Option<serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Object(p)) => format!(
+            "{:.5}, {:.5} (lat, lon)",
+            p.get("lat").and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
+            p.get("lon").and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
+        ),
         Some(other) => other.to_string(),
         None => "-".to_owned(),
     };
