@@ -57,6 +57,19 @@ impl Decoder {
             received_ms,
             ..
         } = msg;
+        self.decode_parts(topic, payload, received_ms, ack)
+    }
+
+    /// Decodes one message given by its parts, acknowledged by any `A`: Landport's own MQTT
+    /// endpoint ([`crate::endpoint`]) hands its publishes in this way, the MQTT source's
+    /// [`Inbound`] through [`Decoder::decode`].
+    pub fn decode_parts<A>(
+        &self,
+        topic: String,
+        payload: bytes::Bytes,
+        received_ms: i64,
+        ack: Option<A>,
+    ) -> Decoded<A> {
         let content = match TopicKind::parse(&topic, &self.owntracks) {
             Err(rej) => Content::Unreadable(refusal(&rej)),
             Ok(kind) => match kind.device() {
@@ -79,6 +92,38 @@ impl Decoder {
         Decoded {
             topic,
             payload,
+            received_ms,
+            content,
+            ack,
+        }
+    }
+
+    /// A message refused before its payload was read (Landport's MQTT endpoint: a PUBLISH
+    /// above its packet limit, of which only `excerpt` was kept): the device its topic names
+    /// gets `refusal` as its dead letter, as for a payload the decoders refused.
+    pub fn refuse_parts<A>(
+        &self,
+        topic: String,
+        excerpt: bytes::Bytes,
+        received_ms: i64,
+        refusal: Refusal,
+        ack: Option<A>,
+    ) -> Decoded<A> {
+        let content = match TopicKind::parse(&topic, &self.owntracks) {
+            Err(rej) => Content::Unreadable(self::refusal(&rej)),
+            Ok(kind) => match kind.device() {
+                None => Content::Ignored,
+                Some(dev) => Content::Device {
+                    tenant: dev.tenant.to_string(),
+                    device: dev.device.to_string(),
+                    readings: Vec::new(),
+                    refusals: vec![refusal],
+                },
+            },
+        };
+        Decoded {
+            topic,
+            payload: excerpt,
             received_ms,
             content,
             ack,

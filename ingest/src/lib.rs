@@ -15,8 +15,11 @@
 //! - [`decoder`]: the decode stage (MQTT message -> [`Decoded`](landport_pipeline::Decoded)
 //!   for the pipeline), and the MQTT client as the pipeline's
 //!   [`Acknowledger`](landport_pipeline::Acknowledger) (PUBACKs, dead letters).
-//! - [`mqtt`]: the MQTT source (rumqttc: subscriber with manual acks, publisher) and the
-//!   embedded broker (rumqttd).
+//! - [`endpoint`]: Landport's own MQTT endpoint (3.1.1 and 5): devices publish straight into
+//!   the pipeline, a PUBACK leaves once the reading is durable; subscribers get events and
+//!   dead letters from the store's event log.
+//! - [`mqtt`]: the MQTT source for external brokers (rumqttc: subscriber with manual acks,
+//!   publisher).
 //!
 //! `topic` and `decode` are the crate's pure front: no I/O, no tokio, no clock (the caller
 //! passes `now`), so they are unit-tested, property-tested, fuzzed (`ingest/fuzz`) and benched

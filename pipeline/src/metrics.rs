@@ -27,6 +27,13 @@ pub struct EventTypeLabel {
     pub r#type: &'static str,
 }
 
+/// The label of [`Metrics::mqtt_denied`]: what the MQTT endpoint refused (`connect`,
+/// `publish`, `subscribe`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: &'static str,
+}
+
 /// All counters and gauges. Cheap to update from any thread.
 #[derive(Debug)]
 pub struct Metrics {
@@ -58,6 +65,12 @@ pub struct Metrics {
     /// Times the embedded broker dropped messages a subscriber had not taken (its buffer was
     /// full): each is a loss.
     pub mqtt_embedded_overruns: Counter,
+    /// What Landport's MQTT endpoint refused by its ACL or credentials, by action.
+    pub mqtt_denied: Family<ActionLabel, Counter>,
+    /// Clients connected to Landport's MQTT endpoint now.
+    pub mqtt_clients: Gauge,
+    /// PUBLISH packets above `mqtt.max_packet_bytes` the endpoint refused.
+    pub mqtt_oversize: Counter,
     /// InfluxDB write attempts that failed (retried).
     pub sink_errors: Counter,
     /// Lines written to InfluxDB.
@@ -91,6 +104,9 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_reconnects: Counter::default(),
             mqtt_embedded_overruns: Counter::default(),
+            mqtt_denied: Family::default(),
+            mqtt_clients: Gauge::default(),
+            mqtt_oversize: Counter::default(),
             sink_errors: Counter::default(),
             sink_lines: Counter::default(),
             tracker_stalled_timers: Counter::default(),
@@ -196,6 +212,21 @@ impl Metrics {
             "Times the InfluxDB sink stepped over stored events it could not decode",
             m.sink_undecodable_skips.clone(),
         );
+        registry.register(
+            "mqtt_denied",
+            "MQTT connects, publishes and subscribes the endpoint refused (credentials, ACL)",
+            m.mqtt_denied.clone(),
+        );
+        registry.register(
+            "mqtt_clients",
+            "Clients connected to the MQTT endpoint",
+            m.mqtt_clients.clone(),
+        );
+        registry.register(
+            "mqtt_oversize",
+            "PUBLISH packets above mqtt.max_packet_bytes refused by the MQTT endpoint",
+            m.mqtt_oversize.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -203,6 +234,13 @@ impl Metrics {
     pub fn reject(&self, code: &'static str) {
         self.rejected
             .get_or_create(&ReasonLabel { reason: code })
+            .inc();
+    }
+
+    /// Counts one refusal of the MQTT endpoint (`connect`, `publish`, `subscribe`).
+    pub fn deny(&self, action: &'static str) {
+        self.mqtt_denied
+            .get_or_create(&ActionLabel { action })
             .inc();
     }
 

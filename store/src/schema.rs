@@ -230,7 +230,26 @@ CREATE TABLE mqtt_sessions (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Schema version 5 (SPEC 12): device credentials for the MQTT endpoint
+/// (`credentials.rs`). One row per device that has one: the SHA-256 of its password (never
+/// the password), when it was set. The trigger deletes a device's credential with the device
+/// (`delete_device`, and `delete_tenant`, which deletes its devices row by row), so a device
+/// registered again under the same id starts without one.
+const V5: &str = "
+CREATE TABLE device_credentials (
+    tenant     TEXT    NOT NULL,
+    device     TEXT    NOT NULL,
+    hash       BLOB    NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device)
+) WITHOUT ROWID;
+CREATE TRIGGER device_credentials_go_with_the_device AFTER DELETE ON devices
+BEGIN
+    DELETE FROM device_credentials WHERE tenant = OLD.tenant AND device = OLD.id;
+END;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,4 +1,4 @@
-//! `[mqtt]`: the embedded broker and the ingestor's MQTT client.
+//! `[mqtt]`: Landport's own MQTT endpoint and the ingestor's client for external brokers.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU16;
@@ -15,7 +15,7 @@ use crate::validate::Problems;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Start the embedded broker (rumqttd) inside the service.
+    /// Serve MQTT with Landport's own endpoint (`listen`); false = subscribe to the broker at `url`.
     pub embedded: bool,
     /// Address the embedded broker listens on; unused when `embedded = false`.
     pub listen: SocketAddr,
@@ -35,11 +35,21 @@ pub struct MqttConfig {
     /// MQTT keep-alive interval, seconds, within [`MqttConfig::KEEP_ALIVE_SECONDS`]; see
     /// [`MqttConfig::keep_alive`]. Non-zero by type: MQTT's 0 (no keep-alive) is not offered.
     pub keep_alive_seconds: NonZeroU16,
-    /// Memory the embedded broker keeps per topic family for messages Landport has not taken
-    /// yet, MiB. It is how far ingest may fall behind a burst: the embedded broker acknowledges
+    /// No longer used: the embedded endpoint keeps no backlog (it stops reading instead; see
+    /// `docs/mqtt.md`). Accepted, and checked, so that existing config files still load.
+    /// Formerly: memory the embedded broker (rumqttd) kept per topic family for messages
+    /// Landport had not taken yet, MiB. It is how far ingest may fall behind a burst: the embedded broker acknowledges
     /// publishes as it logs them, and once a backlog outgrows this it drops the oldest, even
     /// at QoS 1. About 85 bytes per native reading: 64 MiB holds ~790,000 readings.
     pub embedded_buffer_mb: u32,
+    /// Largest MQTT packet the embedded endpoint takes, bytes (fixed header included), 1 KiB
+    /// to 256 MiB; advertised to MQTT 5 clients as Maximum Packet Size. A larger publish is
+    /// refused with a dead letter (3.1.1) or a DISCONNECT 0x95 (5).
+    pub max_packet_bytes: u32,
+    /// QoS 1 publishes a client of the embedded endpoint may have waiting for their commit
+    /// (MQTT 5 Receive Maximum), 1 to 65,535; the endpoint stops reading a client that has
+    /// this many.
+    pub receive_maximum: u16,
 }
 
 impl Default for MqttConfig {
@@ -53,6 +63,8 @@ impl Default for MqttConfig {
             client_id: "landport-ingest".to_string(),
             keep_alive_seconds: const { NonZeroU16::new(30).unwrap() },
             embedded_buffer_mb: 64,
+            max_packet_bytes: 1024 * 1024,
+            receive_maximum: 1024,
         }
     }
 }
@@ -159,6 +171,16 @@ impl MqttConfig {
             (1..=65_536).contains(&self.embedded_buffer_mb),
             "mqtt.embedded_buffer_mb",
             "must be between 1 and 65536 (MiB)",
+        );
+        p.check(
+            (1024..=268_435_455).contains(&self.max_packet_bytes),
+            "mqtt.max_packet_bytes",
+            "must be between 1024 and 268435455 (bytes; the MQTT maximum)",
+        );
+        p.check(
+            self.receive_maximum > 0,
+            "mqtt.receive_maximum",
+            "must be between 1 and 65535",
         );
     }
 }

@@ -1,9 +1,9 @@
-//! The MQTT side of ingest: the embedded broker, and the source that subscribes to a broker
-//! and hands each publish to the pipeline (through the decode stage, [`crate::decoder`]).
+//! The MQTT client side of ingest: the source that subscribes to an external broker and hands
+//! each publish to the pipeline (through the decode stage, [`crate::decoder`]). Landport's own
+//! endpoint, which devices connect to directly, is [`crate::endpoint`].
 //!
 //! Layout:
 //! - [`crate::backoff`]: reconnect delays, exponential with full jitter; pure (the caller seeds it).
-//! - [`broker`]: [`EmbeddedBroker`], rumqttd in-process (`landport run` with `mqtt.embedded`).
 //! - [`source`]: [`MqttSource`] (the driver) and [`MqttClient`] (the cheap handle), in
 //!   rumqttc's own handle-plus-event-loop shape.
 //! - [`stats`]: [`MqttStats`], the source's counters for `/metrics` and `/readyz`.
@@ -31,13 +31,11 @@
 //! publisher can never delay acknowledgements. See [`source`] for why that matters.
 
 mod ack_order;
-pub mod broker;
 mod publish_acks;
 pub mod source;
 pub mod stats;
 
 pub use crate::backoff::Backoff;
-pub use broker::{EmbeddedBroker, EmbeddedBrokerConfig};
 pub use source::{AckToken, Confirmation, Inbound, MqttClient, MqttSource, MqttSourceConfig};
 pub use stats::MqttStats;
 
@@ -49,12 +47,6 @@ pub enum MqttError {
     /// A config value out of range; `field` is its path (`mqtt.source.channel_capacity`).
     #[error("{field}: {reason}")]
     InvalidConfig { field: String, reason: String },
-    /// The embedded broker could not start.
-    #[error("embedded MQTT broker on {addr}: {reason}")]
-    Broker {
-        addr: std::net::SocketAddr,
-        reason: String,
-    },
     /// The topic can't be published to (empty, too long, or holds `+`, `#` or NUL).
     #[error("cannot publish to {topic:?}: not a valid topic name")]
     InvalidTopic { topic: String },
