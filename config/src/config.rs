@@ -40,6 +40,8 @@ pub struct Config {
     pub webhooks: crate::WebhooksConfig,
     /// `[reports]`: trips, stops, visits and shipment records.
     pub reports: ReportsConfig,
+    /// `[tls]`: the certificate of the TLS listeners (`mqtt.tls_listen`, `http.tls`).
+    pub tls: crate::TlsConfig,
 }
 
 impl Config {
@@ -107,6 +109,14 @@ impl Config {
         self.http.validate(&mut p);
         self.limits.validate(&mut p);
         self.mqtt.validate(&mut p);
+        self.tls.validate(&mut p);
+        self.mqtt
+            .validate_access(self.tls.files().is_some(), &mut p);
+        p.check(
+            !self.http.tls || self.tls.files().is_some(),
+            "http.tls",
+            "needs [tls] cert and key (the server certificate to present)",
+        );
         self.storage.validate(&mut p);
         if let Some(influxdb) = &self.influxdb {
             influxdb.validate(&mut p);

@@ -66,8 +66,9 @@ pub use sections::map::MapConfig;
 pub use sections::mqtt::MqttConfig;
 pub use sections::reports::ReportsConfig;
 pub use sections::storage::{StorageConfig, Synchronous};
+pub use sections::tls::TlsConfig;
 pub use sections::webhooks::WebhooksConfig;
-pub use urls::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
+pub use urls::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT};
 
 #[cfg(test)]
 mod tests;

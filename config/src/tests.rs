@@ -148,7 +148,7 @@ fn a_bad_broker_url_names_mqtt_url_and_says_why() {
     };
     for (url, why) in [
         ("mqtt://x:1/a", "no path"),
-        ("mqtts://x:8883", "TLS"),
+        ("wss://x:443", "websocket"),
         ("mqtt://u:p@x:1883", "mqtt.username"),
         ("mqtt://::1:1883", "brackets"),
         ("mqtt://x:0", "1..=65535"),
@@ -156,7 +156,7 @@ fn a_bad_broker_url_names_mqtt_url_and_says_why() {
     ] {
         let got = problem(url);
         assert!(
-            got.starts_with("mqtt.url: must be an mqtt:// or tcp:// URL"),
+            got.starts_with("mqtt.url: must be an mqtt://, tcp:// or mqtts:// URL"),
             "{got}"
         );
         assert!(got.contains(why), "{url}: {got}");
@@ -168,7 +168,8 @@ fn a_bad_broker_url_names_mqtt_url_and_says_why() {
         c.mqtt.broker(),
         Ok(BrokerUrl {
             host: "::1".into(),
-            port: 1884
+            port: 1884,
+            tls: false,
         })
     );
 }
@@ -339,7 +340,7 @@ fn unknown_key_is_rejected_naming_it_with_its_line() {
     let e = err("[http]\nlisen = \"127.0.0.1:8080\"");
     assert_eq!(
         e,
-        "line 2, column 1: http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`"
+        "line 2, column 1: http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`, `tls`"
     );
 }
 
@@ -579,7 +580,7 @@ fn env_override_of_an_unknown_key_names_the_variable() {
     );
     assert_eq!(
         e.to_string(),
-        "http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections` (set by environment variable LANDPORT_HTTP__LISEN)"
+        "http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`, `tls` (set by environment variable LANDPORT_HTTP__LISEN)"
     );
     let e = parse_env("", &[("LANDPORT_NOPE__X", "1")])
         .unwrap_err()
@@ -652,7 +653,7 @@ fn validation_names_each_broken_field() {
     .unwrap();
     let got = problems(&c);
     let want = [
-        "mqtt.url: must be an mqtt:// or tcp:// URL",
+        "mqtt.url: must be an mqtt://, tcp:// or mqtts:// URL",
         "storage.retention_days: must be at least 1",
         "influxdb.token: required when api = \"v2\"",
         "tracker.eta.detour_factor: must be >= 1",
@@ -673,7 +674,7 @@ fn validation_messages() {
         ),
         (
             "[mqtt]\nurl = \"mqtt://\"",
-            "mqtt.url: must be an mqtt:// or tcp:// URL",
+            "mqtt.url: must be an mqtt://, tcp:// or mqtts:// URL",
         ),
         (
             "[mqtt]\npassword = \"x\"",

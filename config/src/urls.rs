@@ -1,11 +1,12 @@
 //! URLs in the config, read by the `url` crate: the one parser of Landport's URLs.
 //!
 //! - [`BrokerUrl`]: the MQTT broker to connect to, `mqtt://host[:port][/]` or
-//!   `tcp://host[:port][/]` (port [`DEFAULT_MQTT_PORT`] when left out, IPv6 literals in brackets).
+//!   `tcp://host[:port][/]` (port [`DEFAULT_MQTT_PORT`] when left out, IPv6 literals in brackets),
+//!   or over TLS `mqtts://host[:port]` (also `ssl://`; port [`DEFAULT_MQTTS_PORT`]).
 //!   Used for `mqtt.url` here, and by the simulators' `--broker` (which also takes a bare
-//!   `host[:port]`, see [`BrokerUrl::parse_with_default_scheme`]). Plain TCP only: TLS and
-//!   websocket schemes are refused by name rather than silently connecting in the clear;
-//!   credentials in the URL are refused too (they go in `mqtt.username` / `mqtt.password`).
+//!   `host[:port]`, see [`BrokerUrl::parse_with_default_scheme`]). Websocket schemes are
+//!   refused by name; credentials in the URL are refused too (they go in `mqtt.username` /
+//!   `mqtt.password`).
 //! - [`is_http_url`]: an `http://` or `https://` base URL (`influxdb.url`, `map.tile_url`).
 //!
 //! The `url` crate does the parsing (schemes, hosts, IPv6 literals, ports); what is left here
@@ -20,6 +21,9 @@ use url::{Host, Url};
 /// The port MQTT over plain TCP listens on unless told otherwise.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
 
+/// The port MQTT over TLS listens on unless told otherwise.
+pub const DEFAULT_MQTTS_PORT: u16 = 8883;
+
 /// Where an MQTT broker listens: host name or IP literal, and TCP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -27,6 +31,8 @@ pub struct BrokerUrl {
     pub host: String,
     /// TCP port, 1..=65535.
     pub port: u16,
+    /// Connect over TLS (`mqtts://`, `ssl://`).
+    pub tls: bool,
 }
 
 /// Why a broker URL was refused. Its `Display` is `reason (got "url")`; the caller prefixes the
@@ -70,15 +76,16 @@ impl BrokerUrl {
         if !parsed.has_authority() {
             return Err(fail(EXPECTED));
         }
-        match parsed.scheme() {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" | "tls" | "ws" | "wss" => {
+        let tls = match parsed.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            "ws" | "wss" => {
                 return Err(fail(
-                    "TLS and websocket brokers are not supported; use mqtt:// or tcp://",
+                    "websocket brokers are not supported; use mqtt://, tcp:// or mqtts://",
                 ));
             }
-            _ => return Err(fail("unknown scheme; use mqtt:// or tcp://")),
-        }
+            _ => return Err(fail("unknown scheme; use mqtt://, tcp:// or mqtts://")),
+        };
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(fail(
                 "credentials do not go in the URL; set mqtt.username and mqtt.password",
@@ -112,16 +119,26 @@ impl BrokerUrl {
             _ if authority.ends_with(':') => return Err(fail(PORT_RANGE)),
             Some(0) => return Err(fail(PORT_RANGE)),
             Some(port) => port,
+            None if tls => DEFAULT_MQTTS_PORT,
             None => DEFAULT_MQTT_PORT,
         };
-        Ok(BrokerUrl { host, port })
+        Ok(BrokerUrl { host, port, tls })
     }
 
     /// As [`BrokerUrl::parse`], and also a bare `host[:port]` (read as `mqtt://host[:port]`),
-    /// as the simulators' `--broker` takes it. The config's `mqtt.url` needs the scheme.
+    /// as the simulators' `--broker` takes it; plain TCP only (the simulators have no TLS
+    /// client: a TLS URL is refused rather than connected to in the clear). The config's
+    /// `mqtt.url` needs the scheme.
     pub fn parse_with_default_scheme(url: &str) -> Result<BrokerUrl, BrokerUrlError> {
         if url.contains("://") {
-            BrokerUrl::parse(url)
+            let parsed = BrokerUrl::parse(url)?;
+            if parsed.tls {
+                return Err(BrokerUrlError {
+                    url: url.to_owned(),
+                    reason: "TLS is not supported here; use mqtt:// or tcp://",
+                });
+            }
+            Ok(parsed)
         } else {
             BrokerUrl::parse(&format!("mqtt://{}", url.trim())).map_err(|e| BrokerUrlError {
                 url: url.to_owned(),
@@ -141,10 +158,11 @@ impl FromStr for BrokerUrl {
 
 impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -223,12 +241,28 @@ mod tests {
     }
 
     #[test]
+    fn mqtts_and_ssl_are_tls_on_port_8883_by_default() {
+        let u = BrokerUrl::parse("mqtts://broker.example").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example", 8883, true)
+        );
+        let u = BrokerUrl::parse("ssl://[::1]:8884").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("::1", 8884, true));
+        assert_eq!(u.to_string(), "mqtts://[::1]:8884");
+        let u = BrokerUrl::parse("mqtt://broker").unwrap();
+        assert!(!u.tls);
+        assert_eq!(u.to_string(), "mqtt://broker:1883");
+        assert!(err("mqtts://u:p@broker").contains("mqtt.username"));
+    }
+
+    #[test]
     fn bad_urls_say_what_is_wrong() {
         assert!(err("127.0.0.1:1883").contains("expected mqtt://HOST:PORT"));
         assert!(err("broker:1883").contains("expected mqtt://HOST:PORT"));
         assert!(err("http://x:1").contains("unknown scheme"));
-        assert!(err("mqtts://x:8883").contains("TLS"));
         assert!(err("ws://x:80").contains("websocket"));
+        assert!(err("wss://x:443").contains("websocket"));
         assert!(err("mqtt://:1883").contains("missing host"));
         assert!(err("mqtt://x:0").contains("1..=65535"));
         assert!(err("mqtt://x:65536").contains("1..=65535"));

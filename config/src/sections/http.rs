@@ -22,6 +22,8 @@ pub struct HttpConfig {
     pub header_read_timeout_seconds: u64,
     /// Connections open at once; further ones wait in the listen queue until one closes.
     pub max_connections: usize,
+    /// Serve HTTPS instead of HTTP on `listen`, with the certificate of `[tls]`.
+    pub tls: bool,
 }
 
 impl Default for HttpConfig {
@@ -31,6 +33,7 @@ impl Default for HttpConfig {
             request_timeout_seconds: 30,
             header_read_timeout_seconds: 10,
             max_connections: 10_000,
+            tls: false,
         }
     }
 }

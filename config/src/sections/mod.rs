@@ -11,5 +11,6 @@ pub mod map;
 pub mod mqtt;
 pub mod reports;
 pub mod storage;
+pub mod tls;
 pub mod tracker;
 pub mod webhooks;

@@ -29,6 +29,22 @@ pub struct MqttConfig {
     /// Password for `username`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    /// Whether the embedded endpoint lets clients connect without credentials, acting as the
+    /// tenant `anonymous_tenant`. Unset: allowed when `listen` (and `tls_listen`) are loopback
+    /// addresses; with a listener other hosts can reach it must be set explicitly (the config
+    /// is refused otherwise). See [`MqttConfig::anonymous_allowed`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// The tenant anonymous clients of the embedded endpoint act as.
+    pub anonymous_tenant: String,
+    /// Address the embedded endpoint serves MQTT over TLS on (e.g. `0.0.0.0:8883`), with the
+    /// certificate of `[tls]`; absent = no TLS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM file of the CA (or CAs) that signed an external `mqtts://` broker's certificate,
+    /// when it is not one of the public CAs Landport trusts by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// MQTT client id of the ingestor; with its persistent session the broker keeps QoS 1
     /// messages for this id while the service is down, so it must be stable across restarts.
     pub client_id: String,
@@ -60,6 +76,10 @@ impl Default for MqttConfig {
             url: None,
             username: None,
             password: None,
+            allow_anonymous: None,
+            anonymous_tenant: "default".to_string(),
+            tls_listen: None,
+            ca_file: None,
             client_id: "landport-ingest".to_string(),
             keep_alive_seconds: const { NonZeroU16::new(30).unwrap() },
             embedded_buffer_mb: 64,
@@ -141,8 +161,8 @@ impl MqttConfig {
                     p.push(
                         "mqtt.url",
                         format!(
-                            "must be an mqtt:// or tcp:// URL such as \"mqtt://broker:1883\": \
-                             {}, got {url:?}",
+                            "must be an mqtt://, tcp:// or mqtts:// URL such as \
+                             \"mqtt://broker:1883\": {}, got {url:?}",
                             e.reason
                         ),
                     );
@@ -182,5 +202,78 @@ impl MqttConfig {
             "mqtt.receive_maximum",
             "must be between 1 and 65535",
         );
+    }
+}
+
+/// Access to the embedded endpoint and TLS (SPEC 12): anonymous clients, the TLS listener,
+/// the CA of an external `mqtts://` broker.
+impl MqttConfig {
+    /// Whether the embedded endpoint accepts clients without credentials: `allow_anonymous`
+    /// when set, else whether every listener is a loopback address (only this host can
+    /// connect: the zero-setup demo).
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous
+            .unwrap_or_else(|| self.listeners_are_loopback())
+    }
+
+    /// Whether `listen` and `tls_listen` (when set) are loopback addresses.
+    pub fn listeners_are_loopback(&self) -> bool {
+        std::iter::once(self.listen)
+            .chain(self.tls_listen)
+            .all(|a| a.ip().is_loopback())
+    }
+
+    /// Checks the keys above; `tls_configured`: whether `[tls]` has a certificate and key.
+    pub(crate) fn validate_access(&self, tls_configured: bool, p: &mut Problems) {
+        if self.embedded && self.allow_anonymous.is_none() && !self.listeners_are_loopback() {
+            let exposed: Vec<String> = std::iter::once(self.listen)
+                .chain(self.tls_listen)
+                .filter(|a| !a.ip().is_loopback())
+                .map(|a| a.to_string())
+                .collect();
+            p.push(
+                "mqtt.allow_anonymous",
+                format!(
+                    "must be set explicitly when the endpoint listens on an address other hosts \
+                     can reach ({}): false = every client needs credentials (device \
+                     credentials or a tenant key), true = anyone who reaches the port may \
+                     publish and subscribe as tenant {:?}",
+                    exposed.join(", "),
+                    self.anonymous_tenant
+                ),
+            );
+        }
+        if let Err(e) = landport_tracker::check_id(&self.anonymous_tenant) {
+            p.push(
+                "mqtt.anonymous_tenant",
+                format!("tenant id {:?} {}", self.anonymous_tenant, e.reason()),
+            );
+        }
+        if let Some(addr) = self.tls_listen {
+            p.check(
+                tls_configured,
+                "mqtt.tls_listen",
+                "needs [tls] cert and key (the server certificate to present)",
+            );
+            p.check(
+                !self.embedded || addr != self.listen || addr.port() == 0,
+                "mqtt.tls_listen",
+                format!("must differ from mqtt.listen ({})", self.listen),
+            );
+        }
+        if let Some(ca) = &self.ca_file {
+            let tls_url = self.broker().is_ok_and(|b| b.tls);
+            p.check(
+                tls_url && !self.embedded,
+                "mqtt.ca_file",
+                "is only used to connect to an external mqtts:// broker (embedded = false, \
+                 url = \"mqtts://...\")",
+            );
+            p.check(
+                ca.is_file(),
+                "mqtt.ca_file",
+                format!("{} is not a file", ca.display()),
+            );
+        }
     }
 }
