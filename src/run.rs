@@ -16,7 +16,9 @@ use anyhow::{Context, Result};
 use landport_config::{Config, InfluxApi, InfluxDbConfig, LogFormat};
 use landport_ingest::decode::Limits;
 use landport_ingest::decoder::{Decoder, IngestSettings};
-use landport_ingest::mqtt::{EmbeddedBroker, EmbeddedBrokerConfig, MqttSource, MqttSourceConfig};
+use landport_ingest::endpoint::auth::{Acl, AuthError, Authenticator, Principal};
+use landport_ingest::endpoint::{Endpoint, EndpointAcks, EndpointConfig};
+use landport_ingest::mqtt::{MqttSource, MqttSourceConfig};
 use landport_ingest::topic::OwnTracksTenants;
 use landport_pipeline::metrics::Metrics;
 use landport_pipeline::{self as pipeline, Pipeline, PipelineConfig};
@@ -28,17 +30,66 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mqtt_events::MqttEvents;
 
+/// How MQTT arrives: Landport's own endpoint, or the client of an external broker (with the
+/// outbox that publishes events there).
+enum Ingest {
+    Endpoint {
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Source {
+        source_task: tokio::task::JoinHandle<()>,
+        source_shutdown: CancellationToken,
+        decode_task: tokio::task::JoinHandle<()>,
+        outbox_task: tokio::task::JoinHandle<()>,
+        outbox_stop: CancellationToken,
+    },
+}
+
+/// The endpoint's settings from `[mqtt]`.
+fn endpoint_config(config: &Config) -> EndpointConfig {
+    EndpointConfig {
+        max_packet_bytes: config.mqtt.max_packet_bytes as usize,
+        receive_maximum: config.mqtt.receive_maximum,
+        acl: Acl::new(ingest_settings(config).owntracks),
+        ..EndpointConfig::default()
+    }
+}
+
+/// Who may connect to the endpoint. Until the store-backed authenticator (device credentials,
+/// tenant keys) is wired, clients without credentials act as tenant `default` and any
+/// credentials are refused.
+fn mqtt_authenticator(_config: &Config, _metrics: Arc<Metrics>) -> Result<Arc<dyn Authenticator>> {
+    Ok(Arc::new(AnonymousOnly {
+        tenant: "default".to_owned(),
+    }))
+}
+
+/// Clients without credentials act as one tenant; credentials are refused.
+struct AnonymousOnly {
+    tenant: String,
+}
+
+impl Authenticator for AnonymousOnly {
+    fn authenticate(
+        &self,
+        username: Option<&str>,
+        _password: Option<&[u8]>,
+    ) -> Result<Principal, AuthError> {
+        match username {
+            None | Some("") => Ok(Principal::Anonymous {
+                tenant: self.tenant.clone(),
+            }),
+            Some(_) => Err(AuthError::BadCredentials),
+        }
+    }
+}
+
 /// Sets up `tracing` from `[log]`; `RUST_LOG` wins over `log.level`.
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    // rumqttd logs every connection at info and a harmless race at error; keep it quiet unless
-    // RUST_LOG asks.
-    let quiet = format!(
-        "{},rumqttd=warn,rumqttd::router::routing=off",
-        config.log.level
-    );
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&quiet))
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match config.log.format {
@@ -117,92 +168,150 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .context("recovering the tracker state")?;
 
-    let broker = if config.mqtt.embedded {
-        let (segment_bytes, segments_in_memory) = config.mqtt.embedded_segments();
-        let b = EmbeddedBroker::start(EmbeddedBrokerConfig {
-            listen: config.mqtt.listen,
-            segment_bytes,
-            segments_in_memory,
-            ..EmbeddedBrokerConfig::default()
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "starting the embedded MQTT broker on {}",
-                config.mqtt.listen
-            )
-        })?;
-        tracing::info!(listen = %config.mqtt.listen, "embedded MQTT broker up");
-        Some(b)
-    } else {
-        None
-    };
-
-    let (host, port) = config
-        .mqtt
-        .broker_host_port()
-        .context("mqtt.url: cannot tell host and port")?;
-    let source_config = MqttSourceConfig {
-        username: config.mqtt.credentials().map(|(u, _)| u.to_owned()),
-        password: config.mqtt.credentials().map(|(_, p)| p.to_owned()),
-        ..MqttSourceConfig::new(
-            host,
-            port,
-            config.mqtt.client_id.clone(),
-            config.mqtt.keep_alive_seconds,
-        )
-    };
-    // The decoded messages' channel is as deep as the source's own.
-    let source_capacity = source_config.channel_capacity;
-    let (source, client, inbox) =
-        MqttSource::new(source_config).context("configuring the MQTT source")?;
-    let stats = source.stats();
-    // The source outlives the pipeline: acknowledgements of the last batch still go out
-    // through its event loop.
-    let source_shutdown = CancellationToken::new();
-    let source_task = tokio::spawn(source.run(source_shutdown.clone()));
-    // Between the source and the pipeline: topics read, payloads decoded and validated. It
-    // ends when the source closes its channel, or the pipeline stops taking messages.
-    let (decoded_tx, decoded) = tokio::sync::mpsc::channel(source_capacity);
-    let decode_task = tokio::spawn(Decoder::new(ingest_settings(&config)).run(inbox, decoded_tx));
-
     // The store writer wakes the outbox after each commit that stored events.
     let events_committed = Arc::new(Notify::new());
-    let outbox_store = Store::open(&config.storage.path).context("opening the outbox's store")?;
-    outbox_store
-        .set_synchronous(synchronous)
-        .context("storage.synchronous")?;
-    let (pipeline, tracker, events) = Pipeline::new(
-        core,
-        store,
-        client.clone(),
-        decoded,
-        events_committed.clone(),
-        PipelineConfig {
-            retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
-            events_retention: Duration::from_secs(
-                u64::from(config.storage.events_retention_days) * 86_400,
-            ),
-            // The embedded broker's backlog ends with the process: take it in before stopping.
-            drain_on_shutdown: if config.mqtt.embedded {
-                Duration::from_secs(10)
-            } else {
-                Duration::ZERO
+    let pipeline_config = PipelineConfig {
+        retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
+        events_retention: Duration::from_secs(
+            u64::from(config.storage.events_retention_days) * 86_400,
+        ),
+        // Nothing is acknowledged before it is durable, with the endpoint as with an
+        // external broker: what is not taken in before stopping is sent again by its client.
+        drain_on_shutdown: Duration::ZERO,
+        ..PipelineConfig::default()
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let (ingest, mut pipeline_task, tracker, events) = if config.mqtt.embedded {
+        // Landport's own MQTT endpoint: publishes go from each connection, decoded, straight
+        // to the pipeline; subscribers are fed from the event log.
+        let (decoded_tx, decoded) = tokio::sync::mpsc::channel(1024);
+        let acks = EndpointAcks::new();
+        let (pipeline, tracker, events) = Pipeline::new(
+            core,
+            store,
+            acks.clone(),
+            decoded,
+            events_committed.clone(),
+            pipeline_config,
+            metrics.clone(),
+        );
+        let pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
+        let sessions =
+            Store::open(&config.storage.path).context("opening the MQTT sessions' store")?;
+        sessions
+            .set_synchronous(synchronous)
+            .context("storage.synchronous")?;
+        let stop = CancellationToken::new();
+        let endpoint = Endpoint::new(
+            endpoint_config(&config),
+            mqtt_authenticator(&config, metrics.clone())?,
+            Decoder::new(ingest_settings(&config)),
+            decoded_tx,
+            &acks,
+            sessions,
+            &events,
+            metrics.clone(),
+            stop.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(config.mqtt.listen)
+            .await
+            .with_context(|| format!("binding the MQTT endpoint on {}", config.mqtt.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "MQTT endpoint up");
+        let task = tokio::spawn(endpoint.serve(listener));
+        metrics.mqtt_connected.set(1);
+        ready.store(true, Ordering::Relaxed);
+        (
+            Ingest::Endpoint { stop, task },
+            pipeline_task,
+            tracker,
+            events,
+        )
+    } else {
+        let (host, port) = config
+            .mqtt
+            .broker_host_port()
+            .context("mqtt.url: cannot tell host and port")?;
+        let source_config = MqttSourceConfig {
+            username: config.mqtt.credentials().map(|(u, _)| u.to_owned()),
+            password: config.mqtt.credentials().map(|(_, p)| p.to_owned()),
+            ..MqttSourceConfig::new(
+                host,
+                port,
+                config.mqtt.client_id.clone(),
+                config.mqtt.keep_alive_seconds,
+            )
+        };
+        // The decoded messages' channel is as deep as the source's own.
+        let source_capacity = source_config.channel_capacity;
+        let (source, client, inbox) =
+            MqttSource::new(source_config).context("configuring the MQTT source")?;
+        let stats = source.stats();
+        // The source outlives the pipeline: acknowledgements of the last batch still go out
+        // through its event loop.
+        let source_shutdown = CancellationToken::new();
+        let source_task = tokio::spawn(source.run(source_shutdown.clone()));
+        // Between the source and the pipeline: topics read, payloads decoded and validated. It
+        // ends when the source closes its channel, or the pipeline stops taking messages.
+        let (decoded_tx, decoded) = tokio::sync::mpsc::channel(source_capacity);
+        let decode_task =
+            tokio::spawn(Decoder::new(ingest_settings(&config)).run(inbox, decoded_tx));
+
+        let outbox_store =
+            Store::open(&config.storage.path).context("opening the outbox's store")?;
+        outbox_store
+            .set_synchronous(synchronous)
+            .context("storage.synchronous")?;
+        let (pipeline, tracker, events) = Pipeline::new(
+            core,
+            store,
+            client.clone(),
+            decoded,
+            events_committed.clone(),
+            pipeline_config,
+            metrics.clone(),
+        );
+        let pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
+        // Its own token: it stops after the pipeline has committed the last batch.
+        let outbox_stop = CancellationToken::new();
+        let outbox_task = tokio::spawn(outbox::run(
+            outbox_store,
+            MqttEvents(client),
+            events_committed.clone(),
+            outbox_stop.clone(),
+            metrics.clone(),
+        ));
+        // Readiness: connected to the broker while the pipeline runs.
+        let (ready, metrics, shutdown) = (ready.clone(), metrics.clone(), shutdown.clone());
+        let readiness_stats = stats.clone();
+        tokio::spawn(async move {
+            let stats = readiness_stats;
+            let mut reconnects = 0;
+            while !shutdown.is_cancelled() {
+                let up = stats.ready();
+                ready.store(up, Ordering::Relaxed);
+                metrics.mqtt_connected.set(i64::from(up));
+                let now = stats.reconnects();
+                metrics
+                    .mqtt_reconnects
+                    .inc_by(now.saturating_sub(reconnects));
+                reconnects = now;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ready.store(false, Ordering::Relaxed);
+        });
+        (
+            Ingest::Source {
+                source_task,
+                source_shutdown,
+                decode_task,
+                outbox_task,
+                outbox_stop,
             },
-            ..PipelineConfig::default()
-        },
-        metrics.clone(),
-    );
-    let mut pipeline_task = tokio::spawn(pipeline.run(shutdown.clone()));
-    // Its own token: it stops after the pipeline has committed the last batch.
-    let outbox_stop = CancellationToken::new();
-    let outbox_task = tokio::spawn(outbox::run(
-        outbox_store,
-        MqttEvents(client),
-        events_committed.clone(),
-        outbox_stop.clone(),
-        metrics.clone(),
-    ));
+            pipeline_task,
+            tracker,
+            events,
+        )
+    };
 
     let sink_task = match &config.influxdb {
         Some(influx) => {
@@ -220,42 +329,8 @@ pub async fn run(config: Config) -> Result<()> {
         None => None,
     };
 
-    let ready = Arc::new(AtomicBool::new(false));
-    // Cleared for good when the pipeline fails (the loop below only runs while it is up).
+    // Cleared for good when the pipeline fails.
     let ready_off = ready.clone();
-    {
-        // Readiness: connected to the broker while the pipeline runs.
-        let (ready, stats, metrics, shutdown) = (
-            ready.clone(),
-            stats.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        let overruns = broker.as_ref().map(EmbeddedBroker::overrun_counter);
-        tokio::spawn(async move {
-            let mut reconnects = 0;
-            let mut overrun_count = 0;
-            while !shutdown.is_cancelled() {
-                if let Some(o) = &overruns {
-                    let now = o.load(std::sync::atomic::Ordering::Relaxed);
-                    metrics
-                        .mqtt_embedded_overruns
-                        .inc_by(now.saturating_sub(overrun_count));
-                    overrun_count = now;
-                }
-                let up = stats.ready();
-                ready.store(up, Ordering::Relaxed);
-                metrics.mqtt_connected.set(i64::from(up));
-                let now = stats.reconnects();
-                metrics
-                    .mqtt_reconnects
-                    .inc_by(now.saturating_sub(reconnects));
-                reconnects = now;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            ready.store(false, Ordering::Relaxed);
-        });
-    }
 
     let http_runtime = http_runtime().context("starting the HTTP runtime")?;
     let l = &config.limits;
@@ -346,18 +421,36 @@ pub async fn run(config: Config) -> Result<()> {
             Err(e) => tracing::error!(error = %e, "pipeline task failed"),
         }
     }
-    // What the last commit stored goes out too: the outbox looks once more, publishes what is
-    // pending and waits (a few seconds at most) for its PUBACKs.
-    events_committed.notify_one();
-    outbox_stop.cancel();
-    if let Err(e) = outbox_task.await {
-        tracing::error!(error = %e, "event outbox task failed");
+    match ingest {
+        Ingest::Endpoint { stop, task } => {
+            // The pipeline has acknowledged its last commit: the connections write those
+            // PUBACKs and close.
+            stop.cancel();
+            let _ = task.await;
+            // Give the writers a moment for their last acks.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ingest::Source {
+            source_task,
+            source_shutdown,
+            decode_task,
+            outbox_task,
+            outbox_stop,
+        } => {
+            // What the last commit stored goes out too: the outbox looks once more, publishes
+            // what is pending and waits (a few seconds at most) for its PUBACKs.
+            events_committed.notify_one();
+            outbox_stop.cancel();
+            if let Err(e) = outbox_task.await {
+                tracing::error!(error = %e, "event outbox task failed");
+            }
+            // The pipeline and the outbox have dropped their client handles; the source sends
+            // the last acknowledgements and disconnects.
+            source_shutdown.cancel();
+            let _ = source_task.await;
+            let _ = decode_task.await;
+        }
     }
-    // The pipeline and the outbox have dropped their client handles; the source sends the
-    // last acknowledgements and disconnects.
-    source_shutdown.cancel();
-    let _ = source_task.await;
-    let _ = decode_task.await;
     if let Some((task, stop)) = sink_task {
         stop.cancel();
         match task.await {
