@@ -727,7 +727,10 @@ fn parse_data_time(v: &Value) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// Builds the record: the shipment, its events, then one pass over its device's readings.
+/// Builds the record: the shipment, its events, then one pass over its device's readings
+/// (without `scan`, only its range and the figures from events: the CSV streams the
+/// readings itself).
+#[allow(clippy::too_many_arguments)]
 fn build_record(
     st: &Store,
     tenant: &str,
@@ -736,6 +739,7 @@ fn build_record(
     to: Option<i64>,
     settings: &ReportSettings,
     now: i64,
+    scan: bool,
 ) -> Result<Record, ApiError> {
     use landport_tracker::EventType as E;
     use landport_tracker::ShipmentStatus;
@@ -793,6 +797,10 @@ fn build_record(
     let mut temp_series: Vec<(i64, f64, f64)> = Vec::new();
     let mut route: Vec<(f64, f64)> = Vec::new();
     let cold = match (from_ms, to_ms) {
+        (Some(f), Some(t)) if !scan => {
+            check_range(f, t, settings)?;
+            landport_tracker::reports::ColdChainRecord::nothing_recorded()
+        }
         (Some(f), Some(t)) => {
             check_range(f, t, settings)?;
             let mut cold = ColdChain::new(cold_settings, f, t);
@@ -888,7 +896,7 @@ fn build_record(
             content(
                 (schema::ShipmentReport = "application/json"),
                 (String = "text/csv"),
-                (Vec<u8> = "application/pdf"),
+                (String = "application/pdf"),
             )),
         (status = 400, description = "bad input: the message says what is wrong", body = crate::openapi::ErrorBody),
         (status = 401, description = "no key, or a bad one", body = crate::openapi::ErrorBody),
@@ -924,37 +932,45 @@ pub async fn shipment_report(
     let name = id.clone();
     match format {
         Format::Csv => {
-            let body = on_own_reader(&s, move |st| {
-                let r = build_record(st, &tenant, &id, from, to, &settings, now)?;
-                let mut w = csv_writer();
-                w.write_record(["ts", "lat", "lon", "speed_kmh", "temp_c", "in_range"])
-                    .map_err(csv_err)?;
-                let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-                if let (Some(f), Some(t)) = (r.from_ms, r.to_ms) {
-                    st.for_each_reading(&tenant, &r.device, f, t, |x| {
-                        let in_range = match (r.temp_range_c, x.temp_c) {
-                            (Some([lo, hi]), Some(tc)) => (lo <= tc && tc <= hi).to_string(),
-                            _ => String::new(),
-                        };
-                        w.write_record([
-                            rfc3339_string(Some(x.ts_ms)).unwrap_or_default(),
-                            num(x.fix.map(|f| f.lat)),
-                            num(x.fix.map(|f| f.lon)),
-                            num(x.fix.and_then(|f| f.speed_kmh)),
-                            num(x.temp_c),
-                            in_range,
-                        ])
-                        .map_err(csv_err)
-                    })?;
-                }
-                csv_done(w)
+            // The range and the device first (404 and 422 come back as such), then the
+            // readings stream out as they are read: a month of them is never in memory.
+            let (t2, i2) = (tenant.clone(), id.clone());
+            let r = on_own_reader(&s, move |st| {
+                build_record(st, &t2, &i2, from, to, &settings, now, false)
             })
             .await?;
-            Ok(csv_response(&format!("{name}-readings"), body))
+            let conn = s.read(|st| st.reader()).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::task::spawn_blocking(move || {
+                let sink = ChunkSender {
+                    tx: tx.clone(),
+                    buf: Vec::new(),
+                };
+                if let Err(e) = write_readings_csv(&conn, &tenant, &r, sink) {
+                    tracing::warn!(error = %e, shipment = %r.shipment, "shipment readings CSV cut short");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+            });
+            let body = axum::body::Body::from_stream(futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) },
+            ));
+            let mut res = body.into_response();
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("attachment; filename=\"{name}-readings.csv\""))
+            {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            Ok(res)
         }
         Format::Pdf => {
             let bytes = on_own_reader(&s, move |st| {
-                let r = build_record(st, &tenant, &id, from, to, &settings, now)?;
+                let r = build_record(st, &tenant, &id, from, to, &settings, now, true)?;
                 Ok(pdf::render(&r, now))
             })
             .await?;
@@ -971,10 +987,72 @@ pub async fn shipment_report(
         }
         Format::Json => {
             let r = on_own_reader(&s, move |st| {
-                build_record(st, &tenant, &id, from, to, &settings, now)
+                build_record(st, &tenant, &id, from, to, &settings, now, true)
             })
             .await?;
             Ok(axum::Json(r.json()).into_response())
         }
     }
+}
+
+/// Sends what is written to it in chunks of about [`CHUNK_BYTES`] down a bounded channel to
+/// the response body: the writer waits while the client is slow, and fails once it is gone.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK_BYTES: usize = 64 * 1024;
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = axum::body::Bytes::from(std::mem::take(&mut self.buf));
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The record's readings as CSV, read and written one at a time.
+fn write_readings_csv(
+    st: &Store,
+    tenant: &str,
+    r: &Record,
+    sink: ChunkSender,
+) -> Result<(), ApiError> {
+    let mut w = csv::Writer::from_writer(sink);
+    w.write_record(["ts", "lat", "lon", "speed_kmh", "temp_c", "in_range"])
+        .map_err(csv_err)?;
+    let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    if let (Some(f), Some(t)) = (r.from_ms, r.to_ms) {
+        st.for_each_reading(tenant, &r.device, f, t, |x| {
+            let in_range = match (r.temp_range_c, x.temp_c) {
+                (Some([lo, hi]), Some(tc)) => (lo <= tc && tc <= hi).to_string(),
+                _ => String::new(),
+            };
+            w.write_record([
+                rfc3339_string(Some(x.ts_ms)).unwrap_or_default(),
+                num(x.fix.map(|f| f.lat)),
+                num(x.fix.map(|f| f.lon)),
+                num(x.fix.and_then(|f| f.speed_kmh)),
+                num(x.temp_c),
+                in_range,
+            ])
+            .map_err(csv_err)
+        })?;
+    }
+    w.flush()
+        .map_err(|e| ApiError::Internal(format!("csv: {e}")))?;
+    Ok(())
 }

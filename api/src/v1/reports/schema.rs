@@ -142,10 +142,9 @@ pub(crate) struct ShipmentReport {
     reference: Option<String>,
     device: String,
     status: String,
-    /// A geofence id, or `{"lat", "lon"}`.
-    #[schema(value_type = Object)]
+    /// A geofence id, or `{"lat", "lon"}`; null without an origin.
     origin: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
+    /// A geofence id, or `{"lat", "lon"}`.
     destination: serde_json::Value,
     #[schema(format = DateTime)]
     deadline: Option<String>,
