@@ -13,6 +13,7 @@
 //! | `tenants`, `api_keys` | `id` | tenants; API keys as SHA-256 hashes, never the key | API |
 //! | `devices`, `geofences`, `shipments` | `(tenant, id)` | the registry; definitions as JSON | API (shipment status: pipeline too) |
 //! | `share_tokens` | `token_hash` | public tracking links, hashed like keys, one per shipment, with an optional expiry | API |
+//! | `device_credentials` | `(tenant, device)` | MQTT passwords of registered devices, SHA-256 hashed like keys, one per device, deleted with it | API; read by the MQTT endpoint's authenticator |
 //! | `webhooks`, `webhook_deliveries` | `(tenant, id)`, `id` | webhooks (SPEC 13) and their outbox: one row per event and matching webhook, pending until delivered or given up | API, webhook engine (`webhooks`) |
 //!
 //! Layout: `schema` (DDL and migrations by `PRAGMA user_version`), `telemetry`, `events`,
@@ -80,6 +81,7 @@
 //! no tenant row (an auto-registered device's tenant may exist only in topics); API keys do.
 
 mod checkpoint;
+mod credentials;
 mod cursor;
 mod devices;
 mod error;
@@ -100,6 +102,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use checkpoint::{CheckpointReport, Checkpointer};
+pub use credentials::CredentialSet;
 pub use devices::DeviceRecord;
 pub use error::StoreError;
 pub use events::{EventFilter, PRUNE_EVENTS_CHUNK_ROWS};
