@@ -141,6 +141,20 @@ fn sink_config(c: &InfluxDbConfig) -> SinkConfig {
     )
 }
 
+/// The webhook engine's settings from `[webhooks]` (and the event retention, which done
+/// deliveries follow).
+fn webhook_settings(config: &Config) -> landport_sinks::webhooks::WebhookSettings {
+    let w = &config.webhooks;
+    landport_sinks::webhooks::WebhookSettings {
+        retry_window: w.retry_window(),
+        allow_private_targets: w.allow_private_targets,
+        max_concurrency: w.max_concurrency as usize,
+        max_concurrency_per_webhook: w.max_concurrency_per_webhook as usize,
+        timeout: w.timeout(),
+        keep_done: Duration::from_secs(u64::from(config.storage.events_retention_days) * 86_400),
+    }
+}
+
 /// The store's `synchronous` setting from `[storage]`, for every connection that writes.
 fn store_synchronous(config: &Config) -> landport_store::Synchronous {
     match config.storage.synchronous {
@@ -329,6 +343,22 @@ pub async fn run(config: Config) -> Result<()> {
         None => None,
     };
 
+    // Webhooks: the delivery engine tails the event log from its own cursor, woken by the
+    // pipeline's committed events; it stops after the pipeline, like the outbox.
+    let webhooks_store =
+        Store::open(&config.storage.path).context("opening the webhooks' store")?;
+    webhooks_store
+        .set_synchronous(synchronous)
+        .context("storage.synchronous")?;
+    let webhooks_stop = CancellationToken::new();
+    let webhooks_task = tokio::spawn(landport_sinks::webhooks::run(
+        webhooks_store,
+        webhook_settings(&config),
+        events.subscribe(),
+        webhooks_stop.clone(),
+        metrics.clone(),
+    ));
+
     // Cleared for good when the pipeline fails.
     let ready_off = ready.clone();
 
@@ -374,6 +404,12 @@ pub async fn run(config: Config) -> Result<()> {
             stop_radius_m: rep.stop_radius_m,
             min_trip_m: rep.min_trip_m,
             gap_seconds: rep.gap_seconds,
+        },
+    );
+    let router = landport_api::with_webhook_policy(
+        router,
+        landport_api::WebhookPolicy {
+            allow_private_targets: config.webhooks.allow_private_targets,
         },
     );
     let router = landport_api::request_timeout(router, config.http.request_timeout());
@@ -450,6 +486,11 @@ pub async fn run(config: Config) -> Result<()> {
             let _ = source_task.await;
             let _ = decode_task.await;
         }
+    }
+    // What the last commit stored is queued; attempts in flight get a moment.
+    webhooks_stop.cancel();
+    if let Err(e) = webhooks_task.await {
+        tracing::error!(error = %e, "webhook engine task failed");
     }
     if let Some((task, stop)) = sink_task {
         stop.cancel();

@@ -42,6 +42,7 @@ mod openapi;
 mod state;
 mod v1;
 pub use v1::positions::positions_json;
+pub use v1::WebhookPolicy;
 pub use v1::ReportSettings;
 pub mod web;
 
@@ -99,6 +100,12 @@ pub fn router_with_api(state: AppState, api: ApiState) -> Router {
 /// endpoints use; without it, the defaults of SPEC 14.
 pub fn with_report_settings(router: Router, settings: ReportSettings) -> Router {
     router.layer(axum::Extension(settings))
+}
+
+/// Installs what webhook target URLs the API accepts (`[webhooks] allow_private_targets`);
+/// without it, private targets and `http://` are refused.
+pub fn with_webhook_policy(router: Router, policy: WebhookPolicy) -> Router {
+    router.layer(axum::Extension(policy))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {

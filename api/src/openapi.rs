@@ -40,6 +40,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "shipments", description = "Shipments, ETAs and share links"),
         (name = "events", description = "The event log and the live stream"),
         (name = "public", description = "Shared shipments, no key"),
+        (name = "webhooks", description = "Webhooks: signed, retried, replayable event delivery"),
         (name = "reports", description = "Trips, stops, geofence visits and shipment records (JSON, CSV, PDF)"),
     )
 )]

@@ -84,6 +84,8 @@ pub struct Metrics {
     /// Tracker deadlines found due that no rule could advance (each a bug, skipped instead of
     /// spinning the ingest task).
     pub tracker_stalled_timers: Counter,
+    /// Webhook deliveries (SPEC 13): see [`WebhookMetrics`].
+    pub webhooks: WebhookMetrics,
 }
 
 impl Metrics {
@@ -113,6 +115,7 @@ impl Metrics {
             sink_dropped_rows: Counter::default(),
             sink_refused_lines: Counter::default(),
             sink_undecodable_skips: Counter::default(),
+            webhooks: WebhookMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -227,6 +230,7 @@ impl Metrics {
             "PUBLISH packets above mqtt.max_packet_bytes refused by the MQTT endpoint",
             m.mqtt_oversize.clone(),
         );
+        m.webhooks.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -288,5 +292,79 @@ mod tests {
             text.contains("landport_events_total{type=\"geofence.entered\"} 1"),
             "{text}"
         );
+    }
+}
+
+// ----- webhooks (SPEC 13) -----------------------------------------------------------------
+
+/// The labels of a webhook's gauges: the webhook id and its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WebhookLabel {
+    pub webhook: String,
+    pub tenant: String,
+}
+
+/// The label of [`WebhookMetrics::deliveries`]: `delivered`, `failed` (given up, or 410) or
+/// `retried` (an attempt failed and another is scheduled).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// What the webhook delivery engine (landport-sinks) reports.
+#[derive(Debug)]
+pub struct WebhookMetrics {
+    /// Deliveries waiting, per webhook (refreshed from the store every few seconds).
+    pub pending: Family<WebhookLabel, Gauge>,
+    /// Age of each webhook's oldest waiting delivery, seconds.
+    pub oldest_pending_seconds: Family<WebhookLabel, Gauge<f64, AtomicU64>>,
+    /// Attempts by outcome.
+    pub deliveries: Family<OutcomeLabel, Counter>,
+    /// Seconds from a delivery being queued (the event's fan-out, a replay or a retry) to its
+    /// successful attempt.
+    pub latency_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        WebhookMetrics {
+            pending: Family::default(),
+            oldest_pending_seconds: Family::default(),
+            deliveries: Family::default(),
+            latency_seconds: prometheus_client::metrics::histogram::Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                1800.0, 3600.0,
+            ]),
+        }
+    }
+}
+
+impl WebhookMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "webhook_pending",
+            "Webhook deliveries waiting, per webhook",
+            self.pending.clone(),
+        );
+        registry.register(
+            "webhook_oldest_pending_seconds",
+            "Age of the oldest waiting delivery, per webhook",
+            self.oldest_pending_seconds.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed, retried)",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "webhook_delivery_latency_seconds",
+            "Queued to delivered, per successful delivery",
+            self.latency_seconds.clone(),
+        );
+    }
+
+    /// Counts one attempt's outcome.
+    pub fn outcome(&self, outcome: &'static str) {
+        self.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 }

@@ -16,12 +16,16 @@
 //! - [`outbox`]: the MQTT event outbox: stored events to `landport/{tenant}/{device}/events`,
 //!   through an [`outbox::EventPublisher`] (the binary wires in the MQTT client), woken by the
 //!   pipeline's store writer when it commits events.
+//! - [`webhooks`]: the webhook delivery engine (SPEC 13): stored events fanned out to the
+//!   tenants' webhooks (the outbox rows written with the fan-out cursor), signed, retried,
+//!   through a DNS-guarded HTTP client.
 //!
 //! Both retry with the one [`Backoff`](landport_pipeline::Backoff) and count into the one
 //! metrics registry ([`landport_pipeline::metrics`]).
 
 pub mod influx;
 pub mod outbox;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -22,6 +22,8 @@ mod stream;
 mod tenants;
 mod track;
 mod view;
+mod webhooks;
+pub use webhooks::WebhookPolicy;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -87,6 +89,26 @@ pub fn router(state: ApiState) -> Router {
                 .post(shipments::share)
                 .delete(shipments::revoke_share),
         )
+        .route(
+            "/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_one)
+                .patch(webhooks::patch)
+                .delete(webhooks::remove),
+        )
+        .route(
+            "/v1/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
+        .route(
+            "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(webhooks::retry),
+        )
         // No key: the token is the credential.
         .route(
             "/v1/public/{token}",
@@ -148,6 +170,15 @@ pub(crate) async fn token_rate(
     shipments::get_share,
     shipments::revoke_share,
     shipments::public,
+    webhooks::create,
+    webhooks::list,
+    webhooks::get_one,
+    webhooks::patch,
+    webhooks::remove,
+    webhooks::rotate_secret,
+    webhooks::deliveries,
+    webhooks::replay,
+    webhooks::retry,
 ))]
 pub(crate) struct Doc;
 
