@@ -138,6 +138,9 @@ fn adjust(config: &mut Config) {
     // default one-day limit on future timestamps would start rejecting the fleet after 2.4
     // hours; 30 days lasts 3 days of demo.
     config.ingest.max_future_seconds = config.ingest.max_future_seconds.max(30 * 86_400);
+    // The drivers' phones (OwnTracks users nobody mapped) belong to the demo's tenant, whose
+    // login the fleet uses: the endpoint lets it publish their topics, the map shows them.
+    config.ingest.owntracks_default_tenant = TENANT.into();
 }
 
 /// Runs the service with a simulated fleet until SIGINT/SIGTERM.
@@ -151,10 +154,17 @@ pub async fn demo(mut config: Config) -> Result<()> {
         duration: None,
         ..fleet::FleetConfig::default()
     };
+    let sim_key = key.clone();
     let simulator = tokio::spawn(async move {
         // Give the embedded broker a moment; the simulator reconnects anyway.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Err(e) = fleet::run_with(sim_config, &scenario::scenario(), &broker, false).await {
+        // The fleet logs in as the tenant, with its key (SPEC 12), as a gateway would.
+        let login = fleet::Login {
+            username: TENANT.into(),
+            password: sim_key,
+        };
+        let scenario = scenario::scenario();
+        if let Err(e) = fleet::run_with(sim_config, &scenario, &broker, Some(login), false).await {
             tracing::error!("simulator stopped: {e:#}");
         }
     });
@@ -283,5 +293,6 @@ mod tests {
         adjust(&mut config);
         assert!(accepted_after(&config, 24.0));
         assert!(config.ingest.auto_register);
+        assert_eq!(config.ingest.owntracks_tenant("driver7"), TENANT);
     }
 }

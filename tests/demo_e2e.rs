@@ -1,5 +1,8 @@
 //! `landport demo` on free ports: within a bounded time the newcomer sees moving trucks, an
-//! ETA and events over HTTP, with the key the demo prints.
+//! ETA and events over HTTP, with the key the demo prints; and the demo's story (issue 12):
+//! shipments for at least five customers, a reefer's temperature excursion, a late-risk
+//! alert, a shipment delivered with a compliant cold-chain record, and an hour of replayable
+//! track with stops.
 
 mod support;
 
@@ -106,6 +109,73 @@ fn the_demo_shows_moving_trucks_an_eta_and_events_within_seconds() {
     // The map page itself is served.
     let (s, _) = http(addr, "GET", "/", None, None);
     assert_eq!(s, 200);
+
+    // The story. At least five shipments, for as many different customers (references).
+    let (s, body) = http(addr, "GET", "/v1/shipments", k, None);
+    assert_eq!(s, 200, "{body}");
+    let shipments = body["shipments"].as_array().unwrap();
+    let customers: std::collections::HashSet<_> = shipments
+        .iter()
+        .filter_map(|s| s["reference"].as_str()?.split(" for ").nth(1))
+        .collect();
+    assert!(
+        shipments.len() >= 5 && customers.len() >= 5,
+        "{} shipments for {customers:?}",
+        shipments.len()
+    );
+    // Each of these is an event of its own type, found through the events API.
+    let event_of = |kind: &str, shipment: &str| {
+        let path = format!("/v1/events?type={kind}&shipment={shipment}");
+        let (s, body) = http(addr, "GET", &path, k, None);
+        std::thread::sleep(Duration::from_millis(250));
+        (s == 200)
+            .then(|| body["events"].as_array()?.first().cloned())
+            .flatten()
+    };
+    let excursion = wait_for(
+        "the reefer's temperature excursion",
+        Duration::from_secs(90),
+        || event_of("cargo.temperature_excursion", "SHP-1"),
+    );
+    let peak = excursion["data"]["peak"]
+        .as_f64()
+        .or_else(|| excursion["data"]["peak_c"].as_f64());
+    assert!(peak.is_some_and(|p| p > -15.0), "{excursion}");
+    wait_for("a late-risk alert", Duration::from_secs(90), || {
+        event_of("shipment.late_risk", "SHP-2")
+    });
+    // Delivered (the demo marks it once the tracker saw it arrive) with a complete record.
+    wait_for("SHP-3 delivered", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(250));
+        let (s, sh) = http(addr, "GET", "/v1/shipments/SHP-3", k, None);
+        (s == 200 && sh["status"] == "delivered").then_some(())
+    });
+    let (s, report) = http(addr, "GET", "/v1/shipments/SHP-3/report", k, None);
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["verdict"], "compliant", "{report}");
+    let etas = report["eta_history"].as_array();
+    assert!(etas.is_some_and(|e| !e.is_empty()), "{report}");
+
+    // A replayable hour: truck-2's track up to now (the last 24 hours by default) holds its
+    // recorded trip, and the stops at both docks (loading at Liaoyang, unloading at Anshan).
+    let (s, track) = http(addr, "GET", "/v1/devices/truck-2/track", k, None);
+    assert_eq!(s, 200, "{track}");
+    let points = track["geometry"]["coordinates"].as_array().unwrap().len();
+    assert!(points > 500, "{points} points in truck-2's last hour");
+    let range = format!(
+        "from={}&to={}",
+        track["properties"]["from"].as_str().unwrap(),
+        track["properties"]["to"].as_str().unwrap()
+    );
+    let (s, stops) = http(
+        addr,
+        "GET",
+        &format!("/v1/devices/truck-2/stops?{range}"),
+        k,
+        None,
+    );
+    assert_eq!(s, 200, "{stops}");
+    assert!(stops["stops"].as_array().unwrap().len() >= 2, "{stops}");
 }
 
 /// `landport demo | head -3`: the reader goes away; the service stays up.

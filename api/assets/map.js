@@ -221,9 +221,14 @@
     return left.concat(right.reverse());
   }
 
+  /** Geofence id -> name, for stops and visits named by id. */
+  const fenceNames = new Map();
+
   function showGeofences(features) {
     fenceLayer.clearLayers();
+    fenceNames.clear();
     for (const f of features) {
+      if (f.id !== undefined) fenceNames.set(String(f.id), (f.properties || {}).name || String(f.id));
       const props = f.properties || {};
       const g = f.geometry || {};
       const color = FENCE_COLORS[props.kind] || '#455a64';
@@ -488,7 +493,8 @@
     const ul = $('replay-stops');
     const few = list.length <= LABELS_MAX;
     for (const s of list) {
-      const label = duration(s.duration_s) + (s.geofence ? ' · ' + s.geofence : '');
+      const label = duration(s.duration_s)
+        + (s.geofence ? ' · ' + (fenceNames.get(s.geofence) || s.geofence) : '');
       const m = L.circleMarker([s.lat, s.lon], { radius: 8, className: 'lp-stop', color: '#fff',
         weight: 2, fillColor: '#ef6c00', fillOpacity: 1 }).addTo(trackLayer);
       // A permanent label with the duration while there are few; details in the panel.

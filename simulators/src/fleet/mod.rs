@@ -29,7 +29,7 @@ mod sim;
 mod vehicle;
 
 pub use places::{Place, ROUTES, RouteDef, bearing_deg, distance_m, places};
-pub use run::{Summary, run, run_with};
+pub use run::{Login, Summary, run, run_with};
 pub use sim::{Faults, FleetConfig, HISTORY_STEP_MS, Kind, Message, Scenario, Simulation};
 pub use vehicle::{Failure, REEFER_RANGE_C, REEFER_SET_C, Script, Start};
 

@@ -83,10 +83,18 @@ impl fmt::Display for Summary {
 /// QoS 1. Simulated time starts at the wall clock and runs `config.time_scale` times as
 /// fast. `progress`: draw a progress bar on stderr.
 pub async fn run(config: FleetConfig, broker_url: &str, progress: bool) -> Result<Summary> {
-    run_with(config, &Scenario::default(), broker_url, progress).await
+    run_with(config, &Scenario::default(), broker_url, None, progress).await
 }
 
-/// As [`run`], with `scenario`'s scripted trucks; when it has history, the simulation starts
+/// MQTT credentials the fleet connects with (for Landport's endpoint: the tenant's id and one
+/// of its API keys, SPEC 12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+/// As [`run`], logged in as `login` when given, with `scenario`'s scripted trucks; when it has history, the simulation starts
 /// that long before the wall clock and what the trucks recorded in it is published first, as
 /// store-and-forward batches (they go through ingest like any device's), then the fleet goes
 /// live.
@@ -94,6 +102,7 @@ pub async fn run_with(
     config: FleetConfig,
     scenario: &Scenario,
     broker_url: &str,
+    login: Option<Login>,
     progress: bool,
 ) -> Result<Summary> {
     if config.devices == 0 {
@@ -108,6 +117,9 @@ pub async fn run_with(
     let (host, port) = parse_broker(broker_url)?;
     let mut options = mqtt_options(&client_id("landport", "simulate"), &host, port);
     options.set_inflight(1_000);
+    if let Some(l) = login {
+        options.set_credentials(l.username, l.password);
+    }
     let (client, eventloop) = AsyncClient::new(options, 1_000);
     let (connected_tx, connected_rx) = oneshot::channel();
     let (acked_tx, mut acked_rx) = watch::channel(0u64);

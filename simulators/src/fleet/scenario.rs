@@ -108,8 +108,8 @@ pub fn scenario() -> Scenario {
                     )
                 },
             ),
-            // Reefer, Liaoyang -> Anshan: leaves 55 min before T0, arrives about half an hour
-            // before it, cold chain kept all the way.
+            // Reefer, Liaoyang -> Anshan: loads for 8 min, leaves 52 min before T0, arrives
+            // about half an hour before it, cold chain kept all the way.
             (
                 2,
                 script(
@@ -117,7 +117,7 @@ pub fn scenario() -> Scenario {
                     true,
                     true,
                     Start::Docked {
-                        leaves_after_s: 5 * 60,
+                        leaves_after_s: 8 * 60,
                     },
                     Failure::Never,
                 ),
@@ -308,7 +308,13 @@ mod tests {
         // truck-1: on the road, then standing still from T0 on.
         assert!(at(&s[1], start, T0 - 10 * MIN).all(|r| r.3 > 30.0));
         assert!(at(&s[1], T0, T0 + 40 * MIN).all(|r| r.3 == 0.0));
-        // truck-2: at Anshan by T0 - 20 min, in range all the way.
+        // truck-2: parked at Liaoyang for 8 min (a stop of its own), at Anshan by T0 - 20 min,
+        // in range all the way.
+        let liaoyang = place("liaoyang");
+        let parked = at(&s[2], start, start + 8 * MIN)
+            .filter(|r| r.3 == 0.0 && distance_m((r.1, r.2), liaoyang) < 500.0)
+            .count();
+        assert!(parked as i64 >= 7 * MIN / 5_000, "{parked} readings parked");
         let anshan = place("anshan-steel");
         assert!(
             at(&s[2], start, T0 - 20 * MIN).any(|r| distance_m((r.1, r.2), anshan) < 500.0),
