@@ -16,7 +16,10 @@
 //! - `sim`: [`Simulation`], the pure core: `tick(simulated ms) -> Vec<Message>`, with the
 //!   [`Faults`] injected; the same config, seed and times give the same bytes.
 //! - `run`: [`run`], the driver publishing a simulation to a broker in real time (QoS 1)
-//!   with a progress bar and a [`Summary`].
+//!   with a progress bar and a [`Summary`]; [`run_with`] adds a [`Scenario`] (scripted
+//!   trucks, and history published first as store-and-forward batches) and a [`Login`].
+//! - [`scenario`]: the story `landport demo` tells (which truck carries which customer's
+//!   shipment, the reefer failure, the breakdown, the hour of history), as pure data.
 //!
 //! Like the rest of this crate it does not use Landport's own crates (its tests do, to
 //! check that what it sends decodes and fires the events it should).

@@ -282,7 +282,7 @@ impl Simulation {
 
     /// Plays simulated time up to `until_ms` in steps of [`HISTORY_STEP_MS`] and returns what
     /// the trucks recorded meanwhile, as store-and-forward batches (native JSON arrays of at
-    /// most [`MAX_BATCH`] readings, oldest first; each device's in time order). Faults are
+    /// most 200 readings, oldest first; each device's in time order). Faults are
     /// not injected; sensors and phones advance but send nothing for this stretch.
     pub fn history(&mut self, until_ms: i64) -> Vec<Message> {
         let mut recorded: Vec<Vec<Fields>> = vec![Vec::new(); self.devices.len()];
