@@ -184,5 +184,5 @@ fn a_version_1_database_gets_its_events_numbered_per_tenant() {
     // old events are stored "at" their event time: long past, retention takes them
     assert_eq!(store.prune_events(1_795_000_000_000 + 100).unwrap(), 4);
     assert_eq!(store.integrity_check().unwrap(), Ok(()));
-    assert!(SCHEMA_VERSION >= 2, "migrated through version 2 at least");
+    const { assert!(SCHEMA_VERSION >= 2, "migrated through version 2 at least") };
 }
