@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use landport_config::Config;
 
 mod demo;
+mod mqtt_auth;
 mod mqtt_events;
+mod mqtt_tls;
 mod run;
 
 /// Live logistics telemetry: MQTT in, geofences, ETAs and events out, over HTTP.

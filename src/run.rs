@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use landport_config::{Config, InfluxApi, InfluxDbConfig, LogFormat};
 use landport_ingest::decode::Limits;
 use landport_ingest::decoder::{Decoder, IngestSettings};
-use landport_ingest::endpoint::auth::{Acl, AuthError, Authenticator, Principal};
+use landport_ingest::endpoint::auth::{Acl, Authenticator, Principal, Revocations};
 use landport_ingest::endpoint::{Endpoint, EndpointAcks, EndpointConfig};
 use landport_ingest::mqtt::{MqttSource, MqttSourceConfig};
 use landport_ingest::topic::OwnTracksTenants;
@@ -56,33 +56,18 @@ fn endpoint_config(config: &Config) -> EndpointConfig {
     }
 }
 
-/// Who may connect to the endpoint. Until the store-backed authenticator (device credentials,
-/// tenant keys) is wired, clients without credentials act as tenant `default` and any
-/// credentials are refused.
-fn mqtt_authenticator(_config: &Config, _metrics: Arc<Metrics>) -> Result<Arc<dyn Authenticator>> {
-    Ok(Arc::new(AnonymousOnly {
-        tenant: "default".to_owned(),
-    }))
-}
-
-/// Clients without credentials act as one tenant; credentials are refused.
-struct AnonymousOnly {
-    tenant: String,
-}
-
-impl Authenticator for AnonymousOnly {
-    fn authenticate(
-        &self,
-        username: Option<&str>,
-        _password: Option<&[u8]>,
-    ) -> Result<Principal, AuthError> {
-        match username {
-            None | Some("") => Ok(Principal::Anonymous {
-                tenant: self.tenant.clone(),
-            }),
-            Some(_) => Err(AuthError::BadCredentials),
-        }
-    }
+/// Who may connect to the endpoint: device credentials and tenant keys from the store, and
+/// clients without credentials as `mqtt.anonymous_tenant` when `mqtt.allow_anonymous` says so.
+fn mqtt_authenticator(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Authenticator>> {
+    let store = Store::open_reader(&config.storage.path)
+        .context("opening the MQTT authenticator's store connection")?;
+    let anonymous = config
+        .mqtt
+        .anonymous_allowed()
+        .then(|| config.mqtt.anonymous_tenant.clone());
+    Ok(Arc::new(crate::mqtt_auth::StoreAuthenticator::new(
+        store, anonymous, metrics,
+    )))
 }
 
 /// Sets up `tracing` from `[log]`; `RUST_LOG` wins over `log.level`.
@@ -195,6 +180,9 @@ pub async fn run(config: Config) -> Result<()> {
         ..PipelineConfig::default()
     };
     let ready = Arc::new(AtomicBool::new(false));
+    // Device credentials replaced or revoked through the API (`/v1/devices/{id}/credentials`):
+    // the endpoint disconnects the sessions authenticated with them.
+    let revocations: Revocations = tokio::sync::broadcast::channel(64).0;
     let (ingest, mut pipeline_task, tracker, events) = if config.mqtt.embedded {
         // Landport's own MQTT endpoint: publishes go from each connection, decoded, straight
         // to the pipeline; subscribers are fed from the event log.
@@ -231,6 +219,20 @@ pub async fn run(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("binding the MQTT endpoint on {}", config.mqtt.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "MQTT endpoint up");
+        if let Some(tls_listen) = config.mqtt.tls_listen {
+            let (cert, key) = config.tls.files().context("mqtt.tls_listen needs [tls]")?;
+            let acceptor = landport_api::tls::acceptor(cert, key, false)?;
+            let tls_listener = tokio::net::TcpListener::bind(tls_listen)
+                .await
+                .with_context(|| format!("binding MQTT over TLS on {tls_listen}"))?;
+            tracing::info!(listen = %tls_listener.local_addr()?, "MQTT over TLS up");
+            tokio::spawn(crate::mqtt_tls::serve(
+                endpoint.clone(),
+                tls_listener,
+                acceptor,
+                stop.clone(),
+            ));
+        }
         let task = tokio::spawn(endpoint.serve(listener));
         metrics.mqtt_connected.set(1);
         ready.store(true, Ordering::Relaxed);
@@ -245,9 +247,16 @@ pub async fn run(config: Config) -> Result<()> {
             .mqtt
             .broker_host_port()
             .context("mqtt.url: cannot tell host and port")?;
+        let tls = match config.mqtt.broker() {
+            Ok(b) if b.tls => Some(landport_api::tls::client_config(
+                config.mqtt.ca_file.as_deref(),
+            )?),
+            _ => None,
+        };
         let source_config = MqttSourceConfig {
             username: config.mqtt.credentials().map(|(u, _)| u.to_owned()),
             password: config.mqtt.credentials().map(|(_, p)| p.to_owned()),
+            tls,
             ..MqttSourceConfig::new(
                 host,
                 port,
@@ -396,6 +405,12 @@ pub async fn run(config: Config) -> Result<()> {
         api.clone(),
     )
     .merge(landport_api::web::router(map, api));
+    let router = landport_api::with_webhook_policy(
+        router,
+        landport_api::WebhookPolicy {
+            allow_private_targets: config.webhooks.allow_private_targets,
+        },
+    );
     let rep = &config.reports;
     let router = landport_api::with_report_settings(
         router,
@@ -406,16 +421,27 @@ pub async fn run(config: Config) -> Result<()> {
             gap_seconds: rep.gap_seconds,
         },
     );
-    let router = landport_api::with_webhook_policy(
+    let router = landport_api::on_credential_revoked(
         router,
-        landport_api::WebhookPolicy {
-            allow_private_targets: config.webhooks.allow_private_targets,
-        },
+        landport_api::CredentialRevoked::new(move |tenant, device| {
+            // No receiver (an external broker: nobody connects with device credentials) is
+            // not an error.
+            let _ = revocations.send(Principal::Device {
+                tenant: tenant.to_owned(),
+                device: device.to_owned(),
+            });
+        }),
     );
     let router = landport_api::request_timeout(router, config.http.request_timeout());
     let serve_settings = landport_api::ServeSettings {
         header_read_timeout: config.http.header_read_timeout(),
         max_connections: config.http.max_connections,
+    };
+    // HTTPS on the same listener with `http.tls` (the certificate is read now: a bad one
+    // stops the start with the field named).
+    let https = match (config.http.tls, config.tls.files()) {
+        (true, Some((cert, key))) => Some(landport_api::tls::acceptor(cert, key, true)?),
+        _ => None,
     };
     // Bound and served on the HTTP runtime, so connections are driven by its threads.
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -424,7 +450,8 @@ pub async fn run(config: Config) -> Result<()> {
         match landport_api::bind(listen).await {
             Ok(listener) => {
                 let _ = bound_tx.send(listener.local_addr());
-                landport_api::serve(listener, router, http_shutdown, serve_settings).await
+                landport_api::serve_with_tls(listener, router, http_shutdown, serve_settings, https)
+                    .await
             }
             Err(e) => {
                 let _ = bound_tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));

@@ -40,10 +40,12 @@ pub mod error;
 pub mod limits;
 mod openapi;
 mod state;
+pub mod tls;
 mod v1;
+pub use v1::CredentialRevoked;
 pub use v1::positions::positions_json;
-pub use v1::WebhookPolicy;
 pub use v1::ReportSettings;
+pub use v1::WebhookPolicy;
 pub mod web;
 
 pub use error::ApiError;
@@ -96,16 +98,23 @@ pub fn router_with_api(state: AppState, api: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-/// Installs the `[reports]` settings (range limit, stop radius, trip length, gap) the report
-/// endpoints use; without it, the defaults of SPEC 14.
-pub fn with_report_settings(router: Router, settings: ReportSettings) -> Router {
-    router.layer(axum::Extension(settings))
+/// Installs the hook told `(tenant, device)` when a device's MQTT credential is replaced or
+/// revoked (`/v1/devices/{id}/credentials`): the binary points it at the MQTT endpoint, which
+/// cuts the sessions that authenticated with it.
+pub fn on_credential_revoked(router: Router, hook: CredentialRevoked) -> Router {
+    router.layer(axum::Extension(hook))
 }
 
 /// Installs what webhook target URLs the API accepts (`[webhooks] allow_private_targets`);
 /// without it, private targets and `http://` are refused.
 pub fn with_webhook_policy(router: Router, policy: WebhookPolicy) -> Router {
     router.layer(axum::Extension(policy))
+}
+
+/// Installs the `[reports]` settings (range limit, stop radius, trip length, gap) the report
+/// endpoints use; without it, the defaults of SPEC 14.
+pub fn with_report_settings(router: Router, settings: ReportSettings) -> Router {
+    router.layer(axum::Extension(settings))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
@@ -171,6 +180,19 @@ pub async fn serve(
     shutdown: CancellationToken,
     settings: ServeSettings,
 ) -> std::io::Result<()> {
+    serve_with_tls(listener, router, shutdown, settings, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given (`http.tls = true`: HTTPS on the same listener,
+/// see [`tls`]). A client must finish the TLS handshake within the header read timeout; one
+/// that fails it (plain HTTP to the HTTPS port, a certificate it refuses) is dropped.
+pub async fn serve_with_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    settings: ServeSettings,
+    tls: Option<tls::TlsAcceptor>,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
@@ -204,6 +226,19 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
+        if let Some(acceptor) = &tls {
+            let (acceptor, http, watcher) = (acceptor.clone(), http.clone(), graceful.watcher());
+            let handshake_timeout = settings.header_read_timeout;
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                if let Ok(Ok(stream)) = handshake.await {
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                drop(slot);
+            });
+            continue;
+        }
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // An error here is the client's (reset, timeout, malformed request): not logged.

@@ -40,8 +40,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "shipments", description = "Shipments, ETAs and share links"),
         (name = "events", description = "The event log and the live stream"),
         (name = "public", description = "Shared shipments, no key"),
-        (name = "webhooks", description = "Webhooks: signed, retried, replayable event delivery"),
         (name = "reports", description = "Trips, stops, geofence visits and shipment records (JSON, CSV, PDF)"),
+        (name = "webhooks", description = "Webhooks: signed, retried, replayable event delivery"),
     )
 )]
 struct ApiDoc;
@@ -434,4 +434,14 @@ pub(crate) struct EventPage {
     events: Value,
     /// An opaque cursor.
     next: String,
+}
+
+/// A device's new MQTT credential (SPEC 12): connect with `username` and `password`, shown
+/// only here (the store keeps its hash). A new one replaces the old.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct DeviceCredential {
+    /// `{tenant}/{device}`.
+    username: String,
+    password: String,
 }

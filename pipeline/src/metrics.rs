@@ -84,6 +84,9 @@ pub struct Metrics {
     /// Tracker deadlines found due that no rule could advance (each a bug, skipped instead of
     /// spinning the ingest task).
     pub tracker_stalled_timers: Counter,
+    /// MQTT connects the endpoint's authenticator refused, by reason (see
+    /// [`Metrics::auth_denied`]).
+    pub mqtt_auth_denied: Family<ReasonLabel, Counter>,
     /// Webhook deliveries (SPEC 13): see [`WebhookMetrics`].
     pub webhooks: WebhookMetrics,
 }
@@ -112,6 +115,7 @@ impl Metrics {
             sink_errors: Counter::default(),
             sink_lines: Counter::default(),
             tracker_stalled_timers: Counter::default(),
+            mqtt_auth_denied: Family::default(),
             sink_dropped_rows: Counter::default(),
             sink_refused_lines: Counter::default(),
             sink_undecodable_skips: Counter::default(),
@@ -231,6 +235,12 @@ impl Metrics {
             m.mqtt_oversize.clone(),
         );
         m.webhooks.register(&mut registry);
+        registry.register(
+            "mqtt_auth_denied",
+            "MQTT connects refused by the authenticator, by reason (no_credentials, \
+             unknown_user, bad_password, unavailable)",
+            m.mqtt_auth_denied.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -366,5 +376,19 @@ impl WebhookMetrics {
     /// Counts one attempt's outcome.
     pub fn outcome(&self, outcome: &'static str) {
         self.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+// ----- MQTT endpoint authentication (SPEC 12) ---------------------------------------------
+
+impl Metrics {
+    /// Counts one CONNECT the authenticator refused: `no_credentials` (anonymous access is
+    /// off), `unknown_user` (a username that is neither `{tenant}` nor `{tenant}/{device}`,
+    /// or a password without one), `bad_password` (wrong, revoked, or another tenant's key),
+    /// `unavailable` (the store could not be read).
+    pub fn auth_denied(&self, reason: &'static str) {
+        self.mqtt_auth_denied
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 }

@@ -7,12 +7,14 @@
 //! pipeline's handle. Writes go to the store first, so the tracker never holds what the store
 //! would lose in a restart.
 
+mod credentials;
 mod devices;
 mod events;
 mod geofences;
 mod geojson;
 pub(crate) mod page;
 pub(crate) mod positions;
+pub use credentials::CredentialRevoked;
 pub(crate) mod positions_feed;
 pub(crate) mod reports;
 pub use reports::ReportSettings;
@@ -48,6 +50,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/trips", get(reports::trips))
         .route("/v1/devices/{id}/stops", get(reports::stops))
         .route("/v1/reports/geofence-visits", get(reports::geofence_visits))
+        .route(
+            "/v1/devices/{id}/credentials",
+            post(credentials::create).delete(credentials::remove),
+        )
         .route(
             "/v1/devices/{id}",
             get(devices::get_one)
@@ -151,6 +157,8 @@ pub(crate) async fn token_rate(
     devices::get_one,
     devices::patch,
     devices::remove,
+    credentials::create,
+    credentials::remove,
     geofences::list,
     geofences::create,
     geofences::get_one,

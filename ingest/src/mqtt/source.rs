@@ -110,6 +110,9 @@ pub struct MqttSourceConfig {
     pub reconnect_max: Duration,
     /// On shutdown, how long to keep the connections up for the last acks and publishes.
     pub shutdown_grace: Duration,
+    /// Connect over TLS with this rustls client configuration (an `mqtts://` URL; its roots
+    /// are the public CAs or `mqtt.ca_file`); `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl MqttSourceConfig {
@@ -138,6 +141,7 @@ impl MqttSourceConfig {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -209,6 +213,11 @@ impl MqttSourceConfig {
             .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
         if let Some(user) = &self.username {
             o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &self.tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
         }
         o
     }
