@@ -356,10 +356,10 @@ fn reefer_day(temp: impl Fn(i64) -> Option<f64>) -> Vec<Reading> {
     day_of_truck()
         .into_iter()
         .enumerate()
-        .filter_map(|(m, r)| match temp(m as i64) {
-            Some(t) => Some(r.with_temp(t)),
+        .map(|(m, r)| match temp(m as i64) {
+            Some(t) => r.with_temp(t),
             // no temperature: the sensor is silent (the position still comes)
-            None => Some(r),
+            None => r,
         })
         .collect()
 }
