@@ -41,11 +41,32 @@ fn fresh<T>(r: Result<T, StoreError>) -> Result<(), StoreError> {
     }
 }
 
-/// Seeds the store; returns the new API key.
-pub fn seed(config: &Config) -> Result<String> {
+/// What [`seed`] found and made.
+pub struct Seeded {
+    /// The new API key of the demo's tenant.
+    pub key: String,
+    /// The latest device time of the demo's readings when the store already held a demo's
+    /// (a restart on the same data), epoch ms.
+    pub resume_from_ms: Option<i64>,
+}
+
+/// The latest device time of the demo tenant's most recently stored readings, if any.
+fn last_demo_reading_ms(store: &Store) -> Result<Option<i64>, StoreError> {
+    let last = store.telemetry_rowid_max()?;
+    Ok(store
+        .readings_after(last.saturating_sub(200), 200)?
+        .into_iter()
+        .filter(|(_, r)| r.tenant == TENANT)
+        .map(|(_, r)| r.reading.ts_ms)
+        .max())
+}
+
+/// Seeds the store.
+pub fn seed(config: &Config) -> Result<Seeded> {
     let mut store = Store::open(&config.storage.path)
         .with_context(|| format!("opening the store in {}", config.storage.path.display()))?;
     let now = now_ms();
+    let resume_from_ms = last_demo_reading_ms(&store)?;
     fresh(store.create_tenant(&Tenant {
         id: TENANT.into(),
         name: "Liaoning Steel Logistics (demo)".into(),
@@ -123,7 +144,10 @@ pub fn seed(config: &Config) -> Result<String> {
             updated_ms: now,
         }))?;
     }
-    Ok(key)
+    Ok(Seeded {
+        key,
+        resume_from_ms,
+    })
 }
 
 /// How much faster than the wall clock the demo's simulated time runs: a trip takes
@@ -146,7 +170,10 @@ fn adjust(config: &mut Config) {
 /// Runs the service with a simulated fleet until SIGINT/SIGTERM.
 pub async fn demo(mut config: Config) -> Result<()> {
     adjust(&mut config);
-    let key = seed(&config)?;
+    let Seeded {
+        key,
+        resume_from_ms,
+    } = seed(&config)?;
     let broker = config.mqtt.broker_url();
     let sim_config = fleet::FleetConfig {
         tenant: TENANT.into(),
@@ -163,7 +190,13 @@ pub async fn demo(mut config: Config) -> Result<()> {
             username: TENANT.into(),
             password: sim_key,
         };
-        let scenario = scenario::scenario();
+        let mut scenario = scenario::scenario();
+        if let Some(last) = resume_from_ms {
+            // A restart on the demo's own data: the devices' clocks go on from where they
+            // were (the story's history is there already).
+            scenario.history = Duration::ZERO;
+            scenario.live_from_ms = Some(last + 1_000);
+        }
         if let Err(e) = fleet::run_with(sim_config, &scenario, &broker, Some(login), false).await {
             tracing::error!("simulator stopped: {e:#}");
         }
@@ -177,13 +210,22 @@ pub async fn demo(mut config: Config) -> Result<()> {
     let deliveries = tokio::spawn(deliver_on_arrival(api, key.clone()));
     let url = format!("http://{listen}/#key={key}");
     let history_min = scenario::HISTORY.as_secs() / 60;
+    let again = if resume_from_ms.is_some() {
+        format!(
+            "  note:      {} already held a demo: it goes on from there (shipments keep their \
+             state); start with an empty data directory to see the story from its start\n",
+            config.storage.path.display()
+        )
+    } else {
+        String::new()
+    };
     let banner = format!(
         "\n  Landport demo\n  live map:  {url}\n  API key:   {key}   (tenant \"{TENANT}\")\n  \
          replay:    {url}&device=truck-0   (the last {history_min} min of truck-0's track, its \
          stops and a slider)\n  \
          try:       curl -H 'Authorization: Bearer {key}' http://{listen}/v1/shipments\n  \
          record:    curl -H 'Authorization: Bearer {key}' http://{listen}/v1/shipments/SHP-3/report\n  \
-         stop:      Ctrl-C\n\n"
+         stop:      Ctrl-C\n{again}\n"
     );
     // One write, and a closed stdout (`landport demo | head -3`) must not stop the service.
     let mut out = std::io::stdout().lock();

@@ -178,6 +178,79 @@ fn the_demo_shows_moving_trucks_an_eta_and_events_within_seconds() {
     assert!(stops["stops"].as_array().unwrap().len() >= 2, "{stops}");
 }
 
+/// Reads the demo's stdout as a terminal would, in the background; returns the key it prints
+/// and every line seen so far.
+fn read_banner(
+    stdout: std::process::ChildStdout,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(k) = line.split("#key=").nth(1) {
+                let _ = tx.send(k.split('&').next().unwrap_or_default().trim().to_owned());
+            }
+            seen.lock().unwrap().push(line);
+        }
+    });
+    let key = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo prints the map URL with its key");
+    (key, lines)
+}
+
+/// Where truck-0 is, once it has a position.
+fn truck_0(addr: SocketAddr, key: &str) -> Option<(f64, f64)> {
+    std::thread::sleep(Duration::from_millis(200));
+    let (s, d) = http(addr, "GET", "/v1/devices/truck-0", Some(key), None);
+    (s == 200).then_some(())?;
+    Some((
+        d["position"]["lon"].as_f64()?,
+        d["position"]["lat"].as_f64()?,
+    ))
+}
+
+/// `landport demo` started again on its own data: its devices' clocks ran ahead of the wall
+/// clock the first time, so the second run goes on from where they were (else every reading
+/// would be older than the device's latest, and nothing would move), and says so.
+#[test]
+fn the_demo_started_again_on_its_data_keeps_moving() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (addr, mut child) = start_demo(tmp.path());
+        let stdout = child.stdout.take().unwrap();
+        let _guard = Kill(child);
+        let (key, _) = read_banner(stdout);
+        wait_for("truck-0 on the map", Duration::from_secs(60), || {
+            truck_0(addr, &key)
+        });
+        // Some live seconds, so that device time is well ahead of the wall clock.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let (addr, mut child) = start_demo(tmp.path());
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+    let (key, lines) = read_banner(stdout);
+    let first = wait_for("truck-0 again", Duration::from_secs(60), || {
+        truck_0(addr, &key)
+    });
+    wait_for("truck-0 to move", Duration::from_secs(30), || {
+        truck_0(addr, &key).filter(|p| *p != first)
+    });
+    let banner = lines.lock().unwrap().join("\n");
+    assert!(banner.contains("already held a demo"), "{banner}");
+    // The fleet's readings are taken, not refused as older than what the devices sent
+    // before (the first run's hour of history alone is about 8,600 readings).
+    let (_, text) = support::http_get(addr, "/metrics").unwrap();
+    let accepted = support::metric(&text, "landport_readings_accepted_total");
+    let late = support::metric(&text, "landport_readings_late_total");
+    assert!(
+        accepted > 0.0 && late < 1_000.0,
+        "accepted {accepted}, late {late}"
+    );
+}
+
 /// `landport demo | head -3`: the reader goes away; the service stays up.
 #[test]
 fn the_demo_keeps_running_when_its_stdout_is_closed() {

@@ -149,7 +149,7 @@ pub async fn run_with(
         ProgressBar::hidden()
     };
 
-    let start_ms = unix_ms();
+    let start_ms = scenario.live_from_ms.unwrap_or(0).max(unix_ms());
     let history_ms = i64::try_from(scenario.history.as_millis()).unwrap_or(i64::MAX / 2);
     let mut sim = Simulation::with_scenario(&config, scenario, start_ms - history_ms);
     let mut summary = Summary::default();

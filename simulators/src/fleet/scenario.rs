@@ -159,6 +159,7 @@ pub fn scenario() -> Scenario {
             ),
         ],
         history: HISTORY,
+        live_from_ms: None,
     }
 }
 

@@ -114,6 +114,10 @@ pub struct Scenario {
     /// before the wall clock, and [`run_with`](super::run_with) publishes what the trucks
     /// recorded in it as store-and-forward batches first.
     pub history: Duration,
+    /// Simulated time the live part starts at, epoch ms, when later than the wall clock (a
+    /// demo restarted on its own data resumes where its devices' clocks had got to: readings
+    /// older than a device's latest are late, and would not move it). `None`: the wall clock.
+    pub live_from_ms: Option<i64>,
 }
 
 /// Simulated time between two recorded readings of the history, ms.
