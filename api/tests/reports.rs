@@ -679,3 +679,72 @@ async fn a_long_records_csv_streams_every_reading_in_order() {
     assert_eq!(v["verdict"], "incomplete");
     assert_eq!(v["from"], Value::Null);
 }
+
+/// Peak resident memory of this process so far, KiB (Linux `VmHWM`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A figure, not a check (run by hand): a week of 1 Hz readings (604,800 rows) through the
+/// stops, trips and record endpoints, with the time each took and how much the process's
+/// peak memory grew. `cargo test -p landport-api --test reports -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn measure_a_week_at_one_hertz() {
+    let app = App::new();
+    let acme = app.tenant("acme").await;
+    reefer_shipment(&app, &acme, "SHP-WEEK", "reefer-w").await;
+    let mut store = Store::open(app.api.dir.path()).unwrap();
+    let n: i64 = 7 * 86_400;
+    let started = std::time::Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(20_000) {
+        let rows: Vec<landport_store::TelemetryRow> = chunk
+            .iter()
+            .map(|s| {
+                // an hour's drive north, an hour parked, over and over
+                let hour = s / 3600;
+                let north_m = (hour / 2) as f64 * 36_000.0
+                    + if hour % 2 == 0 {
+                        (s % 3600) as f64 * 10.0
+                    } else {
+                        36_000.0
+                    };
+                landport_store::TelemetryRow {
+                    tenant: "acme".into(),
+                    device: "reefer-w".into(),
+                    shipment: None,
+                    reading: at(*s as f64 / 60.0, north_m % 5_000_000.0)
+                        .with_temp(4.0 + (s % 600) as f64 / 600.0),
+                    received_ms: T0,
+                }
+            })
+            .collect();
+        store.commit(&rows, &[]).unwrap();
+    }
+    eprintln!("stored {n} readings in {:?}", started.elapsed());
+    let range = format!("from={}&to={}", iso(T0), iso(T0 + n * 1000));
+    for path in [
+        format!("/v1/devices/reefer-w/stops?{range}"),
+        format!("/v1/devices/reefer-w/trips?{range}"),
+        format!("/v1/shipments/SHP-WEEK/report?{range}"),
+        format!("/v1/shipments/SHP-WEEK/report?{range}&format=pdf"),
+        format!("/v1/shipments/SHP-WEEK/report?{range}&format=csv"),
+    ] {
+        let before = peak_rss_kib();
+        let t = std::time::Instant::now();
+        let r = app.get(&path, &acme).await;
+        assert_eq!(r.status, StatusCode::OK);
+        eprintln!(
+            "{path}: {:?}, {} bytes, peak RSS {} -> {} KiB",
+            t.elapsed(),
+            r.body.len(),
+            before,
+            peak_rss_kib()
+        );
+    }
+}
