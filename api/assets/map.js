@@ -332,9 +332,13 @@
   /** Each shipment's planned route (a dashed line named after the shipment); redrawn only
    * when a route changes. */
   function showRoutes(list) {
+    const isDone = function (s) {
+      return s.status === 'delivered' || s.status === 'cancelled' || s.status === 'arrived';
+    };
+    // Shipments under way first; a tenant with thousands draws the first LIST_MAX * 2.
     const withRoute = list.filter(function (s) {
       return s.route && s.route.type === 'LineString' && s.route.coordinates.length > 1;
-    });
+    }).sort(function (a, b) { return isDone(a) - isDone(b); }).slice(0, LIST_MAX * 2);
     const sig = JSON.stringify(withRoute.map(function (s) {
       return [s.id, s.status, s.route.coordinates.length, s.updated_at];
     }));
@@ -342,7 +346,7 @@
     routesShown = sig;
     routeLayer.clearLayers();
     for (const s of withRoute) {
-      const done = s.status === 'delivered' || s.status === 'cancelled' || s.status === 'arrived';
+      const done = isDone(s);
       const line = L.polyline(s.route.coordinates.map(function (c) { return [c[1], c[0]]; }), {
         className: 'lp-route' + (done ? ' done' : ''), color: done ? '#8a939c' : '#1565c0',
         weight: 3, opacity: 0.7, dashArray: '8 6' });
@@ -601,7 +605,7 @@
     const ul = document.getElementById('shipments');
     ul.replaceChildren();
     if (!list.length) ul.append(LP.el('li', 'muted', 'No shipments.'));
-    for (const s of list) {
+    for (const s of list.slice(0, LIST_MAX)) {
       const li = LP.el('li');
       li.setAttribute('data-shipment-id', s.id);
       const title = LP.el('div', 'title', s.reference || s.id);
@@ -624,6 +628,9 @@
       });
       li.append(btn);
       ul.append(li);
+    }
+    if (list.length > LIST_MAX) {
+      ul.append(LP.el('li', 'muted more', (list.length - LIST_MAX) + ' more shipments.'));
     }
   }
 
