@@ -401,6 +401,13 @@ fn decode_v4(mut frame: BytesMut) -> Result<Incoming, CodecError> {
 }
 
 fn decode_v5(mut frame: BytesMut) -> Result<Incoming, CodecError> {
+    // A DISCONNECT or AUTH without a body means reason 0x00 (5 §3.14.2.1, §3.15.2.1);
+    // rumqttc's reader wants a body.
+    match &frame[..] {
+        [0xE0, 0] => return Ok(Incoming::Disconnect { reason: 0 }),
+        [0xF0, 0] => return Ok(Incoming::Auth),
+        _ => {}
+    }
     Ok(
         match v5::Packet::read(&mut frame, None).map_err(malformed)? {
             v5::Packet::Publish(p) => Incoming::Publish(Publish {
@@ -900,6 +907,17 @@ mod tests {
         };
         assert_eq!(d.reason_code, v5::DisconnectReasonCode::PacketTooLarge);
         n
+    }
+
+    #[test]
+    fn a_v5_disconnect_without_a_body_is_a_normal_one() {
+        let mut f = Framer::new(1024);
+        f.set_version(Version::V5);
+        let mut buf = BytesMut::from(&[0xE0u8, 0][..]);
+        assert_eq!(
+            f.next(&mut buf).unwrap(),
+            Frame::Packet(Incoming::Disconnect { reason: 0 })
+        );
     }
 
     #[test]
