@@ -233,6 +233,7 @@ pub async fn run(config: Config) -> Result<()> {
                 stop.clone(),
             ));
         }
+        endpoint.watch_revocations(revocations.subscribe());
         let task = tokio::spawn(endpoint.serve(listener));
         metrics.mqtt_connected.set(1);
         ready.store(true, Ordering::Relaxed);

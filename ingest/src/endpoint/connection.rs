@@ -14,7 +14,7 @@
 //! in the pipeline (acknowledged once durable) or refused with a reason.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +84,8 @@ enum End {
     Abnormal(String),
     /// Another connection took the client id.
     TakenOver,
+    /// The credentials it connected with were revoked (no will: it has lost its rights).
+    Revoked,
     /// The endpoint is stopping.
     Shutdown,
 }
@@ -190,16 +192,24 @@ where
         .clone()
         .unwrap_or_else(|| connect.client_id.clone());
     let kick = ctx.stop.child_token();
+    let revoked = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = watch::channel(false);
     ctx.registry
-        .take(&client_id, id, kick.clone(), done_rx)
+        .take(
+            &client_id,
+            id,
+            principal.clone(),
+            kick.clone(),
+            revoked.clone(),
+            done_rx,
+        )
         .await;
 
     let mut conn =
         Connection::start(&ctx, connect, principal, client_id.clone(), assigned, wr).await;
     ctx.metrics.mqtt_clients.inc();
     let end = match &mut conn {
-        Some(c) => c.read_loop(&ctx, rd, buf, framer, &kick).await,
+        Some(c) => c.read_loop(&ctx, rd, buf, framer, &kick, &revoked).await,
         None => End::Shutdown,
     };
     if let Some(c) = conn {
@@ -447,6 +457,7 @@ impl Connection {
         mut buf: BytesMut,
         mut framer: Framer,
         kick: &CancellationToken,
+        revoked: &AtomicBool,
     ) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -492,7 +503,12 @@ impl Connection {
             let n = tokio::select! {
                 r = read => r,
                 () = kick.cancelled() => {
-                    return if ctx.stop.is_cancelled() { End::Shutdown } else {
+                    return if ctx.stop.is_cancelled() {
+                        End::Shutdown
+                    } else if revoked.load(Ordering::Relaxed) {
+                        self.close_with(0x87, "credentials revoked");
+                        End::Revoked
+                    } else {
                         self.close_with(0x8E, "session taken over");
                         End::TakenOver
                     };

@@ -182,6 +182,36 @@ impl Endpoint {
         }
     }
 
+    /// Ends the sessions of every principal announced on `revoked` (device credentials
+    /// replaced or revoked through the API): their clients get DISCONNECT 0x87 (5) or a
+    /// closed connection (3.1.1), and must connect again with valid credentials.
+    pub fn watch_revocations(&self, mut revoked: broadcast::Receiver<auth::Principal>) {
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                let principal = tokio::select! {
+                    r = revoked.recv() => match r {
+                        Ok(p) => p,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "MQTT endpoint: revocations missed");
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = ctx.stop.cancelled() => return,
+                };
+                let n = ctx.registry.revoke(&principal);
+                if n > 0 {
+                    tracing::info!(
+                        ?principal,
+                        sessions = n,
+                        "MQTT sessions ended: credentials revoked"
+                    );
+                }
+            }
+        });
+    }
+
     /// Serves one client over an accepted stream (plain TCP, or TLS once the handshake is
     /// done) until it disconnects or the endpoint stops.
     pub async fn serve_stream<S>(self, stream: S, peer: SocketAddr)

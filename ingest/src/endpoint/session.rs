@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ use landport_pipeline::topics::events_topic;
 use landport_store::{EventFilter, MqttSession, Store, StoreError};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use super::auth::Principal;
 
 /// One message for a subscriber, from its [`Tail`] to its connection's writer.
 #[derive(Debug)]
@@ -49,8 +51,12 @@ pub(crate) struct Registry {
 #[derive(Debug)]
 struct Live {
     id: u64,
-    /// Cancelled to take the session over.
+    /// Who it authenticated as (revoked credentials end it).
+    principal: Principal,
+    /// Cancelled to take the session over, or to end it when its credentials are revoked
+    /// (`revoked` set first).
     kick: CancellationToken,
+    revoked: Arc<AtomicBool>,
     /// Becomes true once that connection has ended and saved its session.
     done: watch::Receiver<bool>,
 }
@@ -66,16 +72,36 @@ impl Registry {
         &self,
         client_id: &str,
         id: u64,
+        principal: Principal,
         kick: CancellationToken,
+        revoked: Arc<AtomicBool>,
         done: watch::Receiver<bool>,
     ) {
-        let previous = self
-            .lock()
-            .insert(client_id.to_owned(), Live { id, kick, done });
+        let live = Live {
+            id,
+            principal,
+            kick,
+            revoked,
+            done,
+        };
+        let previous = self.lock().insert(client_id.to_owned(), live);
         if let Some(mut prev) = previous {
             prev.kick.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), prev.done.wait_for(|d| *d)).await;
         }
+    }
+
+    /// Ends every connection authenticated as `principal` (its credentials were revoked);
+    /// returns how many.
+    pub(crate) fn revoke(&self, principal: &Principal) -> usize {
+        let live = self.lock();
+        let mut n = 0;
+        for l in live.values().filter(|l| l.principal == *principal) {
+            l.revoked.store(true, Ordering::Relaxed);
+            l.kick.cancel();
+            n += 1;
+        }
+        n
     }
 
     /// Removes connection `id` (unless another has taken its client id since).
