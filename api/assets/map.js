@@ -626,11 +626,49 @@
         const end = s.arrived_at ? Date.parse(s.arrived_at) + 1800000 : NaN;
         openReplay(s.device, start, end, true);
       });
-      li.append(btn);
+      const links = LP.el('div', 'links');
+      links.append(btn);
+      if (s.status !== 'planned' && s.status !== 'cancelled') {
+        links.append(LP.el('span', 'muted', ' · Record '));
+        for (const format of ['pdf', 'csv']) {
+          const b = LP.el('button', 'link record', format.toUpperCase());
+          b.type = 'button';
+          b.setAttribute('data-format', format);
+          b.addEventListener('click', function () { downloadRecord(s.id, format, b); });
+          links.append(b, document.createTextNode(' '));
+        }
+      }
+      li.append(links);
       ul.append(li);
     }
     if (list.length > LIST_MAX) {
       ul.append(LP.el('li', 'muted more', (list.length - LIST_MAX) + ' more shipments.'));
+    }
+  }
+
+  /** Downloads a shipment's record (`/v1/shipments/{id}/report?format=pdf|csv`: it needs the
+   * key, so it is fetched and handed to the browser as a file). The button notes what it got
+   * (`data-got`: type and size). */
+  async function downloadRecord(id, format, button) {
+    button.disabled = true;
+    try {
+      const res = await fetch('/v1/shipments/' + encodeURIComponent(id) + '/report?format=' + format,
+        { headers: { Authorization: 'Bearer ' + key }, cache: 'no-store' });
+      if (!res.ok) throw new Error('HTTP ' + res.status);
+      const blob = await res.blob();
+      button.setAttribute('data-got', blob.type + ' ' + blob.size);
+      const a = LP.el('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = id + '-record.' + format;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(function () { URL.revokeObjectURL(a.href); }, 60000);
+    } catch (e) {
+      button.setAttribute('data-got', 'error ' + e.message);
+      button.title = 'Could not get the record: ' + e.message;
+    } finally {
+      button.disabled = false;
     }
   }
 
@@ -678,7 +716,7 @@
       const b = L.latLngBounds([]);
       deviceLayer.eachLayer(function (m) { b.extend(m.getLatLng()); });
       fenceLayer.eachLayer(function (l) { if (l.getBounds) b.extend(l.getBounds()); });
-      if (b.isValid()) map.fitBounds(b.pad(0.2), { maxZoom: 13 });
+      if (b.isValid()) map.fitBounds(b.pad(0.05), { maxZoom: 13 });
       fitted = true;
     }
   }

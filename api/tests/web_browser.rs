@@ -688,6 +688,18 @@ async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
             "{fences:?}"
         );
 
+        // A shipment's record comes as a PDF file from its button.
+        b.eval(
+            "document.querySelector('li[data-shipment-id=\"SHP-1\"] button[data-format=\"pdf\"]')\
+             .click()",
+        );
+        b.wait(
+            "the record's PDF",
+            "(document.querySelector('li[data-shipment-id=\"SHP-1\"] button[data-format=\"pdf\"]')\
+             .getAttribute('data-got') || '').startsWith('application/pdf ')",
+            limit,
+        );
+
         // The device list: every device, then what the search matches (by name or id).
         let rows =
             "[...document.querySelectorAll('#devices li[data-device]')].map(e => e.dataset.device)";
