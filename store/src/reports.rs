@@ -67,6 +67,15 @@ pub struct VisitFilter<'a> {
 }
 
 impl Store {
+    /// Caps this connection's page cache at `kib` KiB (SQLite's `cache_size`; connections
+    /// start with 64 MiB for the writer's sake). A report reads its rows once, in index
+    /// order: a small cache costs it nothing and keeps each report's memory small.
+    pub fn set_cache_size_kib(&self, kib: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))?;
+        Ok(())
+    }
+
     /// Calls `f` with each reading of `device` of `tenant` with `from_ms <= ts <= to_ms`
     /// (device time, both ends included), oldest first (readings with the same `ts` in the
     /// order they were stored), without collecting them. Stops at the first error `f`

@@ -152,13 +152,23 @@ fn range(from: Option<&str>, to: Option<&str>, s: &ReportSettings) -> Result<(i6
     Ok((from_ms, to_ms))
 }
 
+/// Page cache of a report's connection, KiB: it reads its rows once, in index order.
+const REPORT_CACHE_KIB: u32 = 4 * 1024;
+
+/// A new read-only connection for one report, with a small page cache.
+fn own_reader(st: &Store) -> Result<Store, StoreError> {
+    let conn = st.reader()?;
+    conn.set_cache_size_kib(REPORT_CACHE_KIB)?;
+    Ok(conn)
+}
+
 /// Runs `f` on a store connection of its own, on a blocking thread: a report's long read
 /// holds neither the API's shared reader nor an async worker.
 async fn on_own_reader<R: Send + 'static>(
     s: &ApiState,
     f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
 ) -> Result<R, ApiError> {
-    let conn = s.read(|st| st.reader()).await?;
+    let conn = s.read(own_reader).await?;
     match tokio::task::spawn_blocking(move || f(&conn)).await {
         Ok(r) => r,
         Err(e) => Err(ApiError::Internal(format!("report task failed: {e}"))),
@@ -939,7 +949,7 @@ pub async fn shipment_report(
                 build_record(st, &t2, &i2, from, to, &settings, now, false)
             })
             .await?;
-            let conn = s.read(|st| st.reader()).await?;
+            let conn = s.read(own_reader).await?;
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             tokio::task::spawn_blocking(move || {
                 let sink = ChunkSender {

@@ -286,8 +286,22 @@ impl Segmenter {
         Ok(())
     }
 
+    /// Whether `p` is within the stop radius of `anchor` (geodesic). The flat-earth distance
+    /// decides when it is clearly in or out (it is within 1e-3 of the geodesic one under
+    /// 50 km, see [`geodesy::fast_distance_m`]); a near tie, or anything far, is measured
+    /// on the ellipsoid. Same answers, a fiftieth of the cost for most fixes.
     fn within(&self, anchor: &Pt, p: &Pt) -> bool {
-        geodesy::distance_m(anchor.lonlat(), p.lonlat()) <= self.settings.stop_radius_m
+        let r = self.settings.stop_radius_m;
+        let flat = geodesy::fast_distance_m(anchor.lonlat(), p.lonlat());
+        if flat < 50_000.0 {
+            if flat < r * 0.99 {
+                return true;
+            }
+            if flat > r * 1.01 {
+                return false;
+            }
+        }
+        geodesy::distance_m(anchor.lonlat(), p.lonlat()) <= r
     }
 
     fn step(&mut self, p: Pt, out: &mut Vec<Segment>) {
