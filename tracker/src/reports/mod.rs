@@ -51,3 +51,6 @@ fn check_order(previous: Option<TimestampMs>, ts_ms: TimestampMs) -> Result<bool
 
 #[cfg(test)]
 mod real_traces;
+
+#[cfg(test)]
+mod first_eta;
