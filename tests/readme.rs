@@ -107,7 +107,16 @@ fn run_block(block: &str, dir: &Path, background_until: &[&str]) -> (String, Vec
                 .nth(1)
                 .expect("mosquitto_sub -t FILTER")
                 .trim_matches('\'');
+            // Landport's endpoint sends subscribers only its events and rejections: the probe
+            // is a payload it refuses on the telemetry topic of the filter's device, explained
+            // on `.../rejected` (which the README's subscriptions cover) with the payload.
             let probe = filter.replace(['+', '#'], "readme-probe");
+            let probe = match probe.rsplit_once('/') {
+                Some((device, _)) if probe.starts_with("landport/") => {
+                    format!("{device}/telemetry")
+                }
+                _ => probe,
+            };
             let command = line.trim_end().trim_end_matches('&');
             script.push_str(&format!(
                 "{command} > {out} 2>&1 &\nwait_subscribed {out} '{probe}'\n",
@@ -145,7 +154,9 @@ fn run_block(block: &str, dir: &Path, background_until: &[&str]) -> (String, Vec
         .replace(
             "'Authorization: Bearer <the key>'",
             "\"Authorization: Bearer $(the_key)\"",
-        );
+        )
+        // The tenant key as MQTT password (`mosquitto_pub -u acme -P '<the key>'`).
+        .replace("'<the key>'", "\"$(the_key)\"");
     // `pub_and_wait`: the pipeline takes messages in one loop and commits each batch before
     // the next, and nothing else is going on here: the first commit after a publish that
     // counts it in `messages_in` is the commit of its batch.
@@ -212,10 +223,10 @@ fn quick_start_accepts_every_format_and_explains_a_refusal() {
     let (out, services) = run_block(
         &sh_blocks_after("## Quick start", 2),
         tmp.path(),
-        &["landport/acme/truck-17/rejected"],
+        &["landport/default/truck-17/rejected"],
     );
     assert!(
-        out.contains("landport/acme/truck-17/rejected"),
+        out.contains("landport/default/truck-17/rejected"),
         "the refused reading is explained on the rejected topic:\n{out}"
     );
     let accepted: f64 = out
