@@ -11,7 +11,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 use serde_json::{Value, json};
 use support::{Landport, free_port, http, metric, sse, wait_for};
-use support_mqtt::publish;
+use support_mqtt::publish_as;
 
 const ADMIN: &str = "e2e-admin-key-0123456789abcdefghijk";
 const T0: i64 = 1_795_400_000_000;
@@ -97,12 +97,15 @@ async fn a_tenant_set_up_over_http_sees_its_trucks_events_and_eta_and_it_all_sur
         native(T0 + 60_000, 123.0, 41.0),
         native(T0 + 120_000, 123.1, 41.0),
     ];
-    publish(mqtt, topic, readings, QoS::AtLeastOnce).await;
-    publish(
+    // The tenant's key is its MQTT password on Landport's endpoint.
+    let login = Some(("acme", key.as_str()));
+    publish_as(mqtt, topic, readings, QoS::AtLeastOnce, login).await;
+    publish_as(
         mqtt,
         "landport/acme/stranger/telemetry",
         vec![native(T0, 123.0, 41.0)],
         QoS::AtLeastOnce,
+        login,
     )
     .await;
 
@@ -170,11 +173,12 @@ async fn a_tenant_set_up_over_http_sees_its_trucks_events_and_eta_and_it_all_sur
     lp.restart();
     assert_eq!(http(http_addr, "GET", "/v1/geofences/wh", k, None).0, 200);
     assert_eq!(http(http_addr, "GET", "/v1/shipments/S1", k, None).0, 200);
-    publish(
+    publish_as(
         mqtt,
         topic,
         vec![native(T0 + 180_000, 123.0, 41.0)],
         QoS::AtLeastOnce,
+        Some(("acme", key.as_str())),
     )
     .await;
     wait_for(
@@ -223,10 +227,21 @@ async fn removing_a_reefers_range_during_an_excursion_freezes_nothing() {
     );
     let lp = Landport::start(dir, &config, http_addr, mqtt);
     let admin = Some(ADMIN);
+    // Each tenant publishes over MQTT with one of its keys as the password.
+    let mut keys = std::collections::HashMap::new();
     for tenant in ["acme", "other"] {
         let body = json!({"id": tenant, "name": tenant});
         let (s, body) = http(http_addr, "POST", "/v1/tenants", admin, Some(&body));
         assert_eq!(s, 201, "{body}");
+        let (s, key) = http(
+            http_addr,
+            "POST",
+            &format!("/v1/tenants/{tenant}/keys"),
+            admin,
+            None,
+        );
+        assert_eq!(s, 201, "{key}");
+        keys.insert(tenant, key["key"].as_str().unwrap().to_owned());
     }
     let reefer = json!({"id": "reefer-1", "kind": "truck",
                         "profile": {"temp_range_c": [2, 8]}});
@@ -242,11 +257,12 @@ async fn removing_a_reefers_range_during_an_excursion_freezes_nothing() {
     let t0 = now_ms();
     let topic = "landport/acme/reefer-1/telemetry";
     let temp = |ts: i64, c: f64| format!(r#"{{"ts":{ts},"temp_c":{c}}}"#).into_bytes();
-    publish(
+    publish_as(
         mqtt,
         topic,
         vec![temp(t0, 5.0), temp(t0 + 100, 12.0)],
         QoS::AtLeastOnce,
+        Some(("acme", keys["acme"].as_str())),
     )
     .await;
     wait_for("the excursion to open", Duration::from_secs(20), || {
@@ -281,11 +297,12 @@ async fn removing_a_reefers_range_during_an_excursion_freezes_nothing() {
         (s == 200 && d["online"] == false).then_some(())
     });
     // Another tenant's device answers, and its readings are applied.
-    publish(
+    publish_as(
         mqtt,
         "landport/other/truck-2/telemetry",
         vec![native(now_ms(), 123.0, 41.0)],
         QoS::AtLeastOnce,
+        Some(("other", keys["other"].as_str())),
     )
     .await;
     wait_for(

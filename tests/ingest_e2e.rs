@@ -1,4 +1,4 @@
-//! End to end: the real `landport run` binary against real brokers (its embedded rumqttd and
+//! End to end: the real `landport run` binary against real brokers (its own MQTT endpoint and
 //! a Mosquitto of our own), publishing with real clients, reading back from the store, the
 //! dead-letter and event topics, and `/metrics`.
 
@@ -17,6 +17,18 @@ use landport_tracker::{Event, Reading, Tracker, TrackerSettings};
 use rumqttc::QoS;
 use support::{Landport, free_port, metric, seed_fence, wait_for, warehouse};
 use support_mqtt::{Mosquitto, mosquitto_pub, publish, subscriber};
+
+/// The service on Landport's own MQTT endpoint, where clients without credentials act as
+/// tenant `acme` (and OwnTracks users belong to acme too): this file's tests are about
+/// ingest, not about credentials (tests/mqtt_acl_e2e.rs).
+fn acme_config(dir: &std::path::Path, http: SocketAddr, mqtt: u16, extra: &str) -> String {
+    Landport::config(dir, http, mqtt, true, extra)
+        .replace("[mqtt]\n", "[mqtt]\nanonymous_tenant = \"acme\"\n")
+        .replace(
+            "auto_register = true\n",
+            "auto_register = true\nowntracks_default_tenant = \"acme\"\n",
+        )
+}
 
 fn http_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
@@ -54,15 +66,10 @@ async fn the_embedded_broker_ingests_every_format_and_dead_letters_what_it_refus
     let dir = tmp.path();
     seed_fence(dir, "acme");
     let (http, mqtt) = (http_addr(), free_port());
-    let lp = Landport::start(
-        dir,
-        &Landport::config(dir, http, mqtt, true, ""),
-        http,
-        mqtt,
-    );
+    let lp = Landport::start(dir, &acme_config(dir, http, mqtt, ""), http, mqtt);
 
-    let mut dead = subscriber(mqtt, "landport/+/+/rejected").await;
-    let mut events = subscriber(mqtt, "landport/+/+/events").await;
+    let mut dead = subscriber(mqtt, "landport/acme/+/rejected").await;
+    let mut events = subscriber(mqtt, "landport/acme/+/events").await;
 
     // Native, with a real client: outside, then inside the warehouse.
     let topic = "landport/acme/truck-1/telemetry";
@@ -134,9 +141,7 @@ async fn the_embedded_broker_ingests_every_format_and_dead_letters_what_it_refus
     );
     let cold = store.track("acme", "cold-1", 0, i64::MAX, 10).unwrap();
     assert_eq!(cold[0].temp_c, Some(-18.5));
-    let phone = store
-        .track("default", "alice-phone", 0, i64::MAX, 10)
-        .unwrap();
+    let phone = store.track("acme", "alice-phone", 0, i64::MAX, 10).unwrap();
     assert_eq!(phone[0].fix.unwrap().accuracy_m, Some(12.0));
 
     // Both refusals reach the dead-letter topic with their reason.
@@ -351,12 +356,7 @@ async fn every_reading_reaches_influxdb_across_an_outage() {
         "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"landport\"\nflush_interval_ms = 200\n",
         influx.url()
     );
-    let _lp = Landport::start(
-        dir,
-        &Landport::config(dir, http, mqtt, true, &extra),
-        http,
-        mqtt,
-    );
+    let _lp = Landport::start(dir, &acme_config(dir, http, mqtt, &extra), http, mqtt);
     let topic = "landport/acme/truck-1/telemetry";
     let url = influx.url();
     let points = |n: u64| {
@@ -421,19 +421,15 @@ fn a_bad_config_names_the_field_and_run_refuses_to_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage.retention_days"));
 }
 
-/// The embedded broker acknowledges publishes before Landport has them, and its backlog ends
-/// with the process: a SIGTERM right after a burst must take that backlog in before stopping.
+/// A SIGTERM right after a burst through Landport's own endpoint: every publish it
+/// acknowledged is stored (an acknowledgement comes only after the commit). A burst beyond
+/// what the pipeline takes at once is slowed, not dropped: tests/endpoint_e2e.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_a_burst_through_the_embedded_broker_stores_every_reading() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (http, mqtt) = (http_addr(), free_port());
-    let mut lp = Landport::start(
-        dir,
-        &Landport::config(dir, http, mqtt, true, ""),
-        http,
-        mqtt,
-    );
+    let mut lp = Landport::start(dir, &acme_config(dir, http, mqtt, ""), http, mqtt);
     const PUBLISHERS: usize = 4;
     const EACH: usize = 5_000;
     burst(mqtt, "burst", PUBLISHERS, EACH).await;
@@ -446,75 +442,6 @@ async fn sigterm_after_a_burst_through_the_embedded_broker_stores_every_reading(
         (PUBLISHERS * EACH) as i64,
         "every acknowledged reading is stored"
     );
-}
-
-/// A backlog larger than the embedded broker's buffer loses messages (rumqttd acknowledges
-/// publishes before Landport has them): the loss is counted in /metrics, and ingest goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overrun_of_the_embedded_broker_is_counted_and_ingest_goes_on() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (http, mqtt) = (http_addr(), free_port());
-    let config = Landport::config(dir, http, mqtt, true, "")
-        .replace("[mqtt]\n", "[mqtt]\nembedded_buffer_mb = 1\n");
-    let lp = Landport::start(dir, &config, http, mqtt);
-    const PUBLISHERS: usize = 8;
-    const EACH: usize = 20_000;
-    burst(mqtt, "flood", PUBLISHERS, EACH).await;
-    wait_for("the overrun in /metrics", Duration::from_secs(60), || {
-        (metric(&lp.metrics(), "landport_mqtt_embedded_overruns_total") > 0.0).then_some(())
-    });
-    // A marker after the flood, on the same topic filter: rumqttd hands Landport that filter's
-    // log in order, skipping only what an overrun dropped, and the pipeline stores in order. So
-    // once the marker is stored, the backlog has been taken in (or lost) entirely.
-    publish(
-        mqtt,
-        "landport/acme/marker/telemetry",
-        vec![native(T0, 123.0, 41.0)],
-        QoS::AtLeastOnce,
-    )
-    .await;
-    let stored = |device: &str| {
-        Store::open_reader(&dir.join("data"))
-            .and_then(|s| s.track("acme", device, T0, T0, 1))
-            .map(|r| !r.is_empty())
-            .unwrap_or(false)
-    };
-    wait_for("the marker stored", Duration::from_secs(120), || {
-        stored("marker").then_some(())
-    });
-    let accepted = || metric(&lp.metrics(), "landport_readings_accepted_total");
-    let before = accepted();
-    let rows = || {
-        Store::open_reader(&dir.join("data"))
-            .and_then(|s| s.telemetry_rowid_max())
-            .unwrap()
-    };
-    let late = metric(&lp.metrics(), "landport_readings_late_total");
-    assert_eq!(
-        rows() as f64,
-        before + late,
-        "each reading taken in is stored"
-    );
-    assert!(
-        before - 1.0 < (PUBLISHERS * EACH) as f64,
-        "an overrun loses readings: {before}"
-    );
-    // Ingest goes on, and takes in exactly what comes next: the backlog is over.
-    publish(
-        mqtt,
-        "landport/acme/after/telemetry",
-        vec![native(T0, 123.0, 41.0)],
-        QoS::AtLeastOnce,
-    )
-    .await;
-    wait_for(
-        "a reading after the overrun",
-        Duration::from_secs(30),
-        || stored("after").then_some(()),
-    );
-    assert_eq!(accepted(), before + 1.0);
-    assert_eq!(rows() as f64, before + late + 1.0);
 }
 
 /// `publishers` concurrent QoS 1 publishers, each sending `each` readings of its own device

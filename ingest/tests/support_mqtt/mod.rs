@@ -245,6 +245,18 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 /// Publishes `payloads` to `topic` with a fresh rumqttc client and waits for every PUBACK.
 pub async fn publish(port: u16, topic: &str, payloads: Vec<Vec<u8>>, qos: QoS) {
+    publish_as(port, topic, payloads, qos, None).await;
+}
+
+/// [`publish`] with a login: `(username, password)` (Landport's endpoint: a tenant's id and one
+/// of its API keys, or `{tenant}/{device}` and a device credential).
+pub async fn publish_as(
+    port: u16,
+    topic: &str,
+    payloads: Vec<Vec<u8>>,
+    qos: QoS,
+    login: Option<(&str, &str)>,
+) {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let id = format!(
         "test-pub-{}-{}",
@@ -253,6 +265,9 @@ pub async fn publish(port: u16, topic: &str, payloads: Vec<Vec<u8>>, qos: QoS) {
     );
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_max_packet_size(2 << 20, 2 << 20);
+    if let Some((user, password)) = login {
+        o.set_credentials(user, password);
+    }
     let (client, mut el) = AsyncClient::new(o, 64);
     let n = payloads.len();
     let sender = {
