@@ -424,13 +424,19 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let router = landport_api::on_credential_revoked(
         router,
-        landport_api::CredentialRevoked::new(move |tenant, device| {
-            // No receiver (an external broker: nobody connects with device credentials) is
+        landport_api::CredentialRevoked::new(move |what| {
+            let principal = match what {
+                landport_api::Revoked::Device { tenant, device } => Principal::Device {
+                    tenant: tenant.to_owned(),
+                    device: device.to_owned(),
+                },
+                landport_api::Revoked::TenantKey { tenant } => Principal::Tenant {
+                    tenant: tenant.to_owned(),
+                },
+            };
+            // No receiver (an external broker: nobody connects with these credentials) is
             // not an error.
-            let _ = revocations.send(Principal::Device {
-                tenant: tenant.to_owned(),
-                device: device.to_owned(),
-            });
+            let _ = revocations.send(principal);
         }),
     );
     let router = landport_api::request_timeout(router, config.http.request_timeout());

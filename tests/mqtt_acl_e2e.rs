@@ -745,6 +745,35 @@ async fn a_revoked_credential_is_refused_and_its_live_sessions_are_cut() {
     connect(Version::V5, svc.port(), "new", Some((user, &second)))
         .await
         .unwrap();
+
+    // A revoked tenant key: its sessions are cut and it is refused from then on.
+    let (s, v) = http(
+        svc.lp.http,
+        "POST",
+        "/v1/tenants/acme/keys",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(s, 201, "{v}");
+    let (key_id, key) = (v["id"].as_str().unwrap(), v["key"].as_str().unwrap());
+    let mut c = connect(Version::V311, svc.port(), "keyed", Some(("acme", key)))
+        .await
+        .unwrap();
+    let (s, v) = http(
+        svc.lp.http,
+        "DELETE",
+        &format!("/v1/tenants/acme/keys/{key_id}"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(s, 204, "{v}");
+    c.closed().await;
+    assert_eq!(
+        connect(Version::V311, svc.port(), "keyed", Some(("acme", key)))
+            .await
+            .err(),
+        Some(4)
+    );
 }
 
 // ----- the anonymous rule at start --------------------------------------------------------

@@ -42,7 +42,7 @@ mod openapi;
 mod state;
 pub mod tls;
 mod v1;
-pub use v1::CredentialRevoked;
+pub use v1::{CredentialRevoked, Revoked};
 pub use v1::positions::positions_json;
 pub use v1::ReportSettings;
 pub use v1::WebhookPolicy;
@@ -98,9 +98,9 @@ pub fn router_with_api(state: AppState, api: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-/// Installs the hook told `(tenant, device)` when a device's MQTT credential is replaced or
-/// revoked (`/v1/devices/{id}/credentials`): the binary points it at the MQTT endpoint, which
-/// cuts the sessions that authenticated with it.
+/// Installs the hook told when an MQTT credential stops working (a device's credential replaced
+/// or revoked, the device deleted, a tenant key revoked): the binary points it at the MQTT
+/// endpoint, which cuts the sessions that authenticated with it.
 pub fn on_credential_revoked(router: Router, hook: CredentialRevoked) -> Router {
     router.layer(axum::Extension(hook))
 }

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use landport_api::{CredentialRevoked, on_credential_revoked};
+use landport_api::{CredentialRevoked, Revoked, on_credential_revoked};
 use landport_store::Store;
 use serde_json::{Value, json};
 use support::TestApi;
@@ -33,8 +33,12 @@ impl App {
         let seen = revoked.clone();
         let router = on_credential_revoked(
             api.router(),
-            CredentialRevoked::new(move |t, d| {
-                seen.lock().unwrap().push((t.to_owned(), d.to_owned()));
+            CredentialRevoked::new(move |what| {
+                let pair = match what {
+                    Revoked::Device { tenant, device } => (tenant.to_owned(), device.to_owned()),
+                    Revoked::TenantKey { tenant } => (tenant.to_owned(), "*key*".to_owned()),
+                };
+                seen.lock().unwrap().push(pair);
             }),
         );
         App {
@@ -256,6 +260,40 @@ async fn unknown_and_other_tenants_devices_are_404() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["username"], "globex/truck-1");
+}
+
+#[tokio::test]
+async fn revoking_a_tenant_key_or_deleting_a_device_cuts_their_sessions_too() {
+    let app = App::new();
+    let key = app.tenant("acme").await;
+    let (_, v) = app.call("POST", "/v1/tenants/acme/keys", ADMIN, None).await;
+    let key_id = v["id"].as_str().unwrap().to_owned();
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/v1/tenants/acme/keys/{key_id}"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(app.revoked(), vec![pair("acme", "*key*")]);
+    // Revoking it again is a 404 and tells nobody.
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/v1/tenants/acme/keys/{key_id}"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app.call("DELETE", "/v1/devices/truck-1", &key, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.revoked(),
+        vec![pair("acme", "*key*"), pair("acme", "truck-1")]
+    );
 }
 
 #[tokio::test]

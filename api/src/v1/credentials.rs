@@ -25,19 +25,37 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Path};
 use crate::state::ApiState;
 
-/// Told `(tenant, device)` after a device's credential was replaced or revoked, so that the
-/// MQTT endpoint disconnects the sessions that authenticated with it. The binary installs it
-/// ([`crate::on_credential_revoked`]); without one (tests of the API alone, an external
-/// broker) nothing is connected with device credentials and nothing needs cutting.
+/// A credential that no longer authenticates, as told to [`CredentialRevoked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked<'a> {
+    /// The device's credential was replaced or revoked, or the device deleted.
+    Device { tenant: &'a str, device: &'a str },
+    /// One of the tenant's API keys was revoked: MQTT sessions that logged in with a key of
+    /// the tenant are cut (those whose key is still valid may connect again at once).
+    TenantKey { tenant: &'a str },
+}
+
+/// Told what was revoked (a device's credential replaced or revoked, a device deleted, a
+/// tenant key revoked), so that the MQTT endpoint disconnects the sessions that authenticated
+/// with it. The binary installs it ([`crate::on_credential_revoked`]); without one (tests of
+/// the API alone, an external broker) nothing is connected with these credentials and
+/// nothing needs cutting.
 #[derive(Clone)]
 pub struct CredentialRevoked(Arc<RevokedHook>);
 
-/// Called with the tenant and the device id.
-type RevokedHook = dyn Fn(&str, &str) + Send + Sync;
+/// Called with what was revoked.
+type RevokedHook = dyn Fn(Revoked<'_>) + Send + Sync;
 
 impl CredentialRevoked {
-    pub fn new(hook: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+    pub fn new(hook: impl Fn(Revoked<'_>) + Send + Sync + 'static) -> Self {
         CredentialRevoked(Arc::new(hook))
+    }
+
+    /// Tells the hook, if one is installed.
+    pub(crate) fn tell(hook: Option<&axum::Extension<CredentialRevoked>>, what: Revoked<'_>) {
+        if let Some(axum::Extension(hook)) = hook {
+            (hook.0)(what);
+        }
     }
 }
 
@@ -90,11 +108,13 @@ pub async fn create(
     match set {
         CredentialSet::NoSuchDevice => return Err(ApiError::not_found("device", id)),
         CredentialSet::Created => {}
-        CredentialSet::Replaced => {
-            if let Some(Extension(hook)) = revoked {
-                (hook.0)(&tenant, &id);
-            }
-        }
+        CredentialSet::Replaced => CredentialRevoked::tell(
+            revoked.as_ref(),
+            Revoked::Device {
+                tenant: &tenant,
+                device: &id,
+            },
+        ),
     }
     let out = json!({"username": format!("{tenant}/{id}"), "password": password});
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
@@ -131,8 +151,12 @@ pub async fn remove(
     if !existed {
         return Err(ApiError::not_found("device credential", id));
     }
-    if let Some(Extension(hook)) = revoked {
-        (hook.0)(&tenant, &id);
-    }
+    CredentialRevoked::tell(
+        revoked.as_ref(),
+        Revoked::Device {
+            tenant: &tenant,
+            device: &id,
+        },
+    );
     Ok(StatusCode::NO_CONTENT)
 }

@@ -338,9 +338,22 @@ pub async fn patch(
 pub async fn remove(
     State(s): State<ApiState>,
     caller: Caller,
+    revoked: Option<axum::Extension<super::CredentialRevoked>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    s.command(Command::DeleteDevice { tenant, id }).await?;
+    s.command(Command::DeleteDevice {
+        tenant: tenant.clone(),
+        id: id.clone(),
+    })
+    .await?;
+    // Its MQTT credential went with it: cut the sessions that used it.
+    super::CredentialRevoked::tell(
+        revoked.as_ref(),
+        super::Revoked::Device {
+            tenant: &tenant,
+            device: &id,
+        },
+    );
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,7 @@ mod geofences;
 mod geojson;
 pub(crate) mod page;
 pub(crate) mod positions;
-pub use credentials::CredentialRevoked;
+pub use credentials::{CredentialRevoked, Revoked};
 pub(crate) mod positions_feed;
 pub(crate) mod reports;
 pub use reports::ReportSettings;

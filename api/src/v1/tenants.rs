@@ -115,6 +115,7 @@ pub async fn create_key(
 pub async fn revoke_key(
     State(s): State<ApiState>,
     caller: Caller,
+    revoked_hook: Option<axum::Extension<super::CredentialRevoked>>,
     Path((tenant, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
@@ -125,6 +126,11 @@ pub async fn revoke_key(
         .await?;
     s.forget_key(&tenant, &key_id);
     if revoked {
+        // MQTT sessions that logged in with a key of this tenant are cut.
+        super::CredentialRevoked::tell(
+            revoked_hook.as_ref(),
+            super::Revoked::TenantKey { tenant: &tenant },
+        );
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("api key", key_id))
