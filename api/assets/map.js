@@ -363,6 +363,8 @@
     device: null, fromMs: 0, toMs: 0,
     /** The track: [lat, lon] per vertex and its time (epoch ms), oldest first. */
     latlngs: [], times: [], idx: 0, marker: null, timer: null,
+    /** While playing: the device time shown, advanced every tick. */
+    playT: 0,
   };
   const $ = function (id) { return document.getElementById(id); };
 
@@ -566,6 +568,8 @@
 
   $('replay-slider').addEventListener('input', function (ev) {
     setIndex(Number(ev.target.value));
+    // Playing on from where the slider was put.
+    replay.playT = replay.times[replay.idx];
   });
 
   const TICK_MS = 100;
@@ -581,10 +585,10 @@
     $('replay-play').textContent = '⏸';
     $('replay-play').setAttribute('aria-label', 'pause');
     // Device time advances `speed` times as fast as the wall clock.
-    let t = replay.times[replay.idx];
+    replay.playT = replay.times[replay.idx];
     replay.timer = setInterval(function () {
-      t += Number($('replay-speed').value) * TICK_MS;
-      const i = indexAt(t);
+      replay.playT += Number($('replay-speed').value) * TICK_MS;
+      const i = indexAt(replay.playT);
       $('replay-slider').value = String(i);
       setIndex(i);
       if (i >= replay.latlngs.length - 1) stopPlaying();
