@@ -448,18 +448,22 @@
     const q = '?from=' + encodeURIComponent(from) + '&to=' + encodeURIComponent(to);
     let track;
     let stops = null;
+    let trips = null;
     let stopsError = null;
+    const optional = function (e) {
+      if (e instanceof Unauthorized) throw e;
+      stopsError = stopsError || e;
+      return null;
+    };
     try {
       const got = await Promise.all([
         api(base + '/track' + q + '&limit=' + TRACK_LIMIT),
-        api(base + '/stops' + q).catch(function (e) {
-          if (e instanceof Unauthorized) throw e;
-          stopsError = e;
-          return null;
-        }),
+        api(base + '/stops' + q).catch(optional),
+        api(base + '/trips' + q).catch(optional),
       ]);
       track = got[0];
       stops = got[1];
+      trips = got[2];
     } catch (e) {
       if (e instanceof Unauthorized) { askKey('That key was refused (401). Enter a valid API key.'); return; }
       $('replay-status').textContent = 'Could not load the track: ' + e.message;
@@ -476,7 +480,11 @@
     const line = L.polyline(replay.latlngs, { className: 'lp-track', color: '#d81b60',
       weight: 4, opacity: 0.85 }).addTo(trackLayer);
     const stopList = (stops && stops.stops) || [];
-    drawStops(stopList);
+    const tripList = (trips && trips.trips) || [];
+    // Stops and trips in the panel, in time order.
+    const rows = drawStops(stopList).concat(tripRows(tripList));
+    rows.sort(function (a, b) { return a.t - b.t; });
+    $('replay-stops').replaceChildren.apply($('replay-stops'), rows.map(function (r) { return r.li; }));
     const arrow = LP.el('div', 'lp-arrow');
     arrow.append(deviceSvg());
     replay.marker = L.marker(replay.latlngs[0], { icon: L.divIcon({ className: 'lp-device lp-replay',
@@ -489,14 +497,38 @@
     setIndex(0);
     map.fitBounds(line.getBounds().pad(0.15), { maxZoom: 15 });
     let msg = replay.latlngs.length + ' positions';
+    if (trips) {
+      const km = tripList.reduce(function (a, t) { return a + (t.distance_m || 0); }, 0) / 1000;
+      msg += ', ' + tripList.length + (tripList.length === 1 ? ' trip' : ' trips')
+        + ' (' + km.toFixed(1) + ' km)';
+    }
     if (stops) msg += ', ' + stopList.length + (stopList.length === 1 ? ' stop' : ' stops');
     if (track.properties && track.properties.truncated) msg += ' (the first ' + TRACK_LIMIT + ' only: shorten the range)';
     if (stopsError) msg += '; stops unavailable: ' + stopsError.message;
     $('replay-status').textContent = msg + '.';
   }
 
+  /** Panel rows ({t, li}) of the trips between the stops: when, how far, how fast. */
+  function tripRows(list) {
+    const rows = [];
+    for (const t of list) {
+      const li = LP.el('li', 'trip-row');
+      const from = t.start.geofence ? fenceNames.get(t.start.geofence) || t.start.geofence : '';
+      const to = t.end.geofence ? fenceNames.get(t.end.geofence) || t.end.geofence : '';
+      li.append(LP.el('div', 'title', 'Trip · ' + (t.distance_m / 1000).toFixed(1) + ' km · '
+        + duration(t.duration_s) + (from || to ? ' · ' + (from || '?') + ' → ' + (to || '?') : '')),
+      LP.el('div', 'muted', LP.time(t.start.ts) + ' – ' + LP.time(t.end.ts) + ' · avg '
+        + Math.round(t.avg_speed_kmh) + ' km/h, max ' + Math.round(t.max_speed_kmh) + ' km/h'));
+      li.addEventListener('click', function () { seek(Date.parse(t.start.ts)); });
+      rows.push({ t: Date.parse(t.start.ts), li: li });
+    }
+    return rows;
+  }
+
+  /** Draws a marker per stop (labelled with its duration while there are few); returns the
+   * panel rows ({t, li}). */
   function drawStops(list) {
-    const ul = $('replay-stops');
+    const rows = [];
     const few = list.length <= LABELS_MAX;
     for (const s of list) {
       const label = duration(s.duration_s)
@@ -512,8 +544,9 @@
         LP.el('div', 'muted', LP.time(s.start) + ' – ' + LP.time(s.end)));
       li.addEventListener('click', function () { seek(Date.parse(s.start)); });
       m.on('click', function () { seek(Date.parse(s.start)); });
-      ul.append(li);
+      rows.push({ t: Date.parse(s.start), li: li });
     }
+    return rows;
   }
 
   /** The first index whose time is at or after `t` (the last when none). */

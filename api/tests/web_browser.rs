@@ -579,6 +579,21 @@ async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
     let stops = get_json(&router, &format!("/v1/devices/truck-7/stops?{range}"), &key).await;
     let stops = stops["stops"].as_array().unwrap().clone();
     assert_eq!(stops.len(), 2, "the two parked stretches: {stops:?}");
+    let trips = get_json(&router, &format!("/v1/devices/truck-7/trips?{range}"), &key).await;
+    let trips = trips["trips"].as_array().unwrap().clone();
+    assert_eq!(trips.len(), 3, "the three drives: {trips:?}");
+    // The panel lists stops and trips in time order.
+    let mut timeline: Vec<(String, &str)> = stops
+        .iter()
+        .map(|s| (s["start"].as_str().unwrap().to_owned(), "stop-row"))
+        .chain(
+            trips
+                .iter()
+                .map(|t| (t["start"]["ts"].as_str().unwrap().to_owned(), "trip-row")),
+        )
+        .collect();
+    timeline.sort();
+    let timeline: Vec<&str> = timeline.into_iter().map(|(_, kind)| kind).collect();
     let mut labels: Vec<String> = stops
         .iter()
         .map(|s| duration_label(s["duration_s"].as_f64().unwrap()))
@@ -624,6 +639,11 @@ async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
         .unwrap();
         shown.sort();
         assert_eq!(shown, labels);
+        let rows =
+            b.eval("[...document.querySelectorAll('#replay-stops li')].map(e => e.className)");
+        assert_eq!(rows, json!(timeline));
+        let status = b.eval("document.getElementById('replay-status').textContent");
+        assert!(status.as_str().unwrap().contains("3 trips"), "{status}");
         assert_eq!(
             b.eval("document.getElementById('replay-slider').max"),
             json!((n - 1).to_string())
