@@ -139,11 +139,17 @@ impl Config {
     /// A one-line description for logs and `check-config`, without secrets.
     pub fn summary(&self) -> String {
         let mqtt = if self.mqtt.embedded {
-            format!(
-                "embedded broker on {}, ingest from {}",
-                self.mqtt.listen,
-                self.mqtt.broker_url()
-            )
+            let tls = self
+                .mqtt
+                .tls_listen
+                .map(|a| format!(" and {a} (TLS)"))
+                .unwrap_or_default();
+            let access = if self.mqtt.anonymous_allowed() {
+                format!("anonymous clients as tenant {}", self.mqtt.anonymous_tenant)
+            } else {
+                "credentials required".to_owned()
+            };
+            format!("endpoint on {}{tls}, {access}", self.mqtt.listen)
         } else {
             format!("broker {}", self.mqtt.broker_url())
         };
@@ -157,7 +163,8 @@ impl Config {
             "demo mode (no admin key)"
         };
         format!(
-            "http {}; mqtt {mqtt}; storage {} ({} days); influxdb {influxdb}; {auth}; log {} {}",
+            "{} {}; mqtt {mqtt}; storage {} ({} days); influxdb {influxdb}; {auth}; log {} {}",
+            if self.http.tls { "https" } else { "http" },
             self.http.listen,
             self.storage.path.display(),
             self.storage.retention_days,

@@ -180,6 +180,24 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_tells_the_listeners_and_who_may_connect() {
+        let s = config("").summary();
+        assert!(
+            s.contains("http 127.0.0.1:8080; mqtt endpoint on 127.0.0.1:1883, anonymous clients as tenant default"),
+            "{s}"
+        );
+        let (_, tls) = tls_files();
+        let s = config(&format!(
+            "{tls}[http]\ntls = true\n[mqtt]\ntls_listen = \"0.0.0.0:8883\"\nallow_anonymous = false"
+        ))
+        .summary();
+        assert!(
+            s.contains("https 127.0.0.1:8080; mqtt endpoint on 127.0.0.1:1883 and 0.0.0.0:8883 (TLS), credentials required"),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn ca_file_goes_with_an_external_mqtts_broker() {
         let (ca, _) = tls_files();
         let c = config(&format!(
