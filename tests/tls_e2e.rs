@@ -408,3 +408,41 @@ fn mqtts_to_an_external_broker_with_a_private_ca() {
         (stored(&lp.data_dir, "acme", "far-truck") == 1).then_some(())
     });
 }
+
+#[test]
+fn a_certificate_or_key_that_cannot_be_used_stops_the_start_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let certs = make_certs(dir, "start");
+    let other = make_certs(dir, "mismatch");
+    for (cert, key, field) in [
+        (&certs.key, &certs.key, "tls.cert"),
+        (&certs.cert, &certs.cert, "tls.key"),
+        (&certs.cert, &other.key, "tls.cert / tls.key"),
+    ] {
+        let config = dir.join("bad.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:{}\"\ntls = true\n\
+                 [mqtt]\nlisten = \"127.0.0.1:{}\"\n\
+                 [tls]\ncert = {cert:?}\nkey = {key:?}\n\
+                 [storage]\npath = {:?}\n",
+                free_port(),
+                free_port(),
+                dir.join("data")
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_landport"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{field}: started anyway: {text}");
+        assert!(text.contains(field), "{field}: {text}");
+    }
+}
