@@ -465,17 +465,17 @@
       stops = got[1];
       trips = got[2];
     } catch (e) {
-      if (e instanceof Unauthorized) { askKey('That key was refused (401). Enter a valid API key.'); return; }
+      if (e instanceof Unauthorized) { askKey('That key was refused (401). Enter a valid API key.'); return false; }
       $('replay-status').textContent = 'Could not load the track: ' + e.message;
-      return;
+      return false;
     }
-    if (replay.device !== device) return;
+    if (replay.device !== device) return false;
     const coords = (track.geometry && track.geometry.coordinates) || [];
     replay.latlngs = coords.map(function (c) { return [c[1], c[0]]; });
     replay.times = ((track.properties && track.properties.times) || []).map(Date.parse);
     if (!replay.latlngs.length) {
       $('replay-status').textContent = 'No positions of ' + device + ' in this range.';
-      return;
+      return false;
     }
     const line = L.polyline(replay.latlngs, { className: 'lp-track', color: '#d81b60',
       weight: 4, opacity: 0.85 }).addTo(trackLayer);
@@ -506,6 +506,7 @@
     if (track.properties && track.properties.truncated) msg += ' (the first ' + TRACK_LIMIT + ' only: shorten the range)';
     if (stopsError) msg += '; stops unavailable: ' + stopsError.message;
     $('replay-status').textContent = msg + '.';
+    return true;
   }
 
   /** Panel rows ({t, li}) of the trips between the stops: when, how far, how fast. */
@@ -714,10 +715,21 @@
     ul.replaceChildren();
     if (!events.length) ul.append(LP.el('li', 'muted', 'No events yet.'));
     for (const e of events) {
-      const li = LP.el('li');
+      // Alerts stand out; an event of a device opens its replay at that moment.
+      const li = LP.el('li', 'event ev-' + String(e.type).replace(/[^a-z_]/g, '-'));
+      li.setAttribute('data-event-id', e.id);
       li.append(LP.el('div', 'title', e.type),
         LP.el('div', 'muted', [e.device, e.shipment, e.geofence].filter(Boolean).join(' · ')
           + ' · ' + LP.time(e.ts)));
+      const ts = Date.parse(e.ts);
+      if (e.device && !isNaN(ts)) {
+        li.classList.add('clickable');
+        li.title = 'Replay ' + e.device + ' around this moment';
+        li.addEventListener('click', function () {
+          openReplay(e.device, ts - 1800000, ts + 1800000, false);
+          loadReplay().then(function (ok) { if (ok) seek(ts); });
+        });
+      }
       ul.append(li);
     }
   }

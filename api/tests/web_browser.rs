@@ -486,6 +486,11 @@ fn recorded_trip(t0: i64) -> Vec<Reading> {
     out
 }
 
+/// Index of the first vertex at or after `ts_ms` of a track recorded every 10 s from `t0`.
+fn rows_before(coords: &[Value], ts_ms: i64, t0: i64) -> usize {
+    (((ts_ms - t0) + 9_999) / 10_000).clamp(0, coords.len() as i64 - 1) as usize
+}
+
 /// The label the page gives a stop of `s` seconds.
 fn duration_label(s: f64) -> String {
     let s = s.round() as i64;
@@ -561,8 +566,20 @@ async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
             reading,
         })
         .collect();
+    // And an alert while it was parked the first time, 17 min in (vertex 102).
+    let alert_ms = t0 + 17 * 60_000;
+    let alert = landport_tracker::Event {
+        id: "evt_0123456789abcdef0123456789abcdef".into(),
+        kind: landport_tracker::EventType::TemperatureExcursion,
+        tenant: "acme".into(),
+        device: "truck-7".into(),
+        shipment: Some("SHP-1".into()),
+        geofence: None,
+        ts_ms: alert_ms,
+        data: json!({"peak_c": -9.5}),
+    };
     let mut store = landport_store::Store::open(t.dir.path()).unwrap();
-    store.commit(&rows, &[]).unwrap();
+    store.commit(&rows, &[alert]).unwrap();
     drop(store);
 
     // What the API says about the range the page is asked for: the page must draw exactly it.
@@ -742,6 +759,18 @@ async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
             &format!("JSON.stringify({rows}) === '[\"truck-7\"]'"),
             limit,
         );
+        // An alert in the events panel opens its device's replay at that moment.
+        b.eval("document.querySelector('#events li[data-event-id] ').click()");
+        let at = rows_before(&coords, alert_ms, t0);
+        b.wait(
+            "the replay at the alert",
+            &format!(
+                "document.querySelectorAll('path.lp-track').length === 1 \
+                 && document.querySelector('.lp-replay').dataset.index === '{at}'"
+            ),
+            limit,
+        );
+
         // Picking a device in the list opens its replay.
         search(&mut b, "");
         b.eval("document.querySelector('#devices li[data-device=\"van-3\"]').click()");
