@@ -19,6 +19,7 @@ use landport_store::Store;
 use support::{Landport, free_port, http_get, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
+const ADMIN: &str = "tls-e2e-admin-key-0123456789abcdef0123456789";
 const T0: i64 = 1_795_400_000_000;
 
 /// PEM files of a CA and of a server certificate it signed for `localhost` and 127.0.0.1.
@@ -146,7 +147,8 @@ async fn mqtt_over_tls_and_https_with_a_generated_ca() {
          [mqtt]\nembedded = true\nlisten = \"127.0.0.1:{mqtt}\"\ntls_listen = \"127.0.0.1:{mqtts}\"\n\
          [tls]\ncert = {:?}\nkey = {:?}\n\
          [storage]\npath = {:?}\n\
-         [ingest]\nauto_register = true\n",
+         [ingest]\nauto_register = true\n\
+         [auth]\nadmin_key = \"{ADMIN}\"\n",
         certs.cert,
         certs.key,
         dir.join("data")
@@ -286,6 +288,79 @@ async fn mqtt_over_tls_and_https_with_a_generated_ca() {
     });
     assert_eq!(stored(&lp.data_dir, "default", "plain"), 0);
     assert_eq!(stored(&lp.data_dir, "default", "stranger"), 0);
+
+    // A device credential made over HTTPS, used over MQTT over TLS (the README's example).
+    let post = |path: &str, key: &str, body: Option<serde_json::Value>| {
+        let mut req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(key.to_owned());
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        req.send()
+    };
+    let r = post(
+        "/v1/tenants",
+        ADMIN,
+        Some(serde_json::json!({"id": "acme", "name": "Acme"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let key: serde_json::Value = post("/v1/tenants/acme/keys", ADMIN, None)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let r = post(
+        "/v1/devices",
+        &key,
+        Some(serde_json::json!({"id": "truck-9"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let cred: serde_json::Value = post("/v1/devices/truck-9/credentials", &key, None)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let (user, password) = (
+        cred["username"].as_str().unwrap(),
+        cred["password"].as_str().unwrap(),
+    );
+    let payload = reading(6);
+    let with = |password: &str| {
+        mosquitto_pub(&[
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "--cafile",
+            ca,
+            "-u",
+            user,
+            "-P",
+            password,
+            "-t",
+            "landport/acme/truck-9/telemetry",
+            "-m",
+            &payload,
+        ])
+    };
+    let (ok, err) = with(password);
+    assert!(ok, "{err}");
+    assert!(!with("lpd_wrong").0, "a wrong password connected");
+    wait_for("the device's reading over TLS", WAIT, || {
+        (stored(&lp.data_dir, "acme", "truck-9") == 1).then_some(())
+    });
     assert!(lp.child.try_wait().unwrap().is_none(), "landport died");
 }
 
