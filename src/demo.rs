@@ -1,9 +1,15 @@
 //! `landport demo`: the service plus a simulated fleet, so a newcomer sees trucks move.
 //!
 //! Before the service starts, the store is seeded with a `demo` tenant, a fresh API key,
-//! geofences around the simulator's places (warehouses, ports, a restricted zone) and
-//! shipments with deadlines; the service then loads them like any registry. The simulator
-//! publishes to the embedded broker once it is up.
+//! geofences around the simulator's places (warehouses, ports, a restricted zone) and the
+//! shipments of the fleet's story (`landport_simulators::fleet::scenario`: six customers, a
+//! reefer excursion, a breakdown making a shipment late, a delivered cold-chain shipment);
+//! the service then loads them like any registry. The simulator logs in to Landport's MQTT
+//! endpoint as the tenant once it is up, publishes the hour its trucks recorded before the
+//! start as store-and-forward batches, then goes live at ten times real time. A task marks
+//! the shipments the story says are signed for `delivered` through the HTTP API once the
+//! tracker saw them arrive. Started again on its own data, the demo goes on from where its
+//! devices' clocks were.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
