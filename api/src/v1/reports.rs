@@ -304,8 +304,10 @@ pub(crate) fn csv_err(e: csv::Error) -> ApiError {
 #[into_params(parameter_in = Query)]
 pub struct SegmentParams {
     /// Start of the range (required): RFC 3339 or epoch milliseconds, device time.
+    #[param(required = true, format = DateTime)]
     from: Option<String>,
     /// End of the range (required), at most `reports.max_days` after `from`.
+    #[param(required = true, format = DateTime)]
     to: Option<String>,
     /// A stop lasts at least this long, seconds (default 300).
     min_duration_s: Option<f64>,
@@ -527,8 +529,10 @@ mod tests {
 #[into_params(parameter_in = Query)]
 pub struct VisitParams {
     /// Start of the range (required): RFC 3339 or epoch milliseconds.
+    #[param(required = true, format = DateTime)]
     from: Option<String>,
     /// End of the range (required), at most `reports.max_days` after `from`.
+    #[param(required = true, format = DateTime)]
     to: Option<String>,
     /// Only visits of this geofence.
     geofence: Option<String>,
@@ -622,8 +626,10 @@ pub async fn geofence_visits(
 #[into_params(parameter_in = Query)]
 pub struct ShipmentReportParams {
     /// Start of the record: RFC 3339 or epoch milliseconds; default the departure.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// End of the record; default the arrival, or now while under way.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// `json` (default), `csv` (the readings) or `pdf` (the printable record).
     format: Option<String>,
