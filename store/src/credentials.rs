@@ -103,6 +103,9 @@ impl Store {
         device: &str,
         password: &[u8],
     ) -> Result<bool, StoreError> {
+        // Hashed first, whether or not the device has a credential, so that the time taken
+        // does not tell which devices have one.
+        let offered = KeyHash::of_bytes(password);
         let stored: Option<Vec<u8>> = self
             .conn
             .prepare_cached(
@@ -113,7 +116,7 @@ impl Store {
         let Some(stored) = stored else {
             return Ok(false);
         };
-        Ok(constant_time_eq(&stored, &KeyHash::of_bytes(password).0))
+        Ok(constant_time_eq(&stored, &offered.0))
     }
 }
 
