@@ -233,7 +233,75 @@ fn the_demo_shows_moving_trucks_an_eta_and_events_within_seconds() {
         None,
     );
     assert_eq!(s, 200, "{stops}");
-    assert!(stops["stops"].as_array().unwrap().len() >= 2, "{stops}");
+    let stops = stops["stops"].as_array().unwrap().len();
+    assert!(stops >= 2, "{stops} stops");
+
+    // The same replay on the demo's map, in headless Chromium: the track and one marker per
+    // stop (and a screenshot in target/artifacts/demo_replay.png to look at).
+    let Some(dom) = chromium_dom(
+        &format!("http://{addr}/#key={key}&device=truck-2&{range}"),
+        "demo_replay.png",
+    ) else {
+        return;
+    };
+    assert_eq!(dom.matches("lp-track").count(), 1, "no track drawn:\n{dom}");
+    assert_eq!(dom.matches("class=\"lp-stop ").count(), stops, "{dom}");
+}
+
+/// The DOM of `url` once its scripts ran (and a screenshot saved as
+/// `target/artifacts/{png}`), in headless Chromium; `None` (skipped, with a note) when
+/// `/usr/bin/chromium` is missing and `CI` is not set.
+fn chromium_dom(url: &str, png: &str) -> Option<String> {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if !std::path::Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{CHROMIUM} is missing (apt-get install -y chromium); CI is set, so this fails"
+        );
+        eprintln!("note: skipped the browser part, {CHROMIUM} is missing");
+        return None;
+    }
+    let artifacts = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let run = |extra: &[String]| {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=8000",
+                "--window-size=1280,800",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromium");
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut dom = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut dom);
+            dom
+        });
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("chromium took over 60 s on {url}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reader.join().unwrap()
+    };
+    run(&[format!("--screenshot={}", artifacts.join(png).display())]);
+    Some(run(&["--dump-dom".to_owned()]))
 }
 
 /// Reads the demo's stdout as a terminal would, in the background; returns the key it prints
