@@ -265,7 +265,10 @@ mod tests {
             if i >= 6 {
                 continue;
             }
+            // Store-and-forward batches within ingest's payload limit (64 KiB).
+            assert!(m.payload.len() < 64 * 1024, "{} bytes", m.payload.len());
             let batch: Vec<serde_json::Value> = serde_json::from_slice(&m.payload).unwrap();
+            assert!(!batch.is_empty() && batch.len() <= 200);
             for r in batch {
                 let f = |k: &str| r[k].as_f64().unwrap();
                 out[i].push((
