@@ -118,6 +118,13 @@ fn lake_cerknica_has_three_stops_of_five_minutes_within_100_m() {
         .count();
     // between each two stops; the 380 m before the first are under min_trip_m
     assert_eq!(trips, 2, "{segs:?}");
+    // no GPS jump turns the walk into a drive: at most a brisk cyclist's speed over half a
+    // minute (between fixes a second apart one jump read 330 km/h)
+    for s in &segs {
+        if let Segment::Trip(t) = s {
+            assert!(t.max_speed_kmh.unwrap() < 40.0, "{t:?}");
+        }
+    }
 }
 
 #[test]

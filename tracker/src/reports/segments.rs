@@ -93,9 +93,8 @@ pub struct Trip {
     pub end: TripEnd,
     /// Distance along its fixes, metres (geodesic, fix to fix).
     pub distance_m: f64,
-    /// The highest speed reported in it, else the highest between consecutive fixes, km/h;
-    /// `None` when neither is known (a trip of fixes all at the same time cannot happen, so
-    /// only when it has a single fix).
+    /// The highest speed reported in it, else the highest over half a minute of it, km/h;
+    /// `None` only for a trip of no duration.
     pub max_speed_kmh: Option<f64>,
 }
 
@@ -174,13 +173,21 @@ impl StopAcc {
     }
 }
 
+/// Computed speeds are measured over at least this long, seconds: between fixes a second
+/// apart, a GPS jump of 100 m reads as 360 km/h; over half a minute it adds 12 km/h.
+const SPEED_SPAN_S: f64 = 30.0;
+
 /// The trip being built: its start, its last fix so far and its speeds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct TripAcc {
     start: Pt,
     last: Pt,
     max_reported_kmh: Option<f64>,
+    /// The highest speed over [`SPEED_SPAN_S`] so far.
     max_between_kmh: Option<f64>,
+    /// `(ts_ms, along_m)` of the trip's recent fixes: the first is the latest one at least
+    /// [`SPEED_SPAN_S`] before the last (so it holds half a minute of fixes at most).
+    recent: VecDeque<(TimestampMs, f64)>,
 }
 
 impl TripAcc {
@@ -190,14 +197,20 @@ impl TripAcc {
             last: start,
             max_reported_kmh: None,
             max_between_kmh: None,
+            recent: VecDeque::from([(start.ts_ms, start.along_m)]),
         }
     }
 
     /// Adds a fix after `last` to the trip.
     fn extend(&mut self, p: Pt) {
-        let dt_s = (p.ts_ms - self.last.ts_ms) as f64 / 1000.0;
-        if dt_s > 0.0 {
-            let v = (p.along_m - self.last.along_m) / dt_s * 3.6;
+        let span_ms = (SPEED_SPAN_S * 1000.0) as i64;
+        self.recent.push_back((p.ts_ms, p.along_m));
+        while self.recent.len() > 2 && p.ts_ms - self.recent[1].0 >= span_ms {
+            self.recent.pop_front();
+        }
+        let (t0, a0) = self.recent[0];
+        if p.ts_ms - t0 >= span_ms {
+            let v = (p.along_m - a0) / ((p.ts_ms - t0) as f64 / 1000.0) * 3.6;
             self.max_between_kmh = Some(self.max_between_kmh.map_or(v, |m| m.max(v)));
         }
         if let Some(v) = p.speed_kmh.filter(|v| v.is_finite()) {
@@ -207,11 +220,19 @@ impl TripAcc {
     }
 
     fn trip(&self) -> Trip {
-        Trip {
+        let t = Trip {
             start: self.start.end(),
             end: self.last.end(),
             distance_m: self.last.along_m - self.start.along_m,
-            max_speed_kmh: self.max_reported_kmh.or(self.max_between_kmh),
+            max_speed_kmh: None,
+        };
+        Trip {
+            // a trip shorter than the span: its mean speed
+            max_speed_kmh: self
+                .max_reported_kmh
+                .or(self.max_between_kmh)
+                .or_else(|| t.avg_speed_kmh()),
+            ..t
         }
     }
 }

@@ -51,7 +51,7 @@ pub(crate) struct ReportTrip {
     duration_s: f64,
     /// `distance_m / duration_s`, km/h; null for a trip of no duration.
     avg_speed_kmh: Option<f64>,
-    /// The highest speed reported, else between two readings, km/h.
+    /// The highest speed reported, else the highest over half a minute, km/h.
     max_speed_kmh: Option<f64>,
 }
 

@@ -391,3 +391,35 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn a_gps_jump_barely_moves_the_computed_max_speed() {
+    // 36 km/h east, a fix a second, one fix thrown 150 m north
+    let pts: Vec<_> = (0..300)
+        .map(|s| {
+            fix(
+                s as f64,
+                s as f64 * 10.0,
+                if s == 150 { 150.0 } else { 0.0 },
+            )
+        })
+        .collect();
+    let segs = segments_of(settings(), pts).unwrap();
+    let v = trips(&segs)[0].max_speed_kmh.unwrap();
+    // between fixes a second apart the jump would read 540 km/h; over half a minute it adds
+    // its 300 m detour: (300 + 300) m / 30 s = 72 km/h
+    assert!((36.0..=73.0).contains(&v), "{v}");
+}
+
+#[test]
+fn a_trip_shorter_than_the_speed_span_reports_its_mean_speed() {
+    let pts = vec![
+        fix(0.0, 0.0, 0.0),
+        fix(10.0, 300.0, 0.0),
+        fix(20.0, 600.0, 0.0),
+    ];
+    let segs = segments_of(settings(), pts).unwrap();
+    let t = trips(&segs)[0];
+    assert_eq!(t.max_speed_kmh, t.avg_speed_kmh());
+    assert!((t.max_speed_kmh.unwrap() - 108.0).abs() < 0.5);
+}
