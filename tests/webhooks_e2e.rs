@@ -50,6 +50,10 @@ struct Receiver {
     script: Arc<Mutex<VecDeque<u16>>>,
     status: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
+    /// How long it takes to answer, milliseconds.
+    delay_ms: Arc<AtomicUsize>,
+    /// Requests being answered now, and the most at once.
+    busy: Arc<(AtomicUsize, AtomicUsize)>,
 }
 
 impl Receiver {
@@ -66,7 +70,10 @@ impl Receiver {
             script: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
             stop: Arc::default(),
+            delay_ms: Arc::default(),
+            busy: Arc::default(),
         };
+        let (delay, busy) = (r.delay_ms.clone(), r.busy.clone());
         let (got, script, status, stop) = (
             r.got.clone(),
             r.script.clone(),
@@ -78,7 +85,8 @@ impl Receiver {
                 match listener.accept() {
                     Ok((s, _)) => {
                         let (got, script, status) = (got.clone(), script.clone(), status.clone());
-                        std::thread::spawn(move || serve(s, &got, &script, &status));
+                        let (delay, busy) = (delay.clone(), busy.clone());
+                        std::thread::spawn(move || serve(s, &got, &script, &status, &delay, &busy));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -118,7 +126,14 @@ impl Drop for Receiver {
 }
 
 /// Serves the requests of one connection (keep-alive: reqwest reuses connections).
-fn serve(s: TcpStream, got: &Mutex<Vec<Got>>, script: &Mutex<VecDeque<u16>>, status: &AtomicU16) {
+fn serve(
+    s: TcpStream,
+    got: &Mutex<Vec<Got>>,
+    script: &Mutex<VecDeque<u16>>,
+    status: &AtomicU16,
+    delay_ms: &AtomicUsize,
+    busy: &(AtomicUsize, AtomicUsize),
+) {
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -150,6 +165,12 @@ fn serve(s: TcpStream, got: &Mutex<Vec<Got>>, script: &Mutex<VecDeque<u16>>, sta
         if r.read_exact(&mut body).is_err() {
             return;
         }
+        let now = busy.0.fetch_add(1, Ordering::SeqCst) + 1;
+        busy.1.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(
+            delay_ms.load(Ordering::Relaxed) as u64
+        ));
+        busy.0.fetch_sub(1, Ordering::SeqCst);
         let code = script
             .lock()
             .unwrap()
@@ -776,4 +797,55 @@ async fn private_targets_are_refused_at_creation_and_after_dns() {
     assert_eq!(w["health"]["last_status"], Value::Null);
     assert_eq!(connections.load(Ordering::Relaxed), 0, "no connection made");
     stop.store(true, Ordering::Relaxed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_holds_only_its_own_slots() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    seed_fence(dir, "acme");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = config(
+        dir,
+        addr,
+        broker.port,
+        "[webhooks]\nallow_private_targets = true\nmax_concurrency_per_webhook = 4\n",
+    );
+    let _lp = Landport::start(dir, &cfg, addr, broker.port);
+    let key = tenant_key(addr, "acme");
+    // 8 s per request, under the 10 s timeout: every attempt succeeds, slowly.
+    let slow = Receiver::start();
+    slow.delay_ms.store(8_000, Ordering::Relaxed);
+    webhook(addr, &key, &slow.url("/slow"), &["*"]);
+    let fast = Receiver::start();
+    webhook(addr, &key, &fast.url("/fast"), &["*"]);
+    publish(
+        broker.port,
+        "landport/acme/truck-1/telemetry",
+        shuttle(T0, 21, 41.0),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let all = wait_for("the events stored", Duration::from_secs(60), || {
+        let ids = stored_ids(dir, "acme", &[]);
+        (ids.len() >= 20).then_some(ids)
+    });
+    // The fast receiver gets everything while the slow one is still on its first requests.
+    wait_for("the fast receiver served", Duration::from_secs(60), || {
+        (fast.delivered_ids() == all).then_some(())
+    });
+    let slow_done = slow.got().len();
+    assert!(
+        slow_done < all.len(),
+        "the slow receiver answered {slow_done} of {} meanwhile: the fast one did not wait",
+        all.len()
+    );
+    // It holds its own slots only: at most max_concurrency_per_webhook requests at once.
+    wait_for("the slow receiver busy", Duration::from_secs(30), || {
+        (slow.busy.1.load(Ordering::SeqCst) >= 4).then_some(())
+    });
+    assert_eq!(slow.busy.1.load(Ordering::SeqCst), 4, "per-webhook slots");
 }
