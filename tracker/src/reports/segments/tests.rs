@@ -327,6 +327,30 @@ proptest! {
     }
 
     #[test]
+    fn any_jitter_within_half_the_radius_while_parked_is_one_stop(
+        fixes in prop::collection::vec((1.0..120.0_f64, 0.0..50.0_f64, 0.0..360.0_f64), 2..200),
+    ) {
+        // every fix within 50 m of the parking place: any two are within 100 m
+        let mut t = 0.0;
+        let pts: Vec<_> = fixes
+            .iter()
+            .map(|(dt, r, bearing)| {
+                t += dt;
+                fix(t, r * bearing.to_radians().sin(), r * bearing.to_radians().cos())
+            })
+            .collect();
+        let segs = segments_of(settings(), pts.clone()).unwrap();
+        let span_s = (pts.last().unwrap().0 - pts[0].0) as f64 / 1000.0;
+        if span_s >= 300.0 {
+            prop_assert_eq!(stop_spans(&segs), vec![(pts[0].0, pts.last().unwrap().0)]);
+            prop_assert!(trips(&segs).is_empty(), "no trip while parked: {:?}", segs);
+        } else {
+            // too short for a stop (its jitter may add up to a trip: that is movement)
+            prop_assert!(segs.iter().all(|s| !matches!(s, Segment::Stop(_))));
+        }
+    }
+
+    #[test]
     fn splitting_a_track_in_two_ranges_never_invents_a_stop(
         pts in track_strategy(),
         cut in 0.0..1.0_f64,
