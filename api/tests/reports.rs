@@ -748,3 +748,42 @@ async fn measure_a_week_at_one_hertz() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_long_excursion_table_runs_over_pages_and_says_how_many_more() {
+    let app = App::new();
+    let acme = app.tenant("acme").await;
+    reefer_shipment(&app, &acme, "SHP-OSC", "reefer-5").await;
+    // a faulty door: out of range every other minute, 250 times
+    let readings: Vec<Reading> = (0..500)
+        .map(|m| {
+            Reading::at(T0 + m * MIN)
+                .with_position(LON0, LAT0)
+                .with_temp(if m % 2 == 0 { 4.0 } else { 9.5 })
+        })
+        .collect();
+    app.feed("acme", "reefer-5", readings).await;
+    let range = format!("from={}&to={}", iso(T0), iso(T0 + 500 * MIN));
+    let v = app
+        .get(&format!("/v1/shipments/SHP-OSC/report?{range}"), &acme)
+        .await
+        .json();
+    assert_eq!(v["excursions"].as_array().unwrap().len(), 250);
+    // asked for with Accept, as a browser's download would
+    let r = app
+        .call(
+            "GET",
+            &format!("/v1/shipments/SHP-OSC/report?{range}"),
+            &acme,
+            None,
+            Some("application/pdf"),
+        )
+        .await;
+    assert_eq!(r.content_type, "application/pdf");
+    let text = pdf_text(&r.body);
+    assert!(text.contains("Excursions: 250"), "{text}");
+    assert!(text.contains("... and 50 more"), "{text}");
+    // the last listed row (the 200th excursion) made it, on a later page
+    assert!(text.contains(&iso(T0 + 399 * MIN)), "{text}");
+    assert!(text.matches('\u{c}').count() >= 3, "several pages");
+}
