@@ -51,6 +51,9 @@ fn endpoint_config(config: &Config) -> EndpointConfig {
     EndpointConfig {
         max_packet_bytes: config.mqtt.max_packet_bytes as usize,
         receive_maximum: config.mqtt.receive_maximum,
+        session_retention: Duration::from_secs(
+            u64::from(config.storage.events_retention_days) * 86_400,
+        ),
         acl: Acl::new(ingest_settings(config).owntracks),
         ..EndpointConfig::default()
     }

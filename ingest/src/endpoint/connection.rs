@@ -108,7 +108,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = BytesMut::with_capacity(1024);
     let mut framer = Framer::new(ctx.config.max_packet_bytes);
     let first = tokio::time::timeout(
         ctx.config.connect_timeout,
@@ -462,6 +462,8 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // The last read filled all the room it had.
+        let mut filled = false;
         loop {
             loop {
                 let frame = match framer.next(&mut buf) {
@@ -491,9 +493,17 @@ impl Connection {
                     return end;
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(16 * 1024);
+            // Room to read into: small for a quiet device (many connect), doubling up to
+            // 64 KiB while reads fill it (a gateway publishing at full speed).
+            if buf.capacity() - buf.len() < 512 {
+                let room = if filled {
+                    (buf.capacity() * 2).min(64 * 1024)
+                } else {
+                    4096
+                };
+                buf.reserve(room);
             }
+            let free = buf.capacity() - buf.len();
             let read = async {
                 match self.keep_alive {
                     Some(t) => tokio::time::timeout(t, rd.read_buf(&mut buf)).await,
@@ -517,7 +527,7 @@ impl Connection {
             };
             match n {
                 Ok(Ok(0)) => return End::Abnormal("closed by the client".into()),
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => filled = n == free,
                 Ok(Err(e)) => return End::Abnormal(e.to_string()),
                 Err(_) => {
                     self.close_with(0x8D, "keep alive timeout");

@@ -72,6 +72,10 @@ pub struct EndpointConfig {
     pub topic_alias_maximum: u16,
     /// How long a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
+    /// A persistent session without an expiry of its own (3.1.1) is forgotten this long after
+    /// its last disconnect: the events it would resume from are gone by then
+    /// (`storage.events_retention_days`).
+    pub session_retention: Duration,
     /// Who may publish and subscribe where (with the OwnTracks user-to-tenant map, so that
     /// tenants may publish their users' OwnTracks topics).
     pub acl: auth::Acl,
@@ -85,6 +89,7 @@ impl Default for EndpointConfig {
             max_inflight_out: 100,
             topic_alias_maximum: 16,
             connect_timeout: Duration::from_secs(10),
+            session_retention: Duration::from_secs(90 * 86_400),
             acl: auth::Acl::landport_only(),
         }
     }
@@ -143,12 +148,35 @@ impl Endpoint {
                 }
             }
         });
+        let sessions = SessionStore::new(store);
+        // Expired sessions go at start and then hourly.
+        let (prune_store, prune_stop, keep) =
+            (sessions.clone(), stop.clone(), config.session_retention);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = prune_stop.cancelled() => return,
+                }
+                let now = landport_pipeline::now_ms();
+                let oldest = now.saturating_sub(keep.as_millis() as i64);
+                match prune_store
+                    .with(move |s| s.prune_mqtt_sessions(now, oldest))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "expired MQTT sessions forgotten"),
+                    Err(e) => tracing::warn!(error = %e, "pruning MQTT sessions failed"),
+                }
+            }
+        });
         let ctx = Context {
             config,
             authenticator,
             decoder,
             pipeline,
-            sessions: SessionStore::new(store),
+            sessions,
             registry: Registry::default(),
             head,
             dead_letters: acks.dead_letters(),

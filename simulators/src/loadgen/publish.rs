@@ -13,6 +13,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
+use super::latency::LatencySummary;
 use super::pacing::{self, SLICE};
 use super::payload::{MALFORMED_LAT, Truck, write_reading};
 use super::{client_id, mqtt_options, unix_ms};
@@ -107,6 +108,10 @@ pub struct LoadReport {
     /// Epoch ms of the start and the end.
     pub start_unix_ms: i64,
     pub end_unix_ms: i64,
+    /// QoS 1: from a publish leaving the client (written to the socket) to its PUBACK, over
+    /// every publish of every connection. With Landport's own endpoint a PUBACK means the
+    /// reading is committed to its store.
+    pub puback_latency: Option<LatencySummary>,
 }
 
 /// Publishes as `config` says; returns when every reading is acknowledged (QoS 1) or flushed.
@@ -118,6 +123,8 @@ pub async fn publish(config: LoadConfig) -> Result<LoadReport> {
         bail!("the rate must be above 0");
     }
     let connections = config.connections.min(config.devices);
+    // Publish -> PUBACK samples of every connection, ms.
+    let latencies: std::sync::Arc<std::sync::Mutex<Vec<f64>>> = Default::default();
 
     // Connect everything first: the clock measures publishing, not TCP and CONNECT.
     let mut conns = Vec::new();
@@ -128,7 +135,13 @@ pub async fn publish(config: LoadConfig) -> Result<LoadReport> {
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
         let (connected_tx, connected_rx) = oneshot::channel();
         let (acked_tx, acked_rx) = watch::channel(0u64);
-        let driver = tokio::spawn(drive(eventloop, connected_tx, acked_tx));
+        let latencies = latencies.clone();
+        let driver = tokio::spawn(drive_measured(
+            eventloop,
+            connected_tx,
+            acked_tx,
+            Some(latencies),
+        ));
         conns.push((c, client, connected_rx, acked_rx, driver));
     }
     let mut ready = Vec::new();
@@ -221,6 +234,11 @@ pub async fn publish(config: LoadConfig) -> Result<LoadReport> {
         },
         start_unix_ms,
         end_unix_ms: start_unix_ms + (end - start).as_millis() as i64,
+        puback_latency: {
+            let mut samples =
+                std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+            LatencySummary::of(&mut samples)
+        },
     })
 }
 
@@ -301,13 +319,28 @@ async fn wait_for_acks(mut acked: watch::Receiver<u64>, sent: u64) -> Result<()>
 
 /// Polls a connection's event loop: reports the CONNACK, counts PUBACKs, and returns the
 /// instant its DISCONNECT went out. Any connection error ends the run: a reconnect in the
-/// middle would make the figures meaningless.
+/// middle would make the figures meaningless. With `latencies`, each QoS 1 publish's time
+/// from leaving the client (rumqttc's `Outgoing::Publish`) to its PUBACK is added to it, ms,
+/// once the run is over (one lock per connection).
 pub(crate) async fn drive(
-    mut eventloop: EventLoop,
+    eventloop: EventLoop,
     connected: oneshot::Sender<()>,
     acked: watch::Sender<u64>,
 ) -> Result<Instant> {
+    drive_measured(eventloop, connected, acked, None).await
+}
+
+/// [`drive`], adding each publish -> PUBACK time to `latencies`.
+pub(crate) async fn drive_measured(
+    mut eventloop: EventLoop,
+    connected: oneshot::Sender<()>,
+    acked: watch::Sender<u64>,
+    latencies: Option<std::sync::Arc<std::sync::Mutex<Vec<f64>>>>,
+) -> Result<Instant> {
     let mut connected = Some(connected);
+    // When each packet id in flight left, by packet id.
+    let mut sent_at: Vec<Option<Instant>> = vec![None; usize::from(u16::MAX) + 1];
+    let mut samples = Vec::new();
     loop {
         match eventloop.poll().await.context("MQTT connection")? {
             Event::Incoming(Packet::ConnAck(_)) => {
@@ -315,8 +348,21 @@ pub(crate) async fn drive(
                     let _ = tx.send(());
                 }
             }
-            Event::Incoming(Packet::PubAck(_)) => acked.send_modify(|n| *n += 1),
-            Event::Outgoing(Outgoing::Disconnect) => return Ok(Instant::now()),
+            Event::Outgoing(Outgoing::Publish(pkid)) if pkid > 0 => {
+                sent_at[usize::from(pkid)] = Some(Instant::now());
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(t) = sent_at[usize::from(ack.pkid)].take() {
+                    samples.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                acked.send_modify(|n| *n += 1);
+            }
+            Event::Outgoing(Outgoing::Disconnect) => {
+                if let Some(l) = latencies {
+                    l.lock().unwrap_or_else(|p| p.into_inner()).extend(samples);
+                }
+                return Ok(Instant::now());
+            }
             _ => {}
         }
     }
