@@ -375,7 +375,9 @@ impl WebhookMetrics {
 
     /// Counts one attempt's outcome.
     pub fn outcome(&self, outcome: &'static str) {
-        self.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 }
 

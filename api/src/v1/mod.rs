@@ -95,10 +95,7 @@ pub fn router(state: ApiState) -> Router {
                 .post(shipments::share)
                 .delete(shipments::revoke_share),
         )
-        .route(
-            "/v1/webhooks",
-            get(webhooks::list).post(webhooks::create),
-        )
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/v1/webhooks/{id}",
             get(webhooks::get_one)
