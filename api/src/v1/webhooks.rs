@@ -78,12 +78,12 @@ pub struct WebhookPatch {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRange {
-    /// RFC 3339.
-    #[schema(format = DateTime)]
-    from: String,
-    /// RFC 3339, not before `from`.
-    #[schema(format = DateTime)]
-    to: String,
+    /// RFC 3339 (or epoch milliseconds).
+    #[schema(value_type = String, format = DateTime)]
+    from: Value,
+    /// RFC 3339 (or epoch milliseconds), not before `from`.
+    #[schema(value_type = String, format = DateTime)]
+    to: Value,
 }
 
 /// `?status=&since=&limit=&next=` of the deliveries list.
@@ -92,7 +92,7 @@ pub struct ReplayRange {
 pub struct DeliveriesParams {
     /// `pending`, `delivered` or `failed`.
     status: Option<String>,
-    /// Only deliveries queued at or after this time (RFC 3339).
+    /// Only deliveries queued at or after this time (RFC 3339 or epoch milliseconds).
     since: Option<String>,
     /// Items per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -215,10 +215,34 @@ fn rfc3339(ms: Option<i64>) -> Value {
     })
 }
 
+/// An RFC 3339 time, or epoch milliseconds (digits), as epoch milliseconds.
 fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
+    if !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("{what}: {s:?} is out of range")));
+    }
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::bad_request(format!("{what}: {s:?} is not an RFC 3339 time")))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{what}: {s:?} is not an RFC 3339 time or epoch milliseconds"
+            ))
+        })
+}
+
+/// [`parse_time`] of a JSON string, or of a whole non-negative number (epoch milliseconds).
+fn parse_time_value(what: &str, v: &Value) -> Result<i64, ApiError> {
+    match v {
+        Value::String(s) => parse_time(what, s),
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|ms| (0..=999_999_999_999_999).contains(ms))
+            .ok_or_else(|| ApiError::bad_request(format!("{what}: {n} is not epoch milliseconds"))),
+        other => Err(ApiError::bad_request(format!(
+            "{what}: {other} is not an RFC 3339 time or epoch milliseconds"
+        ))),
+    }
 }
 
 fn health_json(h: &WebhookHealth) -> Value {
@@ -700,8 +724,8 @@ pub async fn replay(
     Json(range): Json<ReplayRange>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let from = parse_time("from", &range.from)?;
-    let to = parse_time("to", &range.to)?;
+    let from = parse_time_value("from", &range.from)?;
+    let to = parse_time_value("to", &range.to)?;
     if to < from {
         return Err(ApiError::bad_request("to: must not be before from"));
     }
@@ -759,5 +783,43 @@ pub async fn retry(
     match found {
         Some(d) => Ok((StatusCode::ACCEPTED, axum::Json(delivery_json(&d))).into_response()),
         None => Err(ApiError::not_found("delivery", delivery_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_times_are_rfc3339_or_epoch_milliseconds_and_nothing_else() {
+        let t = 1_795_400_000_000;
+        assert_eq!(
+            parse_time_value("from", &json!("2026-11-23T02:13:20Z")).unwrap(),
+            t
+        );
+        assert_eq!(parse_time_value("from", &json!(t)).unwrap(), t);
+        assert_eq!(parse_time_value("from", &json!(t.to_string())).unwrap(), t);
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!(null),
+            json!("yesterday"),
+            json!([1]),
+        ] {
+            let e = parse_time_value("from", &bad).unwrap_err().to_string();
+            assert!(e.starts_with("from: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_whsec_and_32_random_bytes() {
+        use base64::Engine as _;
+        let a = new_secret().unwrap();
+        let b = new_secret().unwrap();
+        assert_ne!(a, b);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(a.strip_prefix("whsec_").unwrap())
+            .unwrap();
+        assert_eq!(key.len(), SECRET_BYTES);
     }
 }
