@@ -202,9 +202,11 @@ pub async fn run(
         let stats = last_stats.elapsed() >= STATS_EVERY;
         let prune = last_prune.elapsed() >= PRUNE_EVERY;
         let dispatch = stopping.is_none();
+        // Kept until the store has them: a failed turn records them on the next.
+        let recorded = std::mem::take(&mut results);
         let input = TurnIn {
             fan_out,
-            results: std::mem::take(&mut results),
+            results: recorded.clone(),
             in_flight: in_flight.clone(),
             busy: busy.clone(),
             free: if dispatch {
@@ -233,13 +235,30 @@ pub async fn run(
         .await;
         let out = match out {
             Ok(Ok(out)) => out,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "the webhook engine's store work failed; trying again");
-                TurnOut::default()
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the webhook engine's store task failed");
-                TurnOut::default()
+            failed => {
+                match failed {
+                    Ok(Err(e)) => tracing::error!(
+                        error = %e,
+                        "the webhook engine's store work failed; trying again"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "the webhook engine's store task failed"),
+                    Ok(Ok(_)) => {}
+                }
+                if stop.is_cancelled() && stopping.is_none() {
+                    stopping = Some(tokio::time::Instant::now() + STOP_GRACE);
+                }
+                if stopping.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    tasks.abort_all();
+                    return;
+                }
+                // Nothing of this turn was written: the outcomes and the fan-out go again.
+                results.extend(recorded);
+                fan_out = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.cancelled(), if stopping.is_none() => {}
+                }
+                continue;
             }
         };
         fan_out = false;
