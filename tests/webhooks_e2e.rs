@@ -724,6 +724,30 @@ async fn private_targets_are_refused_at_creation_and_after_dns() {
     let dir = tmp.path();
     seed_fence(dir, "acme");
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // A webhook to a loopback address stored while private targets were allowed (a lab
+    // config, or a write from before): the engine refuses it at connection time too.
+    let seeded = TcpListener::bind("127.0.0.1:0").unwrap();
+    seeded.set_nonblocking(true).unwrap();
+    let seeded_port = seeded.local_addr().unwrap().port();
+    Store::open(&dir.join("data"))
+        .unwrap()
+        .insert_webhook(&landport_store::WebhookRecord {
+            tenant: "acme".into(),
+            id: "wh_seeded".into(),
+            url: format!("https://127.0.0.1:{seeded_port}/hook"),
+            events: vec!["*".into()],
+            description: String::new(),
+            enabled: true,
+            disabled_reason: None,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secret: None,
+            previous_until_ms: None,
+            start_seq: 0,
+            created_ms: 0,
+            updated_ms: 0,
+            health: Default::default(),
+        })
+        .unwrap();
     // allow_private_targets is off (the default).
     let cfg = config(dir, addr, broker.port, "");
     let _lp = Landport::start(dir, &cfg, addr, broker.port);
@@ -796,6 +820,20 @@ async fn private_targets_are_refused_at_creation_and_after_dns() {
     assert!(why.contains("loopback"), "{why}");
     assert_eq!(w["health"]["last_status"], Value::Null);
     assert_eq!(connections.load(Ordering::Relaxed), 0, "no connection made");
+    let w = wait_for(
+        "the seeded webhook refused",
+        Duration::from_secs(60),
+        || {
+            let (_, w) = http(addr, "GET", "/v1/webhooks/wh_seeded", Some(&key), None);
+            w["health"]["last_error"].is_string().then_some(w)
+        },
+    );
+    let why = w["health"]["last_error"].as_str().unwrap();
+    assert!(why.contains("loopback"), "{why}");
+    assert!(
+        seeded.accept().is_err(),
+        "no connection to the seeded target"
+    );
     stop.store(true, Ordering::Relaxed);
 }
 
