@@ -854,9 +854,9 @@ async fn a_slow_receiver_holds_only_its_own_slots() {
     );
     let _lp = Landport::start(dir, &cfg, addr, broker.port);
     let key = tenant_key(addr, "acme");
-    // 8 s per request, under the 10 s timeout: every attempt succeeds, slowly.
+    // 5 s per request, well under the 10 s timeout: every attempt succeeds, slowly.
     let slow = Receiver::start();
-    slow.delay_ms.store(8_000, Ordering::Relaxed);
+    slow.delay_ms.store(5_000, Ordering::Relaxed);
     webhook(addr, &key, &slow.url("/slow"), &["*"]);
     let fast = Receiver::start();
     webhook(addr, &key, &fast.url("/fast"), &["*"]);
