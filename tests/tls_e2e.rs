@@ -9,6 +9,8 @@
 //!   connects and ingests; without it the private CA is not trusted and it stays not ready.
 
 mod support;
+#[path = "../ingest/tests/support_mqtt/mod.rs"]
+mod support_mqtt;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -136,6 +138,9 @@ fn https_client(ca: &Path) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_tls_and_https_with_a_generated_ca() {
+    if !support_mqtt::require("mosquitto_pub") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let certs = make_certs(dir, "ours");
@@ -422,6 +427,9 @@ impl Drop for TlsMosquitto {
 
 #[test]
 fn mqtts_to_an_external_broker_with_a_private_ca() {
+    if !support_mqtt::require("mosquitto") || !support_mqtt::require("mosquitto_pub") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let certs = make_certs(dir, "broker");
