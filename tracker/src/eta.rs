@@ -7,10 +7,12 @@
 //!   ([`crate::eta_history`]); cached per shipment in [`RouteTimes`] as suffix sums per vertex.
 //! - `unknown_m`: the rest of the distance (cells not learned, the off-route distance, or all
 //!   of it without a route: the straight distance times the detour factor).
-//! - `v`: the device's measured speed, an exponentially weighted mean ([`SpeedStats`]). Once a
-//!   shipment is under way stops are included: a truck that keeps stopping arrives later.
-//!   Before it has left (`planned`), the mean over moving samples only is used. Until a device
-//!   has been observed for a couple of minutes its mean is blended with the default speed.
+//! - `v`: before the trip (`planned`), the device's cruising speed, an exponentially weighted
+//!   mean of its moving samples ([`SpeedStats`]; blended with the default speed until it has
+//!   been seen moving for a couple of minutes). Under way, this trip's own mean speed since
+//!   departure, stops included (a truck that keeps stopping arrives later), takes over from
+//!   the cruising speed as the trip ages ([`EtaTrip::planning_mps`]): a truck that waited at
+//!   the dock before leaving does not start its trip with a crawling ETA.
 //! - `k`: how this trip's pace compares with the learned one over the part already covered
 //!   ([`EtaTrip`]), shrunk towards 1.
 //!
@@ -60,24 +62,14 @@ impl Ewma {
         let mean = w * self.mean_mps + (1.0 - w) * default;
         mean.max(s.min_speed_kmh / 3.6)
     }
-
-    /// The coefficient of variation, halved because the mean over the rest of a trip varies
-    /// less than single samples, and kept within [5 %, 50 %]; wide during warm-up.
-    fn spread(&self) -> f64 {
-        if self.observed_ms < WARMUP_MS || self.mean_mps <= 0.0 {
-            return 0.5;
-        }
-        let var = (self.mean_sq - self.mean_mps * self.mean_mps).max(0.0);
-        (0.5 * var.sqrt() / self.mean_mps).clamp(0.05, 0.5)
-    }
 }
 
-/// Running statistics of a device's ground speed.
+/// Running statistics of a device's ground speed while it moves: its cruising speed.
+/// (Snapshots of older builds also hold a mean over every sample, stops included; it is
+/// ignored: under way, a trip's own mean since departure stands for it, see
+/// [`EtaTrip::planning_mps`].)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpeedStats {
-    /// Every sample, stops included.
-    #[serde(flatten)]
-    all: Ewma,
     /// Samples at or above [`MOVING_MPS`] only (absent from snapshots of older builds).
     #[serde(default)]
     moving: Ewma,
@@ -89,26 +81,15 @@ impl SpeedStats {
         if !(speed_mps.is_finite() && speed_mps >= 0.0) || dt_ms <= 0 {
             return;
         }
-        let dt = dt_ms as f64;
-        self.all.fold(speed_mps, dt);
         if speed_mps >= MOVING_MPS {
-            self.moving.fold(speed_mps, dt);
+            self.moving.fold(speed_mps, dt_ms as f64);
         }
     }
 
-    fn pick(&self, under_way: bool) -> &Ewma {
-        if under_way { &self.all } else { &self.moving }
-    }
-
-    /// Mean speed to plan with (m/s): stops included once `under_way`, moving samples only
-    /// before; blended with the default during warm-up and floored.
-    pub fn planning_mps(&self, s: &EtaSettings, under_way: bool) -> f64 {
-        self.pick(under_way).planning_mps(s)
-    }
-
-    /// Relative spread of the planning speed (see [`SpeedStats::planning_mps`]).
-    pub fn spread(&self, under_way: bool) -> f64 {
-        self.pick(under_way).spread()
+    /// Cruising speed to plan with (m/s): the mean of the moving samples, blended with the
+    /// default during warm-up, and floored.
+    pub fn planning_mps(&self, s: &EtaSettings) -> f64 {
+        self.moving.planning_mps(s)
     }
 }
 
@@ -137,16 +118,10 @@ impl Ahead {
 }
 
 /// Raw time to go (seconds) before calibration: `k x known_s + unknown_m / v`, with `v` the
-/// device's planning speed ([`SpeedStats::planning_mps`]).
-pub fn raw_seconds(
-    ahead: &Ahead,
-    k: f64,
-    speed: &SpeedStats,
-    s: &EtaSettings,
-    under_way: bool,
-) -> f64 {
-    let v = speed.planning_mps(s, under_way);
-    (k * ahead.known_s.max(0.0) + ahead.unknown_m.max(0.0) / v).max(0.0)
+/// speed to plan with ([`SpeedStats::planning_mps`] before the trip,
+/// [`EtaTrip::planning_mps`] under way).
+pub fn raw_seconds(ahead: &Ahead, k: f64, v_mps: f64) -> f64 {
+    (k * ahead.known_s.max(0.0) + ahead.unknown_m.max(0.0) / v_mps).max(0.0)
 }
 
 /// Estimates arrival as of device time `at_ms` from a raw time to go and the calibration of
@@ -264,6 +239,9 @@ impl RouteTimes {
 
 /// Weight, in learned seconds, of the prior belief that a trip goes at the learned pace.
 const K_PRIOR_S: f64 = 900.0;
+/// Weight, in seconds under way, of the cruising speed known before departure against the
+/// trip's own mean speed since departure.
+const TRIP_MEAN_PRIOR_S: f64 = 60.0;
 
 /// What the model keeps about one shipment's trip (part of its state, so of the snapshot).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -276,6 +254,19 @@ pub struct EtaTrip {
     pub route_m: Option<f64>,
     /// Distance to go when the trip got under way (progress buckets are fractions of it).
     pub start_remaining_m: Option<f64>,
+    /// Device time of the first fix under way (absent from snapshots of older builds: the
+    /// trip's mean speed then counts from the next fix).
+    #[serde(default)]
+    pub departed_ms: Option<TimestampMs>,
+    /// Distance to go at the first fix on the current route, and at the last fix, metres.
+    #[serde(default)]
+    leg_start_m: Option<f64>,
+    #[serde(default)]
+    last_remaining_m: Option<f64>,
+    /// Distance covered under way on earlier routes of this trip (a new route starts a new
+    /// leg), metres.
+    #[serde(default)]
+    covered_before_m: f64,
     /// Learned time to go and unlearned distance at the previous fix, and its time.
     last: Option<(TimestampMs, f64, f64)>,
     /// Time actually taken over learned stretches, and the learned time for them, seconds.
@@ -297,9 +288,53 @@ impl EtaTrip {
         *self = EtaTrip {
             route_m: Some(route_m),
             start_remaining_m: self.start_remaining_m,
+            departed_ms: self.departed_ms,
+            covered_before_m: self.covered_m(),
             samples: self.samples,
             ..EtaTrip::default()
         };
+    }
+
+    /// Notes a fix under way at `ts` with `remaining_m` to go: the trip's start (its first
+    /// fix under way) and the distance covered since.
+    pub fn note_progress(&mut self, ts: TimestampMs, remaining_m: f64) {
+        if self.departed_ms.is_none() {
+            self.departed_ms = Some(ts);
+            self.start_remaining_m = Some(remaining_m);
+        }
+        self.start_remaining_m.get_or_insert(remaining_m);
+        self.leg_start_m.get_or_insert(remaining_m);
+        self.last_remaining_m = Some(remaining_m);
+    }
+
+    /// Distance covered under way, metres: on each route, how much nearer the end the last
+    /// fix is than the first (net, so GPS jitter does not add up).
+    fn covered_m(&self) -> f64 {
+        let leg = match (self.leg_start_m, self.last_remaining_m) {
+            (Some(start), Some(last)) => (start - last).max(0.0),
+            _ => 0.0,
+        };
+        self.covered_before_m + leg
+    }
+
+    /// Speed to plan the unlearned rest of the trip with as of device time `ts` (m/s): this
+    /// trip's mean since departure, stops included, weighted `t / (t + 1 min)` after `t`
+    /// under way against the device's cruising speed from before (`speed`); floored at
+    /// `min_speed_kmh`. A truck that waited at the dock starts at its cruising speed, one that
+    /// keeps stopping on the way slows its ETA as the trip shows it.
+    pub fn planning_mps(&self, speed: &SpeedStats, s: &EtaSettings, ts: TimestampMs) -> f64 {
+        let cruising = speed.planning_mps(s);
+        let floor = s.min_speed_kmh / 3.6;
+        let Some(t0) = self.departed_ms else {
+            return cruising;
+        };
+        let under_way_s = (ts - t0) as f64 / 1000.0;
+        if !(under_way_s > 0.0) {
+            return cruising;
+        }
+        let mean = self.covered_m() / under_way_s;
+        let w = under_way_s / (under_way_s + TRIP_MEAN_PRIOR_S);
+        (w * mean + (1.0 - w) * cruising).max(floor)
     }
 
     /// Device time of the last fix folded in.
@@ -345,9 +380,17 @@ impl EtaTrip {
         })
     }
 
-    /// Remembers the first raw estimate asked in each bucket (for calibration on arrival).
-    pub fn sample(&mut self, b: usize, at_ms: TimestampMs, raw_s: f64) {
-        if self.samples[b].is_none() {
+    /// Remembers, for calibration on arrival, the first raw estimate asked past the middle of
+    /// each progress bucket, `remaining_m` to go: the estimate a bucket is calibrated with is
+    /// one typical of the bucket (at departure the trip's own speed is not known yet, a
+    /// quarter in it mostly is).
+    pub fn sample(&mut self, remaining_m: f64, at_ms: TimestampMs, raw_s: f64) {
+        let Some(start) = self.start_remaining_m.filter(|&m| m > 0.0) else {
+            return;
+        };
+        let fraction = (1.0 - remaining_m / start).clamp(0.0, 1.0);
+        let b = bucket(fraction);
+        if fraction >= (b as f64 + 0.5) / BUCKETS as f64 && self.samples[b].is_none() {
             self.samples[b] = Some((at_ms, raw_s));
         }
     }
@@ -375,24 +418,28 @@ mod tests {
         s
     }
 
-    /// The estimate with nothing learned: remaining distance at the device's speed, the prior
-    /// window.
+    /// The estimate with nothing learned: remaining distance at the device's cruising speed,
+    /// the prior window.
     fn estimate_plain(
         remaining_m: f64,
         method: EtaMethod,
         speed: &SpeedStats,
         s: &EtaSettings,
         at_ms: TimestampMs,
-        under_way: bool,
     ) -> Eta {
         let a = Ahead::unlearned(remaining_m, method);
-        estimate(&a, raw_seconds(&a, 1.0, speed, s, under_way), PRIOR, at_ms)
+        estimate(
+            &a,
+            raw_seconds(&a, 1.0, speed.planning_mps(s)),
+            PRIOR,
+            at_ms,
+        )
     }
 
     #[test]
     fn eta_is_distance_over_measured_speed() {
         let s = EtaSettings::default();
-        let e = estimate_plain(72_000.0, EtaMethod::Direct, &settled(72.0), &s, 0, true);
+        let e = estimate_plain(72_000.0, EtaMethod::Direct, &settled(72.0), &s, 0);
         assert!((e.remaining_s - 3600.0).abs() < 1.0, "{e:?}");
         assert_eq!(e.eta_ms, 3_600_000);
     }
@@ -400,7 +447,7 @@ mod tests {
     #[test]
     fn with_no_history_the_window_is_the_prior() {
         let s = EtaSettings::default();
-        let e = estimate_plain(50_000.0, EtaMethod::Direct, &settled(60.0), &s, 0, true);
+        let e = estimate_plain(50_000.0, EtaMethod::Direct, &settled(60.0), &s, 0);
         assert!(e.p10_ms < e.eta_ms && e.eta_ms < e.p90_ms);
         let ratio = |t: TimestampMs| t as f64 / e.eta_ms as f64;
         assert!((ratio(e.p10_ms) - PRIOR.q10.exp()).abs() < 1e-3, "{e:?}");
@@ -410,21 +457,18 @@ mod tests {
     #[test]
     fn new_device_uses_default_speed_and_parked_truck_keeps_a_finite_eta() {
         let s = EtaSettings::default();
-        let fresh = estimate_plain(
-            50_000.0,
-            EtaMethod::Direct,
-            &SpeedStats::default(),
-            &s,
-            0,
-            true,
-        );
+        let fresh = estimate_plain(50_000.0, EtaMethod::Direct, &SpeedStats::default(), &s, 0);
         assert!((fresh.remaining_s - 3600.0).abs() < 1.0);
-        let parked = estimate_plain(50_000.0, EtaMethod::Direct, &settled(0.0), &s, 0, true);
-        assert!((parked.remaining_s - 50_000.0 / (5.0 / 3.6)).abs() < 1.0);
+        // Never seen moving (parked, or crawling below 7.2 km/h): the default too. (Under way
+        // a stopped truck's ETA is kept finite by the floor: see the trip's own mean below.)
+        for kmh in [0.0, 5.0] {
+            let parked = estimate_plain(50_000.0, EtaMethod::Direct, &settled(kmh), &s, 0);
+            assert!((parked.remaining_s - 3600.0).abs() < 1.0);
+        }
     }
 
     #[test]
-    fn before_departure_the_time_parked_at_the_dock_does_not_slow_the_eta() {
+    fn the_time_parked_at_the_dock_does_not_slow_the_eta_before_or_at_departure() {
         let s = EtaSettings::default();
         // Half an hour on the road at 60 km/h, then 45 minutes parked at the dock.
         let mut speed = SpeedStats::default();
@@ -434,22 +478,69 @@ mod tests {
         for _ in 0..270 {
             speed.update(0.0, 10_000);
         }
-        let planned = estimate_plain(60_000.0, EtaMethod::Route, &speed, &s, 0, false);
+        let planned = estimate_plain(60_000.0, EtaMethod::Route, &speed, &s, 0);
         assert!((planned.remaining_s - 3600.0).abs() < 1.0, "{planned:?}");
         assert!(planned.p10_ms < planned.eta_ms && planned.eta_ms < planned.p90_ms);
-        // Under way, the same stops count: the truck is late, and the ETA says so.
-        let moving = estimate_plain(60_000.0, EtaMethod::Route, &speed, &s, 0, true);
-        assert!(moving.remaining_s > 2.0 * planned.remaining_s, "{moving:?}");
-        // A truck never seen moving plans with the default speed before it leaves.
-        let fresh = estimate_plain(50_000.0, EtaMethod::Direct, &settled(0.0), &s, 0, false);
-        assert!((fresh.remaining_s - 3600.0).abs() < 1.0, "{fresh:?}");
+        // At departure the trip plans with the same cruising speed.
+        let mut trip = EtaTrip::default();
+        trip.note_progress(1_000, 60_000.0);
+        assert_eq!(trip.planning_mps(&speed, &s, 1_000), speed.planning_mps(&s));
+        assert!((speed.planning_mps(&s) - 60.0 / 3.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn under_way_the_trips_own_mean_speed_takes_over_stops_included() {
+        let s = EtaSettings::default();
+        let cruising = settled(60.0);
+        let mut trip = EtaTrip::default();
+        // 20 km in the first hour (stop-and-go), then a 30-minute stop.
+        trip.note_progress(0, 100_000.0);
+        trip.note_progress(3_600_000, 80_000.0);
+        let after_hour = trip.planning_mps(&cruising, &s, 3_600_000);
+        // 20 km/h own mean weighted 60/61 against 60 km/h cruising.
+        let want = (60.0 / 61.0 * 20_000.0 / 3600.0 + 1.0 / 61.0 * 60.0 / 3.6) * 3.6;
+        assert!(
+            (after_hour * 3.6 - want).abs() < 1e-6,
+            "{}",
+            after_hour * 3.6
+        );
+        trip.note_progress(5_400_000, 80_000.0);
+        let after_stop = trip.planning_mps(&cruising, &s, 5_400_000);
+        assert!(after_stop < after_hour, "a stop on the way slows the plan");
+        // GPS jitter back and forth adds nothing: the distance covered is net.
+        trip.note_progress(5_410_000, 80_050.0);
+        trip.note_progress(5_420_000, 79_950.0);
+        trip.note_progress(5_430_000, 80_000.0);
+        let jittered = trip.planning_mps(&cruising, &s, 5_430_000);
+        let expected = {
+            let t = 5_430.0;
+            let w = t / (t + 60.0);
+            w * 20_000.0 / t + (1.0 - w) * 60.0 / 3.6
+        };
+        assert!(
+            (jittered - expected).abs() < 1e-9,
+            "{jittered} vs {expected}"
+        );
+        // A new route keeps what was covered on the old one.
+        trip.start_over(50_000.0);
+        trip.note_progress(5_440_000, 50_000.0);
+        trip.note_progress(5_800_000, 45_000.0);
+        let t = 5_800.0;
+        let w = t / (t + 60.0);
+        let want = w * 25_000.0 / t + (1.0 - w) * 60.0 / 3.6;
+        assert!((trip.planning_mps(&cruising, &s, 5_800_000) - want).abs() < 1e-9);
+        // Never below the floor.
+        let mut stuck = EtaTrip::default();
+        stuck.note_progress(0, 10_000.0);
+        assert_eq!(stuck.planning_mps(&settled(0.0), &s, 86_400_000), 5.0 / 3.6);
     }
 
     #[test]
     fn snapshots_of_older_builds_restore_without_the_moving_mean() {
         let old = r#"{"mean_mps": 10.0, "mean_sq": 100.0, "observed_ms": 600000.0}"#;
         let s: SpeedStats = serde_json::from_str(old).unwrap();
-        assert_eq!(s.planning_mps(&EtaSettings::default(), true), 10.0);
+        // Nothing known of its cruising speed: the default.
+        assert_eq!(s.planning_mps(&EtaSettings::default()), 50.0 / 3.6);
         assert_eq!(s.moving, Ewma::default());
         let again: SpeedStats = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(again, s);
@@ -458,7 +549,7 @@ mod tests {
     #[test]
     fn change_threshold_is_five_minutes_or_ten_percent() {
         let s = EtaSettings::default();
-        let mut e = estimate_plain(10_000.0, EtaMethod::Direct, &settled(36.0), &s, 0, true);
+        let mut e = estimate_plain(10_000.0, EtaMethod::Direct, &settled(36.0), &s, 0);
         // 1000 s remaining: threshold is 300 s.
         assert!(!changed_enough(e.eta_ms - 299_000, &e, &s));
         assert!(changed_enough(e.eta_ms - 301_000, &e, &s));
@@ -542,7 +633,7 @@ mod tests {
             let cal = residual_history(&residuals, bucket).calibration(bucket);
             let eta = |m: f64| {
                 let ahead = Ahead { remaining_m: m, method: EtaMethod::Route, known_s: known, unknown_m: m };
-                estimate(&ahead, raw_seconds(&ahead, k, &speed, &s, true), cal, 1_000)
+                estimate(&ahead, raw_seconds(&ahead, k, speed.planning_mps(&s)), cal, 1_000)
             };
             let (near, far) = (eta(a.min(b)), eta(a.max(b)));
             prop_assert!(near.eta_ms <= far.eta_ms);
@@ -558,13 +649,12 @@ mod tests {
             at in 0i64..4_000_000_000_000,
             residuals in proptest::collection::vec(-5.0f64..5.0, 0..200),
             bucket in 0usize..BUCKETS,
-            under_way: bool,
         ) {
             let s = EtaSettings::default();
             let speed = settled(kmh);
             let cal = residual_history(&residuals, bucket).calibration(bucket);
             let ahead = Ahead { remaining_m: m, method: EtaMethod::Route, known_s: known, unknown_m: m };
-            let e = estimate(&ahead, raw_seconds(&ahead, k, &speed, &s, under_way), cal, at);
+            let e = estimate(&ahead, raw_seconds(&ahead, k, speed.planning_mps(&s)), cal, at);
             prop_assert!(e.p10_ms >= at);
             prop_assert!(e.p10_ms <= e.eta_ms && e.eta_ms <= e.p90_ms, "{:?}", e);
             prop_assert!(e.remaining_s >= 0.0);

@@ -132,7 +132,13 @@ pub(super) fn eta_now(
     let a = ahead(settings, plan, sh, proj, &fix)?;
     let under_way = sh.status != ShipmentStatus::Planned;
     let k = if under_way { sh.eta_trip.k() } else { 1.0 };
-    let raw = eta::raw_seconds(&a, k, &d.speed, &settings.eta, under_way);
+    let v = if under_way {
+        sh.eta_trip
+            .planning_mps(&d.speed, &settings.eta, d.fix_ts_ms)
+    } else {
+        d.speed.planning_mps(&settings.eta)
+    };
+    let raw = eta::raw_seconds(&a, k, v);
     let b = sh.eta_trip.bucket(a.remaining_m);
     let e = eta::estimate(&a, raw, history.calibration(b), d.fix_ts_ms);
     Some((e, raw, b))

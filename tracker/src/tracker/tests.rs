@@ -1101,15 +1101,23 @@ fn eta_changes(events: &[Event]) -> Vec<&Event> {
 }
 
 /// A shipment from (123.0, 41.0) to `destination`, whose truck stood at the origin for three
-/// minutes (speed 0: warm-up over) and then moved to `park` (~555 m north) and parked there:
-/// in transit from `DEPARTED_MS` on, with its first ETA announced.
+/// minutes (speed 0) and then moved to `park` (~555 m north, reporting speed 0) and parked
+/// there: in transit from `DEPARTED_MS` on, with its first ETA announced. The default speed
+/// is the 5 km/h floor, so the truck plans at 5 km/h from its departure on (never seen moving,
+/// and standing still since): its ETA moves exactly as fast as time passes.
 fn parked_in_transit(destination: (f64, f64)) -> Tracker {
     parked_in_transit_due(destination, None)
 }
 
 /// [`parked_in_transit`] with a delivery deadline.
 fn parked_in_transit_due(destination: (f64, f64), deadline_ms: Option<TimestampMs>) -> Tracker {
-    let mut tr = tracker();
+    let mut tr = Tracker::new(TrackerSettings {
+        eta: EtaSettings {
+            default_speed_kmh: 5.0,
+            ..EtaSettings::default()
+        },
+        ..TrackerSettings::default()
+    });
     let mut def = shipment(
         "S1",
         Some(Place::Point {
@@ -1213,8 +1221,9 @@ fn with_hours_to_go_eta_changed_waits_for_ten_percent_of_the_time_remaining() {
 #[test]
 fn small_eta_drift_over_many_readings_fires_nothing() {
     // The truck reports 60 km/h (the default speed too, so warm-up changes nothing) but makes
-    // 55 km/h along its route, with some GPS noise: its ETA slips slowly, by under 5 minutes
-    // in half an hour.
+    // 57 km/h along its route, with some GPS noise: as its own mean speed takes over, its ETA
+    // slips slowly towards the truth, by under 5 minutes in half an hour (all 84 km at 57
+    // instead of 60 km/h are 4.4 minutes more).
     let mut tr = Tracker::new(TrackerSettings {
         eta: EtaSettings {
             default_speed_kmh: 60.0,
@@ -1236,7 +1245,7 @@ fn small_eta_drift_over_many_readings_fires_nothing() {
     let mut all = Vec::new();
     let (mut lowest, mut highest) = (i64::MAX, i64::MIN);
     for i in 0..=180i64 {
-        let travelled_m = 55.0 / 3.6 * (i * 10) as f64;
+        let travelled_m = 57.0 / 3.6 * (i * 10) as f64;
         let noise_m = 25.0 * (i as f64 * 1.7).sin();
         let lon = 123.0 + (travelled_m + noise_m) * deg_per_m;
         all.extend(apply(
@@ -1649,14 +1658,28 @@ fn for_its_first_two_minutes_a_trucks_speed_is_blended_with_the_default() {
     .unwrap();
     // 100 km/h reported for 50 s (5 intervals of 10 s): weight 50/120 on the measured speed,
     // the rest on the 50 km/h default.
+    let mut departed = None;
     for i in 0..=5 {
         let lon = 123.0 + east_deg(100.0 / 3.6 * (i * 10) as f64);
-        apply(&mut tr, "t1", fix(lon, 41.0, i * 10).with_speed(100.0));
+        let ev = apply(&mut tr, "t1", fix(lon, 41.0, i * 10).with_speed(100.0));
+        if let Some(e) = ev.iter().find(|e| e.kind == EventType::ShipmentDeparted) {
+            departed = Some((e.ts_ms, e.data["remaining_m"].as_f64().unwrap()));
+        }
     }
     let eta = tr.shipment_eta(T, "S1").unwrap();
     let planned_kmh = eta.remaining_m / eta.remaining_s * 3.6;
     let w = 50.0 / 120.0;
-    let expected = w * 100.0 + (1.0 - w) * 50.0;
+    let cruising = w * 100.0 + (1.0 - w) * 50.0;
+    // Under way, the trip's own mean since departure is blended in, weighted t / (t + 60 s).
+    let (dep_ms, dep_remaining_m) = departed.expect("departed");
+    let t = (T0 + 50_000 - dep_ms) as f64 / 1000.0;
+    let own_kmh = (dep_remaining_m - eta.remaining_m) / t * 3.6;
+    let wt = t / (t + 60.0);
+    let expected = wt * own_kmh + (1.0 - wt) * cruising;
+    assert!(
+        wt > 0.0 && own_kmh > 100.0,
+        "{t} s under way at {own_kmh} km/h"
+    );
     assert!(
         (planned_kmh - expected).abs() < 0.01,
         "{planned_kmh} vs {expected}"

@@ -184,15 +184,15 @@ pub(in crate::tracker) fn eval_shipment_fix(
     }
     let under_way = sh.status != ShipmentStatus::Planned;
     if under_way && let Some(a) = ahead(settings, plan, sh, proj, fix) {
-        sh.eta_trip.start_remaining_m.get_or_insert(a.remaining_m);
-        let v = d.speed.planning_mps(&settings.eta, true);
+        sh.eta_trip.note_progress(ts, a.remaining_m);
+        let v = sh.eta_trip.planning_mps(&d.speed, &settings.eta, ts);
         sh.eta_trip.observe(ts, &a, v);
     }
-    let Some((e, raw, b)) = eta_now(settings, plan, sh, d, proj, history) else {
+    let Some((e, raw, _)) = eta_now(settings, plan, sh, d, proj, history) else {
         return;
     };
     if under_way {
-        sh.eta_trip.sample(b, ts, raw);
+        sh.eta_trip.sample(e.remaining_m, ts, raw);
     }
     sh.eta = Some(e);
     if sh.status != ShipmentStatus::InTransit {
