@@ -62,9 +62,6 @@ pub struct Metrics {
     /// 1 while the MQTT source is connected.
     pub mqtt_connected: Gauge,
     pub mqtt_reconnects: Counter,
-    /// Times the embedded broker dropped messages a subscriber had not taken (its buffer was
-    /// full): each is a loss.
-    pub mqtt_embedded_overruns: Counter,
     /// What Landport's MQTT endpoint refused by its ACL or credentials, by action.
     pub mqtt_denied: Family<ActionLabel, Counter>,
     /// Clients connected to Landport's MQTT endpoint now.
@@ -108,7 +105,6 @@ impl Metrics {
             commit_errors: Counter::default(),
             mqtt_connected: Gauge::default(),
             mqtt_reconnects: Counter::default(),
-            mqtt_embedded_overruns: Counter::default(),
             mqtt_denied: Family::default(),
             mqtt_clients: Gauge::default(),
             mqtt_oversize: Counter::default(),
@@ -182,12 +178,6 @@ impl Metrics {
             "mqtt_reconnects",
             "Reconnections to the broker",
             m.mqtt_reconnects.clone(),
-        );
-        registry.register(
-            "mqtt_embedded_overruns",
-            "Times the embedded broker dropped messages a subscriber had not taken yet \
-             (its backlog outgrew mqtt.embedded_buffer_mb); each is a loss",
-            m.mqtt_embedded_overruns.clone(),
         );
         registry.register(
             "influxdb_errors",
