@@ -326,9 +326,12 @@ fn read_banner(
     (key, lines)
 }
 
-/// Where truck-0 is, once it has a position.
+/// Where truck-0 is, once the API answers and it has a position. (The banner comes before
+/// the service has recovered its store and listens: a restart on an hour of history takes a
+/// moment.)
 fn truck_0(addr: SocketAddr, key: &str) -> Option<(f64, f64)> {
     std::thread::sleep(Duration::from_millis(200));
+    support::http_get(addr, "/healthz")?;
     let (s, d) = http(addr, "GET", "/v1/devices/truck-0", Some(key), None);
     (s == 200).then_some(())?;
     Some((
