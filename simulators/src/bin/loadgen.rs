@@ -115,6 +115,63 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         interval_ms: u64,
     },
+    /// Run rumqttd (the broker Landport embedded before its own endpoint) on `listen`, for
+    /// the bench's comparison: a bare subscriber's drain rate from it. Runs until killed.
+    #[cfg(feature = "rumqttd-broker")]
+    Broker {
+        /// `HOST:PORT` to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// rumqttd with the settings Landport ran it with (64 MiB of log in 8 MiB segments, 1 MiB
+/// packets, 1,000 connections), on `listen`; blocks until its listener fails.
+#[cfg(feature = "rumqttd-broker")]
+fn rumqttd_broker(listen: std::net::SocketAddr) -> Result<()> {
+    use std::collections::HashMap;
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: 1024 * 1024 + 65_536,
+        max_inflight_count: 1_000,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "bench-v4".to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    // rumqttd's timer task unwraps both intervals; `MetricSettings` deserializes only.
+    let every = |secs: u64| -> Result<rumqttd::MetricSettings> {
+        Ok(serde_json::from_value(
+            serde_json::json!({ "push_interval": secs }),
+        )?)
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 1_000,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 8 * 1024 * 1024,
+            max_segment_count: 8,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        metrics: Some(HashMap::from([
+            (rumqttd::MetricType::Alerts, every(3600)?),
+            (rumqttd::MetricType::Meters, every(3600)?),
+        ])),
+        ..Default::default()
+    };
+    rumqttd::Broker::new(config)
+        .start()
+        .map_err(|e| anyhow::anyhow!("rumqttd on {listen}: {e}"))
 }
 
 fn qos(level: u8) -> QoS {
@@ -129,9 +186,21 @@ fn seconds(s: f64, what: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(s).with_context(|| format!("{what}: {s} is not a duration"))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let line = match Cli::parse().command {
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    #[cfg(feature = "rumqttd-broker")]
+    if let Command::Broker { listen } = cli.command {
+        // rumqttd runs its own runtimes: not inside ours.
+        return rumqttd_broker(listen);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    let line = match command {
         Command::Publish {
             broker,
             devices,
@@ -232,6 +301,8 @@ async fn main() -> Result<()> {
             .await?;
             serde_json::to_string(&report)?
         }
+        #[cfg(feature = "rumqttd-broker")]
+        Command::Broker { .. } => unreachable!("handled in main"),
     };
     println!("{line}");
     Ok(())
