@@ -842,3 +842,38 @@ async fn a_v5_subscriber_never_has_more_unacknowledged_events_than_its_receive_m
     }
     assert_eq!(got, 5);
 }
+
+#[test]
+fn a_311_qos_2_publish_completes_and_is_stored_once_and_a_v5_one_is_refused() {
+    if !have("mosquitto_pub") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let lp = start(dir, "");
+    let pub_qos2 = |version: &str, device: &str| {
+        std::process::Command::new("mosquitto_pub")
+            .args(["-V", version, "-q", "2", "-h", "127.0.0.1", "-p"])
+            .arg(lp.mqtt_port.to_string())
+            .args(["-t", &format!("landport/default/{device}/telemetry"), "-m"])
+            .arg(String::from_utf8(reading(3)).unwrap())
+            .output()
+            .unwrap()
+    };
+    // 3.1.1: PUBREC once durable, PUBCOMP on PUBREL: mosquitto_pub finishes and exits 0.
+    let out = pub_qos2("311", "q2");
+    assert!(out.status.success(), "{out:?}");
+    let track = |device: &str| {
+        Store::open_reader(&dir.join("data"))
+            .and_then(|s| s.track("default", device, 0, i64::MAX, 10))
+            .map_or(0, |t| t.len())
+    };
+    assert_eq!(track("q2"), 1, "durable before the PUBREC");
+    // 5: the CONNACK said Maximum QoS 1, and mosquitto_pub heeds it: it sends nothing.
+    let out = pub_qos2("5", "q2-v5");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("QoS not supported"),
+        "{out:?}"
+    );
+    assert_eq!(track("q2-v5"), 0);
+}
