@@ -877,3 +877,49 @@ fn a_311_qos_2_publish_completes_and_is_stored_once_and_a_v5_one_is_refused() {
     );
     assert_eq!(track("q2-v5"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v5_client_may_publish_by_topic_alias() {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let lp = start(dir, "");
+    let (c, mut el) = Client5::new(Options5::new("aliaser", "127.0.0.1", lp.mqtt_port), 10);
+    let alias = |a: u16| PublishProperties {
+        topic_alias: Some(a),
+        ..Default::default()
+    };
+    // The first sets alias 1; the second names its topic by the alias alone.
+    c.publish_with_properties(
+        "landport/default/alias-dev/telemetry",
+        Q5::AtLeastOnce,
+        false,
+        reading(1),
+        alias(1),
+    )
+    .await
+    .unwrap();
+    c.publish_with_properties("", Q5::AtLeastOnce, false, reading(2), alias(1))
+        .await
+        .unwrap();
+    let mut acked = 0;
+    while acked < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(20), el.poll())
+            .await
+            .expect("PUBACKs")
+            .expect("the connection holds");
+        if let Event5::Incoming(P5::PubAck(ack)) = ev {
+            assert_eq!(
+                ack.reason,
+                rumqttc::v5::mqttbytes::v5::PubAckReason::Success
+            );
+            acked += 1;
+        }
+    }
+    let stored = Store::open_reader(&dir.join("data"))
+        .and_then(|s| s.track("default", "alias-dev", 0, i64::MAX, 10))
+        .unwrap();
+    assert_eq!(stored.len(), 2, "both readings, the second by its alias");
+}
