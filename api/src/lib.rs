@@ -42,10 +42,10 @@ mod openapi;
 mod state;
 pub mod tls;
 mod v1;
-pub use v1::{CredentialRevoked, Revoked};
-pub use v1::positions::positions_json;
 pub use v1::ReportSettings;
 pub use v1::WebhookPolicy;
+pub use v1::positions::positions_json;
+pub use v1::{CredentialRevoked, Revoked};
 pub mod web;
 
 pub use error::ApiError;
