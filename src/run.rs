@@ -153,6 +153,12 @@ fn store_synchronous(config: &Config) -> landport_store::Synchronous {
 
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
+    if config.mqtt.embedded_buffer_mb.is_some() {
+        tracing::warn!(
+            "mqtt.embedded_buffer_mb is no longer used: Landport's own MQTT endpoint keeps no \
+             backlog (it stops reading a client that is ahead of the store instead)"
+        );
+    }
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
 

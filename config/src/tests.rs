@@ -873,20 +873,10 @@ fn summary_names_the_essentials_without_secrets() {
 }
 
 #[test]
-fn the_embedded_buffer_is_cut_into_8_mib_segments() {
-    let mb = |n: u32| {
-        let mut c = Config::default();
-        c.mqtt.embedded_buffer_mb = n;
-        c.mqtt.embedded_segments()
-    };
-    assert_eq!(Config::default().mqtt.embedded_buffer_mb, 64);
-    assert_eq!(mb(64), (8 << 20, 8));
-    assert_eq!(mb(4), (4 << 20, 1));
-    assert_eq!(
-        mb(12),
-        (8 << 20, 2),
-        "rounded up, never below what was asked"
-    );
+fn the_retired_embedded_buffer_key_still_loads_and_is_checked() {
+    let c = parse("[mqtt]\nembedded_buffer_mb = 128").unwrap();
+    assert_eq!(c.mqtt.embedded_buffer_mb, Some(128));
+    assert_eq!(Config::default().mqtt.embedded_buffer_mb, None);
 }
 
 #[test]

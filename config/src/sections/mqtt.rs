@@ -51,13 +51,12 @@ pub struct MqttConfig {
     /// MQTT keep-alive interval, seconds, within [`MqttConfig::KEEP_ALIVE_SECONDS`]; see
     /// [`MqttConfig::keep_alive`]. Non-zero by type: MQTT's 0 (no keep-alive) is not offered.
     pub keep_alive_seconds: NonZeroU16,
-    /// No longer used: the embedded endpoint keeps no backlog (it stops reading instead; see
-    /// `docs/mqtt.md`). Accepted, and checked, so that existing config files still load.
-    /// Formerly: memory the embedded broker (rumqttd) kept per topic family for messages
-    /// Landport had not taken yet, MiB. It is how far ingest may fall behind a burst: the embedded broker acknowledges
-    /// publishes as it logs them, and once a backlog outgrows this it drops the oldest, even
-    /// at QoS 1. About 85 bytes per native reading: 64 MiB holds ~790,000 readings.
-    pub embedded_buffer_mb: u32,
+    /// No longer used: formerly the backlog of the embedded broker (rumqttd), MiB. Landport's
+    /// own endpoint keeps no backlog (it stops reading a client instead; see `docs/mqtt.md`).
+    /// Accepted and checked, so that existing config files still load; `landport run` warns
+    /// when it is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_buffer_mb: Option<u32>,
     /// Largest MQTT packet the embedded endpoint takes, bytes (fixed header included), 1 KiB
     /// to 256 MiB; advertised to MQTT 5 clients as Maximum Packet Size. A larger publish is
     /// refused with a dead letter (3.1.1) or a DISCONNECT 0x95 (5).
@@ -82,7 +81,7 @@ impl Default for MqttConfig {
             ca_file: None,
             client_id: "landport-ingest".to_string(),
             keep_alive_seconds: const { NonZeroU16::new(30).unwrap() },
-            embedded_buffer_mb: 64,
+            embedded_buffer_mb: None,
             max_packet_bytes: 1024 * 1024,
             receive_maximum: 1024,
         }
@@ -135,18 +134,6 @@ impl MqttConfig {
         Some((user, self.password.as_ref().map_or("", Secret::expose)))
     }
 
-    /// The embedded broker's log segment size, bytes, and how many of them it keeps in memory:
-    /// `embedded_buffer_mb` in 8 MiB segments (one, for less).
-    pub fn embedded_segments(&self) -> (usize, usize) {
-        const SEGMENT: usize = 8 * 1024 * 1024;
-        let total = self.embedded_buffer_mb as usize * 1024 * 1024;
-        if total <= SEGMENT {
-            (total, 1)
-        } else {
-            (SEGMENT, total.div_ceil(SEGMENT))
-        }
-    }
-
     /// `keep_alive_seconds` as a [`Duration`].
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_seconds.get().into())
@@ -187,11 +174,13 @@ impl MqttConfig {
             "mqtt.keep_alive_seconds",
             format!("must be between {} and {}", allowed.start(), allowed.end()),
         );
-        p.check(
-            (1..=65_536).contains(&self.embedded_buffer_mb),
-            "mqtt.embedded_buffer_mb",
-            "must be between 1 and 65536 (MiB)",
-        );
+        if let Some(mb) = self.embedded_buffer_mb {
+            p.check(
+                (1..=65_536).contains(&mb),
+                "mqtt.embedded_buffer_mb",
+                "must be between 1 and 65536 (MiB)",
+            );
+        }
         p.check(
             (1024..=268_435_455).contains(&self.max_packet_bytes),
             "mqtt.max_packet_bytes",
