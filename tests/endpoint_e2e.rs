@@ -923,3 +923,37 @@ async fn a_v5_client_may_publish_by_topic_alias() {
         .unwrap();
     assert_eq!(stored.len(), 2, "both readings, the second by its alias");
 }
+
+#[test]
+fn connections_over_max_connections_are_closed_and_counted_and_a_freed_slot_is_reused() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let lp = start(tmp.path(), "max_connections = 2");
+    let port = lp.mqtt_port;
+    let connect = |id: &str| -> Option<std::net::TcpStream> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&v4_connect(id, 30)).ok()?;
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack).ok()?;
+        assert_eq!(ack, [0x20, 2, 0, 0], "CONNACK accepted");
+        Some(s)
+    };
+    let denied = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("landport_mqtt_denied_total{action=\"connection_limit\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let first = connect("one").expect("the first connection is served");
+    let _second = connect("two").expect("the second connection is served");
+    // The third is closed before its CONNACK, and counted.
+    assert!(connect("three").is_none(), "a third connection was served");
+    wait_for("the refusal counted", Duration::from_secs(10), || {
+        (denied(&lp.metrics()) == 1.0).then_some(())
+    });
+    // The first goes away: its slot serves the next client.
+    drop(first);
+    let again = wait_for("a freed slot", Duration::from_secs(10), || connect("four"));
+    drop(again);
+}

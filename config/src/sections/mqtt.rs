@@ -65,6 +65,9 @@ pub struct MqttConfig {
     /// (MQTT 5 Receive Maximum), 1 to 65,535; the endpoint stops reading a client that has
     /// this many.
     pub receive_maximum: u16,
+    /// Connections the embedded endpoint serves at once, over both listeners (1 to
+    /// 1,000,000); one more is closed as soon as it is accepted, and counted.
+    pub max_connections: u32,
 }
 
 impl Default for MqttConfig {
@@ -84,6 +87,7 @@ impl Default for MqttConfig {
             embedded_buffer_mb: None,
             max_packet_bytes: 1024 * 1024,
             receive_maximum: 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -190,6 +194,11 @@ impl MqttConfig {
             self.receive_maximum > 0,
             "mqtt.receive_maximum",
             "must be between 1 and 65535",
+        );
+        p.check(
+            (1..=1_000_000).contains(&self.max_connections),
+            "mqtt.max_connections",
+            "must be between 1 and 1000000",
         );
     }
 }

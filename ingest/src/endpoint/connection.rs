@@ -52,6 +52,8 @@ pub(crate) struct Context {
     /// Held for one check, never across `.await`.
     pub(crate) log_limit: Mutex<KeyedLogLimiter>,
     pub(crate) next_id: AtomicU64,
+    /// One permit per connection being served (`EndpointConfig::max_connections`).
+    pub(crate) slots: Arc<Semaphore>,
     /// Cancelled when the endpoint stops: every connection flushes its acks and closes.
     pub(crate) stop: CancellationToken,
 }

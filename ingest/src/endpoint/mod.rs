@@ -72,6 +72,10 @@ pub struct EndpointConfig {
     pub topic_alias_maximum: u16,
     /// How long a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
+    /// Connections served at once, over every listener. One more is closed as soon as it is
+    /// accepted (counted as `landport_mqtt_denied_total{action="connection_limit"}`), so that
+    /// no number of clients can take every file descriptor and all memory.
+    pub max_connections: usize,
     /// A persistent session without an expiry of its own (3.1.1) is forgotten this long after
     /// its last disconnect: the events it would resume from are gone by then
     /// (`storage.events_retention_days`).
@@ -89,6 +93,7 @@ impl Default for EndpointConfig {
             max_inflight_out: 100,
             topic_alias_maximum: 16,
             connect_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             session_retention: Duration::from_secs(90 * 86_400),
             acl: auth::Acl::landport_only(),
         }
@@ -171,7 +176,9 @@ impl Endpoint {
                 }
             }
         });
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         let ctx = Context {
+            slots,
             config,
             authenticator,
             decoder,
@@ -246,6 +253,26 @@ impl Endpoint {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        connection::serve(self.ctx, stream, peer).await;
+        let Ok(_slot) = self.ctx.slots.clone().try_acquire_owned() else {
+            // Over `max_connections`: closed before a byte is read (MQTT has no way to say
+            // why before CONNECT).
+            self.ctx.metrics.deny("connection_limit");
+            let allowed = self
+                .ctx
+                .log_limit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allow("connection_limit");
+            if let Some(suppressed) = allowed {
+                tracing::warn!(
+                    %peer,
+                    max = self.ctx.config.max_connections,
+                    suppressed,
+                    "MQTT connection refused: mqtt.max_connections reached"
+                );
+            }
+            return;
+        };
+        connection::serve(self.ctx.clone(), stream, peer).await;
     }
 }
