@@ -52,6 +52,7 @@ fn endpoint_config(config: &Config) -> EndpointConfig {
         max_packet_bytes: config.mqtt.max_packet_bytes as usize,
         receive_maximum: config.mqtt.receive_maximum,
         max_connections: config.mqtt.max_connections as usize,
+        max_subscribers: config.mqtt.max_subscribers as usize,
         session_retention: Duration::from_secs(
             u64::from(config.storage.events_retention_days) * 86_400,
         ),

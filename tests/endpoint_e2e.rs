@@ -957,3 +957,58 @@ fn connections_over_max_connections_are_closed_and_counted_and_a_freed_slot_is_r
     let again = wait_for("a freed slot", Duration::from_secs(10), || connect("four"));
     drop(again);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_over_max_subscribers_are_refused_their_subscriptions_until_a_slot_is_freed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lp = start(tmp.path(), "max_subscribers = 1");
+    let port = lp.mqtt_port;
+    let denied = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("landport_mqtt_denied_total{action=\"subscriber_limit\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let filter = "landport/default/+/events";
+    let (first, mut first_rx) = client(port, "dashboard-1", true);
+    first.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(
+        suback(&mut first_rx).await,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    // The one slot is taken: the second session's subscription is refused, and counted.
+    let (second, mut second_rx) = client(port, "dashboard-2", true);
+    second.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(
+        suback(&mut second_rx).await,
+        [rumqttc::SubscribeReasonCode::Failure]
+    );
+    assert_eq!(denied(&lp.metrics()), 1.0);
+    // The first goes away: the second's next SUBSCRIBE gets the slot.
+    first.disconnect().await.unwrap();
+    let mut granted = false;
+    for _ in 0..50 {
+        second.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        if suback(&mut second_rx).await == [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        {
+            granted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        granted,
+        "the freed slot was never given to the waiting session"
+    );
+}
+
+/// The return codes of the next SUBACK.
+async fn suback(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Packet>,
+) -> Vec<rumqttc::SubscribeReasonCode> {
+    next(rx, "a SUBACK", |p| match p {
+        Packet::SubAck(s) => Some(s.return_codes),
+        _ => None,
+    })
+    .await
+}

@@ -28,7 +28,7 @@ pub struct EventTypeLabel {
 }
 
 /// The label of [`Metrics::mqtt_denied`]: what the MQTT endpoint refused (`connect`,
-/// `publish`, `subscribe`, `connection_limit`).
+/// `publish`, `subscribe`, `connection_limit`, `subscriber_limit`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ActionLabel {
     pub action: &'static str,

@@ -68,6 +68,10 @@ pub struct MqttConfig {
     /// Connections the embedded endpoint serves at once, over both listeners (1 to
     /// 1,000,000); one more is closed as soon as it is accepted, and counted.
     pub max_connections: u32,
+    /// Sessions with subscriptions the embedded endpoint serves at once (1 to 100,000): each
+    /// tails the event log on a store connection of its own. Over it, a session's first
+    /// SUBSCRIBE is refused (5: 0x97 Quota exceeded), and counted.
+    pub max_subscribers: u32,
 }
 
 impl Default for MqttConfig {
@@ -88,6 +92,7 @@ impl Default for MqttConfig {
             max_packet_bytes: 1024 * 1024,
             receive_maximum: 1024,
             max_connections: 10_000,
+            max_subscribers: 1_000,
         }
     }
 }
@@ -199,6 +204,11 @@ impl MqttConfig {
             (1..=1_000_000).contains(&self.max_connections),
             "mqtt.max_connections",
             "must be between 1 and 1000000",
+        );
+        p.check(
+            (1..=100_000).contains(&self.max_subscribers),
+            "mqtt.max_subscribers",
+            "must be between 1 and 100000",
         );
     }
 }

@@ -24,7 +24,7 @@ use landport_pipeline::metrics::Metrics;
 use landport_pipeline::{DeadLetter, Decoded, Refusal, now_ms};
 use landport_store::MqttSession;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::EndpointConfig;
@@ -54,11 +54,31 @@ pub(crate) struct Context {
     pub(crate) next_id: AtomicU64,
     /// One permit per connection being served (`EndpointConfig::max_connections`).
     pub(crate) slots: Arc<Semaphore>,
+    /// One permit per session tailing the event log (`EndpointConfig::max_subscribers`).
+    pub(crate) tails: Arc<Semaphore>,
     /// Cancelled when the endpoint stops: every connection flushes its acks and closes.
     pub(crate) stop: CancellationToken,
 }
 
 impl Context {
+    /// Counts and logs (rate-limited) a session refused a subscriber slot.
+    fn subscriber_limit_reached(&self, principal: &Principal) {
+        self.metrics.deny("subscriber_limit");
+        let allowed = self
+            .log_limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow("subscriber_limit");
+        if let Some(suppressed) = allowed {
+            tracing::warn!(
+                ?principal,
+                max = self.config.max_subscribers,
+                suppressed,
+                "MQTT subscription refused: mqtt.max_subscribers reached"
+            );
+        }
+    }
+
     /// Logs a refusal, at most one line per kind every 10 s.
     fn log_denied(&self, what: &'static str, principal: &Principal, topic: &str) {
         let allowed = self
@@ -265,6 +285,8 @@ struct Connection {
     deliveries: Option<mpsc::Sender<Delivery>>,
     tail_stop: CancellationToken,
     tail_started: bool,
+    /// Its share of `EndpointConfig::max_subscribers`, held while it has subscriptions.
+    tail_slot: Option<OwnedSemaphorePermit>,
     /// Ends the reader when the writer has ended (socket error, closing).
     writer_done: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
@@ -322,6 +344,28 @@ impl Connection {
         let (subscriptions, cursor, present) = match resumable {
             Some(s) if !connect.clean => (s.subscriptions, s.cursor, true),
             _ => (Vec::new(), head, false),
+        };
+        // A resumed session with subscriptions tails the event log at once: it needs a
+        // subscriber slot, or the client is told the server is full (and may come back).
+        let tail_slot = if subscriptions.is_empty() {
+            None
+        } else {
+            match ctx.tails.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    ctx.subscriber_limit_reached(&principal);
+                    let mut b = BytesMut::new();
+                    let code = if version == Version::V5 { 0x97 } else { 3 };
+                    Outgoing::ConnAck {
+                        session_present: false,
+                        code,
+                        limits: None,
+                    }
+                    .encode(version, &mut b);
+                    let _ = wr.write_all(&b).await;
+                    return None;
+                }
+            }
         };
         let persistent = connect.session_expiry_seconds > 0;
         let expiry_seconds = (version == Version::V5 && connect.session_expiry_seconds != u32::MAX)
@@ -401,6 +445,7 @@ impl Connection {
             deliveries: Some(dtx),
             tail_stop: CancellationToken::new(),
             tail_started: false,
+            tail_slot,
             writer_done,
             writer,
             aliases: vec![None; usize::from(ctx.config.topic_alias_maximum)],
@@ -560,8 +605,34 @@ impl Connection {
             Incoming::PubRec { .. } | Incoming::PubComp { .. } => Ok(()),
             Incoming::Subscribe { pkid, filters } => {
                 let mut codes = Vec::with_capacity(filters.len());
+                // A session's first subscription takes a subscriber slot (its tail of the
+                // event log holds a store connection); with none left, every filter is
+                // refused (5: 0x97 Quota exceeded).
+                if self.tail_slot.is_none() {
+                    match ctx.tails.clone().try_acquire_owned() {
+                        Ok(slot) => self.tail_slot = Some(slot),
+                        Err(_) => {
+                            ctx.subscriber_limit_reached(&self.principal);
+                            let code = if self.version == Version::V5 {
+                                0x97
+                            } else {
+                                0x80
+                            };
+                            codes.resize(filters.len(), code);
+                            self.send(Outgoing::SubAck {
+                                pkid,
+                                codes: &codes,
+                            });
+                            return Ok(());
+                        }
+                    }
+                }
                 for (filter, qos) in filters {
                     codes.push(self.subscribe(ctx, filter, qos));
+                }
+                if self.subscriptions.is_empty() && !self.tail_started {
+                    // Nothing granted: the slot goes back.
+                    self.tail_slot = None;
                 }
                 self.send(Outgoing::SubAck {
                     pkid,

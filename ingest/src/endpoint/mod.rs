@@ -76,6 +76,12 @@ pub struct EndpointConfig {
     /// accepted (counted as `landport_mqtt_denied_total{action="connection_limit"}`), so that
     /// no number of clients can take every file descriptor and all memory.
     pub max_connections: usize,
+    /// Sessions with subscriptions at once. Each tails the event log on a store connection of
+    /// its own; a session's first SUBSCRIBE over this many is refused (5: 0x97 Quota
+    /// exceeded, 3.1.1: 0x80), and so is the CONNECT of a resumed session that has
+    /// subscriptions (5: 0x97, 3.1.1: server unavailable); counted as
+    /// `landport_mqtt_denied_total{action="subscriber_limit"}`.
+    pub max_subscribers: usize,
     /// A persistent session without an expiry of its own (3.1.1) is forgotten this long after
     /// its last disconnect: the events it would resume from are gone by then
     /// (`storage.events_retention_days`).
@@ -94,6 +100,7 @@ impl Default for EndpointConfig {
             topic_alias_maximum: 16,
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            max_subscribers: 1_000,
             session_retention: Duration::from_secs(90 * 86_400),
             acl: auth::Acl::landport_only(),
         }
@@ -177,8 +184,10 @@ impl Endpoint {
             }
         });
         let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let tails = Arc::new(tokio::sync::Semaphore::new(config.max_subscribers));
         let ctx = Context {
             slots,
+            tails,
             config,
             authenticator,
             decoder,
