@@ -3,6 +3,7 @@
 //! summed fix to fix, and stop positions found by a separate Python implementation of the
 //! definition (haversine distances) when these tests were written.
 
+use super::segments::tests::brute_stops;
 use super::segments::{Segment, SegmentSettings, segments_of};
 use crate::geodesy;
 
@@ -27,27 +28,6 @@ fn gpx(text: &str) -> Vec<(i64, f64, f64)> {
         out.push((ts, attr(tag, "lon"), attr(tag, "lat")));
     }
     out
-}
-
-fn brute_stops(pts: &[(i64, f64, f64)], s: &SegmentSettings) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    let mut i = 0;
-    while i < pts.len() {
-        let mut j = i;
-        while j + 1 < pts.len()
-            && geodesy::distance_m((pts[i].1, pts[i].2), (pts[j + 1].1, pts[j + 1].2))
-                <= s.stop_radius_m
-        {
-            j += 1;
-        }
-        if (pts[j].0 - pts[i].0) as f64 >= s.min_stop_s * 1000.0 {
-            found.push((i, j));
-            i = j + 1;
-        } else {
-            i += 1;
-        }
-    }
-    found
 }
 
 /// Runs the detector over a trace and checks it against the brute force and the Python

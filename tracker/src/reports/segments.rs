@@ -437,4 +437,4 @@ pub fn segments_of(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

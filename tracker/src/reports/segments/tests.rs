@@ -201,8 +201,13 @@ fn readings_out_of_order_are_refused_and_duplicates_ignored() {
 
 /// The definition, by brute force over the whole slice (no streaming, no held fixes): from
 /// each fix, the longest run within the radius of it; a stop when it spans `min_stop_s`.
-/// Returns stops as (first, last) indices.
-fn brute_stops(pts: &[(i64, f64, f64, Option<f64>)], s: &SegmentSettings) -> Vec<(usize, usize)> {
+/// Returns stops as (first, last) indices. `pts` are `(ts_ms, lon, lat, ..)` (the real traces'
+/// tests use it too).
+pub(in crate::reports) fn brute_stops<P: Fix3>(
+    pts: &[P],
+    s: &SegmentSettings,
+) -> Vec<(usize, usize)> {
+    let pts: Vec<(i64, f64, f64)> = pts.iter().map(Fix3::fix3).collect();
     let mut found = Vec::new();
     let mut i = 0;
     while i < pts.len() {
@@ -221,6 +226,23 @@ fn brute_stops(pts: &[(i64, f64, f64, Option<f64>)], s: &SegmentSettings) -> Vec
         }
     }
     found
+}
+
+/// A fix as the brute-force finder reads it: `(ts_ms, lon, lat)`.
+pub(in crate::reports) trait Fix3 {
+    fn fix3(&self) -> (i64, f64, f64);
+}
+
+impl Fix3 for (i64, f64, f64) {
+    fn fix3(&self) -> (i64, f64, f64) {
+        *self
+    }
+}
+
+impl Fix3 for (i64, f64, f64, Option<f64>) {
+    fn fix3(&self) -> (i64, f64, f64) {
+        (self.0, self.1, self.2)
+    }
 }
 
 /// Trips by brute force: the index ranges between the stops (and the ends), summed fix to fix.
