@@ -17,12 +17,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use landport_store::Store;
 use serde_json::{Value, json};
-use support::{Landport, free_port, http, metric, wait_for};
+use support::{Landport, free_port, http, metric, stored_readings, wait_for};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -361,7 +359,7 @@ impl Service {
 
     /// Readings stored for `tenant`/`device`.
     fn stored(&self, tenant: &str, device: &str) -> usize {
-        stored(&self.lp.data_dir, tenant, device)
+        stored_readings(&self.lp.data_dir, tenant, device)
     }
 
     /// Waits until `tenant`/`device` has `n` readings stored.
@@ -374,20 +372,6 @@ impl Service {
     fn metric(&self, name: &str) -> f64 {
         metric(&self.lp.metrics(), name)
     }
-}
-
-fn stored(data: &Path, tenant: &str, device: &str) -> usize {
-    let Ok(store) = Store::open_reader(data) else {
-        return 0;
-    };
-    store
-        .readings_after(0, 1_000_000)
-        .map(|rows| {
-            rows.iter()
-                .filter(|(_, r)| r.tenant == tenant && r.device == device)
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// A native reading at `T0 + i` seconds.

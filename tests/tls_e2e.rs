@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use landport_store::Store;
-use support::{Landport, free_port, http_get, wait_for};
+use support::{Landport, free_port, http_get, stored_readings, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ADMIN: &str = "tls-e2e-admin-key-0123456789abcdef0123456789";
@@ -73,20 +72,6 @@ fn make_certs(dir: &Path, name: &str) -> Certs {
 
 fn reading(i: i64) -> String {
     format!(r#"{{"ts":{},"lat":41.0,"lon":122.5}}"#, T0 + i * 1000)
-}
-
-fn stored(data: &Path, tenant: &str, device: &str) -> usize {
-    let Ok(store) = Store::open_reader(data) else {
-        return 0;
-    };
-    store
-        .readings_after(0, 1_000_000)
-        .map(|rows| {
-            rows.iter()
-                .filter(|(_, r)| r.tenant == tenant && r.device == device)
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// `mosquitto_pub` with `args`, QoS 1; whether it exited 0, and what it said. It gives up
@@ -220,7 +205,7 @@ async fn mqtt_over_tls_and_https_with_a_generated_ca() {
         assert!(ok, "mosquitto_pub -V {v} over TLS: {err}");
     }
     wait_for("2 readings over TLS", WAIT, || {
-        (stored(&lp.data_dir, "default", "tls-truck") == 2).then_some(())
+        (stored_readings(&lp.data_dir, "default", "tls-truck") == 2).then_some(())
     });
 
     // Plain MQTT to the TLS port, and TLS with the wrong CA: refused, nothing stored.
@@ -289,10 +274,10 @@ async fn mqtt_over_tls_and_https_with_a_generated_ca() {
     ]);
     assert!(ok, "{err}");
     wait_for("4 readings", WAIT, || {
-        (stored(&lp.data_dir, "default", "tls-truck") == 4).then_some(())
+        (stored_readings(&lp.data_dir, "default", "tls-truck") == 4).then_some(())
     });
-    assert_eq!(stored(&lp.data_dir, "default", "plain"), 0);
-    assert_eq!(stored(&lp.data_dir, "default", "stranger"), 0);
+    assert_eq!(stored_readings(&lp.data_dir, "default", "plain"), 0);
+    assert_eq!(stored_readings(&lp.data_dir, "default", "stranger"), 0);
 
     // A device credential made over HTTPS, used over MQTT over TLS (the README's example).
     let post = |path: &str, key: &str, body: Option<serde_json::Value>| {
@@ -364,7 +349,7 @@ async fn mqtt_over_tls_and_https_with_a_generated_ca() {
     assert!(ok, "{err}");
     assert!(!with("lpd_wrong").0, "a wrong password connected");
     wait_for("the device's reading over TLS", WAIT, || {
-        (stored(&lp.data_dir, "acme", "truck-9") == 1).then_some(())
+        (stored_readings(&lp.data_dir, "acme", "truck-9") == 1).then_some(())
     });
     assert!(lp.child.try_wait().unwrap().is_none(), "landport died");
 }
@@ -488,7 +473,7 @@ fn mqtts_to_an_external_broker_with_a_private_ca() {
     ]);
     assert!(ok, "{err}");
     wait_for("the reading through mqtts://", WAIT, || {
-        (stored(&lp.data_dir, "acme", "far-truck") == 1).then_some(())
+        (stored_readings(&lp.data_dir, "acme", "far-truck") == 1).then_some(())
     });
 }
 

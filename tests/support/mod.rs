@@ -407,3 +407,19 @@ pub fn seed_fence(dir: &std::path::Path, tenant: &str) {
         })
         .unwrap();
 }
+
+/// How many readings of `tenant`'s `device` the store in `data` holds (0 while it cannot be
+/// opened yet).
+pub fn stored_readings(data: &Path, tenant: &str, device: &str) -> usize {
+    let Ok(store) = landport_store::Store::open_reader(data) else {
+        return 0;
+    };
+    store
+        .readings_after(0, 1_000_000)
+        .map(|rows| {
+            rows.iter()
+                .filter(|(_, r)| r.tenant == tenant && r.device == device)
+                .count()
+        })
+        .unwrap_or(0)
+}
