@@ -338,6 +338,35 @@ fn segment_request(
     Ok((from_ms, to_ms, seg, format))
 }
 
+/// What the stops and trips endpoints share: the request checked, the device found (404
+/// otherwise), its history in the range segmented on a reader of the request's own, and each
+/// segment turned into a row by `row` (with the tenant's geofence labels), in order.
+async fn device_segments<T: Send + 'static>(
+    s: &ApiState,
+    ext: Option<Extension<ReportSettings>>,
+    caller: &Caller,
+    id: String,
+    q: &SegmentParams,
+    headers: &HeaderMap,
+    mut row: impl FnMut(Segment, &mut FenceLabels) -> Option<T> + Send + 'static,
+) -> Result<(Format, Vec<T>), ApiError> {
+    let settings = settings(ext);
+    let tenant = caller.tenant()?.to_owned();
+    let (from_ms, to_ms, seg, format) = segment_request(q, headers, &settings)?;
+    let live = s.live().device(&tenant, &id).is_some();
+    let rows = on_own_reader(s, move |st| {
+        device_known(st, live, &tenant, &id)?;
+        let mut labels = FenceLabels::load(st, &tenant)?;
+        let found = segments(st, &tenant, &id, from_ms, to_ms, seg)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|x| row(x, &mut labels))
+            .collect())
+    })
+    .await?;
+    Ok((format, rows))
+}
+
 /// The device's stops in the range: places where it stayed within `reports.stop_radius_m`
 /// for at least `min_duration_s`, oldest first, with the geofence each is in. A stop going on
 /// at either end of the range is cut there.
@@ -369,25 +398,13 @@ pub async fn stops(
     Query(q): Query<SegmentParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let settings = settings(ext);
-    let tenant = caller.tenant()?.to_owned();
-    let (from_ms, to_ms, seg, format) = segment_request(&q, &headers, &settings)?;
-    let live = s.live().device(&tenant, &id).is_some();
     let name = id.clone();
-    let rows = on_own_reader(&s, move |st| {
-        device_known(st, live, &tenant, &id)?;
-        let mut labels = FenceLabels::load(st, &tenant)?;
-        let found = segments(st, &tenant, &id, from_ms, to_ms, seg)?;
-        Ok(found
-            .into_iter()
-            .filter_map(|x| match x {
-                Segment::Stop(stop) => {
-                    let fence = labels.at(stop.lon, stop.lat);
-                    Some((stop, fence))
-                }
-                Segment::Trip(_) => None,
-            })
-            .collect::<Vec<_>>())
+    let (format, rows) = device_segments(&s, ext, &caller, id, &q, &headers, |x, labels| match x {
+        Segment::Stop(stop) => {
+            let fence = labels.at(stop.lon, stop.lat);
+            Some((stop, fence))
+        }
+        Segment::Trip(_) => None,
     })
     .await?;
     match format {
@@ -448,24 +465,13 @@ pub async fn trips(
     Query(q): Query<SegmentParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let settings = settings(ext);
-    let tenant = caller.tenant()?.to_owned();
-    let (from_ms, to_ms, seg, format) = segment_request(&q, &headers, &settings)?;
-    let live = s.live().device(&tenant, &id).is_some();
     let name = id.clone();
-    let trips = on_own_reader(&s, move |st| {
-        device_known(st, live, &tenant, &id)?;
-        let mut labels = FenceLabels::load(st, &tenant)?;
-        let found = segments(st, &tenant, &id, from_ms, to_ms, seg)?;
-        Ok(found
-            .into_iter()
-            .filter_map(|x| match x {
-                Segment::Trip(t) => Some(trip_json(&t, &mut labels)),
-                Segment::Stop(_) => None,
-            })
-            .collect::<Vec<_>>())
-    })
-    .await?;
+    let (format, trips) =
+        device_segments(&s, ext, &caller, id, &q, &headers, |x, labels| match x {
+            Segment::Trip(t) => Some(trip_json(&t, labels)),
+            Segment::Stop(_) => None,
+        })
+        .await?;
     match format {
         Format::Csv => {
             let mut w = csv_writer();
