@@ -305,7 +305,6 @@ impl EtaTrip {
             self.departed_ms = Some(ts);
             self.start_remaining_m = Some(remaining_m);
         }
-        self.start_remaining_m.get_or_insert(remaining_m);
         self.leg_start_m.get_or_insert(remaining_m);
         self.last_remaining_m = Some(remaining_m);
     }
