@@ -7,3 +7,4 @@
 //! out to all partitions over NATS request/reply.
 
 pub mod partition;
+pub mod wire;
