@@ -228,6 +228,16 @@ impl WireResponse {
     }
 }
 
+/// Where an instance's HTTP front hands a write (any method but GET and HEAD): the replicated
+/// registry log, which every shard applies in the same order. The answer is the response of a
+/// shard that applied it.
+pub trait WriteLog: Send + Sync + 'static {
+    fn submit(
+        &self,
+        req: WireRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = WireResponse> + Send + '_>>;
+}
+
 fn pick(headers: &http::HeaderMap, names: &[&str]) -> Vec<(String, String)> {
     names
         .iter()
