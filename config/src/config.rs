@@ -42,6 +42,9 @@ pub struct Config {
     pub reports: ReportsConfig,
     /// `[tls]`: the certificate of the TLS listeners (`mqtt.tls_listen`, `http.tls`).
     pub tls: crate::TlsConfig,
+    /// `[cluster]`: scale-out on NATS; `None` = a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::ClusterConfig>,
 }
 
 impl Config {
@@ -128,6 +131,9 @@ impl Config {
         self.map.validate(&mut p);
         self.reports.validate(&mut p);
         self.webhooks.validate(&mut p);
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&mut p);
+        }
         let problems = p.into_vec();
         if problems.is_empty() {
             Ok(())

@@ -57,6 +57,7 @@ pub use error::{ConfigError, FieldError, SourceLocation};
 pub use landport_tracker::{EtaSettings, TrackerSettings};
 pub use secret::Secret;
 pub use sections::auth::AuthConfig;
+pub use sections::cluster::ClusterConfig;
 pub use sections::http::HttpConfig;
 pub use sections::influxdb::{InfluxApi, InfluxDbConfig};
 pub use sections::ingest::IngestConfig;

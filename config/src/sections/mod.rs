@@ -2,6 +2,7 @@
 //! place its defaults are written down: `#[serde(default)]` fills missing keys from it.
 
 pub mod auth;
+pub mod cluster;
 pub mod http;
 pub mod influxdb;
 pub mod ingest;
