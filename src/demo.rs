@@ -327,7 +327,7 @@ mod tests {
             r#"{{"ts": {}, "lat": 40.67, "lon": 122.24}}"#,
             now + ahead_ms
         );
-        let limits = crate::run::ingest_settings(config).limits;
+        let limits = landport_cluster::settings::ingest(config).limits;
         decode_native(payload.as_bytes(), &limits, now).is_ok_and(|o| o.readings.len() == 1)
     }
 

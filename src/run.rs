@@ -6,23 +6,20 @@
 //! stop taking work, the pipeline commits and acknowledges what it has and saves a snapshot;
 //! the outbox publishes pending events; then the source disconnects and the sink flushes.
 
-use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use landport_config::{Config, InfluxApi, InfluxDbConfig, LogFormat};
-use landport_ingest::decode::Limits;
-use landport_ingest::decoder::{Decoder, IngestSettings};
+use landport_cluster::settings;
+use landport_config::{Config, LogFormat};
+use landport_ingest::decoder::Decoder;
 use landport_ingest::endpoint::auth::{Acl, Authenticator, Principal, Revocations};
 use landport_ingest::endpoint::{Endpoint, EndpointAcks, EndpointConfig};
 use landport_ingest::mqtt::{MqttSource, MqttSourceConfig};
-use landport_ingest::topic::OwnTracksTenants;
 use landport_pipeline::metrics::Metrics;
-use landport_pipeline::{self as pipeline, Pipeline, PipelineConfig};
-use landport_sinks::influx::{InfluxSink, SinkConfig, WriteApi};
+use landport_pipeline::{self as pipeline, Pipeline};
+use landport_sinks::influx::InfluxSink;
 use landport_sinks::outbox;
 use landport_store::Store;
 use tokio::sync::Notify;
@@ -56,7 +53,7 @@ fn endpoint_config(config: &Config) -> EndpointConfig {
         session_retention: Duration::from_secs(
             u64::from(config.storage.events_retention_days) * 86_400,
         ),
-        acl: Acl::new(ingest_settings(config).owntracks),
+        acl: Acl::new(settings::ingest(config).owntracks),
         ..EndpointConfig::default()
     }
 }
@@ -88,71 +85,6 @@ pub fn init_logging(config: &Config) {
     };
 }
 
-pub(crate) fn ingest_settings(config: &Config) -> IngestSettings {
-    let i = &config.ingest;
-    IngestSettings {
-        limits: Limits {
-            max_payload_bytes: i.max_payload_bytes,
-            max_future_ms: i.max_future().as_millis() as i64,
-        },
-        owntracks: OwnTracksTenants {
-            default_tenant: i.owntracks_default_tenant.clone(),
-            by_user: i
-                .owntracks_tenants
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        },
-    }
-}
-
-/// The sink's settings from `[influxdb]`.
-fn sink_config(c: &InfluxDbConfig) -> SinkConfig {
-    let api = match c.api {
-        InfluxApi::V1 => WriteApi::V1 {
-            database: c.database.clone(),
-            credentials: c
-                .v1_credentials()
-                .map(|(u, p)| (u.to_owned(), p.to_owned())),
-        },
-        InfluxApi::V2 => WriteApi::V2 {
-            org: c.org.clone(),
-            bucket: c.bucket.clone(),
-            token: c.token.expose().to_owned(),
-        },
-    };
-    // The batching defaults are `InfluxDbConfig::default`'s: the sink has none of its own.
-    SinkConfig::new(
-        c.url.clone(),
-        api,
-        NonZeroUsize::new(c.batch_max_lines).unwrap_or(NonZeroUsize::MIN),
-        c.flush_interval(),
-        c.spool_max_bytes,
-    )
-}
-
-/// The webhook engine's settings from `[webhooks]` (and the event retention, which done
-/// deliveries follow).
-fn webhook_settings(config: &Config) -> landport_sinks::webhooks::WebhookSettings {
-    let w = &config.webhooks;
-    landport_sinks::webhooks::WebhookSettings {
-        retry_window: w.retry_window(),
-        allow_private_targets: w.allow_private_targets,
-        max_concurrency: w.max_concurrency as usize,
-        max_concurrency_per_webhook: w.max_concurrency_per_webhook as usize,
-        timeout: w.timeout(),
-        keep_done: Duration::from_secs(u64::from(config.storage.events_retention_days) * 86_400),
-    }
-}
-
-/// The store's `synchronous` setting from `[storage]`, for every connection that writes.
-fn store_synchronous(config: &Config) -> landport_store::Synchronous {
-    match config.storage.synchronous {
-        landport_config::Synchronous::Normal => landport_store::Synchronous::Normal,
-        landport_config::Synchronous::Full => landport_store::Synchronous::Full,
-    }
-}
-
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
     if config.mqtt.embedded_buffer_mb.is_some() {
@@ -164,7 +96,7 @@ pub async fn run(config: Config) -> Result<()> {
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
 
-    let synchronous = store_synchronous(&config);
+    let synchronous = settings::synchronous(&config);
     let mut store = Store::open(&config.storage.path)
         .with_context(|| format!("opening the store in {}", config.storage.path.display()))?;
     store
@@ -180,16 +112,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     // The store writer wakes the outbox after each commit that stored events.
     let events_committed = Arc::new(Notify::new());
-    let pipeline_config = PipelineConfig {
-        retention: Duration::from_secs(u64::from(config.storage.retention_days) * 86_400),
-        events_retention: Duration::from_secs(
-            u64::from(config.storage.events_retention_days) * 86_400,
-        ),
-        // Nothing is acknowledged before it is durable, with the endpoint as with an
-        // external broker: what is not taken in before stopping is sent again by its client.
-        drain_on_shutdown: Duration::ZERO,
-        ..PipelineConfig::default()
-    };
+    let pipeline_config = settings::pipeline(&config);
     let ready = Arc::new(AtomicBool::new(false));
     // Device credentials replaced or revoked through the API (`/v1/devices/{id}/credentials`):
     // the endpoint disconnects the sessions authenticated with them.
@@ -218,7 +141,7 @@ pub async fn run(config: Config) -> Result<()> {
         let endpoint = Endpoint::new(
             endpoint_config(&config),
             mqtt_authenticator(&config, metrics.clone())?,
-            Decoder::new(ingest_settings(&config)),
+            Decoder::new(settings::ingest(&config)),
             decoded_tx,
             &acks,
             sessions,
@@ -289,7 +212,7 @@ pub async fn run(config: Config) -> Result<()> {
         // ends when the source closes its channel, or the pipeline stops taking messages.
         let (decoded_tx, decoded) = tokio::sync::mpsc::channel(source_capacity);
         let decode_task =
-            tokio::spawn(Decoder::new(ingest_settings(&config)).run(inbox, decoded_tx));
+            tokio::spawn(Decoder::new(settings::ingest(&config)).run(inbox, decoded_tx));
 
         let outbox_store =
             Store::open(&config.storage.path).context("opening the outbox's store")?;
@@ -350,8 +273,12 @@ pub async fn run(config: Config) -> Result<()> {
 
     let sink_task = match &config.influxdb {
         Some(influx) => {
-            let sink = InfluxSink::new(sink_config(influx), &config.storage.path, metrics.clone())
-                .context("influxdb")?;
+            let sink = InfluxSink::new(
+                settings::influx_sink(influx),
+                &config.storage.path,
+                metrics.clone(),
+            )
+            .context("influxdb")?;
             tracing::info!(
                 url = influx.url,
                 api = influx.api.as_str(),
@@ -374,7 +301,7 @@ pub async fn run(config: Config) -> Result<()> {
     let webhooks_stop = CancellationToken::new();
     let webhooks_task = tokio::spawn(landport_sinks::webhooks::run(
         webhooks_store,
-        webhook_settings(&config),
+        settings::webhooks(&config),
         events.subscribe(),
         webhooks_stop.clone(),
         metrics.clone(),
@@ -384,17 +311,7 @@ pub async fn run(config: Config) -> Result<()> {
     let ready_off = ready.clone();
 
     let http_runtime = http_runtime().context("starting the HTTP runtime")?;
-    let l = &config.limits;
-    let limits = landport_api::Limits {
-        devices: l.devices,
-        geofences: l.geofences,
-        geofence_vertices: l.geofence_vertices,
-        shipments_active: l.shipments_active,
-        webhooks: l.webhooks,
-        sse_connections: l.sse_connections,
-        requests_per_second: l.requests_per_second,
-        burst: l.burst,
-    };
+    let limits = settings::api_limits(&config);
     let api = landport_api::ApiState::with_limits(
         &config.storage.path,
         tracker,
@@ -423,16 +340,7 @@ pub async fn run(config: Config) -> Result<()> {
             allow_private_targets: config.webhooks.allow_private_targets,
         },
     );
-    let rep = &config.reports;
-    let router = landport_api::with_report_settings(
-        router,
-        landport_api::ReportSettings {
-            max_days: rep.max_days,
-            stop_radius_m: rep.stop_radius_m,
-            min_trip_m: rep.min_trip_m,
-            gap_seconds: rep.gap_seconds,
-        },
-    );
+    let router = landport_api::with_report_settings(router, settings::reports(&config));
     let router = landport_api::on_credential_revoked(
         router,
         landport_api::CredentialRevoked::new(move |what| {

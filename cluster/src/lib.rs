@@ -7,4 +7,5 @@
 //! out to all partitions over NATS request/reply.
 
 pub mod partition;
+pub mod settings;
 pub mod wire;
