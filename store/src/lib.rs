@@ -81,6 +81,7 @@
 //! no tenant row (an auto-registered device's tenant may exist only in topics); API keys do.
 
 mod checkpoint;
+mod cluster;
 mod credentials;
 mod cursor;
 mod devices;

@@ -249,7 +249,17 @@ BEGIN
 END;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// Schema version 6 (cluster mode, SPEC 16): the stream sequence of the last registry-log entry
+/// this store (a partition's shard) applied (`cluster.rs`). One row at most.
+const V6: &str = "
+CREATE TABLE cluster_registry (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    applied_seq INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
