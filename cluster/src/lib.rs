@@ -6,6 +6,7 @@
 //! JetStream KV; any instance answers any HTTP request by routing it to the owner or fanning it
 //! out to all partitions over NATS request/reply.
 
+pub mod leases;
 pub mod partition;
 pub mod settings;
 pub mod wire;
