@@ -9,4 +9,5 @@
 pub mod leases;
 pub mod partition;
 pub mod settings;
+pub mod source;
 pub mod wire;
