@@ -9,5 +9,6 @@
 pub mod leases;
 pub mod partition;
 pub mod settings;
+pub mod shard;
 pub mod source;
 pub mod wire;

@@ -175,8 +175,9 @@ impl Acknowledger for ShardAcker {
     }
 }
 
-/// A JetStream message, decoded as a shard's pipeline takes it. Its arrival time is the time
-/// the stream stored it, so a replay decodes it exactly as its first owner did.
+/// A JetStream message, decoded as a shard's pipeline takes it, acknowledged by `ack`. Its
+/// arrival time is the time the stream stored it, so a replay decodes it exactly as its first
+/// owner did.
 pub fn decode(decoder: &Decoder, msg: &jetstream::Message, ack: ShardAck) -> Decoded<ShardAck> {
     let received_ms = msg
         .info()

@@ -451,6 +451,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Moves the fan-out cursor past every event stored now, so none of them gets a delivery:
+    /// a cluster shard rebuilt from the stream, whose replayed events their first owner already
+    /// delivered. Returns the cursor.
+    pub fn skip_webhook_fan_out_to_newest(&mut self) -> Result<i64, StoreError> {
+        let newest = self.event_seq_max()?;
+        self.set_cursor(FANOUT_CURSOR, newest)?;
+        Ok(newest)
+    }
+
     /// Reads up to `limit` events after the fan-out cursor and queues one delivery per event
     /// and matching webhook of its tenant among `targets` (an event at or before a webhook's
     /// `start_seq` is not its), moving the cursor in the same transaction. See the module docs.

@@ -1,0 +1,348 @@
+//! A shard: one partition's complete Landport core (pipeline, store, read side, webhook
+//! engine, router), run by the instance that holds the partition's lease.
+//!
+//! Taking a partition over rebuilds it from NATS, whoever owned it before and however that
+//! owner ended:
+//! 1. a fresh store in `{storage.path}/partitions/p{n}`;
+//! 2. the registry log applied up to its end (every shard holds the whole registry);
+//! 3. the partition's telemetry replayed from the start of the stream up to the durable
+//!    consumer's acknowledged position: everything an owner committed and acknowledged, so
+//!    the history (tracks, events, reports) and the live state are what they were. Event ids
+//!    are deterministic, so the replayed events have the ids they had; the webhook engine
+//!    starts after the replay, past them, so none is delivered twice;
+//! 4. then the live consumer, from the acknowledged position on: what the old owner took but
+//!    never acknowledged comes again and is stored here once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use landport_config::Config;
+use landport_ingest::decoder::Decoder;
+use landport_pipeline::metrics::Metrics;
+use landport_pipeline::{Pipeline, PipelineError};
+use landport_store::Store;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings;
+use crate::source::{self, LeaseClock, ShardAck, ShardAcker};
+
+/// What every shard of an instance shares.
+#[derive(Clone)]
+pub struct ShardContext {
+    pub config: Arc<Config>,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub stream: stream::Stream,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ShardContext {
+    /// Where partition `p`'s store lives on this instance.
+    pub fn dir(&self, p: u32) -> PathBuf {
+        self.config
+            .storage
+            .path
+            .join("partitions")
+            .join(format!("p{p}"))
+    }
+}
+
+/// A running shard.
+pub struct Shard {
+    pub partition: u32,
+    pub lease: LeaseClock,
+    /// Stops taking messages; the pipeline then commits, acknowledges and ends.
+    stop: CancellationToken,
+    /// Stops the pipeline (after the source has stopped).
+    pipeline_stop: CancellationToken,
+    source: JoinHandle<()>,
+    pipeline: JoinHandle<Result<(), PipelineError>>,
+    webhooks_stop: CancellationToken,
+    webhooks: JoinHandle<()>,
+    /// The shard's router and the tasks serving it.
+    pub router: axum::Router,
+    serving: Vec<JoinHandle<()>>,
+}
+
+/// What a starting shard hands the instance once it is ready to answer, so the instance can
+/// serve its router (requests over NATS) and feed it registry entries.
+pub struct Started {
+    pub router: axum::Router,
+}
+
+impl Shard {
+    /// Builds partition `p`'s shard from NATS (see the module docs) and starts it. `serve`
+    /// runs once the registry and the replay are applied, with the shard's router: it starts
+    /// what answers requests and applies later registry entries, and returns those tasks.
+    pub async fn start(
+        ctx: &ShardContext,
+        p: u32,
+        lease: LeaseClock,
+        registry: impl AsyncFnOnce(axum::Router, &std::path::Path) -> Result<Vec<JoinHandle<()>>>,
+    ) -> Result<Shard> {
+        let config = &ctx.config;
+        let dir = ctx.dir(p);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("clearing {} for a rebuild", dir.display()))?;
+        }
+        let synchronous = settings::synchronous(config);
+        let mut store = Store::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+        store.set_synchronous(synchronous)?;
+        let core = landport_pipeline::recover(
+            &mut store,
+            config.tracker.clone(),
+            config.ingest.auto_register,
+            ctx.metrics.clone(),
+        )?;
+        let replaying = Arc::new(AtomicBool::new(true));
+        let acker = ShardAcker::new(ctx.client.clone(), lease.clone(), replaying.clone());
+        let (decoded_tx, decoded) = mpsc::channel(1024);
+        let (pipeline, tracker, events) = Pipeline::new(
+            core,
+            store,
+            acker,
+            decoded,
+            Arc::new(Notify::new()),
+            settings::pipeline(config),
+            ctx.metrics.clone(),
+        );
+        let pipeline_stop = CancellationToken::new();
+        let pipeline = tokio::spawn(pipeline.run(pipeline_stop.clone()));
+
+        let api = landport_api::ApiState::with_limits(
+            &dir,
+            tracker,
+            events.clone(),
+            config.auth.admin_key.as_ref().map(|k| k.expose()),
+            settings::api_limits(config),
+        )?;
+        api.set_synchronous(synchronous)?;
+        let router = shard_router(ctx, api);
+
+        // 2. The registry, then what answers requests and applies later entries.
+        let serving = registry(router.clone(), &dir).await?;
+
+        // 3. The replay.
+        let consumer = source::partition_consumer(&ctx.stream, p).await?;
+        let floor = consumer
+            .get_info()
+            .await
+            .context("the partition consumer's position")?
+            .ack_floor
+            .stream_sequence;
+        let decoder = Decoder::new(settings::ingest(config));
+        let replayed = replay(ctx, p, floor, &decoder, &decoded_tx).await?;
+        replaying.store(false, Ordering::Relaxed);
+        tracing::info!(partition = p, replayed, upto = floor, "partition rebuilt");
+
+        // The webhook engine starts past the replayed events: their owner delivered them.
+        let mut webhooks_store = Store::open(&dir)?;
+        webhooks_store.set_synchronous(synchronous)?;
+        webhooks_store.skip_webhook_fan_out_to_newest()?;
+        let webhooks_stop = CancellationToken::new();
+        let webhooks = tokio::spawn(landport_sinks::webhooks::run(
+            webhooks_store,
+            settings::webhooks(config),
+            events.subscribe(),
+            webhooks_stop.clone(),
+            ctx.metrics.clone(),
+        ));
+
+        // 4. Live.
+        let stop = CancellationToken::new();
+        let source = tokio::spawn(live(
+            consumer,
+            decoder,
+            decoded_tx,
+            floor,
+            lease.clone(),
+            stop.clone(),
+        ));
+        Ok(Shard {
+            partition: p,
+            lease,
+            stop,
+            pipeline_stop,
+            source,
+            pipeline,
+            webhooks_stop,
+            webhooks,
+            router,
+            serving,
+        })
+    }
+
+    /// Stops the shard: no more messages, the pipeline commits and acknowledges what it took
+    /// (while the lease is valid), the webhook engine queues what was committed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.source.await;
+        self.pipeline_stop.cancel();
+        match self.pipeline.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(partition = self.partition, error = %e, "shard pipeline"),
+            Err(e) => {
+                tracing::error!(partition = self.partition, error = %e, "shard pipeline task")
+            }
+        }
+        self.webhooks_stop.cancel();
+        let _ = self.webhooks.await;
+        for t in self.serving {
+            t.abort();
+        }
+    }
+
+    /// Whether the shard's pipeline has ended by itself (a failure: the instance gives the
+    /// partition up).
+    pub fn failed(&self) -> bool {
+        self.pipeline.is_finished() || self.source.is_finished()
+    }
+}
+
+/// A seed for the backoff's jitter: the sub-second part of the clock is enough to keep
+/// instances from retrying in step.
+fn lease_seed() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// The shard's router: the single-node API over its store and read side.
+fn shard_router(ctx: &ShardContext, api: landport_api::ApiState) -> axum::Router {
+    let config = &ctx.config;
+    let router = landport_api::router_with_api(
+        landport_api::AppState {
+            metrics: ctx.metrics.clone(),
+            ready: Arc::new(AtomicBool::new(true)),
+        },
+        api,
+    );
+    let router = landport_api::with_webhook_policy(
+        router,
+        landport_api::WebhookPolicy {
+            allow_private_targets: config.webhooks.allow_private_targets,
+        },
+    );
+    let router = landport_api::with_report_settings(router, settings::reports(config));
+    landport_api::request_timeout(router, config.http.request_timeout())
+}
+
+/// Replays partition `p` from the start of the stream up to `floor` (its acknowledged
+/// position) into the pipeline, and waits until all of it is committed. Returns how many
+/// messages it replayed.
+async fn replay(
+    ctx: &ShardContext,
+    p: u32,
+    floor: u64,
+    decoder: &Decoder,
+    decoded: &mpsc::Sender<landport_pipeline::Decoded<ShardAck>>,
+) -> Result<u64> {
+    let mut n = 0;
+    if floor > 0 {
+        let ordered = ctx
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: source::partition_filter(p),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .context("the replay consumer")?;
+        let mut messages = ordered.messages().await.context("the replay")?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| anyhow::anyhow!("the replay: {e}"))?;
+            let seq = source::sequence(&msg)?;
+            if seq > floor {
+                break;
+            }
+            let d = source::decode(decoder, &msg, ShardAck::Replayed);
+            decoded
+                .send(d)
+                .await
+                .map_err(|_| anyhow::anyhow!("the shard pipeline stopped during the replay"))?;
+            n += 1;
+            if seq == floor {
+                break;
+            }
+        }
+    }
+    let (done, committed) = oneshot::channel();
+    decoded
+        .send(source::ack_only(ShardAck::Marker(done)))
+        .await
+        .map_err(|_| anyhow::anyhow!("the shard pipeline stopped during the replay"))?;
+    committed
+        .await
+        .context("the shard pipeline stopped during the replay")?;
+    Ok(n)
+}
+
+/// The live consumer: every message after `after`, each acknowledged after its commit. A
+/// message delivered again (its ack was lost, or came late) is only acknowledged again.
+async fn live(
+    consumer: consumer::PullConsumer,
+    decoder: Decoder,
+    decoded: mpsc::Sender<landport_pipeline::Decoded<ShardAck>>,
+    after: u64,
+    lease: LeaseClock,
+    stop: CancellationToken,
+) {
+    let mut highest = after;
+    let mut backoff = landport_pipeline::Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        u64::from(lease_seed()),
+    );
+    while !stop.is_cancelled() && lease.valid() {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "partition consumer");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = messages.next() => next,
+            };
+            let Some(next) = next else { break };
+            let msg = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "partition consumer");
+                    break;
+                }
+            };
+            if !lease.valid() {
+                return;
+            }
+            backoff.reset();
+            let Ok(seq) = source::sequence(&msg) else {
+                continue;
+            };
+            let d = if seq <= highest {
+                source::ack_only(ShardAck::Js(msg))
+            } else {
+                highest = seq;
+                let mut d = source::decode(&decoder, &msg, ShardAck::Replayed);
+                d.ack = Some(ShardAck::Js(msg));
+                d
+            };
+            if decoded.send(d).await.is_err() {
+                return;
+            }
+        }
+    }
+}
