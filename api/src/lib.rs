@@ -39,6 +39,7 @@ pub mod auth;
 pub mod error;
 pub mod limits;
 mod openapi;
+pub mod replicated;
 mod state;
 pub mod tls;
 mod v1;

@@ -18,6 +18,9 @@ use crate::limits::{Limits, RateLimiter, StreamSlot, StreamSlots, TenantQuota};
 #[derive(Clone)]
 pub struct ApiState {
     inner: Arc<Inner>,
+    /// Cluster mode: honors the registry log's replication headers
+    /// ([`ApiState::trust_replication_headers`]).
+    replicated: bool,
 }
 
 struct Inner {
@@ -82,7 +85,23 @@ impl ApiState {
                 streams: StreamSlots::new(limits.sse_connections),
                 limits,
             }),
+            replicated: false,
         })
+    }
+
+    /// Cluster mode: this API is a shard's, and applies the entries of the replicated registry
+    /// log, whose ids, keys, secrets, tokens and times come from the entry's
+    /// `x-landport-seed` and `x-landport-now` headers ([`crate::replicated`]) so that every
+    /// shard writes the same rows. Only for the router the registry log feeds: an API without
+    /// it ignores those headers.
+    pub fn trust_replication_headers(mut self) -> ApiState {
+        self.replicated = true;
+        self
+    }
+
+    /// Whether this API honors the replication headers.
+    pub(crate) fn trusts_replication_headers(&self) -> bool {
+        self.replicated
     }
 
     /// Sets what the commits of the API's write connection (registry, keys, share links) wait
@@ -108,6 +127,10 @@ impl ApiState {
 
     /// Counts a request of the key (or share token) whose hash is `hash`; the 429 past its rate.
     pub(crate) fn check_rate(&self, hash: &KeyHash, what: &str) -> Result<(), ApiError> {
+        if crate::replicated::is_replicated() {
+            // Held where the request came in; a 429 here would make the shards diverge.
+            return Ok(());
+        }
         self.inner.rate.check(&hash.0, what)
     }
 
@@ -254,10 +277,23 @@ impl ApiState {
         &self,
         command: Command,
     ) -> Result<Outcome, landport_pipeline::CommandError> {
+        let Some(now) = crate::replicated::replicated_now() else {
+            return self
+                .inner
+                .tracker
+                .execute(&self.inner.db.writer, command)
+                .await;
+        };
+        // A replicated entry: the same steps, at the entry's time rather than the clock's.
+        let store = self.inner.db.writer.clone();
         self.inner
             .tracker
-            .execute(&self.inner.db.writer, command)
+            .call(move |core| {
+                let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                landport_pipeline::command::execute(core, &mut store, command, now)
+            })
             .await
+            .unwrap_or(Err(landport_pipeline::CommandError::Stopped))
     }
 
     /// Runs `f` on the live core between batches (the tests feed readings with it).

@@ -17,12 +17,12 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use landport_pipeline::now_ms;
 use landport_store::{CredentialSet, KeyHash};
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Path};
+use crate::replicated::now_ms;
 use crate::state::ApiState;
 
 /// A credential that no longer authenticates, as told to [`CredentialRevoked`].
@@ -65,8 +65,7 @@ const PASSWORD_RANDOM_BYTES: usize = 32;
 /// `lpd_` and [`PASSWORD_RANDOM_BYTES`] random bytes in lower-case hex.
 fn new_password() -> Result<String, ApiError> {
     let mut buf = [0u8; PASSWORD_RANDOM_BYTES];
-    getrandom::fill(&mut buf)
-        .map_err(|e| ApiError::Internal(format!("the OS random source failed: {e}")))?;
+    crate::replicated::fill(&mut buf)?;
     let mut s = String::with_capacity(4 + 2 * PASSWORD_RANDOM_BYTES);
     s.push_str("lpd_");
     for b in buf {
@@ -101,9 +100,9 @@ pub async fn create(
     let tenant = caller.tenant()?.to_owned();
     let password = new_password()?;
     let hash = KeyHash::of(&password);
-    let (t, d) = (tenant.clone(), id.clone());
+    let (t, d, now) = (tenant.clone(), id.clone(), now_ms());
     let set = s
-        .write(move |st| st.set_device_credential(&t, &d, &hash, now_ms()))
+        .write(move |st| st.set_device_credential(&t, &d, &hash, now))
         .await?;
     match set {
         CredentialSet::NoSuchDevice => return Err(ApiError::not_found("device", id)),

@@ -117,6 +117,11 @@ pub fn router(state: ApiState) -> Router {
             "/v1/public/{token}",
             get(shipments::public).layer(middleware::from_fn_with_state(state.clone(), token_rate)),
         )
+        // Cluster mode's shards: a registry-log entry runs with its seed and time.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::replicated::scope,
+        ))
         .with_state(state)
 }
 
@@ -200,11 +205,11 @@ pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
     })
 }
 
-/// `prefix` and 16 random bytes in hex (128 bits: unguessable).
+/// `prefix` and 16 random bytes in hex (128 bits: unguessable; a replicated entry's are
+/// derived from its seed, see [`crate::replicated`]).
 pub(crate) fn random_id(prefix: &str) -> Result<String, ApiError> {
     let mut buf = [0u8; 16];
-    getrandom::fill(&mut buf)
-        .map_err(|e| ApiError::Internal(format!("the OS random source failed: {e}")))?;
+    crate::replicated::fill(&mut buf)?;
     let mut s = String::with_capacity(prefix.len() + 32);
     s.push_str(prefix);
     for b in buf {

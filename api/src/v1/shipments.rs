@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use geo_types::LineString;
 use landport_pipeline::command::ShipmentChange;
-use landport_pipeline::{Command, CommandError, Outcome, now_ms};
+use landport_pipeline::{Command, CommandError, Outcome};
 use landport_store::{KeyHash, ShareToken, ShipmentRecord};
 use landport_tracker::{Eta, Place, ShipmentDef, ShipmentState, ShipmentStatus, TrackerError};
 use serde::Deserialize;
@@ -37,6 +37,7 @@ use super::view::rfc3339;
 use super::{check_id, random_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, Json, Path, Query};
+use crate::replicated::now_ms;
 use crate::state::ApiState;
 
 /// `POST` body. Places are a geofence id (`"yingkou-port"`) or a point

@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use landport_pipeline::now_ms;
 use landport_store::{KeyHash, Tenant};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,6 +12,7 @@ use super::view::rfc3339;
 use super::{check_id, random_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, Json, Path};
+use crate::replicated::now_ms;
 use crate::state::ApiState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -86,9 +86,9 @@ pub async fn create_key(
     let key = random_id("lp_")? + &random_id("")?;
     let hash = KeyHash::of(&key);
     s.key_created(&hash);
-    let (t, kid) = (tenant.clone(), key_id.clone());
+    let (t, kid, now) = (tenant.clone(), key_id.clone(), now_ms());
     let created = s
-        .write(move |st| st.create_api_key(&t, &kid, &hash, now_ms()))
+        .write(move |st| st.create_api_key(&t, &kid, &hash, now))
         .await?;
     if !created {
         return Err(ApiError::not_found("tenant", tenant));
@@ -120,10 +120,8 @@ pub async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     s.forget_key(&tenant, &key_id);
-    let (t, kid) = (tenant.clone(), key_id.clone());
-    let revoked = s
-        .write(move |st| st.revoke_api_key(&t, &kid, now_ms()))
-        .await?;
+    let (t, kid, now) = (tenant.clone(), key_id.clone(), now_ms());
+    let revoked = s.write(move |st| st.revoke_api_key(&t, &kid, now)).await?;
     s.forget_key(&tenant, &key_id);
     if revoked {
         // MQTT sessions that logged in with a key of this tenant are cut.

@@ -203,10 +203,9 @@ pub(crate) struct Replayed {
     truncated: bool,
 }
 
+/// Server time (a replicated entry's own in cluster mode: [`crate::replicated`]).
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    crate::replicated::now_ms()
 }
 
 fn rfc3339(ms: Option<i64>) -> Value {
@@ -294,8 +293,7 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
 /// A new secret: `whsec_` + base64 of [`SECRET_BYTES`] from the OS's random source.
 fn new_secret() -> Result<String, ApiError> {
     let mut buf = [0u8; SECRET_BYTES];
-    getrandom::fill(&mut buf)
-        .map_err(|e| ApiError::Internal(format!("the OS random source failed: {e}")))?;
+    crate::replicated::fill(&mut buf)?;
     Ok(format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(buf)
@@ -612,6 +610,11 @@ pub async fn rotate_secret(
     let changed = s
         .write(move |st| {
             st.update_webhook_with(&tenant, &i, |w| {
+                // Already this secret: a registry-log entry applied twice (cluster mode; its
+                // secret comes from the entry). Keep the old one signing.
+                if w.secret == new {
+                    return Ok::<(), ()>(());
+                }
                 w.previous_secret = Some(std::mem::replace(&mut w.secret, new));
                 w.previous_until_ms = Some(now + ROTATION_OVERLAP_MS);
                 w.updated_ms = now;
