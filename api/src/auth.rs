@@ -8,6 +8,8 @@
 //! Each valid key is held to `limits.requests_per_second` (429 with `retry-after` past it);
 //! unknown keys are remembered briefly, so repeating one costs no store read.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
@@ -50,6 +52,33 @@ impl Caller {
     }
 }
 
+/// Cluster mode: where the [`Caller`] extractor notes whose key a request carried, so that
+/// the shard that answered can tell the instance's front (`x-landport-tenant`), which routes
+/// the key's later single-device reads to the device's partition. Put it in the request's
+/// extensions before running the router; it holds the tenant of a tenant key, or
+/// [`TenantSlot::ADMIN`] for the admin key (whose tenant is the request's `?tenant=`).
+#[derive(Debug, Clone, Default)]
+pub struct TenantSlot(Arc<Mutex<Option<String>>>);
+
+impl TenantSlot {
+    /// What an admin key notes: not an id (ids never hold `*`).
+    pub const ADMIN: &'static str = "*";
+
+    /// The tenant noted, if an extractor ran and the key was valid.
+    pub fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(parts: &Parts, tenant: &str) {
+        if let Some(slot) = parts.extensions.get::<TenantSlot>() {
+            *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(tenant.to_owned());
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct TenantParam {
     tenant: Option<String>,
@@ -79,11 +108,13 @@ impl FromRequestParts<ApiState> for Caller {
                 .tenant
                 .filter(|t| !t.is_empty());
             state.check_rate(&hash, "this key")?;
+            TenantSlot::set(parts, TenantSlot::ADMIN);
             return Ok(Caller::Admin { tenant });
         }
         match state.key_tenant(hash).await? {
             Some(tenant) => {
                 state.check_rate(&hash, "this key")?;
+                TenantSlot::set(parts, &tenant);
                 Ok(Caller::Tenant(tenant))
             }
             None => Err(ApiError::Unauthorized),

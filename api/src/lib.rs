@@ -51,7 +51,7 @@ pub mod web;
 
 pub use error::ApiError;
 pub use limits::Limits;
-pub use state::ApiState;
+pub use state::{ApiState, Owns};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

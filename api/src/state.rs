@@ -21,7 +21,12 @@ pub struct ApiState {
     /// Cluster mode: honors the registry log's replication headers
     /// ([`ApiState::trust_replication_headers`]).
     replicated: bool,
+    /// Cluster mode: which devices this API answers for (see [`ApiState::with_owns`]).
+    owns: Option<Owns>,
 }
+
+/// Whether a device `(tenant, device)` belongs to this API's partition (cluster mode).
+pub type Owns = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 struct Inner {
     /// The API's own store connections (the pipeline keeps its own writer).
@@ -86,7 +91,31 @@ impl ApiState {
                 limits,
             }),
             replicated: false,
+            owns: None,
         })
+    }
+
+    /// Cluster mode: this API is one partition's ("shard") and answers reads only for the
+    /// devices `owns` accepts. Every shard stores the whole registry (registry writes are
+    /// replicated to all), so without the filter a merge of every shard's answer would hold
+    /// each device once per shard. Filtered: device lists and a device's reads (another
+    /// partition's device is a 404), shipment lists and reads (a shipment belongs to its
+    /// device's partition), positions, nearby and a geofence's devices; event lists carry each
+    /// event's cursor (`cursors`) for the front's composite cursor. Writes are not filtered:
+    /// every shard applies every one.
+    pub fn with_owns(mut self, owns: Owns) -> ApiState {
+        self.owns = Some(owns);
+        self
+    }
+
+    /// Whether this API answers for the device (always, outside cluster mode).
+    pub(crate) fn owns(&self, tenant: &str, device: &str) -> bool {
+        self.owns.as_ref().is_none_or(|f| f(tenant, device))
+    }
+
+    /// The partition filter, if this API is a shard's.
+    pub(crate) fn owner(&self) -> Option<Owns> {
+        self.owns.clone()
     }
 
     /// Cluster mode: this API is a shard's, and applies the entries of the replicated registry

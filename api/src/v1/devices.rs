@@ -121,14 +121,24 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let page = q.page(2)?;
     let scope = caller.scope().map(str::to_owned);
-    let (sc, pg) = (scope.clone(), page.clone());
+    let (sc, pg, owns) = (scope.clone(), page.clone(), s.owner());
     let registry = s
-        .read(move |st| st.list_devices_page(sc.as_deref(), pg.after_pair(), pg.limit + 1))
+        .read(move |st| match owns {
+            None => st.list_devices_page(sc.as_deref(), pg.after_pair(), pg.limit + 1),
+            // A shard's: its own partition's only (cluster mode).
+            Some(owns) => super::page::filtered(
+                pg.after_pair(),
+                pg.limit + 1,
+                |after, n| st.list_devices_page(sc.as_deref(), after, n),
+                |r| (r.tenant.clone(), r.id.clone()),
+                |r| owns(&r.tenant, &r.id),
+            ),
+        })
         .await?;
     let view = s.live();
     // The page is the first `limit + 1` keys after the cursor of both sources: the store's
     // page holds every registered one among them, `live_after` every live one.
-    let mut keys: Vec<(String, String)> = live_after(&view, scope.as_deref(), &page);
+    let mut keys: Vec<(String, String)> = live_after(&view, scope.as_deref(), &page, &s);
     keys.extend(registry.iter().map(|r| (r.tenant.clone(), r.id.clone())));
     keys.sort_unstable();
     keys.dedup();
@@ -147,7 +157,12 @@ pub async fn list(
 
 /// The first `limit + 1` keys `(tenant, id)` after the page's cursor of the live devices of
 /// `scope` (`None` = every tenant), unsorted.
-fn live_after(view: &LiveView, scope: Option<&str>, page: &Page) -> Vec<(String, String)> {
+fn live_after(
+    view: &LiveView,
+    scope: Option<&str>,
+    page: &Page,
+    s: &ApiState,
+) -> Vec<(String, String)> {
     let tenants: Vec<&str> = match scope {
         Some(one) => vec![one],
         None => view.tenants().collect(),
@@ -159,7 +174,7 @@ fn live_after(view: &LiveView, scope: Option<&str>, page: &Page) -> Vec<(String,
             continue;
         }
         for d in view.devices(t) {
-            if page.is_after(&[t, &d.id]) {
+            if page.is_after(&[t, &d.id]) && s.owns(t, &d.id) {
                 keys.push((t.to_owned(), d.id.clone()));
             }
         }
@@ -256,7 +271,7 @@ pub async fn get_one(
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
     let (reg, live) = load(&s, &tenant, &id).await?;
-    if reg.is_none() && live.is_none() {
+    if (reg.is_none() && live.is_none()) || !s.owns(&tenant, &id) {
         return Err(ApiError::not_found("device", id));
     }
     Ok(axum::Json(device_json(&tenant, &id, reg.as_ref(), live.as_ref())).into_response())

@@ -96,6 +96,14 @@ pub async fn list(
         })
         .await?;
     let next = page.last().map_or(after_seq, |(seq, _)| *seq);
+    if s.owner().is_some() {
+        // Cluster mode: each event's own cursor, from which the instance's front makes the
+        // composite cursor over partitions of a merged page (and strips this member).
+        let cursors: Vec<String> = page.iter().map(|(seq, _)| seq.to_string()).collect();
+        let events: Vec<_> = page.into_iter().map(|(_, e)| e).collect();
+        let body = json!({"events": events, "next": next.to_string(), "cursors": cursors});
+        return Ok(axum::Json(body).into_response());
+    }
     let events: Vec<_> = page.into_iter().map(|(_, e)| e).collect();
     Ok(axum::Json(json!({"events": events, "next": next.to_string()})).into_response())
 }

@@ -245,7 +245,7 @@ pub async fn devices_inside(
         .devices_in_geofence(&tenant, &id)
         .unwrap_or_default()
         .into_iter()
-        .filter(|d| page.is_after(&[d]))
+        .filter(|d| page.is_after(&[d]) && s.owns(&tenant, d))
         .collect();
     inside.sort_unstable();
     inside.truncate(page.limit + 1);

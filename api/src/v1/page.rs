@@ -90,6 +90,35 @@ impl Page {
     }
 }
 
+/// The first `want` items after `after` that pass `keep`, from a source read in key order in
+/// batches: `fetch(after, n)` returns up to `n` items after that key (cluster mode: a shard
+/// lists only its own partition's devices and shipments, about one in N of the store's rows,
+/// and a page must still be full while there are more).
+pub fn filtered<T, E>(
+    after: Option<(&str, &str)>,
+    want: usize,
+    mut fetch: impl FnMut(Option<(&str, &str)>, usize) -> Result<Vec<T>, E>,
+    key: impl Fn(&T) -> (String, String),
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, E> {
+    let batch = want.clamp(64, 4 * MAX_LIMIT);
+    let mut out = Vec::new();
+    let mut cursor = after.map(|(a, b)| (a.to_owned(), b.to_owned()));
+    loop {
+        let items = fetch(
+            cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            batch,
+        )?;
+        let more = items.len() == batch;
+        cursor = items.last().map(&key);
+        out.extend(items.into_iter().filter(&keep));
+        if out.len() >= want || !more {
+            out.truncate(want);
+            return Ok(out);
+        }
+    }
+}
+
 /// The cursor of a key: hex of its parts, each followed by a 0 byte (ids never hold one).
 pub fn encode(parts: &[&str]) -> String {
     let mut out = String::new();
@@ -147,6 +176,34 @@ mod tests {
         for bad in ["zz", "abc", "61", &encode(&["only-one"])] {
             assert!(query(None, Some(bad)).page(2).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn filtered_reads_batches_until_the_page_is_full_or_the_source_ends() {
+        let rows: Vec<(String, String)> =
+            (0..1000).map(|i| ("t".into(), format!("{i:04}"))).collect();
+        let fetch = |after: Option<(&str, &str)>, n: usize| {
+            Ok::<_, ()>(
+                rows.iter()
+                    .filter(|(t, i)| after.is_none_or(|(a, b)| (t.as_str(), i.as_str()) > (a, b)))
+                    .take(n)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // One in ten kept: 11 wanted takes more than one batch of 64.
+        let keep = |r: &(String, String)| r.1.ends_with('7');
+        let got = filtered(None, 11, fetch, Clone::clone, keep).unwrap();
+        let ids: Vec<&str> = got.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(ids.len(), 11);
+        assert_eq!((ids[0], ids[10]), ("0007", "0107"));
+        let rest = filtered(Some(("t", "0107")), 1000, fetch, Clone::clone, keep).unwrap();
+        assert_eq!(rest.len(), 89);
+        assert!(
+            filtered(Some(("t", "0999")), 5, fetch, Clone::clone, keep)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -87,7 +87,13 @@ pub async fn positions(
         parse_bbox(q.bbox.as_deref().ok_or_else(|| {
             ApiError::bad_request("bbox=minLon,minLat,maxLon,maxLat is required")
         })?)?;
-    let found = in_bbox(&s.live(), caller.scope(), bbox);
+    let mut found = in_bbox(&s.live(), caller.scope(), bbox);
+    if s.owner().is_some() {
+        // Only a partition's own devices have positions on its shard; kept explicit.
+        for (t, devices) in &mut found {
+            devices.retain(|d| s.owns(t, &d.id));
+        }
+    }
     let chunks = collection_chunks(found, CHUNK_BYTES)
         .map(|c| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(c)));
     let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
@@ -418,6 +424,8 @@ pub async fn nearby(
     let mut found: Vec<(String, (Arc<DeviceView>, f64))> = per_tenant(&live, scope, |ten| {
         live.nearby(ten, lon, lat, radius_m, limit)
     });
+    // Cluster mode: only a partition's own devices have positions on its shard; kept explicit.
+    found.retain(|(t, (d, _))| s.owns(t, &d.id));
     // Across tenants (admin), merge and cut again.
     found.sort_by(|a, b| a.1.1.total_cmp(&b.1.1));
     found.truncate(limit);

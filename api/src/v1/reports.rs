@@ -353,6 +353,9 @@ async fn device_segments<T: Send + 'static>(
     let settings = settings(ext);
     let tenant = caller.tenant()?.to_owned();
     let (from_ms, to_ms, seg, format) = segment_request(q, headers, &settings)?;
+    if !s.owns(&tenant, &id) {
+        return Err(ApiError::not_found("device", id));
+    }
     let live = s.live().device(&tenant, &id).is_some();
     let rows = on_own_reader(s, move |st| {
         device_known(st, live, &tenant, &id)?;
@@ -938,6 +941,10 @@ pub async fn shipment_report(
     let settings = settings(ext);
     let tenant = caller.tenant()?.to_owned();
     let format = format(q.format.as_deref(), &headers, true)?;
+    if s.owner().is_some() {
+        // Cluster mode: only the partition of the shipment's device has its readings.
+        super::shipments::load_owned(&s, &tenant, &id).await?;
+    }
     let from = q
         .from
         .as_deref()

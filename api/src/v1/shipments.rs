@@ -255,9 +255,19 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let page: Page = q.page(2)?;
     let scope = caller.scope().map(str::to_owned);
-    let pg = page.clone();
+    let (pg, owns) = (page.clone(), s.owner());
     let mut recs = s
-        .read(move |st| st.list_shipments_page(scope.as_deref(), pg.after_pair(), pg.limit + 1))
+        .read(move |st| match owns {
+            None => st.list_shipments_page(scope.as_deref(), pg.after_pair(), pg.limit + 1),
+            // A shard's: the shipments of its own partition's devices only (cluster mode).
+            Some(owns) => super::page::filtered(
+                pg.after_pair(),
+                pg.limit + 1,
+                |after, n| st.list_shipments_page(scope.as_deref(), after, n),
+                |r| (r.tenant.clone(), r.def.id.clone()),
+                |r| owns(&r.tenant, &r.def.device),
+            ),
+        })
         .await?;
     let next = page.finish(&mut recs, |r| vec![r.tenant.as_str(), r.def.id.as_str()]);
     let view = s.live();
@@ -335,6 +345,19 @@ async fn load(s: &ApiState, tenant: &str, id: &str) -> Result<ShipmentRecord, Ap
         .ok_or_else(|| ApiError::not_found("shipment", id))
 }
 
+/// [`load`] for a read: in cluster mode, another partition's shipment (its device's) is a 404.
+pub(crate) async fn load_owned(
+    s: &ApiState,
+    tenant: &str,
+    id: &str,
+) -> Result<ShipmentRecord, ApiError> {
+    let rec = load(s, tenant, id).await?;
+    if !s.owns(tenant, &rec.def.device) {
+        return Err(ApiError::not_found("shipment", id));
+    }
+    Ok(rec)
+}
+
 #[utoipa::path(
     get,
     path = "/v1/shipments/{id}",
@@ -356,7 +379,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let rec = load(&s, &tenant, &id).await?;
+    let rec = load_owned(&s, &tenant, &id).await?;
     let live = live_state(&s, &tenant, &id).await?;
     Ok(axum::Json(shipment_json(&rec, live.as_ref())).into_response())
 }
@@ -467,6 +490,9 @@ pub async fn eta(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
+    if s.owner().is_some() {
+        load_owned(&s, &tenant, &id).await?;
+    }
     let view = s.live();
     let live = view.shipment(&tenant, &id);
     let (eta, status) = (live.and_then(|v| v.eta), live.map(|v| v.state.status));
@@ -637,7 +663,7 @@ pub async fn get_share(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?.to_owned();
-    let rec = load(&s, &tenant, &id).await?;
+    let rec = load_owned(&s, &tenant, &id).await?;
     let (t, i) = (tenant.clone(), id.clone());
     let share = s
         .read(move |st| st.share_of_shipment(&t, &i))
@@ -688,6 +714,9 @@ pub(crate) async fn open_share(
     let Some(rec) = s.read(move |st| st.get_shipment(&t, &i)).await? else {
         return Ok(None);
     };
+    if !s.owns(&rec.tenant, &rec.def.device) {
+        return Ok(None);
+    }
     let live = live_state(s, &share.tenant, &share.shipment).await?;
     if share_expiry(&share, &rec, live.as_ref()).is_some_and(|at| at <= now_ms()) {
         return Ok(None);

@@ -90,7 +90,8 @@ pub async fn track(
             Ok((r, st.get_device(&t, &i)?.is_some()))
         })
         .await?;
-    if readings.is_empty() && !registered && s.live().device(&tenant, &id).is_none() {
+    let unknown = readings.is_empty() && !registered && s.live().device(&tenant, &id).is_none();
+    if unknown || !s.owns(&tenant, &id) {
         return Err(ApiError::not_found("device", id));
     }
     let truncated = readings.len() == limit;
