@@ -1,0 +1,589 @@
+//! The replicated registry log against a real nats-server (JetStream): writes submitted
+//! through a `Replicator` reach every shard's store as the same rows (ids, keys, secrets,
+//! tokens and times included), the submitter gets a shard's answer, a shard started later
+//! catches up to the same state, and entries applied a second time (a crash between applying
+//! and recording) change nothing.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use landport_api::{ApiState, AppState, router_with_api};
+use landport_cluster::registry::{self, Replicator, ShardApplier};
+use landport_cluster::wire::{WireRequest, WriteLog};
+use landport_pipeline::metrics::Metrics;
+use landport_pipeline::{Core, Output, TrackerHandle, now_ms};
+use landport_store::{KeyHash, Store};
+use landport_tracker::{Reading, Tracker, TrackerSettings};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const ADMIN: &str = "registry-test-admin-key";
+
+/// One nats-server with JetStream on a free loopback port; killed when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = ["/usr/bin/nats-server", "/usr/sbin/nats-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("nats-server"));
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/test installs it)");
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// A client and JetStream context, once the server takes connections and JetStream
+    /// answers; the registry stream created.
+    async fn connect(&self) -> (async_nats::Client, jetstream::Context) {
+        for _ in 0..200 {
+            if let Ok(client) = async_nats::connect(&self.url).await {
+                let js = jetstream::new(client.clone());
+                if registry::ensure_stream(&js, 1).await.is_ok() {
+                    return (client, js);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("nats-server at {} did not come up", self.url);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A shard as cluster mode builds one, minus the pipeline's ingest: a store, a standalone
+/// tracker, an `ApiState` that trusts the replication headers, the normal router.
+struct Shard {
+    dir: tempfile::TempDir,
+    tracker: TrackerHandle,
+    router: Router,
+    stop: CancellationToken,
+    applier: Option<ShardApplier>,
+}
+
+impl Shard {
+    fn new(auto_register: bool) -> Shard {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let core = Core::new(
+            Tracker::new(TrackerSettings::default()),
+            auto_register,
+            metrics.clone(),
+        );
+        let tracker = TrackerHandle::standalone(core);
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let api = ApiState::new(dir.path(), tracker.clone(), events, Some(ADMIN))
+            .unwrap()
+            .trust_replication_headers();
+        let state = AppState {
+            metrics,
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        Shard {
+            dir,
+            tracker,
+            router: router_with_api(state, api),
+            stop: CancellationToken::new(),
+            applier: None,
+        }
+    }
+
+    /// Starts applying the registry log as partition `p`; waits until caught up.
+    async fn apply(
+        &mut self,
+        client: &async_nats::Client,
+        js: &jetstream::Context,
+        p: u32,
+    ) -> &mut Shard {
+        self.stop = CancellationToken::new();
+        let applier = ShardApplier::start(
+            client.clone(),
+            js.clone(),
+            p,
+            self.dir.path(),
+            self.router.clone(),
+            self.stop.clone(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), applier.caught_up())
+            .await
+            .expect("caught up in time")
+            .expect("caught up");
+        self.applier = Some(applier);
+        self
+    }
+
+    /// Stops the applier and waits for its task.
+    async fn stop_applying(&mut self) {
+        self.stop.cancel();
+        if let Some(a) = self.applier.take() {
+            a.into_task().await.unwrap();
+        }
+    }
+
+    fn applied(&self) -> u64 {
+        self.applier.as_ref().map_or(0, ShardApplier::applied)
+    }
+
+    fn store(&self) -> Store {
+        Store::open_reader(self.dir.path()).unwrap()
+    }
+
+    /// A GET on this shard's own router.
+    async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        let req = Request::get(path)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+async fn submit(
+    log: &Replicator,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let req = WireRequest {
+        method,
+        path: path.to_owned(),
+        headers: vec![
+            ("authorization".into(), format!("Bearer {key}")),
+            ("content-type".into(), "application/json".into()),
+        ],
+        body: if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        },
+    };
+    let res = log.submit(req).await;
+    (
+        res.status,
+        serde_json::from_slice(&res.body).unwrap_or(Value::Null),
+    )
+}
+
+/// Waits until every shard has applied the whole stream.
+async fn settle(js: &jetstream::Context, shards: &[&Shard]) {
+    let mut stream = js.get_stream(registry::STREAM).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    for _ in 0..300 {
+        if shards.iter().all(|s| s.applied() >= last) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the shards did not apply the registry log up to {last}");
+}
+
+/// What the registry writes of [`write_registry`] made.
+#[derive(Debug, Clone)]
+struct Made {
+    key: String,
+    geofence: String,
+    webhook: String,
+    secret: String,
+    shipment: String,
+    token: String,
+    password: String,
+}
+
+/// Writes a tenant, a key, a device, a geofence, a webhook, a shipment, a share link and a
+/// device credential through the log; each answer is the submitter's.
+async fn write_registry(log: &Replicator) -> Made {
+    let (st, t) = submit(
+        log,
+        Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let (st, k) = submit(
+        log,
+        Method::POST,
+        "/v1/tenants/acme/keys",
+        ADMIN,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{k}");
+    let key = k["key"].as_str().unwrap().to_owned();
+    let (st, d) = submit(
+        log,
+        Method::POST,
+        "/v1/devices",
+        &key,
+        json!({"id": "truck-1", "name": "Truck 1", "kind": "truck"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    let fence = json!({"type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [122.2, 40.6]},
+        "properties": {"name": "Yingkou port", "kind": "port", "radius_m": 800}});
+    let (st, g) = submit(log, Method::POST, "/v1/geofences", &key, fence).await;
+    assert_eq!(st, StatusCode::CREATED, "{g}");
+    let geofence = g["id"].as_str().unwrap().to_owned();
+    assert!(geofence.starts_with("gf_"), "a generated id: {geofence}");
+    let (st, w) = submit(
+        log,
+        Method::POST,
+        "/v1/webhooks",
+        &key,
+        json!({"url": "https://example.com/hooks", "events": ["geofence.*"]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    let (st, s) = submit(
+        log,
+        Method::POST,
+        "/v1/shipments",
+        &key,
+        json!({"device": "truck-1", "destination": geofence, "reference": "PO-1"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{s}");
+    let shipment = s["id"].as_str().unwrap().to_owned();
+    let (st, sh) = submit(
+        log,
+        Method::POST,
+        &format!("/v1/shipments/{shipment}/share"),
+        &key,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{sh}");
+    let (st, c) = submit(
+        log,
+        Method::POST,
+        "/v1/devices/truck-1/credentials",
+        &key,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    Made {
+        key,
+        geofence,
+        webhook: w["id"].as_str().unwrap().to_owned(),
+        secret: w["secret"].as_str().unwrap().to_owned(),
+        shipment,
+        token: sh["token"].as_str().unwrap().to_owned(),
+        password: c["password"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Everything a shard answers about what [`write_registry`] made, and the stored rows behind
+/// what no GET shows (key, secrets, token, password: each checked against the one the
+/// submitter was given).
+async fn state_of(shard: &Shard, m: &Made) -> Vec<Value> {
+    let mut out = Vec::new();
+    for path in [
+        "/v1/devices".to_owned(),
+        "/v1/devices/truck-1".to_owned(),
+        "/v1/geofences".to_owned(),
+        format!("/v1/geofences/{}", m.geofence),
+        "/v1/webhooks".to_owned(),
+        format!("/v1/webhooks/{}", m.webhook),
+        "/v1/shipments".to_owned(),
+        format!("/v1/shipments/{}", m.shipment),
+        format!("/v1/shipments/{}/share", m.shipment),
+    ] {
+        let (st, body) = shard.get(&path, &m.key).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {body}");
+        out.push(json!({"path": path, "body": body}));
+    }
+    // The share token opens the shipment (no key).
+    let (st, public) = shard.get(&format!("/v1/public/{}", m.token), "").await;
+    assert_eq!(st, StatusCode::OK, "{public}");
+    out.push(public);
+    let store = shard.store();
+    let tenant = store.get_tenant("acme").unwrap().unwrap();
+    out.push(json!({"tenant_created_ms": tenant.created_ms}));
+    let keys = store.list_api_keys("acme").unwrap();
+    out.push(json!(
+        keys.iter()
+            .map(|k| json!([k.id, k.created_ms]))
+            .collect::<Vec<_>>()
+    ));
+    assert!(
+        store
+            .lookup_key_hash(&KeyHash::of(&m.key))
+            .unwrap()
+            .is_some()
+    );
+    let w = store.webhook(Some("acme"), &m.webhook).unwrap().unwrap();
+    out.push(json!({"secret": w.secret, "previous": w.previous_secret,
+        "until": w.previous_until_ms, "created": w.created_ms, "updated": w.updated_ms}));
+    assert!(
+        store
+            .check_device_credential("acme", "truck-1", m.password.as_bytes())
+            .unwrap(),
+        "the submitter's password works on this shard"
+    );
+    out.push(json!({"credential_ms":
+        store.device_credential_created_ms("acme", "truck-1").unwrap()}));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_the_log_make_the_same_rows_on_every_shard_and_a_later_shard_catches_up() {
+    let nats = Nats::start();
+    let (client, js) = nats.connect().await;
+    let (mut a, mut b) = (Shard::new(false), Shard::new(false));
+    a.apply(&client, &js, 0).await;
+    b.apply(&client, &js, 1).await;
+    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
+        .await
+        .unwrap();
+
+    let made = write_registry(&log).await;
+    settle(&js, &[&a, &b]).await;
+    let on_a = state_of(&a, &made).await;
+    assert_eq!(on_a, state_of(&b, &made).await);
+    // The secret the submitter got is the one stored (on both, as just compared).
+    let stored = a.store().webhook(Some("acme"), &made.webhook).unwrap();
+    assert_eq!(stored.unwrap().secret, made.secret);
+
+    // A third shard, started once all that is in the log, reads it from the start.
+    let mut c = Shard::new(false);
+    c.apply(&client, &js, 2).await;
+    assert_eq!(on_a, state_of(&c, &made).await);
+
+    // Later writes reach all three, in order: a change, then a delete.
+    let (st, d) = submit(
+        &log,
+        Method::PATCH,
+        "/v1/devices/truck-1",
+        &made.key,
+        json!({"name": "Truck one"}),
+    )
+    .await;
+    assert_eq!(
+        (st, d["name"].as_str()),
+        (StatusCode::OK, Some("Truck one"))
+    );
+    let (st, _) = submit(
+        &log,
+        Method::DELETE,
+        &format!("/v1/webhooks/{}", made.webhook),
+        &made.key,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    settle(&js, &[&a, &b, &c]).await;
+    for s in [&a, &b, &c] {
+        let (_, d) = s.get("/v1/devices/truck-1", &made.key).await;
+        assert_eq!(d["name"], "Truck one");
+        let (st, _) = s
+            .get(&format!("/v1/webhooks/{}", made.webhook), &made.key)
+            .await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+    }
+    // A refusal is every shard's answer, and the submitter's.
+    let (st, e) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "name": "again"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_applied_a_second_time_change_nothing() {
+    let nats = Nats::start();
+    let (client, js) = nats.connect().await;
+    let mut a = Shard::new(false);
+    a.apply(&client, &js, 0).await;
+    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 1)
+        .await
+        .unwrap();
+    let made = write_registry(&log).await;
+    // A rotation: the old secret keeps signing for a day.
+    let (st, r) = submit(
+        &log,
+        Method::POST,
+        &format!("/v1/webhooks/{}/rotate-secret", made.webhook),
+        &made.key,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let (st, _) = submit(
+        &log,
+        Method::PATCH,
+        &format!("/v1/shipments/{}", made.shipment),
+        &made.key,
+        json!({"reference": "PO-2"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    settle(&js, &[&a]).await;
+    let before = state_of(&a, &made).await;
+    let w = a
+        .store()
+        .webhook(Some("acme"), &made.webhook)
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.previous_secret.as_deref(), Some(made.secret.as_str()));
+
+    // As if the shard had crashed after applying every entry but before recording any: the
+    // whole log is applied again.
+    a.stop_applying().await;
+    let applied = Store::open(a.dir.path())
+        .unwrap()
+        .registry_applied_seq()
+        .unwrap();
+    assert_eq!(applied, 10, "eight writes, a rotation, a change");
+    Store::open(a.dir.path())
+        .unwrap()
+        .set_registry_applied_seq(0, now_ms())
+        .unwrap();
+    a.apply(&client, &js, 0).await;
+    assert_eq!(a.applied(), applied);
+    assert_eq!(before, state_of(&a, &made).await);
+    let (_, devices) = a.get("/v1/devices", &made.key).await;
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 1, "{devices}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_on_one_shard_answers_the_write_when_the_others_refuse_it() {
+    let nats = Nats::start();
+    let (client, js) = nats.connect().await;
+    // Devices known from telemetry alone (auto-registration), as in a partition's shard.
+    let (mut a, mut b) = (Shard::new(true), Shard::new(true));
+    a.apply(&client, &js, 0).await;
+    b.apply(&client, &js, 1).await;
+    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
+        .await
+        .unwrap();
+    let (st, _) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    // A reading of an unregistered device reaches its partition's shard only (b here).
+    b.tracker
+        .call(|core| {
+            let reading = Reading::at(now_ms()).with_position(122.2, 40.6);
+            core.apply(
+                "acme",
+                "ghost",
+                &[reading],
+                now_ms(),
+                &mut Output::default(),
+            )
+            .unwrap();
+        })
+        .await
+        .unwrap();
+    // Deleting it: a 404 on a, a 204 on b; the write happened, and the client is told so.
+    let (st, body) = submit(
+        &log,
+        Method::DELETE,
+        "/v1/devices/ghost?tenant=acme",
+        ADMIN,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    // A device no shard knows: every shard's 404, once both have answered.
+    let (st, body) = submit(
+        &log,
+        Method::DELETE,
+        "/v1/devices/nobody?tenant=acme",
+        ADMIN,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_shard_the_submitter_gets_a_503_saying_the_write_is_logged() {
+    let nats = Nats::start();
+    let (client, js) = nats.connect().await;
+    let log = Replicator::start(client.clone(), js.clone(), "lonely", 1)
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(1));
+    let (st, body) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "registry_timeout", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("will be applied"),
+        "{body}"
+    );
+    // A shard started now applies it.
+    let mut a = Shard::new(false);
+    a.apply(&client, &js, 0).await;
+    assert!(a.store().get_tenant("acme").unwrap().is_some());
+    // A body over the server's max_payload is refused before the log.
+    let big = json!({"id": "big", "name": "x".repeat(2 << 20)});
+    let (st, body) = submit(&log, Method::POST, "/v1/tenants", ADMIN, big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // And an instance id that cannot be a subject token is refused.
+    assert!(
+        Replicator::start(client, js, "a.b", 1).await.is_err(),
+        "a dot would split the response subject"
+    );
+}
