@@ -379,8 +379,9 @@ impl Progress {
 /// and a repeated delivery is skipped (its sequence is not above the applied one).
 ///
 /// An entry is applied, then its sequence recorded, in two transactions (the router commits
-/// on its own): a crash between them applies the entry again on restart (at-least-once).
-/// That is harmless: a repeated entry has the same seed and time, so it makes the same ids,
+/// on its own): a crash between them applies that entry again on restart (at-least-once; only
+/// the last entry applied, since each is recorded before the next is applied). That is
+/// harmless: a repeated entry has the same seed and time, so it makes the same ids,
 /// keys and rows: a repeated create is a 409 conflict (the row exists), not a copy; a
 /// repeated PATCH, PUT or share writes the same values again; a repeated delete is a 404; a
 /// repeated secret rotation keeps the old secret (the API checks); a repeated replay queues
@@ -475,12 +476,17 @@ impl Applier {
         let Some(mut stream) = self.wait_for_stream().await else {
             return Ok(());
         };
-        let target = stream
+        let state = &stream
             .info()
             .await
             .context("reading the registry stream's state")?
-            .state
-            .last_sequence;
+            .state;
+        // An emptied stream (purged) has a last sequence but nothing left to apply.
+        let target = if state.messages == 0 {
+            0
+        } else {
+            state.last_sequence
+        };
         self.progress.send_modify(|p| p.target = Some(target));
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
