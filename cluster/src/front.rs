@@ -256,10 +256,7 @@ impl Front {
                 })
                 .await
             }
-            Route::Positions => {
-                self.merged(self.everywhere(wire), key, merge::positions)
-                    .await
-            }
+            Route::Positions => self.positions(wire, key).await,
             Route::Events => self.events(wire, key).await,
             Route::Visits => self.visits(wire, key).await,
         }
@@ -369,25 +366,21 @@ impl Front {
         key: Option<&KeyHash>,
         merge: impl FnOnce(&[(u32, Value)]) -> Result<Value, MergeError>,
     ) -> Result<WireResponse, WireResponse> {
+        let answers = self.gathered(reqs, key).await?;
+        merged_json(answers, merge)
+    }
+
+    /// Every partition's 200 answer to `reqs`; else (as `Err`) the answer to give: the 503
+    /// naming the partitions that did not answer, or the first answer that is not a 200.
+    async fn gathered(
+        &self,
+        reqs: Vec<(u32, WireRequest)>,
+        key: Option<&KeyHash>,
+    ) -> Result<Vec<(u32, WireResponse)>, WireResponse> {
         let answers = self.all_answered(reqs, key).await?;
-        if let Some((_, res)) = answers.iter().find(|(_, r)| r.status != StatusCode::OK) {
-            return Ok(res.clone());
-        }
-        let mut pages = Vec::with_capacity(answers.len());
-        for (p, res) in answers {
-            match serde_json::from_slice::<Value>(&res.body) {
-                Ok(v) => pages.push((p, v)),
-                Err(e) => {
-                    return Err(merge_failed(&MergeError {
-                        partition: p,
-                        why: e.to_string(),
-                    }));
-                }
-            }
-        }
-        match merge(&pages) {
-            Ok(v) => Ok(WireResponse::json(StatusCode::OK, &v)),
-            Err(e) => Err(merge_failed(&e)),
+        match answers.iter().find(|(_, r)| r.status != StatusCode::OK) {
+            Some((_, res)) => Err(res.clone()),
+            None => Ok(answers),
         }
     }
 
@@ -449,48 +442,35 @@ impl Front {
         wire: &WireRequest,
         key: Option<&KeyHash>,
     ) -> Result<WireResponse, WireResponse> {
-        let answers = self.all_answered(self.everywhere(wire), key).await?;
-        if let Some((_, res)) = answers.iter().find(|(_, r)| r.status != StatusCode::OK) {
-            return Ok(res.clone());
-        }
+        let answers = self.gathered(self.everywhere(wire), key).await?;
         let csv = answers
             .first()
             .and_then(|(_, r)| r.header("content-type"))
             .is_some_and(|c| c.starts_with("text/csv"));
         if !csv {
-            return self.merged_bodies(answers, merge::visits);
+            return merged_json(answers, merge::visits);
         }
         let pages: Vec<(u32, &[u8])> = answers.iter().map(|(p, r)| (*p, &r.body[..])).collect();
-        match merge::visits_csv(&pages) {
-            Ok(body) => {
-                let mut res = answers[0].1.clone();
-                res.body = body.into();
-                Ok(res)
-            }
-            Err(e) => Err(merge_failed(&e)),
-        }
+        let body = merge::visits_csv(&pages).map_err(|e| merge_failed(&e))?;
+        let mut res = answers[0].1.clone();
+        res.body = body.into();
+        Ok(res)
     }
 
-    fn merged_bodies(
+    /// `/v1/positions`: the Features of every partition, as bytes (not re-encoded).
+    async fn positions(
         &self,
-        answers: Vec<(u32, WireResponse)>,
-        merge: impl FnOnce(&[(u32, Value)]) -> Result<Value, MergeError>,
+        wire: &WireRequest,
+        key: Option<&KeyHash>,
     ) -> Result<WireResponse, WireResponse> {
-        let mut pages = Vec::with_capacity(answers.len());
-        for (p, res) in answers {
-            match serde_json::from_slice::<Value>(&res.body) {
-                Ok(v) => pages.push((p, v)),
-                Err(e) => {
-                    return Err(merge_failed(&MergeError {
-                        partition: p,
-                        why: e.to_string(),
-                    }));
-                }
-            }
-        }
-        merge(&pages)
-            .map(|v| WireResponse::json(StatusCode::OK, &v))
-            .map_err(|e| merge_failed(&e))
+        let answers = self.gathered(self.everywhere(wire), key).await?;
+        let pages: Vec<(u32, &[u8])> = answers.iter().map(|(p, r)| (*p, &r.body[..])).collect();
+        let body = merge::positions(&pages).map_err(|e| merge_failed(&e))?;
+        Ok(WireResponse {
+            status: StatusCode::OK,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        })
     }
 
     /// The partition of device `id` of the request's tenant, when the front knows the tenant.
@@ -582,6 +562,26 @@ fn unavailable(missing: &[Missing]) -> WireResponse {
     let mut res = WireResponse::json(StatusCode::SERVICE_UNAVAILABLE, &body);
     res.headers.push(("retry-after".into(), "1".into()));
     res
+}
+
+/// The 200 JSON bodies of `answers` merged by `merge`.
+fn merged_json(
+    answers: Vec<(u32, WireResponse)>,
+    merge: impl FnOnce(&[(u32, Value)]) -> Result<Value, MergeError>,
+) -> Result<WireResponse, WireResponse> {
+    let mut pages = Vec::with_capacity(answers.len());
+    for (p, res) in answers {
+        let v = serde_json::from_slice::<Value>(&res.body).map_err(|e| {
+            merge_failed(&MergeError {
+                partition: p,
+                why: e.to_string(),
+            })
+        })?;
+        pages.push((p, v));
+    }
+    merge(&pages)
+        .map(|v| WireResponse::json(StatusCode::OK, &v))
+        .map_err(|e| merge_failed(&e))
 }
 
 fn merge_failed(e: &MergeError) -> WireResponse {

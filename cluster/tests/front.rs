@@ -201,6 +201,16 @@ async fn call(
     (status, v, headers)
 }
 
+/// The body of `GET path`, as bytes.
+async fn raw(router: &Router, path: &str) -> axum::body::Bytes {
+    let req = Request::get(path)
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap().to_bytes()
+}
+
 async fn get(router: &Router, path: &str) -> (StatusCode, Value) {
     let (s, v, _) = call(router, "GET", path, KEY, None).await;
     (s, v)
@@ -362,6 +372,8 @@ async fn merged_lists_positions_and_events_equal_the_single_node_answers() {
     assert_eq!(s, StatusCode::OK, "{merged}");
     assert_eq!(merged["features"].as_array().unwrap().len(), 10);
     assert_eq!(merged, get(single, bbox).await.1);
+    // Byte for byte: the Features are copied, not re-encoded.
+    assert_eq!(raw(&c.front, bbox).await, raw(single, bbox).await);
     // A smaller box, devices of both partitions in it.
     let small = "/v1/positions?bbox=121.5025,31.2,121.5065,31.21";
     let (_, m) = get(&c.front, small).await;
@@ -493,5 +505,76 @@ async fn a_partition_nobody_serves_is_named_in_a_503() {
     // Outside /v1 with no local router: a JSON 404.
     let (s, _, _) = call(&c.front, "GET", "/healthz", KEY, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    c.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipments_and_a_geofences_devices_come_from_their_devices_partitions() {
+    let c = cluster().await;
+    let single = &c.single.router;
+    // A geofence around the first five trucks, through the front (every shard stores it).
+    let fence = json!({"type": "Feature", "id": "yard", "properties": {"name": "Yard", "kind": "depot", "confirm_seconds": 0},
+        "geometry": {"type": "Polygon", "coordinates": [[[121.499, 31.199], [121.5045, 31.199],
+            [121.5045, 31.2032], [121.499, 31.2032], [121.499, 31.199]]]}});
+    let (s, v, _) = call(&c.front, "POST", "/v1/geofences", KEY, Some(fence)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Every shard has it: a read of it is answered by any one.
+    let (s, v) = get(&c.front, "/v1/geofences/yard").await;
+    assert_eq!((s, &v["id"]), (StatusCode::OK, &json!("yard")));
+    // Positions reach the fence on the next reading.
+    for i in 0..5 {
+        let id = format!("truck-{i:02}");
+        let (lon, lat) = (121.5 + 0.001 * i as f64, 31.2 + 0.0007 * i as f64);
+        let ts = T0 + 100_000 + i;
+        c.single.fix(&id, lon, lat, ts).await;
+        c.shards[part("acme", &id) as usize]
+            .fix(&id, lon, lat, ts)
+            .await;
+    }
+    let inside = "/v1/geofences/yard/devices?limit=2";
+    let merged = all_pages(&c.front, inside, "devices", "next").await;
+    assert_eq!(merged.len(), 5, "{merged:?}");
+    assert_eq!(merged, all_pages(single, inside, "devices", "next").await);
+
+    // Shipments, one per truck, through the front.
+    for i in 0..12 {
+        let body = json!({"id": format!("SHP-{i:02}"), "device": format!("truck-{i:02}"),
+            "destination": {"lat": 31.3, "lon": 121.6}});
+        let (s, v, _) = call(&c.front, "POST", "/v1/shipments", KEY, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    // `updated_at` is each API's own clock at the write (the replicated log gives the shards
+    // one time; this test's stand-in does not).
+    let timeless = |mut v: Value| {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("updated_at");
+        }
+        v
+    };
+    let merged = all_pages(&c.front, "/v1/shipments?limit=5", "shipments", "next").await;
+    assert_eq!(merged.len(), 12);
+    let alone = all_pages(single, "/v1/shipments?limit=5", "shipments", "next").await;
+    assert_eq!(
+        merged.into_iter().map(timeless).collect::<Vec<_>>(),
+        alone.into_iter().map(timeless).collect::<Vec<_>>()
+    );
+    for i in [0, 5, 11] {
+        for path in [
+            format!("/v1/shipments/SHP-{i:02}"),
+            format!("/v1/shipments/SHP-{i:02}/eta"),
+        ] {
+            let (s, v) = get(&c.front, &path).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {v}");
+            assert_eq!(timeless(v), timeless(get(single, &path).await.1), "{path}");
+        }
+        // Only the shard of the shipment's device answers it.
+        let other = &c.shards[1 - part("acme", &format!("truck-{i:02}")) as usize].router;
+        let (s, _) = get(other, &format!("/v1/shipments/SHP-{i:02}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        get(&c.front, "/v1/shipments/SHP-99").await.0,
+        StatusCode::NOT_FOUND
+    );
     c.stop.cancel();
 }

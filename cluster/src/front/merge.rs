@@ -13,6 +13,9 @@
 //!   one number per partition ([`EventCursor`]).
 //! - `/v1/reports/geofence-visits`: every visit, by entry time.
 
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// A shard's answer that is not what the merge expects (a bug or a version mismatch).
@@ -121,22 +124,53 @@ pub fn nearby(pages: &[(u32, Value)], limit: usize) -> Result<Value, MergeError>
 }
 
 /// One FeatureCollection of every partition's Features, by tenant then device id (a single
-/// node lists one tenant's by id).
-pub fn positions(pages: &[(u32, Value)]) -> Result<Value, MergeError> {
-    let mut all: Vec<((String, String), &Value)> = Vec::new();
+/// node lists one tenant's by id). The Features are copied as the shards wrote them, not
+/// re-encoded (a province box is megabytes): the merged document is byte for byte the one a
+/// single node writes for a tenant's key.
+pub fn positions(pages: &[(u32, &[u8])]) -> Result<Vec<u8>, MergeError> {
+    #[derive(serde::Deserialize)]
+    struct Collection<'a> {
+        #[serde(borrow)]
+        features: Vec<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(borrow)]
+        properties: Props<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Props<'a> {
+        #[serde(borrow)]
+        tenant: Cow<'a, str>,
+    }
+    // ((tenant, id), the Feature's bytes)
+    type Keyed<'a> = ((Cow<'a, str>, Cow<'a, str>), &'a RawValue);
+    let mut all: Vec<Keyed<'_>> = Vec::new();
+    let mut bytes = 0;
     for (p, body) in pages {
-        for f in items(*p, body, "features")? {
-            let id = f.get("id").and_then(Value::as_str);
-            let tenant = f.pointer("/properties/tenant").and_then(Value::as_str);
-            let (Some(id), Some(tenant)) = (id, tenant) else {
-                return Err(bad(*p, "a Feature without id or properties.tenant"));
-            };
-            all.push(((tenant.to_owned(), id.to_owned()), f));
+        let c: Collection<'_> = serde_json::from_slice(body)
+            .map_err(|e| bad(*p, format!("not a FeatureCollection: {e}")))?;
+        bytes += body.len();
+        for f in c.features {
+            let h: Head<'_> = serde_json::from_str(f.get())
+                .map_err(|_| bad(*p, "a Feature without id or properties.tenant"))?;
+            all.push(((h.properties.tenant, h.id), f));
         }
     }
+    // Each page is already in order for one tenant: a nearly sorted run merge.
     all.sort_by(|a, b| a.0.cmp(&b.0));
-    let features: Vec<Value> = all.into_iter().map(|(_, f)| f.clone()).collect();
-    Ok(json!({"type": "FeatureCollection", "features": features}))
+    let mut out = Vec::with_capacity(bytes + 64);
+    out.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
+    for (i, (_, f)) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(f.get().as_bytes());
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }
 
 /// `{"visits": [...]}` of every partition, by entry time (a partition's own order for ties).
@@ -435,33 +469,32 @@ mod tests {
     }
 
     #[test]
-    fn positions_are_one_collection_by_tenant_and_id() {
+    fn positions_are_one_collection_by_tenant_and_id_copied_byte_for_byte() {
         let f = |t: &str, id: &str| {
-            json!({"type": "Feature", "id": id, "geometry": {"type": "Point", "coordinates": [1.0, 2.0]},
-                "properties": {"tenant": t}})
+            format!(
+                r#"{{"type":"Feature","id":"{id}","geometry":{{"type":"Point","coordinates":[1.5,-2.25]}},"properties":{{"tenant":"{t}","online":true,"speed_kmh":null,"geofences":["g\"1"]}}}}"#
+            )
         };
-        let fc = |fs: Vec<Value>| json!({"type": "FeatureCollection", "features": fs});
-        let pages = vec![
-            (0, fc(vec![f("b", "1"), f("a", "3")])),
-            (1, fc(vec![f("a", "2")])),
-            (2, fc(vec![])),
-        ];
-        let v = positions(&pages).unwrap();
-        assert_eq!(v["type"], "FeatureCollection");
-        let got: Vec<String> = v["features"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                format!(
-                    "{}/{}",
-                    f["properties"]["tenant"].as_str().unwrap(),
-                    f["id"].as_str().unwrap()
-                )
-            })
-            .collect();
-        assert_eq!(got, ["a/2", "a/3", "b/1"]);
-        assert_eq!(v["features"][0], f("a", "2"));
+        let fc = |fs: Vec<String>| {
+            format!(
+                r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+                fs.join(",")
+            )
+        };
+        let p0 = fc(vec![f("b", "1"), f("a", "3")]);
+        let p1 = fc(vec![f("a", "2")]);
+        let p2 = fc(vec![]);
+        let pages = vec![(0, p0.as_bytes()), (1, p1.as_bytes()), (2, p2.as_bytes())];
+        let out = positions(&pages).unwrap();
+        let want = fc(vec![f("a", "2"), f("a", "3"), f("b", "1")]);
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        // Valid JSON, as a single node writes it.
+        let v: Value = serde_json::from_str(&want).unwrap();
+        assert_eq!(v["features"][0]["properties"]["geofences"][0], "g\"1");
+        assert_eq!(positions(&[(0, p2.as_bytes())]).unwrap(), p2.as_bytes());
+        let e = positions(&[(0, p0.as_bytes()), (4, br#"{"features":[{"id":"x"}]}"#)]).unwrap_err();
+        assert_eq!(e.partition, 4);
+        assert_eq!(positions(&[(5, b"[1,2")]).unwrap_err().partition, 5);
     }
 
     fn ev(id: &str, ts: &str) -> Value {
