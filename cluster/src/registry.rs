@@ -25,6 +25,21 @@
 //! Since every shard applies the same entries in the same order with the same seed and time,
 //! every shard's store holds the same registry rows, and a shard started later (a new owner
 //! of a partition, rebuilt from NATS) reads the log from its start and reaches the same state.
+//! A replicated entry also skips the per-key rate on the shards (the API does that), so that
+//! no shard refuses with a 429 what another applies.
+//!
+//! What stays a partition's own, by design (it derives from the partition's telemetry, which
+//! only its shard has): events, and so webhook deliveries (each shard delivers the events of
+//! its own partition; a webhook's `start_seq` and health are per shard; a replay queues each
+//! shard's own events, and its answer's `queued` is one shard's count); a device's and a
+//! shipment's live state in an answer (the first success may come from a shard that does not
+//! own the device: no position there); and the `status` a `PATCH /v1/shipments/{id}` without
+//! `status` stores, which keeps the local tracker's progress (in transit, arrived: the owner's
+//! is the real one, other shards keep what they had; every value is an active status, so the
+//! active-shipment quota counts the same everywhere, and a rebuilt owner merges the stored
+//! status with the one its replay reaches). Delivery ids (`dlv_N`) are numbered per shard, so
+//! `POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry` must go to the shard whose delivery
+//! it is, not through this log.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
