@@ -11,7 +11,8 @@
 //! - Lists (`/v1/devices`, `/v1/shipments`, a geofence's devices), `/v1/positions`,
 //!   `/v1/devices/nearby`, `/v1/events`, `/v1/reports/geofence-visits`: every partition,
 //!   merged as one node would answer ([`merge`]), pagination kept (`/v1/events` pages by a
-//!   composite cursor over the partitions).
+//!   composite cursor over the partitions); a webhook's deliveries (each partition's webhook
+//!   engine delivers its own partition's events) likewise, by queue time.
 //! - Everything else under `/v1` (geofences, webhooks: every shard holds the whole registry):
 //!   one partition, the next one if nobody serves it.
 //! - `/v1/stream` (SSE) is not available in cluster mode yet: 501 pointing at `/v1/events`.
@@ -133,6 +134,8 @@ enum Route {
     Nearby,
     Positions,
     Events,
+    /// A webhook's deliveries: every partition's engine delivers its own events.
+    Deliveries,
     Visits,
     /// Any one partition (every shard holds the whole registry).
     One,
@@ -157,6 +160,7 @@ fn classify(path: &str) -> Route {
         ["positions"] => Route::Positions,
         ["events"] => Route::Events,
         ["reports", "geofence-visits"] => Route::Visits,
+        ["webhooks", id, "deliveries"] if !id.is_empty() => Route::Deliveries,
         _ => Route::One,
     }
 }
@@ -258,6 +262,7 @@ impl Front {
             }
             Route::Positions => self.positions(wire, key).await,
             Route::Events => self.events(wire, key).await,
+            Route::Deliveries => self.deliveries(wire, key).await,
             Route::Visits => self.visits(wire, key).await,
         }
     }
@@ -433,6 +438,36 @@ impl Front {
             })
             .collect();
         self.merged(reqs, key, |pages| merge::events(pages, &from, limit))
+            .await
+    }
+
+    /// `/v1/webhooks/{id}/deliveries`: each partition after its own cursor, merged.
+    async fn deliveries(
+        &self,
+        wire: &WireRequest,
+        key: Option<&KeyHash>,
+    ) -> Result<WireResponse, WireResponse> {
+        let given = query(&wire.path, "next");
+        let Some(from) = EventCursor::parse(given.as_deref(), self.partitions) else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!(
+                    "next: {:?} is not a cursor of this cluster's delivery list",
+                    given.unwrap_or_default()
+                ),
+            ));
+        };
+        let limit = query_usize(&wire.path, "limit").unwrap_or(100);
+        let reqs = (0..self.partitions)
+            .map(|p| {
+                let mut w = wire.clone();
+                let after = merge::page_cursor(&[from.0[p as usize].to_string()]);
+                w.path = with_query(&wire.path, &["next"], ("next", &after));
+                (p, w)
+            })
+            .collect();
+        self.merged(reqs, key, |pages| merge::deliveries(pages, &from, limit))
             .await
     }
 
@@ -669,6 +704,7 @@ mod tests {
         assert_eq!(classify("/v1/geofences/g"), Route::One);
         assert_eq!(classify("/v1/geofences"), Route::One);
         assert_eq!(classify("/v1/webhooks"), Route::One);
+        assert_eq!(classify("/v1/webhooks/w/deliveries"), Route::Deliveries);
         assert_eq!(classify("/v1/positions"), Route::Positions);
         assert_eq!(classify("/v1/events"), Route::Events);
         assert_eq!(classify("/v1/reports/geofence-visits"), Route::Visits);

@@ -11,6 +11,8 @@
 //!   from the partitions' pages in time order (a k-way merge of the heads, so each
 //!   partition's share is a prefix of its page, in its own order) and the cursor is composite:
 //!   one number per partition ([`EventCursor`]).
+//! - `/v1/webhooks/{id}/deliveries`: as events, by queue time, the composite cursor made of
+//!   each partition's last delivery number.
 //! - `/v1/reports/geofence-visits`: every visit, by entry time.
 
 use std::borrow::Cow;
@@ -256,14 +258,8 @@ pub fn events(
     from: &EventCursor,
     limit: usize,
 ) -> Result<Value, MergeError> {
-    struct Lane<'a> {
-        slot: usize,
-        events: &'a [Value],
-        cursors: Vec<i64>,
-        next: usize,
-    }
     let mut lanes = Vec::new();
-    for (slot, (p, body)) in pages.iter().enumerate() {
+    for (p, body) in pages {
         let events = items(*p, body, "events")?;
         let cursors: Vec<i64> = items(*p, body, "cursors")?
             .iter()
@@ -273,40 +269,105 @@ pub fn events(
         if cursors.len() != events.len() {
             return Err(bad(*p, "not one cursor per event"));
         }
-        for e in events {
-            if e.get("ts").and_then(Value::as_str).is_none() {
-                return Err(bad(*p, "an event without ts"));
-            }
-        }
-        lanes.push(Lane {
-            slot,
-            events,
-            cursors,
-            next: 0,
-        });
+        lanes.push(Lane::new(*p, events, cursors, "ts")?);
     }
+    let (out, cursor, _) = k_way(lanes, from, limit)?;
+    Ok(json!({"events": out, "next": cursor.to_string()}))
+}
+
+/// One page of at most `limit` deliveries of a webhook (each partition's engine delivers its
+/// own partition's events) from each partition's page after `from` (a delivery's cursor is
+/// the number of its id, `dlv_N`), by queue time, and the composite cursor of the next page:
+/// `null` when no partition has more.
+pub fn deliveries(
+    pages: &[(u32, Value)],
+    from: &EventCursor,
+    limit: usize,
+) -> Result<Value, MergeError> {
+    let mut lanes = Vec::new();
+    let mut more = false;
+    for (p, body) in pages {
+        let list = items(*p, body, "deliveries")?;
+        let cursors: Vec<i64> = list
+            .iter()
+            .map(|d| {
+                let id = d.get("id").and_then(Value::as_str)?;
+                id.strip_prefix("dlv_")?.parse().ok()
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(*p, "a delivery whose id is not dlv_N"))?;
+        more |= body.get("next").is_some_and(|n| !n.is_null());
+        lanes.push(Lane::new(*p, list, cursors, "queued_at")?);
+    }
+    let (out, cursor, left) = k_way(lanes, from, limit)?;
+    let next = (more || left).then(|| cursor.to_string());
+    Ok(json!({"deliveries": out, "next": next}))
+}
+
+/// One partition's page in a [`k_way`] merge.
+struct Lane<'a> {
+    items: &'a [Value],
+    /// The cursor after each item.
+    cursors: Vec<i64>,
+    /// The time member items are merged by (RFC 3339, one format: compared as text).
+    time: &'static str,
+    next: usize,
+}
+
+impl<'a> Lane<'a> {
+    fn new(
+        p: u32,
+        items: &'a [Value],
+        cursors: Vec<i64>,
+        time: &'static str,
+    ) -> Result<Lane<'a>, MergeError> {
+        if items
+            .iter()
+            .any(|i| i.get(time).and_then(Value::as_str).is_none())
+        {
+            return Err(bad(p, format!("an item without {time}")));
+        }
+        Ok(Lane {
+            items,
+            cursors,
+            time,
+            next: 0,
+        })
+    }
+
+    fn head_time(&self) -> &str {
+        self.items[self.next][self.time].as_str().unwrap_or("")
+    }
+}
+
+/// Takes up to `limit` items from the lanes (one per partition, in partition order), each
+/// time the earliest head (ties: the lower partition), so each lane's share is a prefix of it;
+/// returns them, the cursor after them, and whether items were left.
+fn k_way(
+    mut lanes: Vec<Lane<'_>>,
+    from: &EventCursor,
+    limit: usize,
+) -> Result<(Vec<Value>, EventCursor, bool), MergeError> {
     if from.0.len() != lanes.len() {
         return Err(bad(0, "a cursor of another number of partitions"));
     }
     let mut cursor = from.clone();
     let mut out = Vec::new();
     while out.len() < limit {
-        // The earliest head; ties go to the lower partition.
         let best = lanes
             .iter()
-            .filter(|l| l.next < l.events.len())
-            .min_by(|a, b| {
-                let ts = |l: &Lane| l.events[l.next]["ts"].as_str().unwrap_or("").to_owned();
-                ts(a).cmp(&ts(b)).then(a.slot.cmp(&b.slot))
-            })
-            .map(|l| l.slot);
+            .enumerate()
+            .filter(|(_, l)| l.next < l.items.len())
+            .min_by(|(i, a), (j, b)| a.head_time().cmp(b.head_time()).then(i.cmp(j)))
+            .map(|(i, _)| i);
         let Some(slot) = best else { break };
         let lane = &mut lanes[slot];
-        out.push(lane.events[lane.next].clone());
+        out.push(lane.items[lane.next].clone());
         cursor.0[slot] = lane.cursors[lane.next];
         lane.next += 1;
     }
-    Ok(json!({"events": out, "next": cursor.to_string()}))
+    let left = lanes.iter().any(|l| l.next < l.items.len());
+    Ok((out, cursor, left))
 }
 
 #[cfg(test)]
@@ -589,6 +650,53 @@ mod tests {
         assert_eq!(e.partition, 0);
         let mismatch = json!({"events": [ev("a", "2026-01-01T00:00:00.000Z")], "cursors": []});
         assert!(events(&[(0, mismatch)], &EventCursor(vec![0]), 5).is_err());
+    }
+
+    #[test]
+    fn deliveries_merge_by_queue_time_with_a_composite_cursor_until_none_is_left() {
+        let d = |n: i64, at: &str| json!({"id": format!("dlv_{n}"), "queued_at": at});
+        let pages = vec![
+            (
+                0,
+                json!({"deliveries": [d(4, "2026-01-01T00:00:02Z"), d(9, "2026-01-01T00:00:04Z")], "next": null}),
+            ),
+            (
+                1,
+                json!({"deliveries": [d(4, "2026-01-01T00:00:01Z"), d(5, "2026-01-01T00:00:03Z")], "next": "x"}),
+            ),
+        ];
+        let from = EventCursor::parse(None, 2).unwrap();
+        let v = deliveries(&pages, &from, 3).unwrap();
+        let at: Vec<&str> = v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["queued_at"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            at,
+            [
+                "2026-01-01T00:00:01Z",
+                "2026-01-01T00:00:02Z",
+                "2026-01-01T00:00:03Z"
+            ]
+        );
+        assert_eq!(v["next"], "c4.5");
+        // All taken, but partition 1 has more: a cursor; none anywhere: null.
+        let v = deliveries(&pages, &from, 10).unwrap();
+        assert_eq!(v["next"], "c9.5");
+        let last = vec![
+            (0, json!({"deliveries": [], "next": null})),
+            (
+                1,
+                json!({"deliveries": [d(7, "2026-01-01T00:00:09Z")], "next": null}),
+            ),
+        ];
+        let v = deliveries(&last, &EventCursor(vec![9, 5]), 10).unwrap();
+        assert_eq!(v["next"], Value::Null);
+        assert_eq!(v["deliveries"].as_array().unwrap().len(), 1);
+        let odd = vec![(0, json!({"deliveries": [{"id": "x", "queued_at": "t"}]}))];
+        assert!(deliveries(&odd, &EventCursor(vec![0]), 5).is_err());
     }
 
     #[test]
