@@ -253,7 +253,10 @@ impl Replicator {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "registry_unavailable",
-                    format!("the write was not taken: {why}; nothing was changed"),
+                    format!(
+                        "the registry log did not confirm the write ({why}); if it was stored \
+                         nonetheless it will be applied: look before repeating it"
+                    ),
                 );
             }
         };

@@ -581,6 +581,18 @@ async fn without_a_shard_the_submitter_gets_a_503_saying_the_write_is_logged() {
     let big = json!({"id": "big", "name": "x".repeat(2 << 20)});
     let (st, body) = submit(&log, Method::POST, "/v1/tenants", ADMIN, big).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // No registry log at all (JetStream does not take the entry): a 503 saying so.
+    js.delete_stream(registry::STREAM).await.unwrap();
+    let (st, body) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "initech", "name": "Initech"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "registry_unavailable", "{body}");
     // And an instance id that cannot be a subject token is refused.
     assert!(
         Replicator::start(client, js, "a.b", 1).await.is_err(),
