@@ -181,8 +181,9 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `nodes` nats-servers (1: a single server; more: one cluster) under `dir`, each with
     /// JetStream (store under `dir/n{i}/store`), MQTT and the mapping for `partitions`, and waits
-    /// until they are ready: JetStream enabled (`/healthz?js-enabled-only=true`) and, for a
-    /// cluster, a JetStream meta leader known to every node and `/healthz` green on each.
+    /// until they are ready: JetStream enabled (`/healthz?js-enabled-only=true`), the MQTT port
+    /// open and, for a cluster, a JetStream meta leader known to every node, each current with
+    /// it (`/healthz?js-server-only=true`).
     pub fn start(dir: &Path, nodes: usize, partitions: u32) -> NatsCluster {
         assert!(nodes >= 1, "a NATS cluster needs at least one node");
         // Hold every port until all are chosen so no two are the same.
@@ -350,7 +351,12 @@ impl NatsCluster {
                 Some((200, _)) if !clustered => true,
                 Some((200, _)) => {
                     self.meta_leader(i).is_some()
-                        && matches!(self.monitor(i, "/healthz"), Some((200, _)))
+                        // Not the full /healthz: after a restart it stays red while a
+                        // consumer of the node's previous MQTT session catches up.
+                        && matches!(
+                            self.monitor(i, "/healthz?js-server-only=true"),
+                            Some((200, _))
+                        )
                 }
                 _ => false,
             } && TcpStream::connect(("127.0.0.1", self.mqtt_port(i))).is_ok();
