@@ -31,12 +31,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_nats::RequestErrorKind;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use landport_store::KeyHash;
 use serde_json::{Value, json};
@@ -279,33 +279,58 @@ impl Front {
         wire: &WireRequest,
         key: Option<&KeyHash>,
     ) -> Result<WireResponse, Missing> {
-        let (h, payload) = wire.to_nats();
-        let request = async_nats::Request::new()
-            .headers(h)
-            .payload(payload)
-            .timeout(Some(self.settings.timeout));
-        let msg = match self.client.send_request(subject(p), request).await {
-            Ok(msg) => msg,
-            Err(e) => {
-                if !matches!(
-                    e.kind(),
-                    RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
-                ) {
-                    tracing::warn!(partition = p, error = %e, "asking a partition");
-                }
-                return Err(Missing(p));
-            }
-        };
-        match WireResponse::from_nats(msg.headers.as_ref(), msg.payload) {
+        match self.exchange(p, wire).await {
             Ok(res) => {
                 self.learn(key, &res);
                 Ok(res)
             }
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "a partition's answer is no HTTP response");
+            Err(why) => {
+                if let Some(why) = why {
+                    tracing::warn!(partition = p, error = %why, "asking a partition");
+                }
                 Err(Missing(p))
             }
         }
+    }
+
+    /// Sends `wire` to partition `p` and reads its answer, in one message or several
+    /// ([`crate::serve::messages`]), all within the timeout. `Err(None)`: nobody answered
+    /// (no responders, or not in time); `Err(Some(why))`: something worth a log line.
+    async fn exchange(&self, p: u32, wire: &WireRequest) -> Result<WireResponse, Option<String>> {
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let inbox = self.client.new_inbox();
+        let mut sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| Some(e.to_string()))?;
+        let (h, payload) = wire.to_nats();
+        self.client
+            .publish_with_reply_and_headers(subject(p), inbox, h, payload)
+            .await
+            .map_err(|e| Some(e.to_string()))?;
+        let first = next_message(&mut sub, deadline).await?;
+        let chunks = first
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::serve::CHUNKS))
+            .and_then(|v| v.as_str().parse::<usize>().ok())
+            .unwrap_or(1);
+        let mut res = WireResponse::from_nats(first.headers.as_ref(), first.payload)
+            .map_err(|e| Some(format!("an answer that is no HTTP response: {e}")))?;
+        if chunks > 1 {
+            let mut body = bytes::BytesMut::from(&res.body[..]);
+            for _ in 1..chunks {
+                let m = next_message(&mut sub, deadline).await?;
+                if body.len() + m.payload.len() > crate::serve::MAX_RESPONSE_BYTES {
+                    return Err(Some("an answer larger than a partition sends".to_owned()));
+                }
+                body.extend_from_slice(&m.payload);
+            }
+            res.body = body.freeze();
+        }
+        let _ = sub.unsubscribe().await;
+        Ok(res)
     }
 
     /// Asks every partition of `reqs` at once; the answers in partition order, or the 503
@@ -550,6 +575,20 @@ impl Front {
             tenants.clear();
         }
         tenants.insert(*key, known);
+    }
+}
+
+/// The next message of an answer before `deadline`; `Err(None)` when there is none (no
+/// responders, or not in time).
+async fn next_message(
+    sub: &mut async_nats::Subscriber,
+    deadline: tokio::time::Instant,
+) -> Result<async_nats::Message, Option<String>> {
+    match tokio::time::timeout_at(deadline, sub.next()).await {
+        Ok(Some(m)) if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Err(None),
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(Some("the subscription closed".to_owned())),
+        Err(_) => Err(None),
     }
 }
 

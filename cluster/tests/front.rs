@@ -35,14 +35,19 @@ struct Nats {
 }
 
 impl Nats {
-    fn start() -> Nats {
+    /// With the server's `max_payload` when given (default 1 MiB).
+    fn start(dir: &std::path::Path, max_payload: Option<usize>) -> Nats {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let conf = dir.join("nats.conf");
+        let limit = max_payload.map_or(String::new(), |m| format!("max_payload: {m}\n"));
+        std::fs::write(&conf, format!("host: 127.0.0.1\nport: {port}\n{limit}")).unwrap();
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-c")
+            .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -241,6 +246,7 @@ async fn all_pages(router: &Router, path: &str, list: &str, cursor_param: &str) 
 
 struct Cluster {
     _nats: Nats,
+    _nats_dir: tempfile::TempDir,
     client: async_nats::Client,
     single: Api,
     shards: Vec<Api>,
@@ -252,7 +258,13 @@ struct Cluster {
 /// two partitions; 12 devices registered through the front, positions and events in the
 /// shards of their partitions (and all in the reference).
 async fn cluster() -> Cluster {
-    let nats = Nats::start();
+    cluster_with(None).await
+}
+
+/// [`cluster`] with the NATS server's `max_payload`.
+async fn cluster_with(max_payload: Option<usize>) -> Cluster {
+    let nats_dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(nats_dir.path(), max_payload);
     let client = async_nats::connect(&nats.url).await.unwrap();
     let single = Api::new(None);
     let shards: Vec<Api> = (0..2u32)
@@ -277,6 +289,7 @@ async fn cluster() -> Cluster {
     let front = front::router(client.clone(), 2, Arc::new(AllApply(all)), settings);
     let c = Cluster {
         _nats: nats,
+        _nats_dir: nats_dir,
         client,
         single,
         shards,
@@ -576,5 +589,21 @@ async fn shipments_and_a_geofences_devices_come_from_their_devices_partitions() 
         get(&c.front, "/v1/shipments/SHP-99").await.0,
         StatusCode::NOT_FOUND
     );
+    c.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_larger_than_one_nats_message_arrive_whole() {
+    // Each shard's list and collection here is larger than 1 KiB: it crosses NATS in pieces.
+    let c = cluster_with(Some(1024)).await;
+    let single = &c.single.router;
+    let bbox = "/v1/positions?bbox=121.49,31.19,121.52,31.22";
+    let whole = raw(single, bbox).await;
+    assert!(whole.len() > 2 * 1024, "{} bytes", whole.len());
+    assert_eq!(raw(&c.front, bbox).await, whole);
+    let (s, merged) = get(&c.front, "/v1/devices").await;
+    assert_eq!(s, StatusCode::OK, "{merged}");
+    assert!(merged.to_string().len() > 2 * 1024);
+    assert_eq!(merged, get(single, "/v1/devices").await.1);
     c.stop.cancel();
 }
