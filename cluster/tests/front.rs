@@ -607,3 +607,50 @@ async fn answers_larger_than_one_nats_message_arrive_whole() {
     assert_eq!(merged, get(single, "/v1/devices").await.1);
     c.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_key_head_requests_and_the_instances_own_routes() {
+    let c = cluster().await;
+    let single = &c.single.router;
+    // The admin key names the tenant: its device reads are routed with it, its lists merged.
+    for path in [
+        "/v1/devices/truck-03?tenant=acme",
+        "/v1/devices/truck-08?tenant=acme",
+        "/v1/devices?limit=4",
+        "/v1/devices?tenant=acme",
+    ] {
+        let (s, v, _) = call(&c.front, "GET", path, ADMIN, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v, call(single, "GET", path, ADMIN, None).await.1, "{path}");
+    }
+    let (s, v, _) = call(&c.front, "GET", "/v1/devices/truck-03", ADMIN, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // HEAD: the status and headers of GET, no body.
+    let req = Request::head("/v1/devices")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = c.front.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+    // Outside /v1: the instance's own router.
+    let local = Router::new().route("/healthz", axum::routing::get(|| async { "local ok" }));
+    let with_local = front::router(
+        c.client.clone(),
+        2,
+        Arc::new(AllApply(vec![])),
+        FrontSettings {
+            local: Some(local),
+            ..FrontSettings::default()
+        },
+    );
+    assert_eq!(raw(&with_local, "/healthz").await, "local ok");
+    c.stop.cancel();
+}
