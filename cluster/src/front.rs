@@ -76,6 +76,20 @@ impl Default for FrontSettings {
     }
 }
 
+impl FrontSettings {
+    /// The settings of a deployment of `partitions` partitions: a single device's reads go to
+    /// the partition NATS maps it to ([`crate::partition::partition`]); `timeout` per partition.
+    pub fn new(partitions: u32, timeout: Duration) -> FrontSettings {
+        FrontSettings {
+            timeout,
+            partition_of: Some(Arc::new(move |t: &str, d: &str| {
+                crate::partition::partition(t, d, partitions)
+            })),
+            ..FrontSettings::default()
+        }
+    }
+}
+
 /// At most this many keys' tenants are remembered; past it the memory starts over.
 const TENANT_CACHE_MAX: usize = 10_000;
 
@@ -749,6 +763,15 @@ mod tests {
         assert_eq!(classify("/v1/reports/geofence-visits"), Route::Visits);
         assert_eq!(classify("/v1/stream"), Route::Stream);
         assert_eq!(classify("/v1/devices/"), Route::One);
+    }
+
+    #[test]
+    fn a_deployments_settings_route_a_device_where_nats_maps_it() {
+        let s = FrontSettings::new(16, Duration::from_secs(3));
+        let of = s.partition_of.unwrap();
+        // SPEC 16's example: landport/acme/truck-1/telemetry -> lp.12.acme.truck-1.telemetry.
+        assert_eq!(of("acme", "truck-1"), 12);
+        assert_eq!(s.timeout, Duration::from_secs(3));
     }
 
     #[test]
