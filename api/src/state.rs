@@ -100,7 +100,8 @@ impl ApiState {
     /// replicated to all), so without the filter a merge of every shard's answer would hold
     /// each device once per shard. Filtered: device lists and a device's reads (another
     /// partition's device is a 404), shipment lists and reads (a shipment belongs to its
-    /// device's partition), positions, nearby and a geofence's devices; event lists carry each
+    /// device's partition: every shipment names one, so it has a partition before the device
+    /// ever reports), positions, nearby and a geofence's devices; event lists carry each
     /// event's cursor (`cursors`) for the front's composite cursor. Writes are not filtered:
     /// every shard applies every one.
     pub fn with_owns(mut self, owns: Owns) -> ApiState {
