@@ -654,3 +654,37 @@ async fn the_admin_key_head_requests_and_the_instances_own_routes() {
     assert_eq!(raw(&with_local, "/healthz").await, "local ok");
     c.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geofence_visits_of_every_partition_are_one_report() {
+    let c = cluster().await;
+    let single = &c.single.router;
+    let path = "/v1/reports/geofence-visits?from=2026-11-18T00:00:00Z&to=2026-11-20T00:00:00Z";
+    // `dwell_s` of a visit still open counts to each API's own now.
+    let visits = |v: Value| -> Vec<Value> {
+        let mut list = v["visits"].as_array().cloned().unwrap_or_default();
+        for x in &mut list {
+            x.as_object_mut().unwrap().remove("dwell_s");
+        }
+        list
+    };
+    let (s, merged) = get(&c.front, path).await;
+    assert_eq!(s, StatusCode::OK, "{merged}");
+    let merged = visits(merged);
+    assert!(merged.len() >= 10, "{merged:?}");
+    assert_eq!(merged, visits(get(single, path).await.1));
+    // CSV: one header, every row, by entry time.
+    let csv = |b: axum::body::Bytes| -> Vec<String> {
+        String::from_utf8(b.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').map_or(l, |(rest, _)| rest).to_owned())
+            .collect()
+    };
+    let csv_path = format!("{path}&format=csv");
+    let merged = csv(raw(&c.front, &csv_path).await);
+    assert_eq!(merged[0], "device,geofence,entered_at,exited_at");
+    assert_eq!(merged.len(), 1 + visits(get(single, path).await.1).len());
+    assert_eq!(merged, csv(raw(single, &csv_path).await));
+    c.stop.cancel();
+}
