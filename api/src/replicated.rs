@@ -5,10 +5,10 @@
 //! router. For every shard to write the same rows, what a write handler would otherwise take
 //! from the machine comes from the entry instead: the entry carries a random seed
 //! ([`SEED_HEADER`], 32 bytes in hex) and the submitter's server time ([`NOW_HEADER`], epoch
-//! milliseconds). While such a request runs, [`fill`] derives its "random" bytes from the seed
+//! milliseconds). While such a request runs, `fill` derives its "random" bytes from the seed
 //! (SHA-256 of seed || a per-request counter, as big-endian u64: a hash keyed by 256 secret
 //! bits, one block per call in the order the handler asks, which is the same on every shard)
-//! and [`now_ms`] answers the entry's time. Ids, keys, device passwords, webhook secrets, share
+//! and `now_ms` answers the entry's time. Ids, keys, device passwords, webhook secrets, share
 //! tokens and creation/change times come out identical on every shard.
 //!
 //! The headers are honored only by an [`ApiState`] built for a shard

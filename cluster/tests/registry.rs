@@ -4,8 +4,6 @@
 //! catches up to the same state, and entries applied a second time (a crash between applying
 //! and recording) change nothing.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -29,60 +27,44 @@ use tower::ServiceExt;
 
 const ADMIN: &str = "registry-test-admin-key";
 
-/// One nats-server with JetStream on a free loopback port; killed when dropped.
+#[path = "support/nats.rs"]
+mod nats;
+
+/// A NATS server (or cluster) with JetStream on loopback (tests/support/nats.rs); killed
+/// when dropped.
 struct Nats {
-    child: Child,
-    url: String,
+    cluster: nats::NatsCluster,
     _dir: tempfile::TempDir,
 }
 
 impl Nats {
     fn start() -> Nats {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let bin = ["/usr/bin/nats-server", "/usr/sbin/nats-server"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from("nats-server"));
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (scripts/test installs it)");
-        Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        }
+        Nats::cluster(1)
     }
 
-    /// A client and JetStream context, once the server takes connections and JetStream
-    /// answers; the registry stream created.
+    fn cluster(nodes: usize) -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = nats::NatsCluster::start(dir.path(), nodes, 4);
+        Nats { cluster, _dir: dir }
+    }
+
+    /// A client (to every node) and JetStream context; the registry stream created with one
+    /// replica per node, up to three.
     async fn connect(&self) -> (async_nats::Client, jetstream::Context) {
+        let urls = self.cluster.client_urls();
         for _ in 0..200 {
-            if let Ok(client) = async_nats::connect(&self.url).await {
+            if let Ok(client) = async_nats::connect(urls.split(',').collect::<Vec<_>>()).await {
                 let js = jetstream::new(client.clone());
-                if registry::ensure_stream(&js, 1).await.is_ok() {
+                if registry::ensure_stream(&js, self.cluster.node_count())
+                    .await
+                    .is_ok()
+                {
                     return (client, js);
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("nats-server at {} did not come up", self.url);
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        panic!("NATS at {urls} did not come up");
     }
 }
 
@@ -203,17 +185,24 @@ async fn submit(
     )
 }
 
-/// Waits until every shard has applied the whole stream.
+/// Waits until every shard has applied the whole stream (a minute at most: a NATS node may
+/// just have died).
 async fn settle(js: &jetstream::Context, shards: &[&Shard]) {
-    let mut stream = js.get_stream(registry::STREAM).await.unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
-    for _ in 0..300 {
-        if shards.iter().all(|s| s.applied() >= last) {
+    let mut last = None;
+    for _ in 0..1200 {
+        if let Ok(mut stream) = js.get_stream(registry::STREAM).await
+            && let Ok(info) = stream.info().await
+        {
+            last = Some(info.state.last_sequence);
+        }
+        if let Some(last) = last
+            && shards.iter().all(|s| s.applied() >= last)
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the shards did not apply the registry log up to {last}");
+    panic!("the shards did not apply the registry log up to {last:?}");
 }
 
 /// What the registry writes of [`write_registry`] made.
@@ -598,4 +587,76 @@ async fn without_a_shard_the_submitter_gets_a_503_saying_the_write_is_logged() {
         Replicator::start(client, js, "a.b", 1).await.is_err(),
         "a dot would split the response subject"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_the_log_has_three_replicas_and_survives_a_node() {
+    let mut nats = Nats::cluster(3);
+    let (client, js) = nats.connect().await;
+    let mut stream = js.get_stream(registry::STREAM).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3);
+    assert!(matches!(
+        info.config.storage,
+        jetstream::stream::StorageType::File
+    ));
+    let (mut a, mut b) = (Shard::new(false), Shard::new(false));
+    a.apply(&client, &js, 0).await;
+    b.apply(&client, &js, 1).await;
+    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
+        .await
+        .unwrap();
+    let (st, _) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    // One node down (not necessarily the one the client is on): writes go on, R3 keeps a quorum.
+    let connected = client.server_info().server_name;
+    let node = (0..3)
+        .find(|&i| nats.cluster.config(i).server_name == connected)
+        .unwrap();
+    nats.cluster.kill(node);
+    for attempt in 0.. {
+        let (st, k) = submit(
+            &log,
+            Method::POST,
+            "/v1/tenants/acme/keys",
+            ADMIN,
+            Value::Null,
+        )
+        .await;
+        if st == StatusCode::CREATED {
+            assert!(k["key"].is_string());
+            break;
+        }
+        // While the client reconnects or the stream elects a leader: a 503, never another
+        // answer. Repeated only when the log did not take it (a timed-out write is logged).
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{k}");
+        if k["error"]["code"] == "registry_timeout" {
+            break;
+        }
+        assert!(
+            attempt < 30,
+            "no write was taken with one node of three down: {k}"
+        );
+    }
+    settle(&js, &[&a, &b]).await;
+    for s in [&a, &b] {
+        assert_eq!(s.store().list_api_keys("acme").unwrap().len(), 1);
+    }
+    // And the next write is answered as usual.
+    let (st, k) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants/acme/keys",
+        ADMIN,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{k}");
 }
