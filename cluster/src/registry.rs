@@ -51,6 +51,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use axum::http::{HeaderValue, StatusCode};
 use futures_util::StreamExt;
+use landport_api::auth::TenantSlot;
 use landport_store::Store;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
@@ -59,6 +60,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::serve::TENANT_HEADER;
 use crate::wire::{WireRequest, WireResponse, WriteLog};
 
 /// The JetStream stream of registry entries.
@@ -603,13 +605,21 @@ impl Applier {
         let mut pause = Duration::from_millis(100);
         loop {
             let res = match entry_request(msg) {
-                Ok(req) => {
+                Ok(mut req) => {
+                    // The key's tenant, told to the submitter's front as for a read.
+                    let slot = TenantSlot::default();
+                    req.extensions_mut().insert(slot.clone());
                     let res = match self.router.clone().oneshot(req).await {
                         Ok(res) => res,
                         Err(never) => match never {},
                     };
                     match WireResponse::from_http(res).await {
-                        Ok(res) => res,
+                        Ok(mut res) => {
+                            if let Some(tenant) = slot.get() {
+                                res.headers.push((TENANT_HEADER.to_owned(), tenant));
+                            }
+                            res
+                        }
                         Err(e) => {
                             error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
                         }
@@ -655,13 +665,39 @@ impl Applier {
         if landport_pipeline::now_ms() - at > REPLY_WINDOW_MS {
             return;
         }
-        let (mut h, body) = response.to_nats();
+        let max = self.client.server_info().max_payload;
+        let (mut h, body) = fit(response, max).to_nats();
         h.insert(PARTITION, self.partition.to_string().as_str());
         let subject = format!("{DONE_PREFIX}.{origin}.{entry}");
         if let Err(e) = self.client.publish_with_headers(subject, h, body).await {
             tracing::warn!(error = %e, "publishing a registry response");
         }
     }
+}
+
+/// `response`, or, when it does not fit in a NATS message of `max_payload` bytes (a large
+/// geofence's Feature), its status and headers with a short JSON body saying to read it
+/// with a GET: the write is applied, and the submitter is told so rather than timing out.
+fn fit(response: &WireResponse, max_payload: usize) -> WireResponse {
+    if response.body.len() + ENTRY_OVERHEAD <= max_payload {
+        return response.clone();
+    }
+    let (status, size) = (response.status, response.body.len());
+    let mut short = WireResponse::json(
+        status,
+        &json!({"message": format!(
+            "applied ({status}); the answer ({size} bytes) is larger than a NATS message may \
+             be ({max_payload} bytes): read it with a GET"
+        )}),
+    );
+    short.headers.extend(
+        response
+            .headers
+            .iter()
+            .filter(|(k, _)| k != "content-type")
+            .cloned(),
+    );
+    short
 }
 
 /// An ordered consumer of the registry log from sequence `start`, and its messages.
@@ -800,6 +836,26 @@ mod tests {
         let waiters = Waiters::default();
         deliver(&waiters, "nobody", res(201), 1);
         assert!(lock(&waiters).is_empty());
+    }
+
+    #[test]
+    fn an_answer_too_large_for_a_message_keeps_its_status_and_says_so() {
+        let mut big = res(201);
+        big.body = bytes::Bytes::from(vec![b' '; 10_000]);
+        big.headers
+            .push(("x-landport-tenant".into(), "acme".into()));
+        assert_eq!(fit(&big, 1 << 20), big, "it fits");
+        let short = fit(&big, 4096);
+        assert_eq!(short.status, StatusCode::CREATED);
+        assert_eq!(short.header("x-landport-tenant"), Some("acme"));
+        assert_eq!(short.header("content-type"), Some("application/json"));
+        assert_eq!(short.headers.len(), 2);
+        let body: serde_json::Value = serde_json::from_slice(&short.body).unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("10000 bytes"),
+            "{body}"
+        );
+        assert!(short.body.len() + ENTRY_OVERHEAD <= 4096);
     }
 
     #[test]

@@ -393,6 +393,25 @@ async fn writes_through_the_log_make_the_same_rows_on_every_shard_and_a_later_sh
         (st, d["name"].as_str()),
         (StatusCode::OK, Some("Truck one"))
     );
+    // The answer names the key's tenant, as a read's does (the front learns it).
+    let res = log
+        .submit(WireRequest {
+            method: Method::POST,
+            path: "/v1/geofences".into(),
+            headers: vec![
+                ("authorization".into(), format!("Bearer {}", made.key)),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: Bytes::from(
+                json!({"type": "Feature", "id": "depot",
+                    "geometry": {"type": "Point", "coordinates": [121.6, 38.9]},
+                    "properties": {"radius_m": 300}})
+                .to_string(),
+            ),
+        })
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    assert_eq!(res.header("x-landport-tenant"), Some("acme"));
     let (st, _) = submit(
         &log,
         Method::DELETE,
@@ -567,9 +586,17 @@ async fn without_a_shard_the_submitter_gets_a_503_saying_the_write_is_logged() {
     a.apply(&client, &js, 0).await;
     assert!(a.store().get_tenant("acme").unwrap().is_some());
     // A body over the server's max_payload is refused before the log.
-    let big = json!({"id": "big", "name": "x".repeat(2 << 20)});
+    let big = json!({"id": "big", "name": "x".repeat(9 << 20)});
     let (st, body) = submit(&log, Method::POST, "/v1/tenants", ADMIN, big).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_payload"),
+        "{body}"
+    );
     // No registry log at all (JetStream does not take the entry): a 503 saying so.
     js.delete_stream(registry::STREAM).await.unwrap();
     let (st, body) = submit(
