@@ -16,11 +16,16 @@
 //! shard's own router (whose `ApiState` trusts the replication headers), records the entry's
 //! sequence in its store, and publishes the response to `lpreg.done.{origin}.{entry}`. The
 //! submitter's [`Replicator`] has one subscription on `lpreg.done.{instance}.>` and answers the
-//! client with a shard's response: the first success (2xx), or, when no shard succeeds, the
-//! first answer once every partition has answered (or the timeout has passed). Why not simply
-//! the first answer: a few writes depend on a partition's own state, e.g. deleting a device
-//! known only from its telemetry (in its partition's shard alone) is a 204 there and a 404
-//! everywhere else; the write happened, and the client is told so.
+//! client with a shard's response (each says its partition, [`PARTITION`]):
+//! - a device's write (`/v1/devices/{id}...`, `POST /v1/devices`) or a shipment's: the answer
+//!   of the shard of the device's partition (computed from the answer's `x-landport-tenant`
+//!   and the device id, the shipment's from the answer's `device`), since only that shard has
+//!   the device's live state (position, online, a shipment's progress) for the answer, and
+//!   only there does a device known from its telemetry alone exist (deleting one is a 204
+//!   there and a 404 everywhere else);
+//! - any other write: the first success (2xx);
+//! - otherwise, once every partition has answered (or the timeout has passed): the first
+//!   success, else the first failure.
 //!
 //! Since every shard applies the same entries in the same order with the same seed and time,
 //! every shard's store holds the same registry rows, and a shard started later (a new owner
@@ -32,8 +37,8 @@
 //! only its shard has): events, and so webhook deliveries (each shard delivers the events of
 //! its own partition; a webhook's `start_seq` and health are per shard; a replay queues each
 //! shard's own events, and its answer's `queued` is one shard's count); a device's and a
-//! shipment's live state in an answer (the first success may come from a shard that does not
-//! own the device: no position there); and the `status` a `PATCH /v1/shipments/{id}` without
+//! shipment's live state (answers come from the owner, see above); and the `status` a
+//! `PATCH /v1/shipments/{id}` without
 //! `status` stores, which keeps the local tracker's progress (in transit, arrived: the owner's
 //! is the real one, other shards keep what they had; every value is an active status, so the
 //! active-shipment quota counts the same everywhere, and a rebuilt owner merges the stored
@@ -131,9 +136,97 @@ pub async fn ensure_stream(js: &jetstream::Context, servers: usize) -> Result<st
 /// A waiter for an entry's response.
 struct Waiter {
     tx: Option<oneshot::Sender<WireResponse>>,
+    /// What the write is about, when its answer shows live state a partition's own.
+    scope: Scope,
+    /// The first success answered and not sent at once (see [`deliver`]).
+    success: Option<WireResponse>,
     /// The first failure (non-2xx) answered, returned if no shard succeeds.
-    held: Option<WireResponse>,
+    failure: Option<WireResponse>,
     answers: u32,
+}
+
+impl Waiter {
+    fn new(tx: oneshot::Sender<WireResponse>, scope: Scope) -> Waiter {
+        Waiter {
+            tx: Some(tx),
+            scope,
+            success: None,
+            failure: None,
+            answers: 0,
+        }
+    }
+}
+
+/// What a write is about, for whose answer to prefer: a device's or a shipment's write is
+/// answered by the shard of the device's partition (its answer has the live state: position,
+/// online, a shipment's progress; other shards have none), other writes by the first shard
+/// that succeeds.
+#[derive(Debug, Clone, PartialEq)]
+enum Scope {
+    Any,
+    /// `/v1/devices/{id}...`, or `POST /v1/devices` with this `id`; `tenant` from the query
+    /// (an admin key's `?tenant=`).
+    Device {
+        id: String,
+        tenant: Option<String>,
+    },
+    /// `/v1/shipments...`: the device is the answer's `device`.
+    Shipment {
+        tenant: Option<String>,
+    },
+}
+
+impl Scope {
+    fn of(req: &WireRequest) -> Scope {
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
+        let tenant = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("tenant="))
+            .filter(|t| !t.is_empty() && is_token(t))
+            .map(str::to_owned);
+        if path.starts_with("/v1/shipments") {
+            return Scope::Shipment { tenant };
+        }
+        let Some(rest) = path.strip_prefix("/v1/devices") else {
+            return Scope::Any;
+        };
+        let id = match rest.strip_prefix('/') {
+            Some(rest) => rest.split('/').next().unwrap_or("").to_owned(),
+            None if rest.is_empty() && req.method == axum::http::Method::POST => {
+                serde_json::from_slice::<serde_json::Value>(&req.body)
+                    .ok()
+                    .and_then(|b| b.get("id")?.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }
+            None => String::new(),
+        };
+        // Ids are plain (A-Z a-z 0-9 . _ -): anything else is no device this can route.
+        let plain = id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if id.is_empty() || id == "nearby" || !plain {
+            return Scope::Any;
+        }
+        Scope::Device { id, tenant }
+    }
+
+    /// The partition whose shard's answer is preferred, as far as `res` tells.
+    fn owner(&self, res: &WireResponse, partitions: u32) -> Option<u32> {
+        let tenant_of = |query: &Option<String>| match res.header(TENANT_HEADER) {
+            Some(t) if t == TenantSlot::ADMIN => query.clone(),
+            Some(t) => Some(t.to_owned()),
+            None => None,
+        };
+        let (tenant, device) = match self {
+            Scope::Any => return None,
+            Scope::Device { id, tenant } => (tenant_of(tenant)?, id.clone()),
+            Scope::Shipment { tenant } => {
+                let body: serde_json::Value = serde_json::from_slice(&res.body).ok()?;
+                (tenant_of(tenant)?, body.get("device")?.as_str()?.to_owned())
+            }
+        };
+        Some(crate::partition::partition(&tenant, &device, partitions))
+    }
 }
 
 type Waiters = Arc<Mutex<HashMap<String, Waiter>>>;
@@ -186,8 +279,13 @@ impl Replicator {
                     let Some(entry) = msg.subject.as_str().rsplit('.').next() else {
                         continue;
                     };
+                    let from = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(PARTITION))
+                        .and_then(|p| p.as_str().parse().ok());
                     match WireResponse::from_nats(msg.headers.as_ref(), msg.payload.clone()) {
-                        Ok(res) => deliver(&waiters, entry, res, partitions.max(1)),
+                        Ok(res) => deliver(&waiters, entry, res, from, partitions.max(1)),
                         Err(e) => tracing::warn!(error = %e, "a bad registry response"),
                     }
                 }
@@ -210,6 +308,7 @@ impl Replicator {
     }
 
     async fn submit_entry(&self, req: WireRequest) -> WireResponse {
+        let scope = Scope::of(&req);
         let (mut headers, body) = req.to_nats();
         if body.len() + ENTRY_OVERHEAD > self.max_payload {
             return error(
@@ -240,14 +339,7 @@ impl Replicator {
         headers.insert("Nats-Msg-Id", entry.as_str());
 
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiters).insert(
-            entry.clone(),
-            Waiter {
-                tx: Some(tx),
-                held: None,
-                answers: 0,
-            },
-        );
+        lock(&self.waiters).insert(entry.clone(), Waiter::new(tx, scope));
         let waiting = WaiterGuard {
             waiters: &self.waiters,
             entry: &entry,
@@ -331,11 +423,11 @@ struct WaiterGuard<'a> {
 }
 
 impl WaiterGuard<'_> {
-    /// The failure held for the entry, if any shard answered one.
+    /// The answer held for the entry, if any shard answered: a success before a failure.
     fn held(&self) -> Option<WireResponse> {
         lock(self.waiters)
             .get_mut(self.entry)
-            .and_then(|w| w.held.take())
+            .and_then(|w| w.success.take().or_else(|| w.failure.take()))
     }
 }
 
@@ -345,27 +437,40 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
-/// Hands a shard's response to the entry's waiter: a success at once; a failure once every
-/// partition (`expected`) has answered, the first one.
-fn deliver(waiters: &Waiters, entry: &str, res: WireResponse, expected: u32) {
+/// Hands the response of partition `from`'s shard to the entry's waiter. Sent at once: the
+/// answer of the device's own partition for a device's or shipment's write, whatever it is;
+/// else the first success. Held: the others; once every partition (`partitions`) has
+/// answered, the first success held, else the first failure.
+fn deliver(waiters: &Waiters, entry: &str, res: WireResponse, from: Option<u32>, partitions: u32) {
     let mut map = lock(waiters);
     let Some(w) = map.get_mut(entry) else {
         return; // answered already, or not ours any more
     };
     w.answers += 1;
-    if res.status.is_success() {
+    let owner = w.scope.owner(&res, partitions);
+    let now = match owner {
+        Some(p) => from == Some(p),
+        None => res.status.is_success(),
+    };
+    if now {
         if let Some(tx) = w.tx.take() {
             let _ = tx.send(res);
         }
+        return;
+    }
+    let held = if res.status.is_success() {
+        &mut w.success
     } else {
-        if w.held.is_none() {
-            w.held = Some(res);
-        }
-        if w.answers >= expected
-            && let (Some(tx), Some(held)) = (w.tx.take(), w.held.take())
-        {
-            let _ = tx.send(held);
-        }
+        &mut w.failure
+    };
+    if held.is_none() {
+        *held = Some(res);
+    }
+    if w.answers >= partitions
+        && let Some(tx) = w.tx.take()
+        && let Some(best) = w.success.take().or_else(|| w.failure.take())
+    {
+        let _ = tx.send(best);
     }
 }
 
@@ -785,45 +890,160 @@ mod tests {
     }
 
     fn waiting(waiters: &Waiters, entry: &str) -> oneshot::Receiver<WireResponse> {
+        waiting_for(waiters, entry, Scope::Any)
+    }
+
+    fn waiting_for(
+        waiters: &Waiters,
+        entry: &str,
+        scope: Scope,
+    ) -> oneshot::Receiver<WireResponse> {
         let (tx, rx) = oneshot::channel();
-        lock(waiters).insert(
-            entry.to_owned(),
-            Waiter {
-                tx: Some(tx),
-                held: None,
-                answers: 0,
-            },
-        );
+        lock(waiters).insert(entry.to_owned(), Waiter::new(tx, scope));
         rx
+    }
+
+    fn with_tenant(mut r: WireResponse, tenant: &str) -> WireResponse {
+        r.headers.push((TENANT_HEADER.into(), tenant.into()));
+        r
+    }
+
+    fn wire(method: &str, path: &str, body: &str) -> WireRequest {
+        WireRequest {
+            method: axum::http::Method::from_bytes(method.as_bytes()).unwrap(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: bytes::Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn device_and_shipment_writes_know_their_device() {
+        let dev = |id: &str, tenant: Option<&str>| Scope::Device {
+            id: id.into(),
+            tenant: tenant.map(str::to_owned),
+        };
+        assert_eq!(
+            Scope::of(&wire("PATCH", "/v1/devices/t-1", "{}")),
+            dev("t-1", None)
+        );
+        assert_eq!(
+            Scope::of(&wire(
+                "DELETE",
+                "/v1/devices/t-1/credentials?tenant=acme",
+                ""
+            )),
+            dev("t-1", Some("acme"))
+        );
+        assert_eq!(
+            Scope::of(&wire(
+                "POST",
+                "/v1/devices",
+                r#"{"id": "t-2", "name": "x"}"#
+            )),
+            dev("t-2", None)
+        );
+        assert_eq!(
+            Scope::of(&wire("POST", "/v1/shipments/s/share?tenant=a", "")),
+            Scope::Shipment {
+                tenant: Some("a".into())
+            }
+        );
+        for any in [
+            wire("POST", "/v1/devices", "not json"),
+            wire("POST", "/v1/devices/nearby", ""),
+            wire("PATCH", "/v1/devices/a%2Fb", ""),
+            wire("POST", "/v1/geofences", "{}"),
+            wire("POST", "/v1/tenants", r#"{"id": "x"}"#),
+        ] {
+            assert_eq!(Scope::of(&any), Scope::Any, "{}", any.path);
+        }
+    }
+
+    #[test]
+    fn a_device_write_is_answered_by_the_devices_partition() {
+        let waiters = Waiters::default();
+        let scope = Scope::Device {
+            id: "truck-1".into(),
+            tenant: None,
+        };
+        let owner = crate::partition::partition("acme", "truck-1", 4);
+        let other = (owner + 1) % 4;
+        let mut rx = waiting_for(&waiters, "e1", scope.clone());
+        deliver(
+            &waiters,
+            "e1",
+            with_tenant(res(200), "acme"),
+            Some(other),
+            4,
+        );
+        assert!(rx.try_recv().is_err(), "not the owner: held");
+        deliver(
+            &waiters,
+            "e1",
+            with_tenant(res(200), "acme"),
+            Some(owner),
+            4,
+        );
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.status, StatusCode::OK);
+
+        // An admin key: the tenant is the query's.
+        let admin = Scope::Device {
+            id: "truck-1".into(),
+            tenant: Some("acme".into()),
+        };
+        let mut rx = waiting_for(&waiters, "e2", admin);
+        deliver(&waiters, "e2", with_tenant(res(404), "*"), Some(owner), 4);
+        assert_eq!(rx.try_recv().unwrap().status, StatusCode::NOT_FOUND);
+
+        // Every partition answered, none of them the owner (its answer lost): the first
+        // success, else the first failure.
+        let mut rx = waiting_for(&waiters, "e3", scope);
+        for _ in 0..3 {
+            deliver(&waiters, "e3", with_tenant(res(404), "acme"), None, 3);
+        }
+        assert_eq!(rx.try_recv().unwrap().status, StatusCode::NOT_FOUND);
+
+        // A shipment's device comes from the answer.
+        let owner = crate::partition::partition("acme", "truck-9", 4);
+        let shipment = Scope::Shipment { tenant: None };
+        let mut answer = with_tenant(res(200), "acme");
+        answer.body = bytes::Bytes::from(r#"{"id": "s1", "device": "truck-9"}"#);
+        let mut rx = waiting_for(&waiters, "e4", shipment);
+        deliver(&waiters, "e4", answer.clone(), Some((owner + 1) % 4), 4);
+        assert!(rx.try_recv().is_err());
+        deliver(&waiters, "e4", answer, Some(owner), 4);
+        assert!(rx.try_recv().is_ok());
     }
 
     #[test]
     fn the_first_success_wins_at_once() {
         let waiters = Waiters::default();
         let mut rx = waiting(&waiters, "e1");
-        deliver(&waiters, "e1", res(201), 3);
+        deliver(&waiters, "e1", res(201), Some(0), 3);
         assert_eq!(rx.try_recv().unwrap().status, StatusCode::CREATED);
         // Later answers of the entry change nothing.
-        deliver(&waiters, "e1", res(409), 3);
+        deliver(&waiters, "e1", res(409), Some(1), 3);
     }
 
     #[test]
     fn a_failure_waits_for_a_success_or_every_partition() {
         let waiters = Waiters::default();
         let mut rx = waiting(&waiters, "e1");
-        deliver(&waiters, "e1", res(404), 3);
+        deliver(&waiters, "e1", res(404), Some(0), 3);
         assert!(
             rx.try_recv().is_err(),
             "another partition may still succeed"
         );
-        deliver(&waiters, "e1", res(204), 3);
+        deliver(&waiters, "e1", res(204), Some(1), 3);
         assert_eq!(rx.try_recv().unwrap().status, StatusCode::NO_CONTENT);
 
         let mut rx = waiting(&waiters, "e2");
-        deliver(&waiters, "e2", res(409), 3);
-        deliver(&waiters, "e2", res(400), 3);
+        deliver(&waiters, "e2", res(409), Some(0), 3);
+        deliver(&waiters, "e2", res(400), Some(1), 3);
         assert!(rx.try_recv().is_err());
-        deliver(&waiters, "e2", res(400), 3);
+        deliver(&waiters, "e2", res(400), Some(1), 3);
         assert_eq!(
             rx.try_recv().unwrap().status,
             StatusCode::CONFLICT,
@@ -834,7 +1054,7 @@ mod tests {
     #[test]
     fn answers_of_unknown_entries_are_dropped() {
         let waiters = Waiters::default();
-        deliver(&waiters, "nobody", res(201), 1);
+        deliver(&waiters, "nobody", res(201), Some(0), 1);
         assert!(lock(&waiters).is_empty());
     }
 

@@ -15,6 +15,7 @@ use axum::http::{Method, Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use landport_api::{ApiState, AppState, router_with_api};
+use landport_cluster::partition::partition;
 use landport_cluster::registry::{self, Replicator, ShardApplier};
 use landport_cluster::wire::{WireRequest, WriteLog};
 use landport_pipeline::metrics::Metrics;
@@ -499,14 +500,28 @@ async fn entries_applied_a_second_time_change_nothing() {
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1, "{devices}");
 }
 
+/// A reading of `device` (of `acme`) into `shard`'s tracker, as its partition's telemetry.
+async fn reading(shard: &Shard, device: &'static str) {
+    shard
+        .tracker
+        .call(move |core| {
+            let reading = Reading::at(now_ms()).with_position(122.2, 40.6);
+            core.apply("acme", device, &[reading], now_ms(), &mut Output::default())
+                .unwrap();
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_success_on_one_shard_answers_the_write_when_the_others_refuse_it() {
+async fn a_device_write_is_answered_by_the_shard_of_the_devices_partition() {
     let nats = Nats::start();
     let (client, js) = nats.connect().await;
-    // Devices known from telemetry alone (auto-registration), as in a partition's shard.
-    let (mut a, mut b) = (Shard::new(true), Shard::new(true));
-    a.apply(&client, &js, 0).await;
-    b.apply(&client, &js, 1).await;
+    // Devices known from telemetry alone too (auto-registration), as a shard may have them.
+    let mut shards = [Shard::new(true), Shard::new(true)];
+    for (p, s) in shards.iter_mut().enumerate() {
+        s.apply(&client, &js, p as u32).await;
+    }
     let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
         .await
         .unwrap();
@@ -519,32 +534,55 @@ async fn a_success_on_one_shard_answers_the_write_when_the_others_refuse_it() {
     )
     .await;
     assert_eq!(st, StatusCode::CREATED);
-    // A reading of an unregistered device reaches its partition's shard only (b here).
-    b.tracker
-        .call(|core| {
-            let reading = Reading::at(now_ms()).with_position(122.2, 40.6);
-            core.apply(
-                "acme",
-                "ghost",
-                &[reading],
-                now_ms(),
-                &mut Output::default(),
-            )
-            .unwrap();
-        })
-        .await
-        .unwrap();
-    // Deleting it: a 404 on a, a 204 on b; the write happened, and the client is told so.
-    let (st, body) = submit(
+    let (_, k) = submit(
         &log,
-        Method::DELETE,
-        "/v1/devices/ghost?tenant=acme",
+        Method::POST,
+        "/v1/tenants/acme/keys",
         ADMIN,
         Value::Null,
     )
     .await;
+    let key = k["key"].as_str().unwrap().to_owned();
+    let (st, _) = submit(
+        &log,
+        Method::POST,
+        "/v1/devices",
+        &key,
+        json!({"id": "truck-7", "name": "Truck 7", "kind": "truck"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+
+    // The device reports to its own partition's shard, which is slow to apply the next
+    // write: the other shard answers first, without the device's position.
+    let owner = partition("acme", "truck-7", 2) as usize;
+    reading(&shards[owner], "truck-7").await;
+    let busy = shards[owner].tracker.clone();
+    let stall = tokio::spawn(async move {
+        busy.call(|_| std::thread::sleep(Duration::from_millis(500)))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (st, d) = submit(
+        &log,
+        Method::PATCH,
+        "/v1/devices/truck-7",
+        &key,
+        json!({"name": "Seven"}),
+    )
+    .await;
+    stall.await.unwrap();
+    assert_eq!(st, StatusCode::OK, "{d}");
+    assert_eq!(d["name"], "Seven");
+    assert!(d["position"].is_object(), "the owner's answer: {d}");
+
+    // A device known from its telemetry alone: a 204 from its shard, a 404 from the other;
+    // the write happened, and the client is told so.
+    let ghost = partition("acme", "ghost", 2) as usize;
+    reading(&shards[ghost], "ghost").await;
+    let (st, body) = submit(&log, Method::DELETE, "/v1/devices/ghost", &key, Value::Null).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
-    // A device no shard knows: every shard's 404, once both have answered.
+    // A device no shard knows: the 404.
     let (st, body) = submit(
         &log,
         Method::DELETE,
