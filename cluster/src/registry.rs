@@ -23,6 +23,8 @@
 //!   the device's live state (position, online, a shipment's progress) for the answer, and
 //!   only there does a device known from its telemetry alone exist (deleting one is a 204
 //!   there and a 404 everywhere else);
+//! - a webhook replay (`POST /v1/webhooks/{id}/replay`): every shard queues its own
+//!   partition's events, so the answer waits for every partition and sums their `queued`;
 //! - any other write: the first success (2xx);
 //! - otherwise, once every partition has answered (or the timeout has passed): the first
 //!   success, else the first failure.
@@ -36,13 +38,12 @@
 //! What stays a partition's own, by design (it derives from the partition's telemetry, which
 //! only its shard has): events, and so webhook deliveries (each shard delivers the events of
 //! its own partition; a webhook's `start_seq` and health are per shard; a replay queues each
-//! shard's own events, and its answer's `queued` is one shard's count); a device's and a
-//! shipment's live state (answers come from the owner, see above); and the `status` a
-//! `PATCH /v1/shipments/{id}` without
-//! `status` stores, which keeps the local tracker's progress (in transit, arrived: the owner's
-//! is the real one, other shards keep what they had; every value is an active status, so the
-//! active-shipment quota counts the same everywhere, and a rebuilt owner merges the stored
-//! status with the one its replay reaches). Delivery ids (`dlv_N`) are numbered per shard, so
+//! shard's own events); a device's and a shipment's live state (answers come from the owner,
+//! see above); and the `status` a `PATCH /v1/shipments/{id}` without `status` stores, which
+//! keeps the local tracker's progress (in transit, arrived: the owner's is the real one,
+//! other shards keep what they had; every value is an active status, so the active-shipment
+//! quota counts the same everywhere, and a rebuilt owner merges the stored status with the
+//! one its replay reaches). Delivery ids (`dlv_N`) are numbered per shard, so
 //! `POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry` must go to the shard whose delivery
 //! it is, not through this log.
 
@@ -174,6 +175,9 @@ enum Scope {
     Shipment {
         tenant: Option<String>,
     },
+    /// `POST /v1/webhooks/{id}/replay`: each shard queues its own partition's events, so the
+    /// answer is every shard's together (`queued` summed, `truncated` if any was).
+    Replay,
 }
 
 impl Scope {
@@ -186,6 +190,9 @@ impl Scope {
             .map(str::to_owned);
         if path.starts_with("/v1/shipments") {
             return Scope::Shipment { tenant };
+        }
+        if path.starts_with("/v1/webhooks/") && path.ends_with("/replay") {
+            return Scope::Replay;
         }
         let Some(rest) = path.strip_prefix("/v1/devices") else {
             return Scope::Any;
@@ -218,7 +225,7 @@ impl Scope {
             None => None,
         };
         let (tenant, device) = match self {
-            Scope::Any => return None,
+            Scope::Any | Scope::Replay => return None,
             Scope::Device { id, tenant } => (tenant_of(tenant)?, id.clone()),
             Scope::Shipment { tenant } => {
                 let body: serde_json::Value = serde_json::from_slice(&res.body).ok()?;
@@ -450,7 +457,7 @@ fn deliver(waiters: &Waiters, entry: &str, res: WireResponse, from: Option<u32>,
     let owner = w.scope.owner(&res, partitions);
     let now = match owner {
         Some(p) => from == Some(p),
-        None => res.status.is_success(),
+        None => res.status.is_success() && w.scope != Scope::Replay,
     };
     if now {
         if let Some(tx) = w.tx.take() {
@@ -463,8 +470,12 @@ fn deliver(waiters: &Waiters, entry: &str, res: WireResponse, from: Option<u32>,
     } else {
         &mut w.failure
     };
-    if held.is_none() {
-        *held = Some(res);
+    match held {
+        None => *held = Some(res),
+        Some(first) if w.scope == Scope::Replay && res.status.is_success() => {
+            add_replayed(first, &res);
+        }
+        Some(_) => {}
     }
     if w.answers >= partitions
         && let Some(tx) = w.tx.take()
@@ -472,6 +483,19 @@ fn deliver(waiters: &Waiters, entry: &str, res: WireResponse, from: Option<u32>,
     {
         let _ = tx.send(best);
     }
+}
+
+/// Adds a shard's replay answer (`{"queued", "truncated"}`) to `sum`.
+fn add_replayed(sum: &mut WireResponse, res: &WireResponse) {
+    let parse = |r: &WireResponse| serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+    let (Some(mut total), Some(more)) = (parse(sum), parse(res)) else {
+        return;
+    };
+    let queued = |v: &serde_json::Value| v["queued"].as_u64().unwrap_or(0);
+    let truncated = |v: &serde_json::Value| v["truncated"].as_bool().unwrap_or(false);
+    total["queued"] = json!(queued(&total) + queued(&more));
+    total["truncated"] = json!(truncated(&total) || truncated(&more));
+    sum.body = bytes::Bytes::from(total.to_string());
 }
 
 fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<String, Waiter>> {
@@ -1049,6 +1073,30 @@ mod tests {
             StatusCode::CONFLICT,
             "the first"
         );
+    }
+
+    #[test]
+    fn a_replay_answers_every_shards_count_together() {
+        assert_eq!(
+            Scope::of(&wire("POST", "/v1/webhooks/wh_1/replay?tenant=a", "{}")),
+            Scope::Replay
+        );
+        let waiters = Waiters::default();
+        let mut rx = waiting_for(&waiters, "e1", Scope::Replay);
+        let replayed = |queued: u64, truncated: bool| {
+            WireResponse::json(
+                StatusCode::ACCEPTED,
+                &json!({"queued": queued, "truncated": truncated}),
+            )
+        };
+        deliver(&waiters, "e1", replayed(3, false), Some(0), 3);
+        deliver(&waiters, "e1", replayed(0, true), Some(1), 3);
+        assert!(rx.try_recv().is_err(), "a partition has not answered");
+        deliver(&waiters, "e1", replayed(4, false), Some(2), 3);
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.status, StatusCode::ACCEPTED);
+        let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(body, json!({"queued": 7, "truncated": true}));
     }
 
     #[test]
