@@ -87,6 +87,10 @@ pub fn init_logging(config: &Config) {
 
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
+    if config.cluster.is_some() {
+        // Cluster mode: telemetry from the NATS cluster's stream, partitions as shards.
+        return landport_cluster::node::run(config, wait_for_signal()).await;
+    }
     if config.mqtt.embedded_buffer_mb.is_some() {
         tracing::warn!(
             "mqtt.embedded_buffer_mb is no longer used: Landport's own MQTT endpoint keeps no \

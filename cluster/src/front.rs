@@ -1,5 +1,5 @@
 //! An instance's public HTTP side in cluster mode: any instance answers any request by asking
-//! the partitions' shards over NATS request/reply (subject `lp.http.{p}`, see [`crate::serve`]).
+//! the partitions' shards over NATS request/reply (subject `lphttp.{p}`, see [`crate::serve`]).
 //!
 //! - Writes (every method but GET and HEAD) go to the replicated registry log
 //!   ([`WriteLog::submit`]), which every shard applies.

@@ -255,14 +255,13 @@ impl Leases {
     /// Gives partition `p` back (its shard has stopped): deleted at the revision held, so a
     /// lease that already changed hands is left alone.
     pub async fn release(&mut self, p: u32) {
-        if let Some(lease) = self.held.remove(&p) {
-            if let Err(e) = self
+        if let Some(lease) = self.held.remove(&p)
+            && let Err(e) = self
                 .leases
                 .delete_expect_revision(lease_key(p), Some(lease.revision))
                 .await
-            {
-                tracing::warn!(partition = p, error = %e, "giving back a lease");
-            }
+        {
+            tracing::warn!(partition = p, error = %e, "giving back a lease");
         }
     }
 
@@ -282,19 +281,33 @@ impl Leases {
     }
 }
 
+/// Opens the bucket, creating it if absent. The stream under it is created here, as a KV
+/// bucket's stream (what `create_key_value` would make), because async-nats's
+/// `create_key_value` first reads the account's info, whose answer from a 2.9 server it cannot
+/// parse; `get_key_value` only needs the stream.
 async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store> {
     let name = config.bucket.clone();
-    match js.get_key_value(&name).await {
-        Ok(store) => Ok(store),
-        Err(_) => match js.create_key_value(config).await {
-            Ok(store) => Ok(store),
-            // Another instance created it in between.
-            Err(_) => js
-                .get_key_value(&name)
-                .await
-                .with_context(|| format!("opening the KV bucket {name}")),
-        },
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
     }
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: config.history.max(1),
+        max_age: config.max_age,
+        storage: config.storage,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: config.num_replicas.max(1),
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the KV bucket {name}"))?;
+    js.get_key_value(&name)
+        .await
+        .with_context(|| format!("opening the KV bucket {name}"))
 }
 
 async fn keys(store: &kv::Store) -> Result<Vec<String>> {

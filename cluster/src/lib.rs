@@ -6,8 +6,10 @@
 //! JetStream KV; any instance answers any HTTP request by routing it to the owner or fanning it
 //! out to all partitions over NATS request/reply.
 
+pub mod events;
 pub mod front;
 pub mod leases;
+pub mod node;
 pub mod partition;
 pub mod registry;
 pub mod serve;

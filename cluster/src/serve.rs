@@ -1,5 +1,5 @@
 //! A shard's side of HTTP over NATS: the owner of partition `p` answers the requests the
-//! instances' fronts send to `lp.http.{p}` through the shard's own (single-node) router.
+//! instances' fronts send to `lphttp.{p}` through the shard's own (single-node) router.
 //!
 //! Every owner of `p` subscribes in the queue group [`QUEUE_GROUP`], so during a handover,
 //! when the old and the new owner both listen for a moment, each request is answered once.
@@ -47,9 +47,11 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// fronts learn to route a key's single-device reads to the device's partition.
 pub const TENANT_HEADER: &str = "x-landport-tenant";
 
-/// The subject on which partition `partition` answers HTTP requests.
+/// The subject on which partition `partition` answers HTTP requests. Outside `lp.>`, which
+/// the telemetry stream captures (a request there would be stored, and answered by
+/// JetStream's publish acknowledgement).
 pub fn subject(partition: u32) -> String {
-    format!("lp.http.{partition}")
+    format!("lphttp.{partition}")
 }
 
 /// Answers requests to partition `partition` with `router` (the shard's own API router)

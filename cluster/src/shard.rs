@@ -5,13 +5,15 @@
 //! owner ended:
 //! 1. a fresh store in `{storage.path}/partitions/p{n}`;
 //! 2. the registry log applied up to its end (every shard holds the whole registry);
-//! 3. the partition's telemetry replayed from the start of the stream up to the durable
-//!    consumer's acknowledged position: everything an owner committed and acknowledged, so
-//!    the history (tracks, events, reports) and the live state are what they were. Event ids
-//!    are deterministic, so the replayed events have the ids they had; the webhook engine
-//!    starts after the replay, past them, so none is delivered twice;
-//! 4. then the live consumer, from the acknowledged position on: what the old owner took but
-//!    never acknowledged comes again and is stored here once.
+//! 3. the partition's telemetry replayed from the start of the stream up to the last message
+//!    the durable consumer delivered: everything an owner committed and acknowledged (and what
+//!    it took but had not acknowledged yet), so the history (tracks, events, reports) and the
+//!    live state are what they were. Event ids are deterministic, so the replayed events have
+//!    the ids they had; the webhook engine and the event outbox start after the replay, past
+//!    them, so none is delivered twice;
+//! 4. then the live consumer, after that message: what the old owner took but never
+//!    acknowledged is delivered again (after the consumer's ack wait) and only acknowledged,
+//!    as it is stored already.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +46,11 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
+    /// The deployment's number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.config.cluster.as_ref().map_or(1, |c| c.partitions)
+    }
+
     /// Where partition `p`'s store lives on this instance.
     pub fn dir(&self, p: u32) -> PathBuf {
         self.config
@@ -66,6 +73,9 @@ pub struct Shard {
     pipeline: JoinHandle<Result<(), PipelineError>>,
     webhooks_stop: CancellationToken,
     webhooks: JoinHandle<()>,
+    outbox_stop: CancellationToken,
+    outbox: JoinHandle<()>,
+    events_committed: Arc<Notify>,
     /// The shard's router and the tasks serving it.
     pub router: axum::Router,
     serving: Vec<JoinHandle<()>>,
@@ -105,12 +115,14 @@ impl Shard {
         let replaying = Arc::new(AtomicBool::new(true));
         let acker = ShardAcker::new(ctx.client.clone(), lease.clone(), replaying.clone());
         let (decoded_tx, decoded) = mpsc::channel(1024);
+        // The store writer wakes the event outbox after each commit that stored events.
+        let events_committed = Arc::new(Notify::new());
         let (pipeline, tracker, events) = Pipeline::new(
             core,
             store,
             acker,
             decoded,
-            Arc::new(Notify::new()),
+            events_committed.clone(),
             settings::pipeline(config),
             ctx.metrics.clone(),
         );
@@ -123,7 +135,11 @@ impl Shard {
             events.clone(),
             config.auth.admin_key.as_ref().map(|k| k.expose()),
             settings::api_limits(config),
-        )?;
+        )?
+        // Every shard applies every registry entry: the same ids, keys and times everywhere.
+        .trust_replication_headers()
+        // Every shard stores every device; it answers only for those of its partition.
+        .with_owns(owns(p, ctx.partitions()));
         api.set_synchronous(synchronous)?;
         let router = shard_router(ctx, api);
 
@@ -132,21 +148,37 @@ impl Shard {
 
         // 3. The replay.
         let consumer = source::partition_consumer(&ctx.stream, p).await?;
+        // Up to the last message the consumer delivered, not just its ack floor: messages
+        // above the floor may be acknowledged one by one (the floor is where every message
+        // before is acknowledged), and an acknowledged message is never delivered again. What
+        // was delivered and not acknowledged comes again later and is then only acknowledged.
         let floor = consumer
             .get_info()
             .await
             .context("the partition consumer's position")?
-            .ack_floor
+            .delivered
             .stream_sequence;
         let decoder = Decoder::new(settings::ingest(config));
         let replayed = replay(ctx, p, floor, &decoder, &decoded_tx).await?;
         replaying.store(false, Ordering::Relaxed);
         tracing::info!(partition = p, replayed, upto = floor, "partition rebuilt");
 
-        // The webhook engine starts past the replayed events: their owner delivered them.
+        // The webhook engine and the event outbox start past the replayed events: their owner
+        // delivered them.
         let mut webhooks_store = Store::open(&dir)?;
         webhooks_store.set_synchronous(synchronous)?;
-        webhooks_store.skip_webhook_fan_out_to_newest()?;
+        let newest = webhooks_store.skip_webhook_fan_out_to_newest()?;
+        let mut outbox_store = Store::open(&dir)?;
+        outbox_store.set_synchronous(synchronous)?;
+        outbox_store.set_cursor(landport_sinks::outbox::CURSOR, newest)?;
+        let outbox_stop = CancellationToken::new();
+        let outbox = tokio::spawn(landport_sinks::outbox::run(
+            outbox_store,
+            crate::events::NatsEvents(ctx.client.clone()),
+            events_committed.clone(),
+            outbox_stop.clone(),
+            ctx.metrics.clone(),
+        ));
         let webhooks_stop = CancellationToken::new();
         let webhooks = tokio::spawn(landport_sinks::webhooks::run(
             webhooks_store,
@@ -175,6 +207,9 @@ impl Shard {
             pipeline,
             webhooks_stop,
             webhooks,
+            outbox_stop,
+            outbox,
+            events_committed,
             router,
             serving,
         })
@@ -194,7 +229,9 @@ impl Shard {
             }
         }
         self.webhooks_stop.cancel();
-        let _ = self.webhooks.await;
+        self.events_committed.notify_one();
+        self.outbox_stop.cancel();
+        let _ = tokio::join!(self.webhooks, self.outbox);
         for t in self.serving {
             t.abort();
         }
@@ -205,6 +242,13 @@ impl Shard {
     pub fn failed(&self) -> bool {
         self.pipeline.is_finished() || self.source.is_finished()
     }
+}
+
+/// The devices partition `p` answers for: those NATS maps to it.
+fn owns(p: u32, partitions: u32) -> landport_api::Owns {
+    Arc::new(move |tenant: &str, device: &str| {
+        crate::partition::partition(tenant, device, partitions) == p
+    })
 }
 
 /// A seed for the backoff's jitter: the sub-second part of the clock is enough to keep
@@ -333,11 +377,11 @@ async fn live(
                 continue;
             };
             let d = if seq <= highest {
-                source::ack_only(ShardAck::Js(msg))
+                source::ack_only(ShardAck::Js(Box::new(msg)))
             } else {
                 highest = seq;
                 let mut d = source::decode(&decoder, &msg, ShardAck::Replayed);
-                d.ack = Some(ShardAck::Js(msg));
+                d.ack = Some(ShardAck::Js(Box::new(msg)));
                 d
             };
             if decoded.send(d).await.is_err() {

@@ -43,6 +43,8 @@ pub fn topic_of(subject: &str) -> Option<String> {
     if parts.next().is_some() || tenant.is_empty() || device.is_empty() {
         return None;
     }
+    // NATS's MQTT gateway writes a `.` of a topic level as `//` (crate::partition::subject_token).
+    let (tenant, device) = (tenant.replace("//", "."), device.replace("//", "."));
     Some(format!("landport/{tenant}/{device}/{kind}"))
 }
 
@@ -92,8 +94,9 @@ pub async fn partition_consumer(stream: &stream::Stream, p: u32) -> Result<consu
 /// How a shard's pipeline acknowledges what it took in.
 #[derive(Debug)]
 pub enum ShardAck {
-    /// A live message: acknowledged to JetStream after the commit.
-    Js(jetstream::Message),
+    /// A live message: acknowledged to JetStream after the commit (boxed: it is large, and
+    /// the other kinds are small).
+    Js(Box<jetstream::Message>),
     /// A message replayed while the shard was rebuilt: its owner of the time acknowledged it.
     Replayed,
     /// Told once everything before it is committed (the end of a replay).
@@ -150,10 +153,10 @@ impl Acknowledger for ShardAcker {
                 // Past the lease another instance may own the partition and have rebuilt it
                 // from the stream up to its acknowledged position: an ack now could hide a
                 // message from it. Left unacknowledged, the message is delivered again.
-                if self.lease.valid() {
-                    if let Err(e) = msg.ack().await {
-                        tracing::warn!(error = %e, "acknowledging to JetStream");
-                    }
+                if self.lease.valid()
+                    && let Err(e) = msg.ack().await
+                {
+                    tracing::warn!(error = %e, "acknowledging to JetStream");
                 }
             }
             ShardAck::Replayed => {}
@@ -222,6 +225,10 @@ mod tests {
         assert_eq!(
             topic_of("lp.12.acme.truck-1.telemetry").as_deref(),
             Some("landport/acme/truck-1/telemetry")
+        );
+        assert_eq!(
+            topic_of("lp.2.acme.dock//7.telemetry").as_deref(),
+            Some("landport/acme/dock.7/telemetry")
         );
         assert_eq!(
             topic_of("lp.0.acme.s_9.senml").as_deref(),
