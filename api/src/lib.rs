@@ -88,6 +88,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The OpenAPI document alone (`/openapi.json`): served by an instance itself in cluster
+/// mode, where `/v1` goes to the partitions.
+pub fn openapi_router() -> Router {
+    Router::new().route("/openapi.json", get(openapi::openapi_json))
+}
+
 /// Every route: the operational endpoints and the REST API under `/v1`. Bodies are limited
 /// to [`MAX_BODY_BYTES`]; unknown paths get a JSON 404, unknown methods a JSON 405.
 pub fn router_with_api(state: AppState, api: ApiState) -> Router {

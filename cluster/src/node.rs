@@ -134,7 +134,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
     let local = landport_api::router(landport_api::AppState {
         metrics: metrics.clone(),
         ready: ready.clone(),
-    });
+    })
+    .merge(landport_api::openapi_router());
     let front = crate::front::router(
         client.clone(),
         cluster.partitions,
@@ -192,6 +193,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
                     }
                 }
                 for p in changes.lost {
+                    metrics.cluster.leases_lost.inc();
                     if let Some(c) = clocks.remove(&p) {
                         c.end();
                     }
@@ -209,7 +211,12 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
                     tracing::info!(partition = p, "lease taken: rebuilding the partition");
                     let (ctx, replicator) = (ctx.clone(), replicator.clone());
                     starting.spawn(async move {
+                        let began = tokio::time::Instant::now();
                         let started = start_shard(&ctx, p, clock, replicator).await;
+                        ctx.metrics
+                            .cluster
+                            .takeover_seconds
+                            .observe(began.elapsed().as_secs_f64());
                         (p, started)
                     });
                 }
@@ -239,6 +246,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
                         });
                     }
                 }
+                metrics.cluster.partitions_live.set(shards.len() as i64);
                 metrics.mqtt_connected.set(i64::from(
                     client.connection_state() == async_nats::connection::State::Connected,
                 ));

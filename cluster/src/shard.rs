@@ -161,6 +161,7 @@ impl Shard {
         let decoder = Decoder::new(settings::ingest(config));
         let replayed = replay(ctx, p, floor, &decoder, &decoded_tx).await?;
         replaying.store(false, Ordering::Relaxed);
+        ctx.metrics.cluster.replayed.inc_by(replayed);
         tracing::info!(partition = p, replayed, upto = floor, "partition rebuilt");
 
         // The webhook engine and the event outbox start past the replayed events: their owner

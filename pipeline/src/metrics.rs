@@ -86,6 +86,8 @@ pub struct Metrics {
     pub mqtt_auth_denied: Family<ReasonLabel, Counter>,
     /// Webhook deliveries (SPEC 13): see [`WebhookMetrics`].
     pub webhooks: WebhookMetrics,
+    /// Cluster mode (SPEC 16): see [`ClusterMetrics`].
+    pub cluster: ClusterMetrics,
 }
 
 impl Metrics {
@@ -116,6 +118,7 @@ impl Metrics {
             sink_refused_lines: Counter::default(),
             sink_undecodable_skips: Counter::default(),
             webhooks: WebhookMetrics::default(),
+            cluster: ClusterMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -225,6 +228,7 @@ impl Metrics {
             m.mqtt_oversize.clone(),
         );
         m.webhooks.register(&mut registry);
+        m.cluster.register(&mut registry);
         registry.register(
             "mqtt_auth_denied",
             "MQTT connects refused by the authenticator, by reason (no_credentials, \
@@ -368,6 +372,60 @@ impl WebhookMetrics {
         self.deliveries
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+}
+
+// ----- cluster mode (SPEC 16) -------------------------------------------------------------
+
+/// What an instance in cluster mode (landport-cluster) reports.
+#[derive(Debug)]
+pub struct ClusterMetrics {
+    /// Partitions whose shard runs on this instance (live, not being rebuilt).
+    pub partitions_live: Gauge,
+    /// Seconds from taking a partition's lease to its shard being live (registry applied,
+    /// stream replayed).
+    pub takeover_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Stream messages replayed while rebuilding partitions.
+    pub replayed: Counter,
+    /// Partition leases lost (not renewed in time): their shards stopped at once.
+    pub leases_lost: Counter,
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        ClusterMetrics {
+            partitions_live: Gauge::default(),
+            takeover_seconds: prometheus_client::metrics::histogram::Histogram::new([
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+            ]),
+            replayed: Counter::default(),
+            leases_lost: Counter::default(),
+        }
+    }
+}
+
+impl ClusterMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cluster_partitions_live",
+            "Partitions whose shard runs on this instance",
+            self.partitions_live.clone(),
+        );
+        registry.register(
+            "cluster_takeover_seconds",
+            "Lease taken to shard live: registry applied and the partition's stream replayed",
+            self.takeover_seconds.clone(),
+        );
+        registry.register(
+            "cluster_replayed_messages",
+            "Stream messages replayed while rebuilding partitions",
+            self.replayed.clone(),
+        );
+        registry.register(
+            "cluster_leases_lost",
+            "Partition leases not renewed in time (their shards stopped at once)",
+            self.leases_lost.clone(),
+        );
     }
 }
 
