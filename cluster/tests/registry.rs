@@ -725,3 +725,61 @@ async fn on_a_three_node_cluster_the_log_has_three_replicas_and_survives_a_node(
     .await;
     assert_eq!(st, StatusCode::CREATED, "{k}");
 }
+
+/// Not a test: prints how long registry writes take end to end on this machine (one
+/// nats-server, two shards). `cargo test -p landport-cluster --test registry -- --ignored
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn measure_write_latency() {
+    let nats = Nats::start();
+    let (client, js) = nats.connect().await;
+    let mut shards = [Shard::new(false), Shard::new(false)];
+    for (p, s) in shards.iter_mut().enumerate() {
+        s.apply(&client, &js, p as u32).await;
+    }
+    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
+        .await
+        .unwrap();
+    let (st, _) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, k) = submit(
+        &log,
+        Method::POST,
+        "/v1/tenants/acme/keys",
+        ADMIN,
+        Value::Null,
+    )
+    .await;
+    let key = k["key"].as_str().unwrap().to_owned();
+    let mut took = Vec::new();
+    let t0 = std::time::Instant::now();
+    for i in 0..300 {
+        let t = std::time::Instant::now();
+        let (st, b) = submit(
+            &log,
+            Method::POST,
+            "/v1/devices",
+            &key,
+            json!({"id": format!("d-{i}"), "name": "d", "kind": "truck"}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        took.push(t.elapsed());
+    }
+    let total = t0.elapsed();
+    took.sort();
+    eprintln!(
+        "300 device creates, one after another, 2 shards: p50 {:?}, p99 {:?}, {:.0} writes/s",
+        took[150],
+        took[297],
+        300.0 / total.as_secs_f64()
+    );
+}
