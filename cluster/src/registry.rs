@@ -35,6 +35,12 @@
 //! A replicated entry also skips the per-key rate on the shards (the API does that), so that
 //! no shard refuses with a 429 what another applies.
 //!
+//! The log holds secrets, kept as long as the log: each entry's `authorization` header (the
+//! caller's API key, which every shard checks) and its seed, from which the keys, device
+//! passwords, webhook secrets and share tokens that write made can be derived. Whoever may
+//! read the stream `LANDPORT_REGISTRY` or subscribe to `lpreg.>` must be trusted like
+//! whoever may read the stores' files: NATS accounts or permissions keep everyone else out.
+//!
 //! What stays a partition's own, by design (it derives from the partition's telemetry, which
 //! only its shard has): events, and so webhook deliveries (each shard delivers the events of
 //! its own partition; a webhook's `start_seq` and health are per shard; a replay queues each
