@@ -290,7 +290,8 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
     })
 }
 
-/// A new secret: `whsec_` + base64 of [`SECRET_BYTES`] from the OS's random source.
+/// A new secret: `whsec_` + base64 of [`SECRET_BYTES`] random bytes (the OS's, or a replicated
+/// entry's: [`crate::replicated`]).
 fn new_secret() -> Result<String, ApiError> {
     let mut buf = [0u8; SECRET_BYTES];
     crate::replicated::fill(&mut buf)?;
