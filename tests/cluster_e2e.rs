@@ -36,7 +36,7 @@ fn start_instance(dir: &Path, i: usize, nats: &NatsCluster) -> Landport {
          [auth]\nadmin_key = \"{ADMIN}\"\n\
          [log]\nlevel = \"info\"\n\
          [cluster]\nnats_url = \"{}\"\npartitions = {PARTITIONS}\ninstance_id = \"lp-{i}\"\n\
-         lease_seconds = 3\nrequest_timeout_ms = 3000\n",
+         lease_seconds = 5\nrequest_timeout_ms = 3000\nsnapshot_seconds = 1\n",
         dir.join("data").display(),
         nats.client_urls(),
     );
@@ -250,7 +250,9 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
         .collect();
     assert!(partitions.len() > 2, "{partitions:?}");
 
-    // Phase 2: a stream through one connection while instance 1 is killed mid-way.
+    // Phase 2: a stream through one connection while instance 1 is killed mid-way. The
+    // owners have saved their partitions' snapshots by now: the takeover starts from them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut stream = Vec::new();
     for n in 4..40 {
         for i in 0..DEVICES {
@@ -283,6 +285,19 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
             assert_eq!(got, *n, "{dev}: every acknowledged reading stored once");
         }
     }
+    let restored: usize = [0, 2]
+        .iter()
+        .map(|i| {
+            std::fs::read_to_string(&lps[*i].log)
+                .unwrap()
+                .matches("partition snapshot restored")
+                .count()
+        })
+        .sum();
+    assert!(
+        restored > 0,
+        "the takeover started from the dead owner's snapshots"
+    );
     let events = all_events(addrs[0], &key);
     assert!(
         events.len() > DEVICES,
@@ -319,11 +334,23 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
     }
     for (dev, n) in expected.iter_mut() {
         *n += 1;
-        let got = wait_for(
-            "readings after a NATS node died",
-            Duration::from_secs(60),
-            || track_len(addrs[0], &key, dev).filter(|got| got >= n),
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let got = loop {
+            match track_len(addrs[0], &key, dev) {
+                Some(got) if got >= *n => break got,
+                _ if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                last => {
+                    for i in [0, 2] {
+                        let log = std::fs::read_to_string(&lps[i].log).unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                        eprintln!("=== lp{i}, last lines first\n{}", tail.join("\n"));
+                    }
+                    panic!("{dev}: {last:?} readings 120 s after a NATS node died, want {n}");
+                }
+            }
+        };
         assert_eq!(got, *n, "{dev}");
     }
 }

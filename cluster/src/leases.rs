@@ -1,11 +1,16 @@
 //! Who owns which partition: leases in JetStream KV.
 //!
-//! Two buckets, both with `max_age` = `cluster.lease_seconds`, so an entry that is not
-//! renewed in time disappears on its own:
-//! - `LANDPORT_INSTANCES`: one key per live instance, put again at every tick (its heartbeat);
-//! - `LANDPORT_LEASES`: key `p{n}` -> the id of the instance that owns partition `n`. Taken
-//!   with `create` (fails if someone holds it), renewed with `update` at the revision this
-//!   instance last wrote (fails if it changed hands), given back with a delete.
+//! The bucket `LANDPORT_LEASES` has `max_age` = `cluster.lease_seconds`, so an entry that is
+//! not renewed in time disappears on its own: key `p{n}` -> the id of the instance that owns
+//! partition `n`. Taken with `create` (fails if someone holds it), renewed with `update` at the
+//! revision this instance last wrote (fails if it changed hands), given back with a delete.
+//! The leases are read one key at a time (`p0`..`p{N-1}`, direct gets that any replica
+//! answers), not listed: a listing needs a consumer, which JetStream cannot create while it
+//! elects leaders after a node died.
+//!
+//! Which instances are alive is asked over core NATS, not JetStream: every instance answers
+//! `lpinst.who` with its id, and a tick gathers the answers for a moment. It only sets the
+//! shares; who may act as an owner is the leases' business alone.
 //!
 //! Every instance runs the same [`plan`] over what it sees: the live instances share the
 //! partitions evenly (in the order of their ids, the first `partitions % live` get one more),
@@ -24,8 +29,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-/// The bucket of instance heartbeats.
-pub const INSTANCES_BUCKET: &str = "LANDPORT_INSTANCES";
+/// The subject every instance answers with its id.
+pub const WHO_SUBJECT: &str = "lpinst.who";
+/// How long a tick gathers the instances' answers.
+const WHO_WAIT: Duration = Duration::from_millis(300);
+/// How long one KV operation of a tick may take.
+const KV_TIMEOUT: Duration = Duration::from_secs(2);
 /// The bucket of partition leases.
 pub const LEASES_BUCKET: &str = "LANDPORT_LEASES";
 
@@ -34,17 +43,13 @@ pub fn lease_key(p: u32) -> String {
     format!("p{p}")
 }
 
-fn partition_of_key(key: &str) -> Option<u32> {
-    key.strip_prefix('p')?.parse().ok()
-}
-
 /// What one instance sees at a tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct View {
     pub partitions: u32,
     /// This instance's id.
     pub me: String,
-    /// The live instances (those with a heartbeat), this one among them.
+    /// The live instances (those that answered), this one among them.
     pub live: BTreeSet<String>,
     /// Partition -> the instance holding its lease.
     pub owners: BTreeMap<u32, String>,
@@ -114,9 +119,11 @@ pub struct Lease {
     pub valid_until: Instant,
 }
 
-/// The two buckets, and this instance's leases.
+/// The lease bucket, and this instance's leases.
 pub struct Leases {
-    instances: kv::Store,
+    client: async_nats::Client,
+    /// Answers [`WHO_SUBJECT`] while this instance runs.
+    presence: tokio::task::JoinHandle<()>,
     leases: kv::Store,
     me: String,
     partitions: u32,
@@ -138,26 +145,44 @@ pub struct Changes {
 }
 
 impl Leases {
-    /// Opens (creating if absent) the two buckets.
+    /// Opens (creating if absent) the lease bucket, and starts answering [`WHO_SUBJECT`].
     pub async fn open(
+        client: &async_nats::Client,
         js: &jetstream::Context,
         me: &str,
         partitions: u32,
         ttl: Duration,
         replicas: usize,
     ) -> Result<Leases> {
-        let bucket = |name: &str| kv::Config {
-            bucket: name.to_owned(),
-            history: 1,
-            max_age: ttl,
-            num_replicas: replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let instances = open_bucket(js, bucket(INSTANCES_BUCKET)).await?;
-        let leases = open_bucket(js, bucket(LEASES_BUCKET)).await?;
+        let leases = open_bucket(
+            js,
+            kv::Config {
+                bucket: LEASES_BUCKET.to_owned(),
+                history: 1,
+                max_age: ttl,
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let mut who = client
+            .subscribe(WHO_SUBJECT)
+            .await
+            .context("subscribing to the instances' roll call")?;
+        let presence = tokio::spawn({
+            let (client, me) = (client.clone(), Bytes::from(me.to_owned()));
+            async move {
+                while let Some(msg) = who.next().await {
+                    if let Some(reply) = msg.reply {
+                        let _ = client.publish(reply, me.clone()).await;
+                    }
+                }
+            }
+        });
         Ok(Leases {
-            instances,
+            client: client.clone(),
+            presence,
             leases,
             me: me.to_owned(),
             partitions,
@@ -171,23 +196,25 @@ impl Leases {
         sent + self.ttl * 2 / 3
     }
 
-    /// One tick: heartbeat, renew what is held, look, plan, claim.
-    pub async fn tick(&mut self) -> Result<Changes> {
+    /// One tick: heartbeat, renew what is held, look, plan, claim. NATS failing part of it
+    /// (a JetStream leader moving after a node died) only skips that part: a lease whose
+    /// renewal timed out is kept, and its shard stops acknowledging when its validity runs out
+    /// ([`Lease::valid_until`]); it is lost only when the bucket says another revision holds
+    /// it (someone else took it, or it lapsed).
+    pub async fn tick(&mut self) -> Changes {
         let mut changes = Changes::default();
-        self.instances
-            .put(&self.me, Bytes::from(self.me.clone()))
-            .await
-            .context("heartbeat")?;
 
         // Renew first: a lease about to lapse matters more than a free one.
         let held: Vec<u32> = self.held.keys().copied().collect();
         for p in held {
             let sent = Instant::now();
             let rev = self.held[&p].revision;
-            match self
+            let update = self
                 .leases
-                .update(lease_key(p), Bytes::from(self.me.clone()), rev)
+                .update(lease_key(p), Bytes::from(self.me.clone()), rev);
+            match tokio::time::timeout(KV_TIMEOUT, update)
                 .await
+                .unwrap_or_else(|_| Err(kv::UpdateErrorKind::TimedOut.into()))
             {
                 Ok(revision) => {
                     let lease = Lease {
@@ -198,23 +225,31 @@ impl Leases {
                     self.held.insert(p, lease.clone());
                     changes.renewed.push(lease);
                 }
-                Err(e) => {
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(partition = p, error = %e, "lease lost");
                     self.held.remove(&p);
                     changes.lost.push(p);
                 }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "renewing a lease (kept while valid)");
+                }
             }
         }
 
-        let view = self.view().await?;
+        let view = match self.view().await {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "reading the leases");
+                return changes;
+            }
+        };
         let plan = plan(&view);
         for p in plan.claim {
             let sent = Instant::now();
-            if let Ok(revision) = self
+            let create = self
                 .leases
-                .create(lease_key(p), Bytes::from(self.me.clone()))
-                .await
-            {
+                .create(lease_key(p), Bytes::from(self.me.clone()));
+            if let Ok(Ok(revision)) = tokio::time::timeout(KV_TIMEOUT, create).await {
                 let lease = Lease {
                     partition: p,
                     revision,
@@ -225,18 +260,20 @@ impl Leases {
             }
         }
         changes.to_release = plan.release;
-        Ok(changes)
+        changes
     }
 
-    /// The live instances and the lease holders, as the buckets say now.
+    /// The live instances and the lease holders, as NATS says now.
     pub async fn view(&self) -> Result<View> {
-        let live = keys(&self.instances).await?.into_iter().collect();
+        let live = self.roll_call().await?;
         let mut owners = BTreeMap::new();
-        for key in keys(&self.leases).await? {
-            let Some(p) = partition_of_key(&key) else {
-                continue;
-            };
-            if let Some(owner) = self.leases.get(&key).await.context("reading a lease")? {
+        for p in 0..self.partitions {
+            let get = self.leases.get(lease_key(p));
+            let owner = tokio::time::timeout(KV_TIMEOUT, get)
+                .await
+                .context("reading a lease: timed out")?
+                .context("reading a lease")?;
+            if let Some(owner) = owner {
                 owners.insert(p, String::from_utf8_lossy(&owner).into_owned());
             }
         }
@@ -252,6 +289,30 @@ impl Leases {
         })
     }
 
+    /// The ids of the instances that answer [`WHO_SUBJECT`] within [`WHO_WAIT`], this one
+    /// always among them.
+    async fn roll_call(&self) -> Result<BTreeSet<String>> {
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .context("the roll call")?;
+        self.client
+            .publish_with_reply(WHO_SUBJECT, inbox, Bytes::new())
+            .await
+            .context("the roll call")?;
+        let mut live = BTreeSet::from([self.me.clone()]);
+        let until = Instant::now() + WHO_WAIT;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(until, answers.next()).await {
+            if let Ok(id) = std::str::from_utf8(&msg.payload) {
+                live.insert(id.to_owned());
+            }
+        }
+        let _ = answers.unsubscribe().await;
+        Ok(live)
+    }
+
     /// Gives partition `p` back (its shard has stopped): deleted at the revision held, so a
     /// lease that already changed hands is left alone.
     pub async fn release(&mut self, p: u32) {
@@ -265,14 +326,14 @@ impl Leases {
         }
     }
 
-    /// Gives every lease back and stops the heartbeat (a clean stop: the others take over at
-    /// once instead of after the leases lapse).
+    /// Gives every lease back and stops answering the roll call (a clean stop: the others
+    /// take over at once instead of after the leases lapse).
     pub async fn release_all(&mut self) {
+        self.presence.abort();
         let held: Vec<u32> = self.held.keys().copied().collect();
         for p in held {
             self.release(p).await;
         }
-        let _ = self.instances.delete(&self.me).await;
     }
 
     /// The partitions held now.
@@ -308,15 +369,6 @@ async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::
     js.get_key_value(&name)
         .await
         .with_context(|| format!("opening the KV bucket {name}"))
-}
-
-async fn keys(store: &kv::Store) -> Result<Vec<String>> {
-    let mut keys = store.keys().await.context("listing a KV bucket")?;
-    let mut out = Vec::new();
-    while let Some(k) = keys.next().await {
-        out.push(k.context("listing a KV bucket")?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -15,5 +15,6 @@ pub mod registry;
 pub mod serve;
 pub mod settings;
 pub mod shard;
+pub mod snapshot;
 pub mod source;
 pub mod wire;

@@ -97,9 +97,16 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
     let retention = Duration::from_secs(u64::from(config.storage.retention_days) * 86_400);
     let stream = source::ensure_stream(&js, retention, replicas).await?;
     let ttl = Duration::from_secs(cluster.lease_seconds);
-    let mut leases = Leases::open(&js, &cluster.instance_id, cluster.partitions, ttl, replicas)
-        .await
-        .context("the lease buckets")?;
+    let mut leases = Leases::open(
+        &client,
+        &js,
+        &cluster.instance_id,
+        cluster.partitions,
+        ttl,
+        replicas,
+    )
+    .await
+    .context("the lease buckets")?;
     crate::registry::ensure_stream(&js, replicas)
         .await
         .context("the registry log")?;
@@ -121,11 +128,15 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
         "cluster mode: connected to NATS"
     );
     let partitions = cluster.partitions;
+    let snapshots = crate::snapshot::open(&js, replicas)
+        .await
+        .context("the snapshot bucket")?;
     let ctx = ShardContext {
         config: config.clone(),
         client: client.clone(),
         js: js.clone(),
         stream,
+        snapshots,
         metrics: metrics.clone(),
     };
 
@@ -180,13 +191,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
         tokio::select! {
             _ = &mut signal => break,
             _ = tick.tick() => {
-                let changes = match leases.tick().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "lease tick");
-                        continue;
-                    }
-                };
+                let changes = leases.tick().await;
                 for lease in changes.renewed {
                     if let Some(c) = clocks.get(&lease.partition) {
                         c.extend(lease.valid_until);
@@ -212,8 +217,17 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
                     let (ctx, replicator) = (ctx.clone(), replicator.clone());
                     starting.spawn(async move {
                         let began = tokio::time::Instant::now();
-                        let started = start_shard(&ctx, p, clock, replicator).await;
-                        ctx.metrics
+                        // Its own task, so that a panic (async-nats unwraps inside its object
+                        // store's download) is this partition's error, not a lost partition.
+                        let metrics = ctx.metrics.clone();
+                        let started = tokio::spawn(async move {
+                            start_shard(&ctx, p, clock, replicator).await
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(anyhow::anyhow!("building the partition failed: {e}"))
+                        });
+                        metrics
                             .cluster
                             .takeover_seconds
                             .observe(began.elapsed().as_secs_f64());

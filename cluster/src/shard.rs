@@ -3,21 +3,26 @@
 //!
 //! Taking a partition over rebuilds it from NATS, whoever owned it before and however that
 //! owner ended:
-//! 1. a fresh store in `{storage.path}/partitions/p{n}`;
-//! 2. the registry log applied up to its end (every shard holds the whole registry);
-//! 3. the partition's telemetry replayed from the start of the stream up to the last message
-//!    the durable consumer delivered: everything an owner committed and acknowledged (and what
-//!    it took but had not acknowledged yet), so the history (tracks, events, reports) and the
-//!    live state are what they were. Event ids are deterministic, so the replayed events have
-//!    the ids they had; the webhook engine and the event outbox start after the replay, past
-//!    them, so none is delivered twice;
+//! 1. the partition's newest snapshot ([`crate::snapshot`]), if any, as the shard's store
+//!    (history, registry, events, webhook deliveries, the tracker's own snapshots), recovered
+//!    as a single node recovers after `kill -9`; else a fresh store in
+//!    `{storage.path}/partitions/p{n}`;
+//! 2. the registry log applied from where the store left it to its end (every shard holds the
+//!    whole registry);
+//! 3. the partition's telemetry replayed from after the snapshot's stream position (or the
+//!    stream's start) up to the last message the durable consumer delivered: everything an
+//!    owner committed and acknowledged (and what it took but had not acknowledged yet), so the
+//!    history (tracks, events, reports) and the live state are what they were. Event ids are
+//!    deterministic, so the replayed events have the ids they had; the webhook engine and the
+//!    event outbox start after the replay, past them, so none is delivered twice;
 //! 4. then the live consumer, after that message: what the old owner took but never
 //!    acknowledged is delivered again (after the consumer's ack wait) and only acknowledged,
-//!    as it is stored already.
+//!    as it is stored already. The owner saves a new snapshot every
+//!    `cluster.snapshot_seconds`, which bounds the next takeover's replay.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -32,8 +37,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings;
 use crate::source::{self, LeaseClock, ShardAck, ShardAcker};
+use crate::{settings, snapshot};
 
 /// What every shard of an instance shares.
 #[derive(Clone)]
@@ -42,6 +47,8 @@ pub struct ShardContext {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub stream: stream::Stream,
+    /// The object store of partition snapshots.
+    pub snapshots: async_nats::jetstream::object_store::ObjectStore,
     pub metrics: Arc<Metrics>,
 }
 
@@ -79,6 +86,7 @@ pub struct Shard {
     /// The shard's router and the tasks serving it.
     pub router: axum::Router,
     serving: Vec<JoinHandle<()>>,
+    snapshots: JoinHandle<()>,
 }
 
 /// What a starting shard hands the instance once it is ready to answer, so the instance can
@@ -103,6 +111,11 @@ impl Shard {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("clearing {} for a rebuild", dir.display()))?;
         }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // 1. The newest snapshot, if any: the replay starts after the stream position it covers.
+        let covered = snapshot::restore(&ctx.snapshots, p, &dir.join(landport_store::DB_FILE))
+            .await?
+            .unwrap_or(0);
         let synchronous = settings::synchronous(config);
         let mut store = Store::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
         store.set_synchronous(synchronous)?;
@@ -159,10 +172,16 @@ impl Shard {
             .delivered
             .stream_sequence;
         let decoder = Decoder::new(settings::ingest(config));
-        let replayed = replay(ctx, p, floor, &decoder, &decoded_tx).await?;
+        let replayed = replay(ctx, p, covered, floor, &decoder, &decoded_tx).await?;
         replaying.store(false, Ordering::Relaxed);
         ctx.metrics.cluster.replayed.inc_by(replayed);
-        tracing::info!(partition = p, replayed, upto = floor, "partition rebuilt");
+        tracing::info!(
+            partition = p,
+            snapshot = covered,
+            replayed,
+            upto = floor,
+            "partition rebuilt"
+        );
 
         // The webhook engine and the event outbox start past the replayed events: their owner
         // delivered them.
@@ -189,13 +208,25 @@ impl Shard {
             ctx.metrics.clone(),
         ));
 
-        // 4. Live.
+        // 4. Live, and a snapshot now and then.
         let stop = CancellationToken::new();
+        let feed = Feed {
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            fed: Arc::new(AtomicU64::new(floor.max(covered))),
+            decoded: decoded_tx,
+        };
         let source = tokio::spawn(live(
             consumer,
             decoder,
-            decoded_tx,
-            floor,
+            feed.clone(),
+            lease.clone(),
+            stop.clone(),
+        ));
+        let snapshots = tokio::spawn(snapshots(
+            ctx.clone(),
+            p,
+            feed,
+            covered,
             lease.clone(),
             stop.clone(),
         ));
@@ -213,6 +244,7 @@ impl Shard {
             events_committed,
             router,
             serving,
+            snapshots,
         })
     }
 
@@ -221,6 +253,7 @@ impl Shard {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.source.await;
+        let _ = self.snapshots.await;
         self.pipeline_stop.cancel();
         match self.pipeline.await {
             Ok(Ok(())) => {}
@@ -280,23 +313,26 @@ fn shard_router(ctx: &ShardContext, api: landport_api::ApiState) -> axum::Router
     landport_api::request_timeout(router, config.http.request_timeout())
 }
 
-/// Replays partition `p` from the start of the stream up to `floor` (its acknowledged
-/// position) into the pipeline, and waits until all of it is committed. Returns how many
+/// Replays partition `p` from after `after` (the position its snapshot covers; 0: the start
+/// of the stream) up to `floor` (the last message delivered) into the pipeline, and waits until all of it is committed. Returns how many
 /// messages it replayed.
 async fn replay(
     ctx: &ShardContext,
     p: u32,
+    after: u64,
     floor: u64,
     decoder: &Decoder,
     decoded: &mpsc::Sender<landport_pipeline::Decoded<ShardAck>>,
 ) -> Result<u64> {
     let mut n = 0;
-    if floor > 0 {
+    if floor > after {
         let ordered = ctx
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: source::partition_filter(p),
-                deliver_policy: consumer::DeliverPolicy::All,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
                 ..Default::default()
             })
             .await
@@ -330,17 +366,26 @@ async fn replay(
     Ok(n)
 }
 
-/// The live consumer: every message after `after`, each acknowledged after its commit. A
-/// message delivered again (its ack was lost, or came late) is only acknowledged again.
+/// How the source and the snapshot task feed a shard's pipeline: `gate` is held while a
+/// message is handed over, so holding it pauses the feed; `fed` is the stream sequence of the
+/// last message handed over.
+#[derive(Clone)]
+struct Feed {
+    gate: Arc<tokio::sync::Mutex<()>>,
+    fed: Arc<AtomicU64>,
+    decoded: mpsc::Sender<landport_pipeline::Decoded<ShardAck>>,
+}
+
+/// The live consumer: every message after the last one fed, each acknowledged after its
+/// commit. A message delivered again (its ack was lost, or came late, or it was replayed) is
+/// only acknowledged again.
 async fn live(
     consumer: consumer::PullConsumer,
     decoder: Decoder,
-    decoded: mpsc::Sender<landport_pipeline::Decoded<ShardAck>>,
-    after: u64,
+    feed: Feed,
     lease: LeaseClock,
     stop: CancellationToken,
 ) {
-    let mut highest = after;
     let mut backoff = landport_pipeline::Backoff::new(
         Duration::from_millis(100),
         Duration::from_secs(5),
@@ -377,17 +422,97 @@ async fn live(
             let Ok(seq) = source::sequence(&msg) else {
                 continue;
             };
-            let d = if seq <= highest {
+            let _gate = feed.gate.lock().await;
+            let d = if seq <= feed.fed.load(Ordering::Relaxed) {
                 source::ack_only(ShardAck::Js(Box::new(msg)))
             } else {
-                highest = seq;
+                feed.fed.store(seq, Ordering::Relaxed);
                 let mut d = source::decode(&decoder, &msg, ShardAck::Replayed);
                 d.ack = Some(ShardAck::Js(Box::new(msg)));
                 d
             };
-            if decoded.send(d).await.is_err() {
+            if feed.decoded.send(d).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// Saves partition `p`'s snapshot every `cluster.snapshot_seconds` while the lease holds
+/// (see [`crate::snapshot`]), when messages came since the last one.
+async fn snapshots(
+    ctx: ShardContext,
+    p: u32,
+    feed: Feed,
+    mut covered: u64,
+    lease: LeaseClock,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(
+        ctx.config
+            .cluster
+            .as_ref()
+            .map_or(60, |c| c.snapshot_seconds),
+    );
+    let copy = ctx.dir(p).with_extension("snapshot");
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !lease.valid() || feed.fed.load(Ordering::Relaxed) == covered {
+            continue;
+        }
+        let began = tokio::time::Instant::now();
+        let seq = match copy_committed(&ctx, p, &feed, &copy).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(
+                    partition = p,
+                    error = format!("{e:#}"),
+                    "copying the partition"
+                );
+                continue;
+            }
+        };
+        if !lease.valid() {
+            continue;
+        }
+        match snapshot::save(&ctx.snapshots, p, seq, &copy).await {
+            Ok(()) => {
+                covered = seq;
+                tracing::debug!(
+                    partition = p,
+                    upto = seq,
+                    ms = began.elapsed().as_millis() as u64,
+                    "partition snapshot saved"
+                );
+            }
+            Err(e) => tracing::warn!(partition = p, error = format!("{e:#}"), "saving a snapshot"),
+        }
+        let _ = std::fs::remove_file(&copy);
+    }
+}
+
+/// Pauses the feed, waits until everything fed is committed, copies the store to `copy`, and
+/// returns the stream sequence the copy covers.
+async fn copy_committed(ctx: &ShardContext, p: u32, feed: &Feed, copy: &Path) -> Result<u64> {
+    let _paused = feed.gate.lock().await;
+    let seq = feed.fed.load(Ordering::Relaxed);
+    let (done, committed) = oneshot::channel();
+    feed.decoded
+        .send(source::ack_only(ShardAck::Marker(done)))
+        .await
+        .map_err(|_| anyhow::anyhow!("the shard pipeline stopped"))?;
+    committed.await.context("the shard pipeline stopped")?;
+    let _ = std::fs::remove_file(copy);
+    let (dir, copy) = (ctx.dir(p), copy.to_owned());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let store = Store::open(&dir)?;
+        store.copy_to(&copy)?;
+        Ok(())
+    })
+    .await
+    .context("the copy's thread")??;
+    Ok(seq)
 }

@@ -238,6 +238,19 @@ impl Store {
         Store::open_reader(&self.dir)
     }
 
+    /// Writes a consistent copy of the whole database to a new file at `path` (SQLite's
+    /// `VACUUM INTO`: one read transaction, so writers on other connections go on; the copy
+    /// has no WAL and no free pages). A cluster shard's snapshot: the file opens as a store
+    /// directory's [`DB_FILE`].
+    pub fn copy_to(&self, path: &Path) -> Result<(), StoreError> {
+        let path = path.to_str().ok_or_else(|| StoreError::Corrupt {
+            table: "(copy)",
+            reason: format!("the copy's path {} is not UTF-8", path.display()),
+        })?;
+        self.conn.execute("VACUUM INTO ?1", [path])?;
+        Ok(())
+    }
+
     /// Sets what this connection's commits wait for ([`Synchronous::Normal`] on open). Give
     /// every connection that writes the same setting: a commit's durability is its own
     /// connection's.

@@ -24,6 +24,10 @@ pub struct ClusterConfig {
     pub lease_seconds: u64,
     /// How long a request fanned out to the partitions' owners may take. Milliseconds.
     pub request_timeout_ms: u64,
+    /// How often an owner saves its partitions' snapshots to NATS (a copy of the shard's
+    /// store and the stream position it covers): a takeover replays only what came after the
+    /// newest. Seconds.
+    pub snapshot_seconds: u64,
     /// Replicas of Landport's JetStream streams and buckets; unset: 3 when the NATS cluster
     /// has at least 3 servers, else 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +42,7 @@ impl Default for ClusterConfig {
             instance_id: String::new(),
             lease_seconds: 10,
             request_timeout_ms: 5_000,
+            snapshot_seconds: 60,
             replicas: None,
         }
     }
@@ -91,6 +96,11 @@ impl ClusterConfig {
             (100..=600_000).contains(&self.request_timeout_ms),
             "cluster.request_timeout_ms",
             "must be 100..=600000",
+        );
+        p.check(
+            (1..=86_400).contains(&self.snapshot_seconds),
+            "cluster.snapshot_seconds",
+            "must be 1..=86400",
         );
         if let Some(r) = self.replicas {
             p.check(
@@ -149,7 +159,7 @@ mod tests {
     fn each_bad_value_is_named() {
         let err = load(
             "[cluster]\nnats_url = \"http://x:1, \"\npartitions = 0\ninstance_id = \"a b\"\n\
-             lease_seconds = 1\nrequest_timeout_ms = 5\nreplicas = 7\n",
+             lease_seconds = 1\nrequest_timeout_ms = 5\nreplicas = 7\nsnapshot_seconds = 0\n",
         )
         .unwrap_err()
         .to_string();
@@ -160,6 +170,7 @@ mod tests {
             "cluster.lease_seconds",
             "cluster.request_timeout_ms",
             "cluster.replicas",
+            "cluster.snapshot_seconds",
         ] {
             assert!(err.contains(field), "{field} missing from: {err}");
         }
