@@ -310,47 +310,57 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
         assert!(ids.insert(id.to_owned()), "event {id} appears twice");
     }
 
-    // Phase 3: one NATS node dies; publishing through another goes on.
+    // Phase 3: one NATS node dies; the service goes on. NATS's MQTT gateway acknowledges a
+    // QoS 1 publish once NATS has it, not once the stream stored it, so a publish in the
+    // seconds while the stream elects a new leader can be lost there (docs/scaling.md): the
+    // device keeps reporting, and every device's new readings arrive and are answered.
     nats.kill(2);
-    let mut more = Vec::new();
-    for i in 0..DEVICES {
-        let topic = format!("landport/acme/{}/telemetry", device(i));
-        more.push((topic, reading(t0 + 50 * 10_000, 50)));
-    }
-    // Connections to the surviving nodes may be dropped for a few seconds while the cluster
-    // notices: the device reconnects and sends what was not acknowledged, as a device does.
-    let mut sent = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while sent < more.len() {
-        let (acked, error) = try_publish(nats.mqtt_port(1), "after-node-loss", &more[sent..]).await;
-        sent += acked;
-        if let Some(e) = error {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "MQTT after a NATS node died: {e}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for round in 0.. {
+        let n = 50 + round;
+        let more: Vec<(String, Vec<u8>)> = (0..DEVICES)
+            .map(|i| {
+                let topic = format!("landport/acme/{}/telemetry", device(i));
+                (topic, reading(t0 + n as i64 * 10_000, n))
+            })
+            .collect();
+        // A connection to a surviving node may be dropped while the cluster notices: the
+        // device reconnects and sends what was not acknowledged, as a device does.
+        let mut sent = 0;
+        while sent < more.len() && std::time::Instant::now() < deadline {
+            let (acked, error) = try_publish(
+                nats.mqtt_port(1),
+                &format!("after-node-loss-{round}"),
+                &more[sent..],
+            )
+            .await;
+            sent += acked;
+            if error.is_some() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let behind: Vec<&String> = expected
+            .iter()
+            .filter(|(dev, n)| track_len(addrs[0], &key, dev).is_none_or(|got| got <= **n))
+            .map(|(dev, _)| dev)
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            for i in [0, 2] {
+                let log = std::fs::read_to_string(&lps[i].log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("=== lp{i}, last lines first\n{}", tail.join("\n"));
+            }
+            panic!("no new reading of {behind:?} stored 120 s after a NATS node died");
         }
     }
-    for (dev, n) in expected.iter_mut() {
-        *n += 1;
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let got = loop {
-            match track_len(addrs[0], &key, dev) {
-                Some(got) if got >= *n => break got,
-                _ if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200))
-                }
-                last => {
-                    for i in [0, 2] {
-                        let log = std::fs::read_to_string(&lps[i].log).unwrap_or_default();
-                        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                        eprintln!("=== lp{i}, last lines first\n{}", tail.join("\n"));
-                    }
-                    panic!("{dev}: {last:?} readings 120 s after a NATS node died, want {n}");
-                }
-            }
-        };
-        assert_eq!(got, *n, "{dev}");
+    // Any surviving instance answers for every device.
+    for &a in [addrs[0], addrs[2]].iter() {
+        let (s, body) = http(a, "GET", "/v1/devices?limit=1000", k, None);
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["devices"].as_array().map(Vec::len), Some(DEVICES));
     }
 }
