@@ -155,6 +155,25 @@ enum Route {
     One,
 }
 
+/// `POST /v1/webhooks/{id}/deliveries/{cluster delivery id}/retry`: the delivery's partition,
+/// and the path with the shard's own delivery id.
+fn delivery_retry(path: &str) -> Option<(u32, String)> {
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let seg: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
+    let ["webhooks", webhook, "deliveries", delivery, "retry"] = seg.as_slice() else {
+        return None;
+    };
+    let (p, local) = merge::parse_cluster_delivery_id(delivery)?;
+    let mut local_path = format!("/v1/webhooks/{webhook}/deliveries/{local}/retry");
+    if let Some(q) = query {
+        local_path = format!("{local_path}?{q}");
+    }
+    Some((p, local_path))
+}
+
 fn classify(path: &str) -> Route {
     let Some(rest) = path.strip_prefix("/v1/") else {
         return Route::One;
@@ -231,6 +250,12 @@ async fn handle(State(f): State<Arc<Front>>, mut req: Request) -> Response {
     let res = if read {
         wire.method = Method::GET;
         f.read(&wire, key.as_ref()).await
+    } else if let Some((p, local_path)) = delivery_retry(&wire.path) {
+        // A retry acts on one shard's delivery, not on the registry: straight to its shard.
+        wire.path = local_path;
+        f.ask(p, &wire, key.as_ref())
+            .await
+            .map_err(|m| unavailable(&[m]))
     } else {
         let res = f.writes.submit(wire).await;
         f.learn(key.as_ref(), &res);
@@ -758,6 +783,15 @@ mod tests {
         assert_eq!(classify("/v1/geofences"), Route::One);
         assert_eq!(classify("/v1/webhooks"), Route::One);
         assert_eq!(classify("/v1/webhooks/w/deliveries"), Route::Deliveries);
+        assert_eq!(
+            delivery_retry("/v1/webhooks/wh_1/deliveries/dlv_17-p3/retry"),
+            Some((3, "/v1/webhooks/wh_1/deliveries/dlv_17/retry".to_owned()))
+        );
+        assert_eq!(
+            delivery_retry("/v1/webhooks/wh_1/deliveries/dlv_17/retry"),
+            None
+        );
+        assert_eq!(delivery_retry("/v1/webhooks/wh_1/replay"), None);
         assert_eq!(classify("/v1/positions"), Route::Positions);
         assert_eq!(classify("/v1/events"), Route::Events);
         assert_eq!(classify("/v1/reports/geofence-visits"), Route::Visits);

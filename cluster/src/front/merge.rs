@@ -284,7 +284,8 @@ pub fn deliveries(
     from: &EventCursor,
     limit: usize,
 ) -> Result<Value, MergeError> {
-    let mut lanes = Vec::new();
+    let mut lists = Vec::new();
+    let mut all_cursors = Vec::new();
     let mut more = false;
     for (p, body) in pages {
         let list = items(*p, body, "deliveries")?;
@@ -296,12 +297,42 @@ pub fn deliveries(
             })
             .collect::<Option<_>>()
             .ok_or_else(|| bad(*p, "a delivery whose id is not dlv_N"))?;
+        // Each shard numbers its own deliveries: the cluster's id names the partition too.
+        let list: Vec<Value> = list
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                if let Some(id) = d.get("id").and_then(Value::as_str) {
+                    d["id"] = Value::String(cluster_delivery_id(*p, id));
+                }
+                d
+            })
+            .collect();
         more |= body.get("next").is_some_and(|n| !n.is_null());
+        lists.push((*p, list));
+        all_cursors.push(cursors);
+    }
+    let mut lanes = Vec::new();
+    for ((p, list), cursors) in lists.iter().zip(all_cursors) {
         lanes.push(Lane::new(*p, list, cursors, "queued_at")?);
     }
     let (out, cursor, left) = k_way(lanes, from, limit)?;
     let next = (more || left).then(|| cursor.to_string());
     Ok(json!({"deliveries": out, "next": next}))
+}
+
+/// A delivery's id in cluster mode: the shard's own (`dlv_17`) and its partition
+/// (`dlv_17-p3`), so that a retry goes to the shard that holds it.
+pub fn cluster_delivery_id(p: u32, local: &str) -> String {
+    format!("{local}-p{p}")
+}
+
+/// The partition and the shard's own id of a cluster delivery id; `None` if it is not one.
+pub fn parse_cluster_delivery_id(id: &str) -> Option<(u32, &str)> {
+    let (local, p) = id.rsplit_once("-p")?;
+    let p = p.parse().ok()?;
+    local.strip_prefix("dlv_")?.parse::<i64>().ok()?;
+    Some((p, local))
 }
 
 /// One partition's page in a [`k_way`] merge.
@@ -373,6 +404,16 @@ fn k_way(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_delivery_id_names_its_partition_and_reads_back() {
+        let id = cluster_delivery_id(3, "dlv_17");
+        assert_eq!(id, "dlv_17-p3");
+        assert_eq!(parse_cluster_delivery_id(&id), Some((3, "dlv_17")));
+        for bad in ["dlv_17", "dlv_x-p3", "dlv_17-px", "wh_1-p2", "dlv_17-p"] {
+            assert_eq!(parse_cluster_delivery_id(bad), None, "{bad}");
+        }
+    }
 
     fn dev(t: &str, id: &str) -> Value {
         json!({"tenant": t, "id": id})
