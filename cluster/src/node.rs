@@ -214,14 +214,14 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
                     let clock = LeaseClock::new(lease.valid_until);
                     clocks.insert(p, clock.clone());
                     tracing::info!(partition = p, "lease taken: rebuilding the partition");
-                    let (ctx, replicator) = (ctx.clone(), replicator.clone());
+                    let ctx = ctx.clone();
                     starting.spawn(async move {
                         let began = tokio::time::Instant::now();
                         // Its own task, so that a panic (async-nats unwraps inside its object
                         // store's download) is this partition's error, not a lost partition.
                         let metrics = ctx.metrics.clone();
                         let started = tokio::spawn(async move {
-                            start_shard(&ctx, p, clock, replicator).await
+                            start_shard(&ctx, p, clock).await
                         })
                         .await
                         .unwrap_or_else(|e| {
@@ -316,37 +316,17 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
     Ok(())
 }
 
-/// Builds and starts partition `p`'s shard, with its registry applier and its HTTP service.
-async fn start_shard(
-    ctx: &ShardContext,
-    p: u32,
-    clock: LeaseClock,
-    replicator: Arc<Replicator>,
-) -> Result<Shard> {
-    let _ = &replicator;
-    let stop = CancellationToken::new();
+/// Builds and starts partition `p`'s shard, with its registry applier.
+async fn start_shard(ctx: &ShardContext, p: u32, clock: LeaseClock) -> Result<Shard> {
     let (client, js) = (ctx.client.clone(), ctx.js.clone());
-    let serve_stop = stop.clone();
     Shard::start(
         ctx,
         p,
         clock,
-        async move |router: axum::Router, dir: &std::path::Path| {
-            let applier = ShardApplier::start(
-                client.clone(),
-                js.clone(),
-                p,
-                dir,
-                router.clone(),
-                serve_stop.clone(),
-            );
+        async move |router: axum::Router, dir: &std::path::Path, stop: CancellationToken| {
+            let applier = ShardApplier::start(client, js, p, dir, router, stop);
             applier.caught_up().await?;
-            let serve = tokio::spawn(async move {
-                if let Err(e) = crate::serve::serve_shard(client, p, router, serve_stop).await {
-                    tracing::error!(partition = p, error = %e, "serving the partition's requests");
-                }
-            });
-            Ok(vec![applier.into_task(), serve])
+            Ok(applier.into_task())
         },
     )
     .await

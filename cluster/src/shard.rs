@@ -85,25 +85,56 @@ pub struct Shard {
     events_committed: Arc<Notify>,
     /// The shard's router and the tasks serving it.
     pub router: axum::Router,
+    /// Stops the registry applier and the request service.
+    serve_stop: CancellationToken,
     serving: Vec<JoinHandle<()>>,
     snapshots: JoinHandle<()>,
 }
 
-/// What a starting shard hands the instance once it is ready to answer, so the instance can
-/// serve its router (requests over NATS) and feed it registry entries.
-pub struct Started {
-    pub router: axum::Router,
+/// What a starting shard has started so far, to stop again if a later step fails.
+#[derive(Default)]
+struct Started {
+    pipeline_stop: CancellationToken,
+    pipeline: Option<JoinHandle<Result<(), PipelineError>>>,
+    serve_stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Shard {
-    /// Builds partition `p`'s shard from NATS (see the module docs) and starts it. `serve`
-    /// runs once the registry and the replay are applied, with the shard's router: it starts
-    /// what answers requests and applies later registry entries, and returns those tasks.
+    /// Builds partition `p`'s shard from NATS (see the module docs) and starts it.
+    /// `registry(router, dir, stop)` starts applying the registry log to the shard (until
+    /// `stop`) and returns its task once the shard has caught up with the log. The shard
+    /// answers requests over NATS only once it is rebuilt. If a step fails, what was started
+    /// is stopped again: a half-built shard neither answers nor ingests.
     pub async fn start(
         ctx: &ShardContext,
         p: u32,
         lease: LeaseClock,
-        registry: impl AsyncFnOnce(axum::Router, &std::path::Path) -> Result<Vec<JoinHandle<()>>>,
+        registry: impl AsyncFnOnce(axum::Router, &Path, CancellationToken) -> Result<JoinHandle<()>>,
+    ) -> Result<Shard> {
+        let mut started = Started::default();
+        match Self::build(ctx, p, lease, registry, &mut started).await {
+            Ok(shard) => Ok(shard),
+            Err(e) => {
+                started.serve_stop.cancel();
+                started.pipeline_stop.cancel();
+                for t in started.tasks {
+                    t.abort();
+                }
+                if let Some(pipeline) = started.pipeline {
+                    let _ = pipeline.await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(
+        ctx: &ShardContext,
+        p: u32,
+        lease: LeaseClock,
+        registry: impl AsyncFnOnce(axum::Router, &Path, CancellationToken) -> Result<JoinHandle<()>>,
+        started: &mut Started,
     ) -> Result<Shard> {
         let config = &ctx.config;
         let dir = ctx.dir(p);
@@ -139,8 +170,9 @@ impl Shard {
             settings::pipeline(config),
             ctx.metrics.clone(),
         );
-        let pipeline_stop = CancellationToken::new();
+        let pipeline_stop = started.pipeline_stop.clone();
         let pipeline = tokio::spawn(pipeline.run(pipeline_stop.clone()));
+        started.pipeline = Some(pipeline);
 
         let api = landport_api::ApiState::with_limits(
             &dir,
@@ -156,8 +188,10 @@ impl Shard {
         api.set_synchronous(synchronous)?;
         let router = shard_router(ctx, api);
 
-        // 2. The registry, then what answers requests and applies later entries.
-        let serving = registry(router.clone(), &dir).await?;
+        // 2. The registry, applied up to its end (and later entries as they come).
+        let serve_stop = started.serve_stop.clone();
+        let applier = registry(router.clone(), &dir, serve_stop.clone()).await?;
+        started.tasks.push(applier);
 
         // 3. The replay.
         let consumer = source::partition_consumer(&ctx.stream, p).await?;
@@ -182,6 +216,17 @@ impl Shard {
             upto = floor,
             "partition rebuilt"
         );
+
+        // Rebuilt: now it answers.
+        let serve = tokio::spawn({
+            let (client, router, stop) = (ctx.client.clone(), router.clone(), serve_stop.clone());
+            async move {
+                if let Err(e) = crate::serve::serve_shard(client, p, router, stop).await {
+                    tracing::error!(partition = p, error = %e, "serving the partition's requests");
+                }
+            }
+        });
+        started.tasks.push(serve);
 
         // The webhook engine and the event outbox start past the replayed events: their owner
         // delivered them.
@@ -230,6 +275,7 @@ impl Shard {
             lease.clone(),
             stop.clone(),
         ));
+        let pipeline = started.pipeline.take().expect("spawned above");
         Ok(Shard {
             partition: p,
             lease,
@@ -243,7 +289,8 @@ impl Shard {
             outbox,
             events_committed,
             router,
-            serving,
+            serve_stop,
+            serving: std::mem::take(&mut started.tasks),
             snapshots,
         })
     }
@@ -266,8 +313,9 @@ impl Shard {
         self.events_committed.notify_one();
         self.outbox_stop.cancel();
         let _ = tokio::join!(self.webhooks, self.outbox);
+        self.serve_stop.cancel();
         for t in self.serving {
-            t.abort();
+            let _ = t.await;
         }
     }
 
