@@ -139,7 +139,10 @@ async fn two_shards_applying_the_same_entries_write_the_same_ids_keys_secrets_an
     let (ta, ka) = tenant_and_key(&ra, &now).await;
     let (tb, kb) = tenant_and_key(&rb, &now).await;
     assert_eq!(ta, tb);
-    assert_eq!(ta["created_at"], "2020-09-13T12:26:40.000Z", "the entry's time");
+    assert_eq!(
+        ta["created_at"], "2020-09-13T12:26:40.000Z",
+        "the entry's time"
+    );
     assert_eq!(ka, kb, "the same key id and key on both shards");
     // The key works on both (its hash is stored on both).
     let key = ka["key"].as_str().unwrap();
