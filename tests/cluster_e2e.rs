@@ -7,6 +7,8 @@
 #[path = "../cluster/tests/support/nats.rs"]
 mod nats;
 mod support;
+#[path = "../sinks/tests/support_influx/mod.rs"]
+mod support_influx;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ fn t0() -> i64 {
     landport_pipeline::now_ms() - 3_600_000
 }
 
-fn start_instance(dir: &Path, i: usize, nats: &NatsCluster) -> Landport {
+fn start_instance(dir: &Path, i: usize, nats: &NatsCluster, influx: Option<&str>) -> Landport {
     let dir = dir.join(format!("lp{i}"));
     std::fs::create_dir_all(&dir).unwrap();
     let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -36,9 +38,15 @@ fn start_instance(dir: &Path, i: usize, nats: &NatsCluster) -> Landport {
          [auth]\nadmin_key = \"{ADMIN}\"\n\
          [log]\nlevel = \"info\"\n\
          [cluster]\nnats_url = \"{}\"\npartitions = {PARTITIONS}\ninstance_id = \"lp-{i}\"\n\
-         lease_seconds = 5\nrequest_timeout_ms = 3000\nsnapshot_seconds = 1\n",
+         lease_seconds = 5\nrequest_timeout_ms = 3000\nsnapshot_seconds = 1\n{}",
         dir.join("data").display(),
         nats.client_urls(),
+        influx
+            .map(|url| format!(
+                "[influxdb]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"landport\"\n\
+                 flush_interval_ms = 200\n"
+            ))
+            .unwrap_or_default(),
     );
     Landport::start(&dir, &config, http_addr, 0)
 }
@@ -151,7 +159,12 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut nats = NatsCluster::start(&dir.join("nats"), 3, PARTITIONS);
-    let mut lps: Vec<Landport> = (0..3).map(|i| start_instance(dir, i, &nats)).collect();
+    // Each partition's InfluxDB sink writes its readings (where InfluxDB is installed).
+    let influx = support_influx::Server::influxdb();
+    let influx_url = influx.as_ref().map(|i| i.url());
+    let mut lps: Vec<Landport> = (0..3)
+        .map(|i| start_instance(dir, i, &nats, influx_url.as_deref()))
+        .collect();
     let addrs: Vec<SocketAddr> = lps.iter().map(|l| l.http).collect();
 
     // The registry, written through different instances: every shard gets it.
@@ -298,6 +311,23 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
         restored > 0,
         "the takeover started from the dead owner's snapshots"
     );
+    // InfluxDB has each acknowledged reading once: the new owners' sinks sent the rebuilt
+    // partitions' rows again, and a point written twice is one point.
+    if let Some(url) = &influx_url {
+        let want: u64 = expected.values().map(|n| *n as u64).sum();
+        support_influx::wait_for("every reading in InfluxDB", Duration::from_secs(60), || {
+            let url = url.clone();
+            async move {
+                let c = support_influx::count(&url, "landport", "telemetry", "lat").await;
+                if c == want {
+                    Ok(())
+                } else {
+                    Err(format!("{c} of {want}"))
+                }
+            }
+        })
+        .await;
+    }
     let events = all_events(addrs[0], &key);
     assert!(
         events.len() > DEVICES,

@@ -89,6 +89,11 @@ pub struct Shard {
     serve_stop: CancellationToken,
     serving: Vec<JoinHandle<()>>,
     snapshots: JoinHandle<()>,
+    /// The InfluxDB sink, if configured, and what stops it.
+    influx: Option<(
+        JoinHandle<Result<(), landport_sinks::influx::SinkError>>,
+        CancellationToken,
+    )>,
 }
 
 /// What a starting shard has started so far, to stop again if a later step fails.
@@ -253,6 +258,22 @@ impl Shard {
             ctx.metrics.clone(),
         ));
 
+        // InfluxDB, if configured: the partition's own sink, tailing its store from its own
+        // cursor (a restored snapshot's; writes of a point already there overwrite it).
+        let influx = match &config.influxdb {
+            Some(influx) => {
+                let sink = landport_sinks::influx::InfluxSink::new(
+                    settings::influx_sink(influx),
+                    &dir,
+                    ctx.metrics.clone(),
+                )
+                .context("influxdb")?;
+                let stop = CancellationToken::new();
+                Some((tokio::spawn(sink.run(stop.clone())), stop))
+            }
+            None => None,
+        };
+
         // 4. Live, and a snapshot now and then.
         let stop = CancellationToken::new();
         let feed = Feed {
@@ -292,6 +313,7 @@ impl Shard {
             serve_stop,
             serving: std::mem::take(&mut started.tasks),
             snapshots,
+            influx,
         })
     }
 
@@ -316,6 +338,12 @@ impl Shard {
         self.serve_stop.cancel();
         for t in self.serving {
             let _ = t.await;
+        }
+        if let Some((sink, stop)) = self.influx {
+            stop.cancel();
+            if let Ok(Err(e)) = sink.await {
+                tracing::error!(partition = self.partition, error = %e, "InfluxDB sink");
+            }
         }
     }
 
