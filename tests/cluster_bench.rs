@@ -435,6 +435,8 @@ struct Throughput {
     /// Until the last reading was accepted (stored).
     secs: f64,
     cpu: Vec<(String, f64)>,
+    /// The stream `LANDPORT` afterwards: (messages, bytes) on each replica.
+    stream: Option<(u64, u64)>,
 }
 
 impl Throughput {
@@ -491,6 +493,7 @@ async fn baseline(s: &Settings, base_ms: i64) -> Throughput {
             .zip(cpu0.iter().zip(&cpu1))
             .map(|((n, _), (a, b))| (n.clone(), b - a))
             .collect(),
+        stream: None,
     }
 }
 
@@ -512,6 +515,12 @@ async fn cluster_throughput(d: &Deployment, s: &Settings, base_ms: i64) -> Throu
         .unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = cpu_snapshot(&procs);
+    let mut stream = js
+        .get_stream("LANDPORT")
+        .await
+        .expect("the stream LANDPORT");
+    let state = &stream.info().await.expect("the stream's info").state;
+    let stream = Some((state.messages, state.bytes));
     Throughput {
         name: format!(
             "cluster, {} instance{}, {} NATS node{} (R{})",
@@ -529,6 +538,7 @@ async fn cluster_throughput(d: &Deployment, s: &Settings, base_ms: i64) -> Throu
             .zip(cpu0.iter().zip(&cpu1))
             .map(|((n, _), (a, b))| (n.clone(), b - a))
             .collect(),
+        stream,
     }
 }
 
@@ -796,6 +806,18 @@ fn report(s: &Settings, runs: &[Throughput], handovers: &[Handover]) -> String {
             .map(|(n, c)| format!("{n} {:.1}", c * 1e6 / r.readings as f64))
             .collect();
         let _ = writeln!(out, "- {}: {}", r.name, per.join(", "));
+    }
+    for r in runs {
+        if let Some((messages, bytes)) = r.stream {
+            let _ = writeln!(
+                out,
+                "\nStream `LANDPORT` after \"{}\": {messages} messages, {bytes} bytes \
+                 ({:.0} bytes a reading, on each replica).",
+                r.name,
+                bytes as f64 / messages.max(1) as f64
+            );
+            break;
+        }
     }
     let _ = writeln!(
         out,
