@@ -89,6 +89,10 @@ pub struct Shard {
     serve_stop: CancellationToken,
     serving: Vec<JoinHandle<()>>,
     snapshots: JoinHandle<()>,
+    /// What the shard was built with (its last snapshot goes to `ctx.snapshots`).
+    ctx: ShardContext,
+    /// The stream sequence of the last message fed to the pipeline.
+    fed: Arc<AtomicU64>,
     /// The InfluxDB sink, if configured, and what stops it.
     influx: Option<(
         JoinHandle<Result<(), landport_sinks::influx::SinkError>>,
@@ -288,6 +292,7 @@ impl Shard {
             lease.clone(),
             stop.clone(),
         ));
+        let fed = feed.fed.clone();
         let snapshots = tokio::spawn(snapshots(
             ctx.clone(),
             p,
@@ -313,12 +318,15 @@ impl Shard {
             serve_stop,
             serving: std::mem::take(&mut started.tasks),
             snapshots,
+            ctx: ctx.clone(),
+            fed,
             influx,
         })
     }
 
     /// Stops the shard: no more messages, the pipeline commits and acknowledges what it took
-    /// (while the lease is valid), the webhook engine queues what was committed.
+    /// (while the lease is valid), the webhook engine queues what was committed; then, still
+    /// the owner, it saves a last snapshot, so that the next owner replays nothing.
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.source.await;
@@ -344,6 +352,28 @@ impl Shard {
             if let Ok(Err(e)) = sink.await {
                 tracing::error!(partition = self.partition, error = %e, "InfluxDB sink");
             }
+        }
+        let (p, seq) = (self.partition, self.fed.load(Ordering::Relaxed));
+        if self.lease.valid() && seq > 0 {
+            let copy = self.ctx.dir(p).with_extension("snapshot");
+            let (dir, to) = (self.ctx.dir(p), copy.clone());
+            let copied = tokio::task::spawn_blocking(move || -> Result<()> {
+                let _ = std::fs::remove_file(&to);
+                Store::open(&dir)?.copy_to(&to)?;
+                Ok(())
+            })
+            .await
+            .map_err(anyhow::Error::new)
+            .and_then(|r| r);
+            let saved = match copied {
+                Ok(()) => snapshot::save(&self.ctx.snapshots, p, seq, &copy).await,
+                Err(e) => Err(e),
+            };
+            match saved {
+                Ok(()) => tracing::info!(partition = p, upto = seq, "last snapshot saved"),
+                Err(e) => tracing::warn!(partition = p, error = format!("{e:#}"), "last snapshot"),
+            }
+            let _ = std::fs::remove_file(&copy);
         }
     }
 
