@@ -15,9 +15,11 @@
 //!   engine delivers its own partition's events) likewise, by queue time.
 //! - Everything else under `/v1` (geofences, webhooks: every shard holds the whole registry):
 //!   one partition, the next one if nobody serves it.
-//! - `/v1/stream` (SSE) is not available in cluster mode yet: 501 pointing at `/v1/events`.
+//! - `/v1/stream` (SSE): served by the instance itself from the events the shards publish to
+//!   NATS and a shared poll of the merged positions ([`stream`]).
 //! - Outside `/v1` (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`, the map pages and
-//!   their assets): the instance's own local router ([`FrontSettings::local`]).
+//!   their assets): the instance's own local router ([`FrontSettings::local`]); a share
+//!   link's page (`/track/{token}`) after the partitions said whether the token is open.
 //!
 //! When a partition needed for an answer does not answer (nobody serves it, or not within
 //! [`FrontSettings::timeout`]) the answer is a 503 naming the partitions, never a partial
@@ -25,6 +27,9 @@
 //! in and from answers going out.
 
 pub mod merge;
+mod stream;
+
+pub use stream::map_pages;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -63,6 +68,8 @@ pub struct FrontSettings {
     pub partition_of: Option<PartitionOf>,
     /// Largest request body, bytes (the shards apply each endpoint's own limit too).
     pub max_body_bytes: usize,
+    /// `limits.sse_connections`: live streams (`/v1/stream`) per tenant on this instance.
+    pub sse_connections: u64,
 }
 
 impl Default for FrontSettings {
@@ -72,6 +79,7 @@ impl Default for FrontSettings {
             local: None,
             partition_of: None,
             max_body_bytes: landport_api::MAX_GEOFENCE_BODY_BYTES,
+            sse_connections: landport_api::Limits::default().sse_connections,
         }
     }
 }
@@ -101,6 +109,7 @@ pub fn router(
     settings: FrontSettings,
 ) -> Router {
     let front = Arc::new(Front {
+        streams: stream::Streams::new(settings.sse_connections),
         client,
         partitions: partitions.max(1),
         writes,
@@ -128,6 +137,8 @@ struct Front {
     tenants: Mutex<HashMap<KeyHash, Known>>,
     /// Where the next single-partition request starts (spreads them over the shards).
     turn: AtomicU32,
+    /// The live streams (`/v1/stream`) of this instance.
+    streams: stream::Streams,
 }
 
 /// A partition that did not answer.
@@ -137,7 +148,7 @@ struct Missing(u32);
 /// Where a read goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
-    /// `/v1/stream`: 501.
+    /// `/v1/stream`: the instance's own live stream.
     Stream,
     /// One device's read: its partition, if the tenant is known.
     Device(String),
@@ -202,6 +213,14 @@ async fn handle(State(f): State<Arc<Front>>, mut req: Request) -> Response {
     strip_internal(req.headers_mut());
     let path = req.uri().path();
     if path != "/v1" && !path.starts_with("/v1/") {
+        if let Some(token) = path.strip_prefix("/track/")
+            && !token.is_empty()
+            && !token.contains('/')
+            && req.method() == Method::GET
+            && let Some(local) = f.settings.local.clone()
+        {
+            return stream::track_page(f, req, local).await;
+        }
         return match &f.settings.local {
             Some(local) => match local.clone().oneshot(req).await {
                 Ok(res) => res,
@@ -216,13 +235,7 @@ async fn handle(State(f): State<Arc<Front>>, mut req: Request) -> Response {
         };
     }
     if path == "/v1/stream" {
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "the live stream (/v1/stream) is not yet available in cluster mode: \
-             poll GET /v1/events with its cursor instead",
-        )
-        .to_http();
+        return stream::handle(f, req).await;
     }
     let head = req.method() == Method::HEAD;
     let read = head || req.method() == Method::GET;

@@ -142,11 +142,19 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
 
     // The HTTP front.
     let ready = Arc::new(AtomicBool::new(true));
+    let map = landport_api::web::MapSettings {
+        tile_url: config.map.tile_url.clone(),
+        tile_attribution: config.map.tile_attribution.clone(),
+    };
     let local = landport_api::router(landport_api::AppState {
         metrics: metrics.clone(),
         ready: ready.clone(),
     })
-    .merge(landport_api::openapi_router());
+    .merge(landport_api::openapi_router())
+    .merge(crate::front::map_pages(
+        map,
+        &config.storage.path.join("front"),
+    )?);
     let front = crate::front::router(
         client.clone(),
         cluster.partitions,
@@ -154,6 +162,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
         crate::front::FrontSettings {
             timeout: Duration::from_millis(cluster.request_timeout_ms),
             local: Some(local),
+            sse_connections: config.limits.sse_connections,
             partition_of: Some(Arc::new(move |tenant: &str, device: &str| {
                 crate::partition::partition(tenant, device, partitions)
             })),
