@@ -91,6 +91,7 @@ struct EventItem {
 struct Envelope {
     id: String,
     tenant: String,
+    device: String,
     #[serde(default)]
     shipment: Option<String>,
 }
@@ -537,7 +538,7 @@ async fn run_events(
             tracing::debug!(subject = %msg.subject, "a message on an events subject that is no event");
             continue;
         };
-        if scope.as_deref().is_some_and(|t| t != env.tenant) || !recent.first_time(&env.id) {
+        if !belongs(&msg.subject, &env, scope.as_deref()) || !recent.first_time(&env.id) {
             continue;
         }
         let item = EventItem {
@@ -549,6 +550,14 @@ async fn run_events(
         }
     }
     let _ = sub.unsubscribe().await;
+}
+
+/// Whether an event that came on `subject` is one of `scope`'s: its envelope names the
+/// subject's tenant and device (a message published there with another tenant's envelope is
+/// not taken for that tenant's) and the scope's tenant.
+fn belongs(subject: &str, env: &Envelope, scope: Option<&str>) -> bool {
+    let expected = format!("landport.{}.{}.events", env.tenant, env.device);
+    subject == expected && scope.is_none_or(|t| t == env.tenant)
 }
 
 /// Ends `scope`'s events feed if nobody listens any more; `true` if it was ended.
@@ -893,5 +902,13 @@ mod tests {
         assert_eq!(events_subject(None), "landport.*.*.events");
         assert_eq!(events_subject(Some("a.b")), "landport.*.*.events");
         assert_eq!(encode("s-1 /x"), "s-1%20%2Fx");
+        let env: Envelope =
+            serde_json::from_str(r#"{"id":"evt_1","tenant":"acme","device":"t1","type":"x"}"#)
+                .unwrap();
+        assert!(belongs("landport.acme.t1.events", &env, Some("acme")));
+        assert!(belongs("landport.acme.t1.events", &env, None));
+        assert!(!belongs("landport.acme.t1.events", &env, Some("globex")));
+        assert!(!belongs("landport.globex.t1.events", &env, None));
+        assert!(!belongs("landport.acme.t2.events", &env, Some("acme")));
     }
 }
