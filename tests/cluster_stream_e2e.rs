@@ -293,6 +293,7 @@ async fn a_stream_on_any_instance_carries_every_partitions_events_and_positions_
     // A gets acme's events of every partition (B's two included), each with its id.
     let mut devices_seen = HashSet::new();
     let mut ids = HashSet::new();
+    let mut last_event: Option<String> = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while devices_seen.len() < acme_devices.len() {
         let (event, id, data) = tokio::time::timeout_at(deadline, acme_events.recv())
@@ -309,6 +310,7 @@ async fn a_stream_on_any_instance_carries_every_partitions_events_and_positions_
             e["id"].as_str(),
             "the item's id is the event's"
         );
+        last_event = Some(data.clone());
         assert!(
             ids.insert(e["id"].as_str().unwrap().to_owned()),
             "an id twice: {e}"
@@ -337,6 +339,34 @@ async fn a_stream_on_any_instance_carries_every_partitions_events_and_positions_
         );
     }
     assert_eq!(ids.len(), stored, "every stored event of acme, once");
+
+    // Published again (as after a takeover): dropped. Published on acme's subject with
+    // globex's envelope: not acme's. A new id after them comes, and first.
+    let nc = async_nats::connect(nats.client_url(0)).await.unwrap();
+    let seen = last_event.unwrap();
+    let seen_env: Value = serde_json::from_str(&seen).unwrap();
+    let subject = format!(
+        "landport.acme.{}.events",
+        seen_env["device"].as_str().unwrap()
+    );
+    let mut foreign = seen_env.clone();
+    foreign["tenant"] = json!("globex");
+    foreign["id"] = json!("evt_00000000000000000000000000000001");
+    let mut fresh = seen_env.clone();
+    fresh["id"] = json!("evt_00000000000000000000000000000002");
+    for payload in [seen.clone(), seen, foreign.to_string(), fresh.to_string()] {
+        nc.publish(subject.clone(), payload.into()).await.unwrap();
+    }
+    nc.flush().await.unwrap();
+    let (_, id, _) = tokio::time::timeout(Duration::from_secs(20), acme_events.recv())
+        .await
+        .expect("the new id")
+        .unwrap();
+    assert_eq!(
+        id.as_deref(),
+        fresh["id"].as_str(),
+        "repeats and foreign events dropped"
+    );
 
     // Positions: a frame with every device at 123.0, then one moved alone.
     let moving = &acme_devices[0];
