@@ -88,7 +88,25 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let key = parts
+        // A replicated registry entry names its caller by the key's hash (the log never holds
+        // the key); honored only where the replication headers are.
+        let replicated_hash = (state.trusts_replication_headers()
+            && crate::replicated::is_replicated())
+        .then(|| parts.headers.get(crate::replicated::KEY_HASH_HEADER))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(KeyHash::from_hex);
+        let hash = match replicated_hash {
+            Some(hash) => hash,
+            None => KeyHash::of(bearer(parts)?),
+        };
+        Self::of_hash(parts, state, hash).await
+    }
+}
+
+/// The bearer key of a request: 401 without one.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -97,8 +115,12 @@ impl FromRequestParts<ApiState> for Caller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, key)| key.trim())
             .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let hash = KeyHash::of(key);
+            .ok_or(ApiError::Unauthorized)
+}
+
+impl Caller {
+    /// The caller a key's hash stands for.
+    async fn of_hash(parts: &Parts, state: &ApiState, hash: KeyHash) -> Result<Caller, ApiError> {
         if let Some(admin) = state.admin_key()
             && hashes_equal(admin, &hash)
         {

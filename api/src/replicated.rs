@@ -33,6 +33,10 @@ use crate::state::ApiState;
 pub const SEED_HEADER: &str = "x-landport-seed";
 /// Header of a replicated entry: the submitter's server time, epoch milliseconds.
 pub const NOW_HEADER: &str = "x-landport-now";
+/// Header of a replicated entry: the SHA-256 of the caller's key, in hex, which a shard
+/// authenticates the entry by. The registry log keeps this instead of the key itself, so that
+/// reading the log does not give anyone a key to call the API with.
+pub const KEY_HASH_HEADER: &str = "x-landport-key-hash";
 
 /// What a replicated request's randomness and time come from.
 struct Env {

@@ -35,9 +35,10 @@
 //! A replicated entry also skips the per-key rate on the shards (the API does that), so that
 //! no shard refuses with a 429 what another applies.
 //!
-//! The log holds secrets, kept as long as the log: each entry's `authorization` header (the
-//! caller's API key, which every shard checks) and its seed, from which the keys, device
-//! passwords, webhook secrets and share tokens that write made can be derived. Whoever may
+//! The log holds secrets, kept as long as the log: each entry's seed, from which the keys,
+//! device passwords, webhook secrets and share tokens that write made can be derived, and the
+//! hash of the caller's key (which the shards authenticate the entry by; the key itself is
+//! not kept). Whoever may
 //! read the stream `LANDPORT_REGISTRY` or subscribe to `lpreg.>` must be trusted like
 //! whoever may read the stores' files: NATS accounts or permissions keep everyone else out.
 //!
@@ -86,6 +87,8 @@ pub const DONE_PREFIX: &str = "lpreg.done";
 pub const SEED: &str = landport_api::replicated::SEED_HEADER;
 /// Header of an entry: the submitter's server time, epoch milliseconds.
 pub const NOW: &str = landport_api::replicated::NOW_HEADER;
+/// Entry header: the SHA-256 of the caller's key, in hex (the entry's credential).
+pub const KEY_HASH: &str = landport_api::replicated::KEY_HASH_HEADER;
 /// Header of an entry: the instance id of its submitter.
 pub const ORIGIN: &str = "Lp-Origin";
 /// Header of an entry: its unique id (also its `Nats-Msg-Id`).
@@ -320,9 +323,16 @@ impl Replicator {
         self
     }
 
-    async fn submit_entry(&self, req: WireRequest) -> WireResponse {
+    async fn submit_entry(&self, mut req: WireRequest) -> WireResponse {
         let scope = Scope::of(&req);
+        // The log keeps the caller's key as its hash, which the shards authenticate by: reading
+        // the log gives no one a key to call the API with.
+        let key_hash = bearer_hash_hex(&req);
+        req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
         let (mut headers, body) = req.to_nats();
+        if let Some(hash) = &key_hash {
+            headers.insert(KEY_HASH, hash.as_str());
+        }
         if body.len() + ENTRY_OVERHEAD > self.max_payload {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -872,7 +882,18 @@ fn entry_request(
     let mut req = wire.to_http().map_err(|e| e.to_string())?;
     req.headers_mut().insert(SEED, seed);
     req.headers_mut().insert(NOW, now);
+    if let Ok(hash) = get(KEY_HASH) {
+        req.headers_mut().insert(KEY_HASH, hash);
+    }
     Ok(req)
+}
+
+/// The SHA-256 of a request's bearer key, in hex (as the store keeps keys).
+fn bearer_hash_hex(req: &WireRequest) -> Option<String> {
+    let (scheme, key) = req.header("authorization")?.trim().split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty())
+        .then(|| landport_store::KeyHash::of(key).to_hex())
 }
 
 fn lock_store(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {

@@ -186,11 +186,11 @@ async fn submit(
     )
 }
 
-/// Waits until every shard has applied the whole stream (a minute at most: a NATS node may
+/// Waits until every shard has applied the whole stream (two minutes at most: a NATS node may
 /// just have died).
 async fn settle(js: &jetstream::Context, shards: &[&Shard]) {
     let mut last = None;
-    for _ in 0..1200 {
+    for _ in 0..2400 {
         if let Ok(mut stream) = js.get_stream(registry::STREAM).await
             && let Ok(info) = stream.info().await
         {
@@ -375,6 +375,34 @@ async fn writes_through_the_log_make_the_same_rows_on_every_shard_and_a_later_sh
     // The secret the submitter got is the one stored (on both, as just compared).
     let stored = a.store().webhook(Some("acme"), &made.webhook).unwrap();
     assert_eq!(stored.unwrap().secret, made.secret);
+
+    // The log holds no key a reader could call the API with: each entry names its caller by
+    // the key's hash.
+    let mut entries = js
+        .get_stream(landport_cluster::registry::STREAM)
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let mut seen = 0;
+    use futures_util::StreamExt as _;
+    while let Ok(Some(Ok(entry))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), entries.next()).await
+    {
+        let headers = entry.headers.as_ref().unwrap();
+        assert!(
+            headers.get("authorization").is_none(),
+            "an entry kept the key"
+        );
+        assert!(headers.get(landport_cluster::registry::KEY_HASH).is_some());
+        assert!(!String::from_utf8_lossy(&entry.payload).contains(made.key.as_str()));
+        seen += 1;
+    }
+    assert!(seen >= 6, "{seen} entries read");
 
     // A third shard, started once all that is in the log, reads it from the start.
     let mut c = Shard::new(false);

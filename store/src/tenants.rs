@@ -24,6 +24,18 @@ impl KeyHash {
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// Reads [`KeyHash::to_hex`]'s form back; `None` for anything else.
+    pub fn from_hex(hex: &str) -> Option<KeyHash> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(KeyHash(out))
+    }
 }
 
 impl std::fmt::Debug for KeyHash {
