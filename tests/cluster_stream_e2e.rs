@@ -259,7 +259,8 @@ async fn a_stream_on_any_instance_carries_every_partitions_events_and_positions_
     let globex_events = sse(b, "/v1/stream?topics=events", &globex, "event");
     // The cap per tenant on this instance: three open, a fourth is a 429; another tenant's
     // streams are not counted.
-    let _third = sse(a, "/v1/stream?topics=events", &acme, "event");
+    let (s, third) = open_raw(a, "/v1/stream?topics=events", &acme);
+    assert_eq!(s, 200);
     let (s, body) = http(a, "GET", "/v1/stream", Some(&acme), None);
     assert_eq!(s, 429, "{body}");
     assert_eq!(body["error"]["limit"], "limits.sse_connections", "{body}");
@@ -439,4 +440,33 @@ async fn a_stream_on_any_instance_carries_every_partitions_events_and_positions_
         assert_eq!(s, 200);
         assert!(js.contains("/v1/stream"), "the map reads the live stream");
     }
+
+    // A client that goes gives its place back.
+    assert_eq!(open_raw(a, "/v1/stream?topics=events", &acme).0, 429);
+    drop(third);
+    wait_for(
+        "the closed stream's place given back",
+        Duration::from_secs(60),
+        || {
+            let (s, conn) = open_raw(a, "/v1/stream?topics=events", &acme);
+            (s == 200).then_some(conn)
+        },
+    );
+}
+
+/// `GET path` with `key` on a connection of its own: the status, and the connection (a live
+/// stream stays open until it is dropped).
+fn open_raw(addr: SocketAddr, path: &str, key: &str) -> (u16, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    let status = String::from_utf8_lossy(&head[9..12]).parse().unwrap();
+    (status, s)
 }
