@@ -101,9 +101,13 @@ struct PositionsFeed {
     tx: broadcast::Sender<Arc<Update>>,
     /// The latest poll (`None` before the first): a new viewer starts from it.
     latest: Option<Arc<Latest>>,
-    /// The request the feed polls with (its latest viewer's key).
-    poll: WireRequest,
+    /// The requests of its latest viewers (distinct keys, newest last): the feed polls with
+    /// the newest, and forgets one whose key is refused (revoked meanwhile).
+    polls: VecDeque<WireRequest>,
 }
+
+/// Viewers' keys a positions feed remembers.
+const POLL_KEYS: usize = 8;
 
 /// The Features of one poll, by device.
 struct Latest {
@@ -254,11 +258,12 @@ async fn open(f: Arc<Front>, req: Request) -> Result<Response, Response> {
         if let Some(t) = &feed_scope {
             poll.path = format!("{}&tenant={}", poll.path, encode(t));
         }
-        let (rx, latest) = subscribe_positions(&f, feed_scope, poll);
-        (Some(rx), Some(latest))
+        let (rx, latest) = subscribe_positions(&f, feed_scope, poll.clone());
+        (Some((rx, poll)), Some(latest))
     } else {
         (None, None)
     };
+    let (feed, poll) = feed.unzip();
     let viewer = Viewer {
         front: f,
         scope,
@@ -266,6 +271,7 @@ async fn open(f: Arc<Front>, req: Request) -> Result<Response, Response> {
         shipment,
         device,
         feed,
+        poll,
         full_due,
         _slot: slot,
     };
@@ -286,6 +292,8 @@ struct Viewer {
     /// With `shipment=`: its device, the only one whose positions go out.
     device: Option<DeviceKey>,
     feed: Option<broadcast::Receiver<Arc<Update>>>,
+    /// The positions request with this stream's key (for its feed).
+    poll: Option<WireRequest>,
     /// The poll to send in full next (`Some(None)`: the feed has not polled yet).
     full_due: Option<Option<Arc<Latest>>>,
     _slot: StreamSlot,
@@ -336,15 +344,7 @@ impl Viewer {
                             Some((t, _)) => Some(t.clone()),
                             None => self.scope.clone(),
                         };
-                        let poll = self.front.streams.positions
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get(&scope)
-                            .map(|f| f.poll.clone());
-                        let Some(poll) = poll else {
-                            // The feed ended with nobody else watching: ours was its last receiver.
-                            return None;
-                        };
+                        let poll = self.poll.clone()?;
                         let (rx, latest) = subscribe_positions(&self.front, scope, poll);
                         self.feed = Some(rx);
                         self.full_due = Some(latest);
@@ -580,8 +580,8 @@ fn stop_events_if_unwatched(
     true
 }
 
-/// A receiver of `scope`'s positions feed (started if none runs; `poll` is then its request,
-/// else it replaces the feed's, so the feed polls with a key still watching) and the poll
+/// A receiver of `scope`'s positions feed (started if none runs; `poll`, the viewer's request,
+/// becomes the one the feed polls with) and the poll
 /// whose changes its next item carries (`None`: the feed has not polled yet; its first item
 /// holds every device).
 fn subscribe_positions(
@@ -595,7 +595,13 @@ fn subscribe_positions(
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     if let Some(feed) = feeds.get_mut(&scope) {
-        feed.poll = poll;
+        let auth = poll.header("authorization").map(str::to_owned);
+        feed.polls
+            .retain(|p| p.header("authorization").map(str::to_owned) != auth);
+        feed.polls.push_back(poll);
+        while feed.polls.len() > POLL_KEYS {
+            feed.polls.pop_front();
+        }
         return (feed.tx.subscribe(), feed.latest.clone());
     }
     let (tx, rx) = broadcast::channel(POSITIONS_DEPTH);
@@ -604,7 +610,7 @@ fn subscribe_positions(
         PositionsFeed {
             tx: tx.clone(),
             latest: None,
-            poll,
+            polls: VecDeque::from([poll]),
         },
     );
     tokio::spawn(run_positions(f.clone(), scope, tx));
@@ -632,14 +638,28 @@ async fn run_positions(f: Arc<Front>, scope: Option<String>, tx: broadcast::Send
                 return;
             }
             match feeds.get(&scope) {
-                Some(p) if p.tx.same_channel(&tx) => p.poll.clone(),
+                Some(p) if p.tx.same_channel(&tx) => p.polls.back().cloned(),
                 _ => return,
             }
+        };
+        let Some(poll) = poll else {
+            continue;
         };
         let key = bearer_hash(&poll);
         let res = match f.positions(&poll, key.as_ref()).await {
             Ok(res) | Err(res) => res,
         };
+        if matches!(res.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            // That key no longer works: the next tick polls with another viewer's.
+            let mut feeds = f
+                .streams
+                .positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(feed) = feeds.get_mut(&scope) {
+                feed.polls.retain(|p| p.headers != poll.headers);
+            }
+        }
         if res.status != StatusCode::OK {
             tracing::debug!(status = %res.status, "a positions feed's poll");
             continue;
