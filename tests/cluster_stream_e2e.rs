@@ -369,20 +369,24 @@ async fn a_stream_on_any_instance_carries_every_partitions_events_and_positions_
         "repeats and foreign events dropped"
     );
 
-    // Positions: a frame with every device at 123.0, then one moved alone.
+    // Positions: the frames (the first with every device that had a position, then what
+    // changed), applied as the map applies them, put every device at 123.0; then a frame
+    // with the one device that moved, alone.
     let moving = &acme_devices[0];
-    let all = wait_for(
-        "a positions frame with every device",
+    let mut map: HashMap<String, f64> = HashMap::new();
+    wait_for(
+        "the frames put every device at 123.0",
         Duration::from_secs(30),
         || {
             let p = positions_of(&acme_positions.recv_timeout(Duration::from_secs(20)).ok()?);
-            (acme_devices.iter().all(|d| p.get(d) == Some(&123.0))).then_some(p)
+            map.extend(p);
+            (acme_devices.iter().all(|d| map.get(d) == Some(&123.0))).then_some(())
         },
     );
     assert_eq!(
-        all.len(),
+        map.len(),
         acme_devices.len(),
-        "only acme's devices: {all:?}"
+        "only acme's devices: {map:?}"
     );
     publish(
         nats.mqtt_port(0),
