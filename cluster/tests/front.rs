@@ -504,15 +504,12 @@ async fn a_partition_nobody_serves_is_named_in_a_503() {
         assert_eq!(v["error"]["code"], "partitions_unavailable");
         assert_eq!(h[header::RETRY_AFTER], "1");
     }
-    // The live stream is not there yet in cluster mode; a bad key is the shards' 401.
-    let (s, v, _) = call(&c.front, "GET", "/v1/stream", KEY, None).await;
-    assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("/v1/events")
-    );
+    // The live stream has the key checked by a partition: a bad key is the shards' 401, a bad
+    // topic the single node's 400 (the stream itself: tests/cluster_stream_e2e.rs).
+    let (s, v, _) = call(&c.front, "GET", "/v1/stream", "wrong-key", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, v, _) = call(&c.front, "GET", "/v1/stream?topics=weather", KEY, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, _, _) = call(&c.front, "GET", "/v1/devices", "wrong-key", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Outside /v1 with no local router: a JSON 404.
