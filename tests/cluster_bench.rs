@@ -17,7 +17,11 @@
 //!    stream `LANDPORT` before it counts as sent; NATS maps it to its partition. Timed until
 //!    the instances' accepted readings (summed) have grown by N.
 //!
-//!    For both: readings/s, and the CPU time (utime + stime, /proc/{pid}/stat) each
+//!    Then once more with 1 instance, the readings sent the way devices send them: MQTT QoS 1
+//!    through NATS's MQTT gateway (4 connections over the NATS nodes; `BENCH_CLUSTER_MQTT=0`
+//!    skips it). A gateway's PUBACK is NATS's, before the stream has the message.
+//!
+//!    For all of them: readings/s, and the CPU time (utime + stime, /proc/{pid}/stat) each
 //!    Landport and nats-server process spent over that window, per stored reading.
 //! 3. **Handover**, with 2 instances under a steady load (a native publisher at
 //!    `BENCH_CLUSTER_STEADY_RATE` readings/s): `kill -9` of instance `lp-1`, then
@@ -27,12 +31,16 @@
 //!    applied, the partition's stream replayed); and (b) the time until a reading of a device
 //!    of a moved partition, published right after the kill, is answered by
 //!    `GET /v1/devices/{id}` through the survivor. Measured with the N readings of step 2
-//!    retained in the stream and again on a fresh deployment with `BENCH_CLUSTER_SMALL`.
+//!    retained in the stream and again on a fresh deployment with `BENCH_CLUSTER_SMALL`, both
+//!    without a snapshot (the throughput runs and these set `cluster.snapshot_seconds` to a
+//!    day), and, on a fresh deployment, with N readings and a partition snapshot saved
+//!    (`snapshot_seconds` = `BENCH_CLUSTER_SNAPSHOT_SECONDS`, killed after two of them).
 //!
 //! Knobs (environment): BENCH_CLUSTER_READINGS (200000), BENCH_CLUSTER_DEVICES (4000),
 //! BENCH_CLUSTER_PARTITIONS (8), BENCH_CLUSTER_NATS_NODES (3), BENCH_CLUSTER_LEASE_SECONDS (10),
-//! BENCH_CLUSTER_SMALL (10000), BENCH_CLUSTER_STEADY_RATE (500), BENCH_CLUSTER_REPORT (a file
-//! the markdown report is also written to).
+//! BENCH_CLUSTER_SMALL (10000), BENCH_CLUSTER_STEADY_RATE (500), BENCH_CLUSTER_SNAPSHOT_SECONDS
+//! (5), BENCH_CLUSTER_R1 and BENCH_CLUSTER_MQTT (1; 0 skips that run), BENCH_CLUSTER_REPORT (a
+//! file the markdown report is also written to).
 
 #[path = "../cluster/tests/support/nats.rs"]
 mod nats;
@@ -163,9 +171,9 @@ fn readings_of(d: usize, n: usize, devices: usize) -> usize {
 }
 
 /// Publishes readings `0..n` with QoS 1 over `connections` MQTT connections (device `d` on
-/// connection `d % connections`, so each device's readings stay in order) and waits for every
-/// PUBACK.
-async fn publish_mqtt(port: u16, n: usize, devices: usize, base_ms: i64, connections: usize) {
+/// connection `d % connections`, so each device's readings stay in order; connection `c` to
+/// `ports[c % ports.len()]`) and waits for every PUBACK.
+async fn publish_mqtt(ports: &[u16], n: usize, devices: usize, base_ms: i64, connections: usize) {
     let mut tasks = Vec::new();
     for c in 0..connections {
         let mine: Vec<(String, Vec<u8>)> = (0..n)
@@ -175,6 +183,7 @@ async fn publish_mqtt(port: u16, n: usize, devices: usize, base_ms: i64, connect
                 (format!("landport/{TENANT}/{}/telemetry", device(d)), p)
             })
             .collect();
+        let port = ports[c % ports.len()];
         tasks.push(tokio::spawn(async move {
             let mut opts = MqttOptions::new(format!("bench-pub-{c}"), "127.0.0.1", port);
             opts.set_keep_alive(Duration::from_secs(60));
@@ -190,11 +199,18 @@ async fn publish_mqtt(port: u16, n: usize, devices: usize, base_ms: i64, connect
                 }
                 client
             });
-            let mut acked = 0;
+            let (mut acked, mut resets) = (0, 0);
             while acked < total {
                 match tokio::time::timeout(Duration::from_secs(60), eventloop.poll()).await {
                     Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
                     Ok(Ok(_)) => {}
+                    // rumqttc connects again on the next poll and sends again what was not
+                    // acknowledged (a broker may drop a connection while it sets up).
+                    Ok(Err(e)) if resets < 10 => {
+                        resets += 1;
+                        eprintln!("MQTT publisher {c}: {e}; connecting again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     Ok(Err(e)) => panic!("MQTT publisher {c}: {e} ({acked} of {total} acked)"),
                     Err(_) => panic!("MQTT publisher {c}: no PUBACK for 60 s"),
                 }
@@ -205,6 +221,36 @@ async fn publish_mqtt(port: u16, n: usize, devices: usize, base_ms: i64, connect
     }
     for t in tasks {
         t.await.unwrap();
+    }
+}
+
+/// Waits until an MQTT client can connect to `port` (CONNACK), then disconnects.
+async fn wait_mqtt_connect(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut opts = MqttOptions::new(format!("bench-warmup-{port}"), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 10);
+        let connected = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        let _ = client.try_disconnect();
+        if connected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NATS's MQTT gateway on {port} takes no connection"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -478,7 +524,7 @@ async fn baseline(s: &Settings, base_ms: i64) -> Throughput {
     let before = accepted(&[http_addr]);
     let cpu0 = cpu_snapshot(&procs);
     let t0 = Instant::now();
-    publish_mqtt(mqtt_port, s.readings, s.devices, base_ms, 4).await;
+    publish_mqtt(&[mqtt_port], s.readings, s.devices, base_ms, 4).await;
     let publish_secs = t0.elapsed().as_secs_f64();
     wait_accepted(&[http_addr], before + s.readings as f64);
     let secs = t0.elapsed().as_secs_f64();
@@ -498,15 +544,43 @@ async fn baseline(s: &Settings, base_ms: i64) -> Throughput {
 }
 
 /// The same readings into a cluster deployment, published natively (JetStream acked).
-async fn cluster_throughput(d: &Deployment, s: &Settings, base_ms: i64) -> Throughput {
+/// How a cluster run's readings reach NATS.
+#[derive(Clone, Copy, PartialEq)]
+enum Publish {
+    /// Native JetStream publishes, each acknowledged once in the stream.
+    Native,
+    /// MQTT QoS 1 through NATS's MQTT gateway, 4 connections over the nodes.
+    Mqtt,
+}
+
+async fn cluster_throughput(
+    d: &Deployment,
+    s: &Settings,
+    base_ms: i64,
+    how: Publish,
+) -> Throughput {
     let addrs = d.addrs();
     let js = async_nats::jetstream::new(d.client.clone());
+    if how == Publish::Mqtt {
+        // Out of the timed window: each node's MQTT gateway sets up its JetStream state
+        // (sessions) at its first connection.
+        for n in 0..d.nats_nodes {
+            let port = d.nats.mqtt_port(n);
+            wait_mqtt_connect(port).await;
+        }
+    }
     let before = accepted(&addrs);
     let mut procs = d.procs.clone();
     procs.push((BENCH_PROCESS.to_owned(), std::process::id()));
     let cpu0 = cpu_snapshot(&procs);
     let t0 = Instant::now();
-    publish_js(&js, 0, s.readings, s.devices, base_ms).await;
+    match how {
+        Publish::Native => publish_js(&js, 0, s.readings, s.devices, base_ms).await,
+        Publish::Mqtt => {
+            let ports: Vec<u16> = (0..d.nats_nodes).map(|n| d.nats.mqtt_port(n)).collect();
+            publish_mqtt(&ports, s.readings, s.devices, base_ms, 4).await
+        }
+    }
     let publish_secs = t0.elapsed().as_secs_f64();
     let waiting = addrs.clone();
     let target = before + s.readings as f64;
@@ -523,12 +597,17 @@ async fn cluster_throughput(d: &Deployment, s: &Settings, base_ms: i64) -> Throu
     let stream = Some((state.messages, state.bytes));
     Throughput {
         name: format!(
-            "cluster, {} instance{}, {} NATS node{} (R{})",
+            "cluster, {} instance{}, {} NATS node{} (R{}){}",
             d.lps.len(),
             if d.lps.len() == 1 { "" } else { "s" },
             d.nats_nodes,
             if d.nats_nodes == 1 { "" } else { "s" },
             if d.nats_nodes >= 3 { 3 } else { 1 },
+            if how == Publish::Mqtt {
+                ", MQTT QoS 1 through NATS's gateway"
+            } else {
+                ""
+            },
         ),
         readings: s.readings,
         publish_secs,
@@ -816,7 +895,6 @@ fn report(s: &Settings, runs: &[Throughput], handovers: &[Handover]) -> String {
                 r.name,
                 bytes as f64 / messages.max(1) as f64
             );
-            break;
         }
     }
     let _ = writeln!(
@@ -909,19 +987,24 @@ async fn cluster_cpu_per_reading_and_partition_handover() {
     eprintln!("cluster: 1 instance, {} NATS nodes", s.nats_nodes);
     {
         let d = Deployment::start(&s, 1, s.nats_nodes, no_snapshots).await;
-        runs.push(cluster_throughput(&d, &s, base_ms).await);
+        runs.push(cluster_throughput(&d, &s, base_ms, Publish::Native).await);
+    }
+    if env("BENCH_CLUSTER_MQTT", 1) == 1 {
+        eprintln!("cluster: 1 instance, {} NATS nodes, MQTT", s.nats_nodes);
+        let d = Deployment::start(&s, 1, s.nats_nodes, no_snapshots).await;
+        runs.push(cluster_throughput(&d, &s, base_ms, Publish::Mqtt).await);
     }
     if s.nats_nodes > 1 && env("BENCH_CLUSTER_R1", 1) == 1 {
         eprintln!("cluster: 1 instance, 1 NATS node");
         let d = Deployment::start(&s, 1, 1, no_snapshots).await;
-        runs.push(cluster_throughput(&d, &s, base_ms).await);
+        runs.push(cluster_throughput(&d, &s, base_ms, Publish::Native).await);
     }
 
     eprintln!("cluster: 2 instances, {} NATS nodes", s.nats_nodes);
     let mut handovers = Vec::new();
     {
         let mut d = Deployment::start(&s, 2, s.nats_nodes, no_snapshots).await;
-        runs.push(cluster_throughput(&d, &s, base_ms).await);
+        runs.push(cluster_throughput(&d, &s, base_ms, Publish::Native).await);
         eprintln!("handover with {} readings retained", s.readings);
         handovers.push(handover(&mut d, &s, s.readings, "the stream (no snapshot)").await);
     }
