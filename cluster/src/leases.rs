@@ -316,13 +316,16 @@ impl Leases {
     /// Gives partition `p` back (its shard has stopped): deleted at the revision held, so a
     /// lease that already changed hands is left alone.
     pub async fn release(&mut self, p: u32) {
-        if let Some(lease) = self.held.remove(&p)
-            && let Err(e) = self
+        if let Some(lease) = self.held.remove(&p) {
+            let delete = self
                 .leases
-                .delete_expect_revision(lease_key(p), Some(lease.revision))
-                .await
-        {
-            tracing::warn!(partition = p, error = %e, "giving back a lease");
+                .delete_expect_revision(lease_key(p), Some(lease.revision));
+            match tokio::time::timeout(KV_TIMEOUT, delete).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(partition = p, error = %e, "giving back a lease"),
+                // NATS is away: the lease lapses by itself.
+                Err(_) => tracing::warn!(partition = p, "giving back a lease: timed out"),
+            }
         }
     }
 
@@ -333,6 +336,15 @@ impl Leases {
         let held: Vec<u32> = self.held.keys().copied().collect();
         for p in held {
             self.release(p).await;
+            if !matches!(
+                self.client.connection_state(),
+                async_nats::connection::State::Connected
+            ) {
+                // Not connected: the rest would time out one by one; they lapse by
+                // themselves.
+                self.held.clear();
+                break;
+            }
         }
     }
 

@@ -73,6 +73,27 @@ pub async fn connect(cluster: &ClusterConfig) -> Result<async_nats::Client> {
     }
 }
 
+/// Runs `step` until it succeeds, for at most [`CONNECT_FOR`] (with a growing pause between
+/// tries); its last error, naming `what`, after that.
+async fn retrying<T, F: Future<Output = Result<T>>>(
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> Result<T> {
+    let deadline = tokio::time::Instant::now() + CONNECT_FOR;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = format!("{e:#}"), "setting up {what}: trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.context(format!("setting up {what}"))),
+        }
+    }
+}
+
 /// Replicas of the streams and buckets: `cluster.replicas`, or 3 when the NATS cluster has at
 /// least 3 servers (the client hears of every server's client URL), else 1.
 fn replicas(cluster: &ClusterConfig, client: &async_nats::Client) -> usize {
@@ -95,21 +116,29 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
     let js = jetstream::new(client.clone());
     let replicas = replicas(&cluster, &client);
     let retention = Duration::from_secs(u64::from(config.storage.retention_days) * 86_400);
-    let stream = source::ensure_stream(&js, retention, replicas).await?;
+    // What Landport keeps in NATS, created by the first instance to come. Instances started
+    // together ask JetStream at once, which may time out while it is busy: each step is tried
+    // again for a while.
+    let stream = retrying("the stream LANDPORT", || {
+        source::ensure_stream(&js, retention, replicas)
+    })
+    .await?;
     let ttl = Duration::from_secs(cluster.lease_seconds);
-    let mut leases = Leases::open(
-        &client,
-        &js,
-        &cluster.instance_id,
-        cluster.partitions,
-        ttl,
-        replicas,
-    )
-    .await
-    .context("the lease buckets")?;
-    crate::registry::ensure_stream(&js, replicas)
-        .await
-        .context("the registry log")?;
+    let mut leases = retrying("the lease bucket", || {
+        Leases::open(
+            &client,
+            &js,
+            &cluster.instance_id,
+            cluster.partitions,
+            ttl,
+            replicas,
+        )
+    })
+    .await?;
+    retrying("the registry log", || {
+        crate::registry::ensure_stream(&js, replicas)
+    })
+    .await?;
     let replicator = Arc::new(
         Replicator::start(
             client.clone(),
@@ -128,9 +157,10 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
         "cluster mode: connected to NATS"
     );
     let partitions = cluster.partitions;
-    let snapshots = crate::snapshot::open(&js, replicas)
-        .await
-        .context("the snapshot bucket")?;
+    let snapshots = retrying("the snapshot bucket", || {
+        crate::snapshot::open(&js, replicas)
+    })
+    .await?;
     let ctx = ShardContext {
         config: config.clone(),
         client: client.clone(),
@@ -280,6 +310,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<()>
                     Ok(shard) if clocks.contains_key(&p) => {
                         tracing::info!(partition = p, "partition live");
                         shards.insert(p, shard);
+                        metrics.cluster.partitions_live.set(shards.len() as i64);
                     }
                     Ok(shard) => {
                         // The lease lapsed while it was being built.

@@ -366,7 +366,12 @@ impl Shard {
             .map_err(anyhow::Error::new)
             .and_then(|r| r);
             let saved = match copied {
-                Ok(()) => snapshot::save(&self.ctx.snapshots, p, seq, &copy).await,
+                Ok(()) => tokio::time::timeout(
+                    Duration::from_secs(30),
+                    snapshot::save(&self.ctx.snapshots, p, seq, &copy),
+                )
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("NATS did not take it in 30 s"))),
                 Err(e) => Err(e),
             };
             match saved {

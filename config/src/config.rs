@@ -144,7 +144,12 @@ impl Config {
 
     /// A one-line description for logs and `check-config`, without secrets.
     pub fn summary(&self) -> String {
-        let mqtt = if self.mqtt.embedded {
+        let mqtt = if let Some(c) = &self.cluster {
+            format!(
+                "none of its own (cluster mode: instance {}, {} partitions, NATS {})",
+                c.instance_id, c.partitions, c.nats_url
+            )
+        } else if self.mqtt.embedded {
             let tls = self
                 .mqtt
                 .tls_listen

@@ -177,6 +177,16 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_says_cluster_mode_and_no_mqtt_of_its_own() {
+        let c = load("[cluster]\ninstance_id = \"lp-a\"\npartitions = 8\n").unwrap();
+        let summary = c.summary();
+        assert!(
+            summary.contains("mqtt none of its own (cluster mode: instance lp-a, 8 partitions"),
+            "{summary}"
+        );
+    }
+
+    #[test]
     fn an_instance_id_is_required() {
         let err = load("[cluster]\n").unwrap_err().to_string();
         assert!(err.contains("cluster.instance_id"), "{err}");
