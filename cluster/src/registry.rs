@@ -328,7 +328,8 @@ impl Replicator {
         // The log keeps the caller's key as its hash, which the shards authenticate by: reading
         // the log gives no one a key to call the API with.
         let key_hash = bearer_hash_hex(&req);
-        req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+        req.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
         let (mut headers, body) = req.to_nats();
         if let Some(hash) = &key_hash {
             headers.insert(KEY_HASH, hash.as_str());
