@@ -107,15 +107,15 @@ impl FromRequestParts<ApiState> for Caller {
 /// The bearer key of a request: 401 without one.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            // The scheme is case-insensitive (RFC 9110 §11.1).
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthorized)
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::Unauthorized)
 }
 
 impl Caller {
