@@ -218,9 +218,8 @@ struct Made {
     password: String,
 }
 
-/// Writes a tenant, a key, a device, a geofence, a webhook, a shipment, a share link and a
-/// device credential through the log; each answer is the submitter's.
-async fn write_registry(log: &Replicator) -> Made {
+/// Creates tenant `acme` and a key of it through the log; returns the key.
+async fn tenant_with_key(log: &Replicator) -> String {
     let (st, t) = submit(
         log,
         Method::POST,
@@ -239,7 +238,13 @@ async fn write_registry(log: &Replicator) -> Made {
     )
     .await;
     assert_eq!(st, StatusCode::CREATED, "{k}");
-    let key = k["key"].as_str().unwrap().to_owned();
+    k["key"].as_str().unwrap().to_owned()
+}
+
+/// Writes a tenant, a key, a device, a geofence, a webhook, a shipment, a share link and a
+/// device credential through the log; each answer is the submitter's.
+async fn write_registry(log: &Replicator) -> Made {
+    let key = tenant_with_key(log).await;
     let (st, d) = submit(
         log,
         Method::POST,
@@ -553,24 +558,7 @@ async fn a_device_write_is_answered_by_the_shard_of_the_devices_partition() {
     let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
         .await
         .unwrap();
-    let (st, _) = submit(
-        &log,
-        Method::POST,
-        "/v1/tenants",
-        ADMIN,
-        json!({"id": "acme", "name": "Acme"}),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED);
-    let (_, k) = submit(
-        &log,
-        Method::POST,
-        "/v1/tenants/acme/keys",
-        ADMIN,
-        Value::Null,
-    )
-    .await;
-    let key = k["key"].as_str().unwrap().to_owned();
+    let key = tenant_with_key(&log).await;
     let (st, _) = submit(
         &log,
         Method::POST,
@@ -769,24 +757,7 @@ async fn measure_write_latency() {
     let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
         .await
         .unwrap();
-    let (st, _) = submit(
-        &log,
-        Method::POST,
-        "/v1/tenants",
-        ADMIN,
-        json!({"id": "acme", "name": "Acme"}),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED);
-    let (_, k) = submit(
-        &log,
-        Method::POST,
-        "/v1/tenants/acme/keys",
-        ADMIN,
-        Value::Null,
-    )
-    .await;
-    let key = k["key"].as_str().unwrap().to_owned();
+    let key = tenant_with_key(&log).await;
     let mut took = Vec::new();
     let t0 = std::time::Instant::now();
     for i in 0..300 {
