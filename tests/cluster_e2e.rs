@@ -18,7 +18,7 @@ use std::time::Duration;
 use nats::NatsCluster;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
-use support::{Landport, free_port, http, wait_for};
+use support::{Landport, http, wait_for};
 
 const ADMIN: &str = "cluster-e2e-admin-key-0123456789abcdef";
 const PARTITIONS: u32 = 6;
@@ -29,26 +29,24 @@ fn t0() -> i64 {
 }
 
 fn start_instance(dir: &Path, i: usize, nats: &NatsCluster, influx: Option<&str>) -> Landport {
-    let dir = dir.join(format!("lp{i}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = format!(
-        "[http]\nlisten = \"{http_addr}\"\n\
-         [storage]\npath = \"{}\"\n\
-         [auth]\nadmin_key = \"{ADMIN}\"\n\
-         [log]\nlevel = \"info\"\n\
-         [cluster]\nnats_url = \"{}\"\npartitions = {PARTITIONS}\ninstance_id = \"lp-{i}\"\n\
-         lease_seconds = 5\nrequest_timeout_ms = 3000\nsnapshot_seconds = 1\n{}",
-        dir.join("data").display(),
-        nats.client_urls(),
-        influx
-            .map(|url| format!(
+    let influx = influx
+        .map(|url| {
+            format!(
                 "[influxdb]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"landport\"\n\
                  flush_interval_ms = 200\n"
-            ))
-            .unwrap_or_default(),
-    );
-    Landport::start(&dir, &config, http_addr, 0)
+            )
+        })
+        .unwrap_or_default();
+    let urls = nats.client_urls();
+    Landport::start_cluster_instance(
+        dir,
+        i,
+        &urls,
+        PARTITIONS,
+        ADMIN,
+        &influx,
+        "snapshot_seconds = 1\n",
+    )
 }
 
 fn device(i: usize) -> String {

@@ -16,28 +16,15 @@ use std::time::Duration;
 use nats::NatsCluster;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
-use support::{Landport, free_port, http, http_get, metric, sse, wait_for};
+use support::{Landport, http, http_get, metric, sse, wait_for};
 
 const ADMIN: &str = "cluster-stream-admin-key-0123456789abcdef";
 const PARTITIONS: u32 = 4;
 const SSE_CONNECTIONS: u32 = 3;
 
 fn start_instance(dir: &Path, i: usize, nats: &NatsCluster) -> Landport {
-    let dir = dir.join(format!("lp{i}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = format!(
-        "[http]\nlisten = \"{http_addr}\"\n\
-         [storage]\npath = \"{}\"\n\
-         [auth]\nadmin_key = \"{ADMIN}\"\n\
-         [limits]\nsse_connections = {SSE_CONNECTIONS}\n\
-         [log]\nlevel = \"info\"\n\
-         [cluster]\nnats_url = \"{}\"\npartitions = {PARTITIONS}\ninstance_id = \"lp-{i}\"\n\
-         lease_seconds = 5\nrequest_timeout_ms = 3000\n",
-        dir.join("data").display(),
-        nats.client_urls(),
-    );
-    Landport::start(&dir, &config, http_addr, 0)
+    let limits = format!("[limits]\nsse_connections = {SSE_CONNECTIONS}\n");
+    Landport::start_cluster_instance(dir, i, &nats.client_urls(), PARTITIONS, ADMIN, &limits, "")
 }
 
 /// A warehouse around (123.0, 41.0) that confirms at once: readings alternately inside and

@@ -141,6 +141,35 @@ impl Landport {
         )
     }
 
+    /// Starts instance `lp-{i}` of a cluster-mode deployment (`[cluster]` on `nats_urls` with
+    /// `partitions`, leases of 5 s), its data in `dir/lp{i}`, HTTP on a free port, `admin` as
+    /// the admin key; `sections` (whole sections) and `cluster` (more `[cluster]` keys) are
+    /// added.
+    pub fn start_cluster_instance(
+        dir: &Path,
+        i: usize,
+        nats_urls: &str,
+        partitions: u32,
+        admin: &str,
+        sections: &str,
+        cluster: &str,
+    ) -> Landport {
+        let dir = dir.join(format!("lp{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = format!(
+            "[http]\nlisten = \"{http}\"\n\
+             [storage]\npath = \"{}\"\n\
+             [auth]\nadmin_key = \"{admin}\"\n\
+             [log]\nlevel = \"info\"\n\
+             {sections}\
+             [cluster]\nnats_url = \"{nats_urls}\"\npartitions = {partitions}\n\
+             instance_id = \"lp-{i}\"\nlease_seconds = 5\nrequest_timeout_ms = 3000\n{cluster}",
+            dir.join("data").display(),
+        );
+        Landport::start(&dir, &config, http, 0)
+    }
+
     pub fn wait_ready(&mut self) {
         let http = self.http;
         let log = self.log.clone();
