@@ -19,7 +19,7 @@ pub(crate) mod positions_feed;
 pub(crate) mod reports;
 pub use reports::ReportSettings;
 pub(crate) mod shipments;
-mod sse;
+pub mod sse;
 mod stream;
 mod tenants;
 mod track;

@@ -17,11 +17,10 @@
 //!   [`POSITIONS_EVERY`] (with the key of its latest viewer) for all its viewers, as a single
 //!   node shares one feed per scope. With `shipment=`, only that shipment's device.
 //! - At most `limits.sse_connections` streams per tenant on this instance (429 past it);
-//!   `: ready` first, a keep-alive comment after [`KEEP_ALIVE`] of silence; a stream ends when
+//!   `: ready` first, a keep-alive comment after [`landport_api::sse::KEEP_ALIVE`] of silence; a stream ends when
 //!   its client goes (its feeds stop once nobody watches them).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::{StreamExt, stream};
 use landport_api::ApiError;
 use landport_api::limits::{StreamSlot, StreamSlots};
 use serde_json::value::RawValue;
@@ -44,8 +43,7 @@ use crate::wire::{WireRequest, WireResponse};
 /// How often a positions feed polls the partitions.
 pub const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
-/// A comment goes out after this long without an item, so idle streams stay open.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+use landport_api::sse::{frame, response as sse_response};
 
 /// Event ids a scope remembers to drop repeats.
 pub const RECENT_IDS: usize = 10_000;
@@ -751,47 +749,6 @@ fn frame_of<'a>(
     any.then(|| Bytes::from(out))
 }
 
-/// One SSE item: `event:`, `id:` if given, `data` as `data:` lines; line breaks in `name` and
-/// `id` become spaces.
-fn frame(name: &str, id: Option<&str>, data: &[u8]) -> Bytes {
-    let clean = |s: &str| s.replace(['\n', '\r'], " ");
-    let mut out = Vec::with_capacity(data.len() + 64);
-    out.extend_from_slice(format!("event: {}\n", clean(name)).as_bytes());
-    if let Some(id) = id {
-        out.extend_from_slice(format!("id: {}\n", clean(id)).as_bytes());
-    }
-    for line in data.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line);
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-    Bytes::from(out)
-}
-
-/// A `text/event-stream` response of `items`, with a keep-alive comment after [`KEEP_ALIVE`]
-/// without any; it ends when `items` does (or when the client goes: the body is dropped).
-fn sse_response(items: impl Stream<Item = Bytes> + Send + 'static) -> Response {
-    let items = Box::pin(items);
-    let body = stream::unfold(items, |mut items| async move {
-        let next = match tokio::time::timeout(KEEP_ALIVE, items.next()).await {
-            Ok(Some(item)) => item,
-            Ok(None) => return None,
-            Err(_) => Bytes::from_static(b":\n\n"),
-        };
-        Some((Ok::<_, Infallible>(next), items))
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
-
 /// Percent-encodes what is not unreserved in a URL (ids in a path or query).
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -910,14 +867,6 @@ mod tests {
 
     #[test]
     fn frames_and_subjects() {
-        assert_eq!(
-            &frame("event", Some("evt_1"), br#"{"a":1}"#)[..],
-            b"event: event\nid: evt_1\ndata: {\"a\":1}\n\n"
-        );
-        assert_eq!(
-            &frame("a\nb", None, b"x\ny")[..],
-            b"event: a b\ndata: x\ndata: y\n\n"
-        );
         assert_eq!(events_subject(Some("acme")), "landport.acme.*.events");
         assert_eq!(events_subject(None), "landport.*.*.events");
         assert_eq!(events_subject(Some("a.b")), "landport.*.*.events");
