@@ -18,6 +18,7 @@ use std::time::Duration;
 use nats::NatsCluster;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
+use support::webhook_receiver::Receiver;
 use support::{Landport, http, wait_for};
 
 const ADMIN: &str = "cluster-e2e-admin-key-0123456789abcdef";
@@ -37,6 +38,7 @@ fn start_instance(dir: &Path, i: usize, nats: &NatsCluster, influx: Option<&str>
             )
         })
         .unwrap_or_default();
+    let sections = format!("[webhooks]\nallow_private_targets = true\n{influx}");
     let urls = nats.client_urls();
     Landport::start_cluster_instance(
         dir,
@@ -44,7 +46,7 @@ fn start_instance(dir: &Path, i: usize, nats: &NatsCluster, influx: Option<&str>
         &urls,
         PARTITIONS,
         ADMIN,
-        &influx,
+        &sections,
         "snapshot_seconds = 1\n",
     )
 }
@@ -193,6 +195,16 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
     }
     let (s, body) = http(addrs[2], "POST", "/v1/geofences", k, Some(&warehouse()));
     assert_eq!(s, 201, "{body}");
+    // A webhook for every geofence event: each partition's owner delivers its own.
+    let receiver = Receiver::start();
+    let (s, body) = http(
+        addrs[0],
+        "POST",
+        "/v1/webhooks",
+        k,
+        Some(&json!({"url": receiver.url("/hook"), "events": ["geofence.*"]})),
+    );
+    assert_eq!(s, 201, "{body}");
     // Every partition owned and answering: a list from each instance is whole.
     for &a in &addrs {
         wait_for("every partition answering", Duration::from_secs(60), || {
@@ -337,6 +349,28 @@ async fn three_instances_on_three_nats_nodes_answer_for_every_device_and_lose_no
         let id = e["id"].as_str().unwrap();
         assert!(ids.insert(id.to_owned()), "event {id} appears twice");
     }
+    // Every geofence event reached the webhook, the dead owner's partitions' too (at least
+    // once: a delivery made again after the takeover has the same webhook-id).
+    let geofence_ids: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| {
+            e["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("geofence."))
+        })
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!geofence_ids.is_empty());
+    wait_for(
+        "every geofence event delivered",
+        Duration::from_secs(60),
+        || {
+            receiver
+                .delivered_ids()
+                .is_superset(&geofence_ids)
+                .then_some(())
+        },
+    );
 
     // Phase 3: one NATS node dies; the service goes on. NATS's MQTT gateway acknowledges a
     // QoS 1 publish once NATS has it, not once the stream stored it, so a publish in the

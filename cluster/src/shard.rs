@@ -14,7 +14,9 @@
 //!    owner committed and acknowledged (and what it took but had not acknowledged yet), so the
 //!    history (tracks, events, reports) and the live state are what they were. Event ids are
 //!    deterministic, so the replayed events have the ids they had; the webhook engine and the
-//!    event outbox start after the replay, past them, so none is delivered twice;
+//!    event outbox go on from the snapshot's cursors (at least once: what the dead owner
+//!    delivered after its snapshot goes again, with the same ids), or, with no snapshot,
+//!    start past the replayed events;
 //! 4. then the live consumer, after that message: what the old owner took but never
 //!    acknowledged is delivered again (after the consumer's ack wait) and only acknowledged,
 //!    as it is stored already. The owner saves a new snapshot every
@@ -237,14 +239,20 @@ impl Shard {
         });
         started.tasks.push(serve);
 
-        // The webhook engine and the event outbox start past the replayed events: their owner
-        // delivered them.
+        // Where the webhook engine and the event outbox go on from. From a snapshot: from its
+        // own cursors, so the events after them are delivered (again, if the dead owner had
+        // delivered them since: at least once, with the same ids, which receivers drop; never
+        // lost). Without one (the partition's first owner died before its first snapshot),
+        // nothing tells what was delivered: they start past the replayed events, which their
+        // first owner delivered as it went.
         let mut webhooks_store = Store::open(&dir)?;
         webhooks_store.set_synchronous(synchronous)?;
-        let newest = webhooks_store.skip_webhook_fan_out_to_newest()?;
         let mut outbox_store = Store::open(&dir)?;
         outbox_store.set_synchronous(synchronous)?;
-        outbox_store.set_cursor(landport_sinks::outbox::CURSOR, newest)?;
+        if covered == 0 {
+            let newest = webhooks_store.skip_webhook_fan_out_to_newest()?;
+            outbox_store.set_cursor(landport_sinks::outbox::CURSOR, newest)?;
+        }
         let outbox_stop = CancellationToken::new();
         let outbox = tokio::spawn(landport_sinks::outbox::run(
             outbox_store,
