@@ -18,6 +18,10 @@
 //! (markers, shapes, panels) without them.
 
 mod assets;
+
+/// The customer tracking page's template (`{{CONFIG}}` stands for its settings): cluster
+/// mode's front renders it too.
+pub use assets::TRACK_HTML;
 mod webhooks;
 
 use axum::Router;

@@ -393,7 +393,7 @@ pub fn map_pages(
 }
 
 /// The tracking page's template (the single node renders the same file).
-const TRACK_HTML: &str = include_str!("../../../api/assets/track.html");
+use landport_api::web::TRACK_HTML;
 
 /// Where the pages carry their settings.
 const CONFIG_START: &str = r#"<script id="landport-config" type="application/json">"#;
