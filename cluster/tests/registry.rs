@@ -218,6 +218,22 @@ struct Made {
     password: String,
 }
 
+/// Two shards (partitions 0 and 1) applying the log, and the log's submitting side.
+async fn two_shards(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    auto_register: bool,
+) -> ([Shard; 2], Replicator) {
+    let mut shards = [Shard::new(auto_register), Shard::new(auto_register)];
+    for (p, s) in shards.iter_mut().enumerate() {
+        s.apply(client, js, p as u32).await;
+    }
+    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
+        .await
+        .unwrap();
+    (shards, log)
+}
+
 /// Creates tenant `acme` and a key of it through the log; returns the key.
 async fn tenant_with_key(log: &Replicator) -> String {
     let (st, t) = submit(
@@ -366,12 +382,7 @@ async fn state_of(shard: &Shard, m: &Made) -> Vec<Value> {
 async fn writes_through_the_log_make_the_same_rows_on_every_shard_and_a_later_shard_catches_up() {
     let nats = Nats::start();
     let (client, js) = nats.connect().await;
-    let (mut a, mut b) = (Shard::new(false), Shard::new(false));
-    a.apply(&client, &js, 0).await;
-    b.apply(&client, &js, 1).await;
-    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
-        .await
-        .unwrap();
+    let ([a, b], log) = two_shards(&client, &js, false).await;
 
     let made = write_registry(&log).await;
     settle(&js, &[&a, &b]).await;
@@ -551,13 +562,7 @@ async fn a_device_write_is_answered_by_the_shard_of_the_devices_partition() {
     let nats = Nats::start();
     let (client, js) = nats.connect().await;
     // Devices known from telemetry alone too (auto-registration), as a shard may have them.
-    let mut shards = [Shard::new(true), Shard::new(true)];
-    for (p, s) in shards.iter_mut().enumerate() {
-        s.apply(&client, &js, p as u32).await;
-    }
-    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
-        .await
-        .unwrap();
+    let (shards, log) = two_shards(&client, &js, true).await;
     let key = tenant_with_key(&log).await;
     let (st, _) = submit(
         &log,
@@ -681,12 +686,7 @@ async fn on_a_three_node_cluster_the_log_has_three_replicas_and_survives_a_node(
         info.config.storage,
         jetstream::stream::StorageType::File
     ));
-    let (mut a, mut b) = (Shard::new(false), Shard::new(false));
-    a.apply(&client, &js, 0).await;
-    b.apply(&client, &js, 1).await;
-    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
-        .await
-        .unwrap();
+    let ([a, b], log) = two_shards(&client, &js, false).await;
     let (st, _) = submit(
         &log,
         Method::POST,
@@ -750,13 +750,7 @@ async fn on_a_three_node_cluster_the_log_has_three_replicas_and_survives_a_node(
 async fn measure_write_latency() {
     let nats = Nats::start();
     let (client, js) = nats.connect().await;
-    let mut shards = [Shard::new(false), Shard::new(false)];
-    for (p, s) in shards.iter_mut().enumerate() {
-        s.apply(&client, &js, p as u32).await;
-    }
-    let log = Replicator::start(client.clone(), js.clone(), "instance-1", 2)
-        .await
-        .unwrap();
+    let (_shards, log) = two_shards(&client, &js, false).await;
     let key = tenant_with_key(&log).await;
     let mut took = Vec::new();
     let t0 = std::time::Instant::now();
