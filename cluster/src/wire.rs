@@ -107,12 +107,10 @@ impl WireRequest {
 
     /// The NATS headers and payload of this request.
     pub fn to_nats(&self) -> (HeaderMap, Bytes) {
-        let mut h = HeaderMap::new();
-        h.insert(METHOD, self.method.as_str());
-        h.insert(PATH, self.path.as_str());
-        for (k, v) in &self.headers {
-            h.insert(k.as_str(), v.as_str());
-        }
+        let h = nats_headers(
+            &[(METHOD, self.method.as_str()), (PATH, self.path.as_str())],
+            &self.headers,
+        );
         (h, self.body.clone())
     }
 
@@ -130,10 +128,7 @@ impl WireRequest {
             .ok_or(WireError::Missing(PATH))?
             .as_str()
             .to_owned();
-        let headers = REQUEST_HEADERS
-            .iter()
-            .filter_map(|&k| h.get(k).map(|v| (k.to_owned(), v.as_str().to_owned())))
-            .collect();
+        let headers = forwarded(h, REQUEST_HEADERS);
         Ok(WireRequest {
             method,
             path,
@@ -191,11 +186,7 @@ impl WireResponse {
 
     /// The NATS headers and payload of this response.
     pub fn to_nats(&self) -> (HeaderMap, Bytes) {
-        let mut h = HeaderMap::new();
-        h.insert(STATUS, self.status.as_str());
-        for (k, v) in &self.headers {
-            h.insert(k.as_str(), v.as_str());
-        }
+        let h = nats_headers(&[(STATUS, self.status.as_str())], &self.headers);
         (h, self.body.clone())
     }
 
@@ -211,10 +202,7 @@ impl WireResponse {
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or_else(|| WireError::Bad(STATUS, status.to_owned()))?;
-        let headers = RESPONSE_HEADERS
-            .iter()
-            .filter_map(|&k| h.get(k).map(|v| (k.to_owned(), v.as_str().to_owned())))
-            .collect();
+        let headers = forwarded(h, RESPONSE_HEADERS);
         Ok(WireResponse {
             status,
             headers,
@@ -236,6 +224,26 @@ pub trait WriteLog: Send + Sync + 'static {
         &self,
         req: WireRequest,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = WireResponse> + Send + '_>>;
+}
+
+/// NATS headers: `own` (ours: method, path, status) and then the forwarded HTTP headers.
+fn nats_headers(own: &[(&str, &str)], forwarded: &[(String, String)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in own {
+        h.insert(*k, *v);
+    }
+    for (k, v) in forwarded {
+        h.insert(k.as_str(), v.as_str());
+    }
+    h
+}
+
+/// The HTTP headers of `names` a NATS message carries.
+fn forwarded(h: &HeaderMap, names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|&k| h.get(k).map(|v| (k.to_owned(), v.as_str().to_owned())))
+        .collect()
 }
 
 fn pick(headers: &http::HeaderMap, names: &[&str]) -> Vec<(String, String)> {
