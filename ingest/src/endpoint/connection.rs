@@ -141,14 +141,8 @@ where
         Ok(Ok(c)) => c,
         Ok(Err(CodecError::UnsupportedVersion(level))) => {
             tracing::debug!(%peer, level, "MQTT: unsupported protocol level");
-            let mut b = BytesMut::new();
-            Outgoing::ConnAck {
-                session_present: false,
-                code: 1,
-                limits: None,
-            }
-            .encode(Version::V311, &mut b);
-            let _ = wr.write_all(&b).await;
+            // 3.1.1's "unacceptable protocol version".
+            let _ = wr.write_all(&connack_refusal(Version::V311, 1)).await;
             return;
         }
         Ok(Err(e)) => {
@@ -162,16 +156,7 @@ where
     };
     framer.set_version(connect.version);
     let version = connect.version;
-    let refuse = |code: u8| {
-        let mut b = BytesMut::new();
-        Outgoing::ConnAck {
-            session_present: false,
-            code,
-            limits: None,
-        }
-        .encode(version, &mut b);
-        b
-    };
+    let refuse = |code: u8| connack_refusal(version, code);
     // 3.1.1: an empty client id only with a clean session.
     if connect.client_id.is_empty() && !connect.clean && version == Version::V311 {
         let _ = wr.write_all(&refuse(2)).await;
@@ -320,15 +305,8 @@ impl Connection {
             (Ok(s), Ok(h)) => (s, h),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "MQTT: loading the session failed");
-                let mut b = BytesMut::new();
                 let code = if version == Version::V5 { 0x88 } else { 3 };
-                Outgoing::ConnAck {
-                    session_present: false,
-                    code,
-                    limits: None,
-                }
-                .encode(version, &mut b);
-                let _ = wr.write_all(&b).await;
+                let _ = wr.write_all(&connack_refusal(version, code)).await;
                 return None;
             }
         };
@@ -354,15 +332,8 @@ impl Connection {
                 Ok(slot) => Some(slot),
                 Err(_) => {
                     ctx.subscriber_limit_reached(&principal);
-                    let mut b = BytesMut::new();
                     let code = if version == Version::V5 { 0x97 } else { 3 };
-                    Outgoing::ConnAck {
-                        session_present: false,
-                        code,
-                        limits: None,
-                    }
-                    .encode(version, &mut b);
-                    let _ = wr.write_all(&b).await;
+                    let _ = wr.write_all(&connack_refusal(version, code)).await;
                     return None;
                 }
             }
@@ -1073,4 +1044,16 @@ where
             }
         }
     }
+}
+
+/// A CONNACK that refuses the connection with `code` (its meaning depends on `version`).
+fn connack_refusal(version: Version, code: u8) -> BytesMut {
+    let mut b = BytesMut::new();
+    Outgoing::ConnAck {
+        session_present: false,
+        code,
+        limits: None,
+    }
+    .encode(version, &mut b);
+    b
 }
