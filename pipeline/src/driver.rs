@@ -100,7 +100,7 @@ impl Default for PipelineConfig {
             snapshot_every: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 86_400),
             events_retention: Duration::from_secs(90 * 86_400),
-            checkpoint_every: Duration::from_millis(250),
+            checkpoint_every: Duration::from_millis(25),
             drain_on_shutdown: Duration::ZERO,
         }
     }

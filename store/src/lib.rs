@@ -134,17 +134,29 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// fast as with 4 KiB pages, and 1,000 from 100 devices as fast (1 KiB pages lost there).
 const PAGE_SIZE_BYTES: i64 = 2048;
 
-/// The WAL is copied back into the database (a checkpoint, with two `fsync`s, run by the
-/// commit that crosses the mark) once it holds this many pages: about 40 MiB. SQLite's
-/// default of 1,000 pages checkpoints twenty times as often; a page that many commits touch
-/// (the tail of a device's index run) is copied back once per checkpoint, not once per
-/// commit, which roughly doubled the commit rate of the bench. The pipeline also runs a
-/// [`Checkpointer`], which copies the WAL back in the background, so that the checkpoint
-/// a commit runs at this mark has little left to do.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
+/// The WAL is copied back into the database by the commit that grows it past this many pages
+/// (about 250 MiB of log): a checkpoint with two `fsync`s, and a third when the next commit
+/// starts the log over. The [`Checkpointer`] copies the WAL back every few tens of ms, and once
+/// it has copied everything while no commit or query is running, the next commit starts the
+/// log over without any of that. So only a writer that never pauses (ingest at full speed)
+/// reaches the mark, once every few seconds, and then finds little left to copy. The `fsync`s
+/// are what costs: each waits for whatever else the disk is writing (20-100 ms on the
+/// development VM), and every acknowledgement behind that commit waits with it. At 40 MiB
+/// (the mark until 2026-12-07) that came about once a second at 20k readings/s, and publish ->
+/// PUBACK p99 was 36-44 ms; with this mark 4.5-5.2 ms in the same sitting (BENCHMARKS.md). A
+/// page that many commits touch (the tail of a device's index run) is copied back once per
+/// checkpoint, not once per commit, which is also why SQLite's default mark (1,000 pages)
+/// halved the commit rate. Recovery after a crash reads the WAL whole: a larger mark costs
+/// start-up time after one: 3.3 s instead of 2.0 s to `/readyz` after `kill -9` at full speed
+/// with the log at its largest (258 MiB, against 53 MiB before).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 128_000;
 
-/// Once a checkpoint has copied the WAL back, the WAL file is truncated to at most this size.
-const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// Once a checkpoint has copied the WAL back, the WAL file is truncated to at most this size:
+/// above the autocheckpoint mark (128,000 pages of 2 KiB plus their 24-byte headers), so that
+/// a busy store reuses its WAL file instead of truncating it at every restart. Truncating
+/// freed the file's blocks (a synchronous discard on this machine's ext4) and the next commits
+/// allocated them again: 40-60 ms in the writer's thread each time.
+const JOURNAL_SIZE_LIMIT_BYTES: i64 = 320 * 1024 * 1024;
 
 /// Prepared statements kept per connection (the event filters alone have 16 variants).
 const STATEMENT_CACHE_CAPACITY: usize = 64;
