@@ -124,6 +124,40 @@ pub fn raw_seconds(ahead: &Ahead, k: f64, v_mps: f64) -> f64 {
     (k * ahead.known_s.max(0.0) + ahead.unknown_m.max(0.0) / v_mps).max(0.0)
 }
 
+/// The two estimates of the raw time to go and the one shown, seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawParts {
+    /// From the learned route times ([`raw_seconds`]).
+    pub learned_s: f64,
+    /// All the distance to go at the speed to plan with: `remaining_m / v`.
+    pub plain_s: f64,
+    /// Their blend, `learned^w x plain^(1 - w)`, `w` the tenant's learned weight
+    /// ([`crate::eta_history::EtaHistory::learned_weight`]).
+    pub raw_s: f64,
+}
+
+/// The raw time to go from what lies `ahead`: the learned estimate and the plain one,
+/// blended geometrically with weight `w` on the learned one.
+pub fn raw_parts(ahead: &Ahead, k: f64, v_mps: f64, w: f64) -> RawParts {
+    let learned_s = raw_seconds(ahead, k, v_mps);
+    let plain_s = (ahead.remaining_m.max(0.0) / v_mps).max(0.0);
+    let w = if w.is_finite() {
+        w.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let raw_s = if learned_s >= 1.0 && plain_s >= 1.0 {
+        (w * learned_s.ln() + (1.0 - w) * plain_s.ln()).exp()
+    } else {
+        w * learned_s + (1.0 - w) * plain_s
+    };
+    RawParts {
+        learned_s,
+        plain_s,
+        raw_s,
+    }
+}
+
 /// Estimates arrival as of device time `at_ms` from a raw time to go and the calibration of
 /// its progress bucket: the point estimate is `raw`, the window `[raw x exp(q10),
 /// raw x exp(q90)]` widened to hold it; never before `at_ms`.
@@ -242,6 +276,9 @@ impl RouteTimes {
 
 /// Weight, in learned seconds, of the prior belief that a trip goes at the learned pace.
 const K_PRIOR_S: f64 = 900.0;
+/// A fix adds to the trip's odometer once it is this far from where it last counted, metres
+/// (GPS jitter of a standing device stays below it).
+const ODOMETER_STEP_M: f64 = 50.0;
 /// Weight, in seconds under way, of the cruising speed known before departure against the
 /// trip's own mean speed since departure.
 const TRIP_MEAN_PRIOR_S: f64 = 60.0;
@@ -270,6 +307,15 @@ pub struct EtaTrip {
     /// leg), metres.
     #[serde(default)]
     covered_before_m: f64,
+    /// Distance travelled under way, metres: the path from fix to fix, counted only once the
+    /// device is [`ODOMETER_STEP_M`] from where it was last counted, so GPS jitter while
+    /// standing adds nothing (absent from snapshots of older builds: the net progress along
+    /// the route stands for it).
+    #[serde(default)]
+    odometer_m: f64,
+    /// Where the odometer last counted from, (lon, lat).
+    #[serde(default)]
+    odometer_at: Option<(f64, f64)>,
     /// Learned time to go and unlearned distance at the previous fix, and its time.
     last: Option<(TimestampMs, f64, f64)>,
     /// Time actually taken over learned stretches, and the learned time for them, seconds.
@@ -277,6 +323,10 @@ pub struct EtaTrip {
     model_s: f64,
     /// Per progress bucket: when the first ETA in it was asked, and its raw seconds to go.
     pub samples: [Option<(TimestampMs, f64)>; BUCKETS],
+    /// Per progress bucket, for the same ETA: the learned and the plain estimate, seconds
+    /// (what the tenant's blending weight is fitted on; absent from older snapshots).
+    #[serde(default)]
+    pub parts: [Option<(f64, f64)>; BUCKETS],
     /// The route's learned times (rebuilt every [`ROUTE_TIMES_REFRESH_MS`]).
     pub times: Option<RouteTimes>,
 }
@@ -293,20 +343,41 @@ impl EtaTrip {
             start_remaining_m: self.start_remaining_m,
             departed_ms: self.departed_ms,
             covered_before_m: self.covered_m(),
+            odometer_m: self.odometer_m,
+            odometer_at: self.odometer_at,
             samples: self.samples,
+            parts: self.parts,
             ..EtaTrip::default()
         };
     }
 
-    /// Notes a fix under way at `ts` with `remaining_m` to go: the trip's start (its first
-    /// fix under way) and the distance covered since.
-    pub fn note_progress(&mut self, ts: TimestampMs, remaining_m: f64) {
+    /// Notes a fix under way at `ts`, at `(lon, lat)`, with `remaining_m` to go: the trip's
+    /// start (its first fix under way) and the distance covered since.
+    pub fn note_progress(&mut self, ts: TimestampMs, remaining_m: f64, lon_lat: (f64, f64)) {
         if self.departed_ms.is_none() {
             self.departed_ms = Some(ts);
             self.start_remaining_m = Some(remaining_m);
         }
         self.leg_start_m.get_or_insert(remaining_m);
         self.last_remaining_m = Some(remaining_m);
+        if lon_lat.0.is_finite() && lon_lat.1.is_finite() {
+            match self.odometer_at {
+                None => self.odometer_at = Some(lon_lat),
+                Some(from) => {
+                    let step = crate::geodesy::distance_m(from, lon_lat);
+                    if step >= ODOMETER_STEP_M {
+                        self.odometer_m += step;
+                        self.odometer_at = Some(lon_lat);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Distance travelled under way, metres: the odometer's path, or the net progress along
+    /// the route if that is more (a snapshot of an older build, or a fix missed).
+    fn travelled_m(&self) -> f64 {
+        self.odometer_m.max(self.covered_m())
     }
 
     /// Distance covered under way, metres: on each route, how much nearer the end the last
@@ -334,7 +405,7 @@ impl EtaTrip {
         if !(under_way_s > 0.0) {
             return cruising;
         }
-        let mean = self.covered_m() / under_way_s;
+        let mean = self.travelled_m() / under_way_s;
         let w = under_way_s / (under_way_s + TRIP_MEAN_PRIOR_S);
         (w * mean + (1.0 - w) * cruising).max(floor)
     }
@@ -386,14 +457,15 @@ impl EtaTrip {
     /// each progress bucket, `remaining_m` to go: the estimate a bucket is calibrated with is
     /// one typical of the bucket (at departure the trip's own speed is not known yet, a
     /// quarter in it mostly is).
-    pub fn sample(&mut self, remaining_m: f64, at_ms: TimestampMs, raw_s: f64) {
+    pub fn sample(&mut self, remaining_m: f64, at_ms: TimestampMs, raw: RawParts) {
         let Some(start) = self.start_remaining_m.filter(|&m| m > 0.0) else {
             return;
         };
         let fraction = (1.0 - remaining_m / start).clamp(0.0, 1.0);
         let b = bucket(fraction);
         if fraction >= (b as f64 + 0.5) / BUCKETS as f64 && self.samples[b].is_none() {
-            self.samples[b] = Some((at_ms, raw_s));
+            self.samples[b] = Some((at_ms, raw.raw_s));
+            self.parts[b] = Some((raw.learned_s, raw.plain_s));
         }
     }
 }
@@ -418,6 +490,11 @@ mod tests {
             s.update(speed_kmh / 3.6, 10_000);
         }
         s
+    }
+
+    /// A point on the equator `m` metres east of (0, 0).
+    fn east_of(m: f64) -> (f64, f64) {
+        ((m / crate::geodesy::WGS84_A_M).to_degrees(), 0.0)
     }
 
     /// The estimate with nothing learned: remaining distance at the device's cruising speed,
@@ -485,7 +562,7 @@ mod tests {
         assert!(planned.p10_ms < planned.eta_ms && planned.eta_ms < planned.p90_ms);
         // At departure the trip plans with the same cruising speed.
         let mut trip = EtaTrip::default();
-        trip.note_progress(1_000, 60_000.0);
+        trip.note_progress(1_000, 60_000.0, east_of(0.0));
         assert_eq!(trip.planning_mps(&speed, &s, 1_000), speed.planning_mps(&s));
         assert!((speed.planning_mps(&s) - 60.0 / 3.6).abs() < 1e-9);
     }
@@ -496,8 +573,8 @@ mod tests {
         let cruising = settled(60.0);
         let mut trip = EtaTrip::default();
         // 20 km in the first hour (stop-and-go), then a 30-minute stop.
-        trip.note_progress(0, 100_000.0);
-        trip.note_progress(3_600_000, 80_000.0);
+        trip.note_progress(0, 100_000.0, east_of(0.0));
+        trip.note_progress(3_600_000, 80_000.0, east_of(20_000.0));
         let after_hour = trip.planning_mps(&cruising, &s, 3_600_000);
         // 20 km/h own mean weighted 60/61 against 60 km/h cruising.
         let want = (60.0 / 61.0 * 20_000.0 / 3600.0 + 1.0 / 61.0 * 60.0 / 3.6) * 3.6;
@@ -506,13 +583,14 @@ mod tests {
             "{}",
             after_hour * 3.6
         );
-        trip.note_progress(5_400_000, 80_000.0);
+        trip.note_progress(5_400_000, 80_000.0, east_of(20_000.0));
         let after_stop = trip.planning_mps(&cruising, &s, 5_400_000);
         assert!(after_stop < after_hour, "a stop on the way slows the plan");
-        // GPS jitter back and forth adds nothing: the distance covered is net.
-        trip.note_progress(5_410_000, 80_050.0);
-        trip.note_progress(5_420_000, 79_950.0);
-        trip.note_progress(5_430_000, 80_000.0);
+        // GPS jitter back and forth adds nothing, along the route or across it.
+        trip.note_progress(5_410_000, 80_030.0, east_of(19_970.0));
+        trip.note_progress(5_420_000, 79_970.0, east_of(20_030.0));
+        trip.note_progress(5_425_000, 80_000.0, (east_of(20_000.0).0, 0.0003)); // ~33 m north
+        trip.note_progress(5_430_000, 80_000.0, east_of(20_000.0));
         let jittered = trip.planning_mps(&cruising, &s, 5_430_000);
         let expected = {
             let t = 5_430.0;
@@ -525,16 +603,59 @@ mod tests {
         );
         // A new route keeps what was covered on the old one.
         trip.start_over(50_000.0);
-        trip.note_progress(5_440_000, 50_000.0);
-        trip.note_progress(5_800_000, 45_000.0);
+        trip.note_progress(5_440_000, 50_000.0, east_of(20_000.0));
+        trip.note_progress(5_800_000, 45_000.0, east_of(25_000.0));
         let t = 5_800.0;
         let w = t / (t + 60.0);
         let want = w * 25_000.0 / t + (1.0 - w) * 60.0 / 3.6;
         assert!((trip.planning_mps(&cruising, &s, 5_800_000) - want).abs() < 1e-9);
         // Never below the floor.
         let mut stuck = EtaTrip::default();
-        stuck.note_progress(0, 10_000.0);
+        stuck.note_progress(0, 10_000.0, east_of(0.0));
         assert_eq!(stuck.planning_mps(&settled(0.0), &s, 86_400_000), 5.0 / 3.6);
+    }
+
+    #[test]
+    fn the_trips_speed_counts_the_winding_path_it_travelled() {
+        let s = EtaSettings::default();
+        let cruising = settled(60.0);
+        // A vessel tacking across a straight route: 100 m east per fix along it, 300 m to
+        // one side and back across it, a fix a minute for an hour.
+        let mut trip = EtaTrip::default();
+        for i in 0..=60 {
+            let side = if i % 2 == 0 { 0.0 } else { 0.0027 }; // ~300 m north
+            let (lon, _) = east_of(100.0 * i as f64);
+            trip.note_progress(i * 60_000, 10_000.0 - 100.0 * i as f64, (lon, side));
+        }
+        let leg = crate::geodesy::distance_m(east_of(0.0), (east_of(100.0).0, 0.0027));
+        let t = 3_600.0;
+        let w = t / (t + 60.0);
+        let want = w * 60.0 * leg / t + (1.0 - w) * 60.0 / 3.6;
+        let got = trip.planning_mps(&cruising, &s, 3_600_000);
+        assert!((got - want).abs() < 0.01, "{got} vs {want}");
+        // Net progress alone would have said 6 km in the hour.
+        assert!(got > 3.0 * 6_000.0 / t);
+    }
+
+    #[test]
+    fn the_raw_estimate_blends_the_learned_and_the_plain_one_by_the_tenants_weight() {
+        let a = Ahead {
+            remaining_m: 10_000.0,
+            method: EtaMethod::Route,
+            known_s: 4_000.0,
+            unknown_m: 0.0,
+        };
+        // Learned: 4,000 s; plain: 10 km at 10 m/s = 1,000 s.
+        let only_learned = raw_parts(&a, 1.0, 10.0, 1.0);
+        assert_eq!(only_learned.learned_s, 4_000.0);
+        assert_eq!(only_learned.plain_s, 1_000.0);
+        assert!((only_learned.raw_s - 4_000.0).abs() < 1e-6);
+        assert!((raw_parts(&a, 1.0, 10.0, 0.0).raw_s - 1_000.0).abs() < 1e-6);
+        // Half and half: the geometric mean.
+        assert!((raw_parts(&a, 1.0, 10.0, 0.5).raw_s - 2_000.0).abs() < 1e-6);
+        // Nothing to go: nothing, whatever the weight.
+        let there = Ahead::unlearned(0.0, EtaMethod::Route);
+        assert_eq!(raw_parts(&there, 1.0, 10.0, 0.5).raw_s, 0.0);
     }
 
     #[test]
@@ -614,7 +735,7 @@ mod tests {
         for r in residuals {
             let mut s = [None; BUCKETS];
             s[b] = Some((0, 1000.0));
-            h.record_arrival(&s, (1000.0 * r.exp() * 1000.0) as i64);
+            h.record_arrival(&s, &[None; BUCKETS], (1000.0 * r.exp() * 1000.0) as i64);
         }
         h
     }

@@ -67,7 +67,27 @@ pub struct EtaHistory {
     traces: HashMap<u32, DeviceTrace>,
     /// ln(real time to go / raw estimate) of past ETAs, per progress bucket, oldest first.
     residuals: [VecDeque<f64>; BUCKETS],
+    /// The least-squares fit of the weight of the learned estimate against the plain one
+    /// (see [`EtaHistory::learned_weight`]; absent from older snapshots).
+    #[serde(default)]
+    blend: BlendFit,
 }
+
+/// Running sums of a one-parameter least-squares fit in log space: with `y = ln real`,
+/// `a = ln learned`, `b = ln plain`, the `w` minimising `sum (y - b - w (a - b))^2` is
+/// `sxy / sxx`. Decayed by [`BLEND_DECAY`] per trip so it follows change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct BlendFit {
+    sxy: f64,
+    sxx: f64,
+}
+
+/// Per arrival, the blending fit's old sums weigh this much (about the last 200 trips count).
+const BLEND_DECAY: f64 = 0.995;
+/// Weight of the learned estimate with no history, and how much that prior weighs in the
+/// fit (in units of `(ln learned - ln plain)^2`: a few trips' worth of disagreement).
+const BLEND_PRIOR_W: f64 = 0.5;
+const BLEND_PRIOR_SXX: f64 = 0.5;
 
 /// Quantiles of ln(real / raw estimate): the 10th, 50th and 90th percentile.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,13 +199,29 @@ impl EtaHistory {
     pub fn record_arrival(
         &mut self,
         samples: &[Option<(TimestampMs, f64)>; BUCKETS],
+        parts: &[Option<(f64, f64)>; BUCKETS],
         arrived_ms: TimestampMs,
     ) {
+        let mut decayed = false;
         for (b, s) in samples.iter().enumerate() {
             let Some((at, raw_s)) = *s else { continue };
             let real_s = (arrived_ms - at) as f64 / 1000.0;
             if raw_s < 1.0 || real_s < 1.0 {
                 continue;
+            }
+            if let Some((learned_s, plain_s)) = parts[b]
+                && learned_s >= 1.0
+                && plain_s >= 1.0
+            {
+                if !decayed {
+                    self.blend.sxy *= BLEND_DECAY;
+                    self.blend.sxx *= BLEND_DECAY;
+                    decayed = true;
+                }
+                let (y, a, p) = (real_s.ln(), learned_s.ln(), plain_s.ln());
+                let d = (a - p).clamp(-3.0, 3.0);
+                self.blend.sxy += (y - p).clamp(-3.0, 3.0) * d;
+                self.blend.sxx += d * d;
             }
             let r = (real_s / raw_s).ln().clamp(-3.0, 3.0);
             let q = &mut self.residuals[b];
@@ -193,6 +229,20 @@ impl EtaHistory {
                 q.pop_front();
             }
             q.push_back(r);
+        }
+    }
+
+    /// Weight of the learned estimate against the plain one (remaining distance at the speed
+    /// to plan with) in the raw time to go, in [0, 1]: the least-squares fit, in log space,
+    /// of this tenant's past arrivals, starting from [`BLEND_PRIOR_W`]. Where the learned
+    /// route times have helped it grows, where they have misled it shrinks.
+    pub fn learned_weight(&self) -> f64 {
+        let w =
+            (self.blend.sxy + BLEND_PRIOR_W * BLEND_PRIOR_SXX) / (self.blend.sxx + BLEND_PRIOR_SXX);
+        if w.is_finite() {
+            w.clamp(0.0, 1.0)
+        } else {
+            BLEND_PRIOR_W
         }
     }
 
@@ -213,9 +263,9 @@ impl EtaHistory {
         };
         let w = n as f64 / (n as f64 + PRIOR_WEIGHT);
         let mix = |e: f64, p: f64| w * e + (1.0 - w) * p;
-        let q10 = mix(at(0.1), PRIOR.q10);
+        let q10 = mix(at(0.075), PRIOR.q10);
         let q50 = mix(at(0.5), PRIOR.q50);
-        let q90 = mix(at(0.9), PRIOR.q90);
+        let q90 = mix(at(0.925), PRIOR.q90);
         Calibration {
             q10: q10.min(q50),
             q50,
@@ -327,12 +377,43 @@ mod tests {
             let mut s = [None; BUCKETS];
             s[1] = Some((0, 1000.0));
             // Real times to go between 1000 and 1399 s.
-            h.record_arrival(&s, 1_000_000 + (i % 400) * 1000);
+            h.record_arrival(&s, &[None; BUCKETS], 1_000_000 + (i % 400) * 1000);
         }
         let c = h.calibration(1);
         assert!(c.q10 < c.q50 && c.q50 < c.q90, "{c:?}");
         assert!((c.q50 - 1.2f64.ln()).abs() < 0.05, "{c:?}");
         assert_eq!(h.calibration(0), PRIOR);
+    }
+
+    #[test]
+    fn the_blending_weight_follows_whichever_estimate_was_right() {
+        let fresh = EtaHistory::default();
+        assert_eq!(fresh.learned_weight(), BLEND_PRIOR_W);
+        // Trips that arrived when the learned route times said (1,000 s) while the plain
+        // estimate said 2,000 s, and the other way round.
+        let trips = |real_s: f64| {
+            let mut h = EtaHistory::default();
+            for _ in 0..30 {
+                let mut s = [None; BUCKETS];
+                let mut p = [None; BUCKETS];
+                s[1] = Some((0, 1_400.0));
+                p[1] = Some((1_000.0, 2_000.0));
+                h.record_arrival(&s, &p, (real_s * 1000.0) as i64);
+            }
+            h.learned_weight()
+        };
+        assert!(trips(1_000.0) > 0.95, "{}", trips(1_000.0));
+        assert!(trips(2_000.0) < 0.05, "{}", trips(2_000.0));
+        // Halfway (geometrically): half.
+        let mid = trips((1_000.0f64 * 2_000.0).sqrt());
+        assert!((mid - 0.5).abs() < 0.01, "{mid}");
+    }
+
+    #[test]
+    fn histories_of_older_builds_restore_with_the_prior_weight() {
+        let old = r#"{"cells": [], "traces": [], "residuals": [[], [0.1], [], []]}"#;
+        let h: EtaHistory = serde_json::from_str(old).unwrap();
+        assert_eq!(h.learned_weight(), BLEND_PRIOR_W);
     }
 
     #[test]

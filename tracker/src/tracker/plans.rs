@@ -114,7 +114,7 @@ pub(super) fn ahead(
 }
 
 /// The shipment's ETA as of its device's latest fix, from its trip state as it stands (no
-/// state changes: the read side uses it before the next fix), with the raw seconds to go and
+/// state changes: the read side uses it before the next fix), with the raw times to go and
 /// the progress bucket.
 pub(super) fn eta_now(
     settings: &TrackerSettings,
@@ -123,7 +123,7 @@ pub(super) fn eta_now(
     d: &DeviceState,
     proj: Option<Projection>,
     history: &EtaHistory,
-) -> Option<(Eta, f64, usize)> {
+) -> Option<(Eta, eta::RawParts, usize)> {
     let fix = d.fix?;
     let proj = match (&plan.route, proj) {
         (Some(route), None) => Some(route_projection(settings, route, sh, &fix, d.fix_ts_ms)),
@@ -138,9 +138,9 @@ pub(super) fn eta_now(
     } else {
         d.speed.planning_mps(&settings.eta)
     };
-    let raw = eta::raw_seconds(&a, k, v);
+    let raw = eta::raw_parts(&a, k, v, history.learned_weight());
     let b = sh.eta_trip.bucket(a.remaining_m);
-    let e = eta::estimate(&a, raw, history.calibration(b), d.fix_ts_ms);
+    let e = eta::estimate(&a, raw.raw_s, history.calibration(b), d.fix_ts_ms);
     Some((e, raw, b))
 }
 

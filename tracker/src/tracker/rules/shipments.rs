@@ -123,7 +123,7 @@ pub(in crate::tracker) fn eval_shipment_fix(
         sh.status = ShipmentStatus::Arrived;
         sh.arrived_ms = Some(at);
         sh.eta = None;
-        history.record_arrival(&sh.eta_trip.samples, at);
+        history.record_arrival(&sh.eta_trip.samples, &sh.eta_trip.parts, at);
         let late_by_s = sh
             .def
             .deadline_ms
@@ -184,7 +184,8 @@ pub(in crate::tracker) fn eval_shipment_fix(
     }
     let under_way = sh.status != ShipmentStatus::Planned;
     if under_way && let Some(a) = ahead(settings, plan, sh, proj, fix) {
-        sh.eta_trip.note_progress(ts, a.remaining_m);
+        sh.eta_trip
+            .note_progress(ts, a.remaining_m, (fix.lon, fix.lat));
         let v = sh.eta_trip.planning_mps(&d.speed, &settings.eta, ts);
         sh.eta_trip.observe(ts, &a, v);
     }
