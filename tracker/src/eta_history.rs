@@ -73,21 +73,21 @@ pub struct EtaHistory {
     blend: BlendFit,
 }
 
-/// Running sums of a one-parameter least-squares fit in log space: with `y = ln real`,
-/// `a = ln learned`, `b = ln plain`, the `w` minimising `sum (y - b - w (a - b))^2` is
-/// `sxy / sxx`. Decayed by [`BLEND_DECAY`] per trip so it follows change.
+/// How well each candidate weight of the learned estimate ([`BLEND_WEIGHTS`]) would have
+/// done on the tenant's past arrivals: the decayed sum of `|ln(real / blend)|` per candidate
+/// (absolute, not squared, so a trip that stopped for hours does not outweigh the rest).
+/// Decayed by [`BLEND_DECAY`] per trip so it follows change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct BlendFit {
-    sxy: f64,
-    sxx: f64,
+    abs_err: [f64; 5],
 }
 
+/// Candidate weights of the learned estimate against the plain one.
+const BLEND_WEIGHTS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 /// Per arrival, the blending fit's old sums weigh this much (about the last 200 trips count).
 const BLEND_DECAY: f64 = 0.995;
-/// Weight of the learned estimate with no history, and how much that prior weighs in the
-/// fit (in units of `(ln learned - ln plain)^2`: a few trips' worth of disagreement).
+/// Weight of the learned estimate with no history (and on ties).
 const BLEND_PRIOR_W: f64 = 0.5;
-const BLEND_PRIOR_SXX: f64 = 0.5;
 
 /// Quantiles of ln(real / raw estimate): the 10th, 50th and 90th percentile.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -214,14 +214,15 @@ impl EtaHistory {
                 && plain_s >= 1.0
             {
                 if !decayed {
-                    self.blend.sxy *= BLEND_DECAY;
-                    self.blend.sxx *= BLEND_DECAY;
+                    for e in &mut self.blend.abs_err {
+                        *e *= BLEND_DECAY;
+                    }
                     decayed = true;
                 }
                 let (y, a, p) = (real_s.ln(), learned_s.ln(), plain_s.ln());
-                let d = (a - p).clamp(-3.0, 3.0);
-                self.blend.sxy += (y - p).clamp(-3.0, 3.0) * d;
-                self.blend.sxx += d * d;
+                for (e, w) in self.blend.abs_err.iter_mut().zip(BLEND_WEIGHTS) {
+                    *e += (y - (w * a + (1.0 - w) * p)).abs().min(3.0);
+                }
             }
             let r = (real_s / raw_s).ln().clamp(-3.0, 3.0);
             let q = &mut self.residuals[b];
@@ -233,17 +234,20 @@ impl EtaHistory {
     }
 
     /// Weight of the learned estimate against the plain one (remaining distance at the speed
-    /// to plan with) in the raw time to go, in [0, 1]: the least-squares fit, in log space,
-    /// of this tenant's past arrivals, starting from [`BLEND_PRIOR_W`]. Where the learned
-    /// route times have helped it grows, where they have misled it shrinks.
+    /// to plan with) in the raw time to go, in [0, 1]: of [`BLEND_WEIGHTS`], the one whose
+    /// blend would have erred least (mean absolute log error) on this tenant's past
+    /// arrivals; [`BLEND_PRIOR_W`] with none. Where the learned route times have helped it
+    /// grows, where they have misled it shrinks.
     pub fn learned_weight(&self) -> f64 {
-        let w =
-            (self.blend.sxy + BLEND_PRIOR_W * BLEND_PRIOR_SXX) / (self.blend.sxx + BLEND_PRIOR_SXX);
-        if w.is_finite() {
-            w.clamp(0.0, 1.0)
-        } else {
-            BLEND_PRIOR_W
+        let mut best = (f64::INFINITY, BLEND_PRIOR_W);
+        for (e, w) in self.blend.abs_err.iter().zip(BLEND_WEIGHTS) {
+            // Ties (no history) go to the prior, in the middle.
+            let closer = (w - BLEND_PRIOR_W).abs() < (best.1 - BLEND_PRIOR_W).abs();
+            if *e < best.0 - 1e-9 || ((*e - best.0).abs() <= 1e-9 && closer) {
+                best = (*e, w);
+            }
         }
+        best.1
     }
 
     /// Calibration for progress bucket `b`: split-conformal quantiles of the bucket's past
@@ -407,6 +411,21 @@ mod tests {
         // Halfway (geometrically): half.
         let mid = trips((1_000.0f64 * 2_000.0).sqrt());
         assert!((mid - 0.5).abs() < 0.01, "{mid}");
+    }
+
+    #[test]
+    fn one_trip_that_stopped_for_hours_does_not_flip_the_blending_weight() {
+        let mut h = EtaHistory::default();
+        let mut s = [None; BUCKETS];
+        let mut p = [None; BUCKETS];
+        s[2] = Some((0, 1_400.0));
+        p[2] = Some((1_000.0, 2_000.0));
+        for _ in 0..20 {
+            h.record_arrival(&s, &p, 1_000_000);
+        }
+        // Arrived after 10 hours instead of 1,000 s: the plain estimate was "less wrong".
+        h.record_arrival(&s, &p, 36_000_000);
+        assert_eq!(h.learned_weight(), 1.0);
     }
 
     #[test]
