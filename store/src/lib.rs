@@ -187,6 +187,9 @@ pub struct Store {
     conn: Connection,
     /// The storage directory, so that [`Store::reader`] can open the same database.
     dir: PathBuf,
+    /// What [`Store::commit`] knows of each device's newest stored reading, to skip the
+    /// duplicate look-up of readings newer than it (see `telemetry`).
+    newest_stored: telemetry::NewestStored,
 }
 
 impl std::fmt::Debug for Store {
@@ -217,6 +220,7 @@ impl Store {
         Ok(Store {
             conn,
             dir: dir.to_owned(),
+            newest_stored: Default::default(),
         })
     }
 
@@ -242,6 +246,7 @@ impl Store {
         Ok(Store {
             conn,
             dir: dir.to_owned(),
+            newest_stored: Default::default(),
         })
     }
 

@@ -15,9 +15,18 @@
 //! the first one stored wins. (A look-up plus a plain `INSERT ... VALUES` costs about 40 %
 //! less CPU than one `INSERT ... SELECT ... WHERE NOT EXISTS`, which SQLite runs with a
 //! statement journal.)
+//!
+//! Most readings need no look-up at all: a reading is a duplicate only of one with the same
+//! `ts`, so one newer than everything stored for its device cannot be one. The writer's
+//! connection remembers the newest `ts` it knows stored per device ([`NewestStored`]) and
+//! looks up only readings at or before it (late readings, redeliveries after a crash, a
+//! device seen for the first time). The look-up was as costly as the insert itself (a
+//! second descent of the same index), and in-order readings are nearly all of ingest.
+
+use std::collections::HashMap;
 
 use landport_tracker::{Event, Fix, Reading, TimestampMs};
-use rusqlite::{Row, TransactionBehavior, params};
+use rusqlite::{Row, Transaction, TransactionBehavior, params};
 
 use super::{Store, StoreError};
 
@@ -56,6 +65,90 @@ pub struct Committed {
 const DUPLICATE_OF: &str = "
 SELECT 1 FROM telemetry
 WHERE tenant = ?1 AND device = ?2 AND ts_ms = ?3 AND (seq IS NULL OR ?4 IS NULL OR seq = ?4)";
+
+/// The newest stored `ts` of the device `(?1 tenant, ?2 device)`, NULL when it has none.
+const NEWEST_OF: &str = "SELECT max(ts_ms) FROM telemetry WHERE tenant = ?1 AND device = ?2";
+
+/// The highest telemetry rowid ever assigned (0 for none).
+const TELEMETRY_SEQ: &str =
+    "SELECT ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'telemetry'), 0)";
+
+/// Devices [`NewestStored`] remembers at most; past that it starts over (a device it
+/// forgot costs one look-up, as every reading did before). About 100 bytes each.
+const NEWEST_STORED_MAX_DEVICES: usize = 200_000;
+
+/// Per device, a `ts` at or after the newest of its stored readings, as this connection
+/// knows it: a reading with a later `ts` cannot be a duplicate, and [`Store::commit`]
+/// stores it without looking. Never below the truth, which is what makes skipping safe:
+/// - an entry is made from the store itself (`max(ts_ms)`, inside the commit's write
+///   transaction) and raised by each reading this connection inserts;
+/// - a commit that fails leaves entries raised by readings it did not store: too high only
+///   means looking when there was no need;
+/// - retention deletes only lower the truth;
+/// - another connection inserting readings would raise it behind our back: every commit
+///   first compares the telemetry rowid counter with the one its last commit left, and
+///   forgets everything when they differ.
+#[derive(Debug, Default)]
+pub(crate) struct NewestStored {
+    /// Key: [`NewestStored::key`] of (tenant, device).
+    ts_ms: HashMap<Box<[u8]>, TimestampMs>,
+    /// The telemetry rowid counter (`sqlite_sequence`) after this connection's last
+    /// commit; `None` before the first.
+    telemetry_seq: Option<i64>,
+    /// Where keys are built for look-ups, so a look-up allocates nothing.
+    scratch: Vec<u8>,
+}
+
+impl NewestStored {
+    /// The tenant's length, the tenant, the device: unambiguous for any strings.
+    fn key(scratch: &mut Vec<u8>, tenant: &str, device: &str) {
+        scratch.clear();
+        scratch.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
+        scratch.extend_from_slice(tenant.as_bytes());
+        scratch.extend_from_slice(device.as_bytes());
+    }
+
+    /// Whether a reading of `(tenant, device)` at `ts_ms` may duplicate a stored one, so
+    /// must be looked up. Reads the device's newest stored `ts` on first sight.
+    fn may_be_stored(
+        &mut self,
+        tx: &Transaction<'_>,
+        tenant: &str,
+        device: &str,
+        ts_ms: TimestampMs,
+    ) -> Result<bool, StoreError> {
+        Self::key(&mut self.scratch, tenant, device);
+        let newest = match self.ts_ms.get(self.scratch.as_slice()) {
+            Some(&newest) => Some(newest),
+            None => {
+                let newest: Option<TimestampMs> = tx
+                    .prepare_cached(NEWEST_OF)?
+                    .query_row(params![tenant, device], |row| row.get(0))?;
+                if let Some(newest) = newest {
+                    if self.ts_ms.len() >= NEWEST_STORED_MAX_DEVICES {
+                        self.ts_ms.clear();
+                    }
+                    self.ts_ms.insert(self.scratch.as_slice().into(), newest);
+                }
+                newest
+            }
+        };
+        Ok(newest.is_some_and(|newest| ts_ms <= newest))
+    }
+
+    /// Records that a reading of the device whose key was built last was stored at `ts_ms`.
+    fn stored(&mut self, ts_ms: TimestampMs) {
+        match self.ts_ms.get_mut(self.scratch.as_slice()) {
+            Some(newest) => *newest = (*newest).max(ts_ms),
+            None => {
+                if self.ts_ms.len() >= NEWEST_STORED_MAX_DEVICES {
+                    self.ts_ms.clear();
+                }
+                self.ts_ms.insert(self.scratch.as_slice().into(), ts_ms);
+            }
+        }
+    }
+}
 
 const INSERT_READING: &str = "
 INSERT INTO telemetry (tenant, device, shipment, ts_ms, seq, lat, lon, speed_kmh, heading_deg,
@@ -112,14 +205,24 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let newest = &mut self.newest_stored;
         let mut committed = Committed::default();
         {
+            // Under the write lock: nobody else can insert readings until this commits.
+            let seq: i64 = tx
+                .prepare_cached(TELEMETRY_SEQ)?
+                .query_row([], |r| r.get(0))?;
+            if newest.telemetry_seq != Some(seq) {
+                newest.ts_ms.clear();
+            }
             let mut duplicate_of = tx.prepare_cached(DUPLICATE_OF)?;
             let mut insert = tx.prepare_cached(INSERT_READING)?;
             for row in readings {
                 let r = &row.reading;
                 let seq = seq_to_sql(r.seq);
-                if duplicate_of.exists(params![row.tenant, row.device, r.ts_ms, seq])? {
+                if newest.may_be_stored(&tx, &row.tenant, &row.device, r.ts_ms)?
+                    && duplicate_of.exists(params![row.tenant, row.device, r.ts_ms, seq])?
+                {
                     continue;
                 }
                 let fix = r.fix.as_ref();
@@ -139,6 +242,7 @@ impl Store {
                     r.battery_pct,
                     row.received_ms,
                 ])?;
+                newest.stored(r.ts_ms);
             }
             committed.events += super::events::insert_events(&tx, events, now_ms())?;
             let mut last = tx.prepare_cached(
@@ -148,6 +252,9 @@ impl Store {
             (committed.last_rowid, committed.last_event_seq) =
                 last.query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         }
+        // Set before the outcome is known: if the commit fails, the next one finds the
+        // counter lower than this and starts over.
+        newest.telemetry_seq = Some(committed.last_rowid);
         tx.commit()?;
         Ok(committed)
     }
@@ -311,6 +418,98 @@ mod tests {
             .commit(&[row("d", Reading::at(5)), row("d", r)], &[])
             .unwrap();
         assert_eq!(again.readings, 0);
+    }
+
+    #[test]
+    fn a_reading_another_connection_stored_is_still_a_duplicate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut writer = Store::open(tmp.path()).unwrap();
+        let mut other = Store::open(tmp.path()).unwrap();
+        writer.commit(&[row("d", Reading::at(10))], &[]).unwrap();
+        // Behind the writer's back: a newer reading of the same device.
+        other.commit(&[row("d", Reading::at(20))], &[]).unwrap();
+        let again = writer.commit(&[row("d", Reading::at(20))], &[]).unwrap();
+        assert_eq!(
+            again.readings, 0,
+            "the writer must look, not trust what it knew"
+        );
+        // Also when the other connection's reading came between two event-only commits.
+        writer.commit(&[], &[]).unwrap();
+        other.commit(&[row("d", Reading::at(30))], &[]).unwrap();
+        writer.commit(&[], &[]).unwrap();
+        assert_eq!(
+            writer
+                .commit(&[row("d", Reading::at(30))], &[])
+                .unwrap()
+                .readings,
+            0
+        );
+        assert_eq!(writer.track("acme", "d", 0, 100, 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_its_readings_to_be_stored_by_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        store.commit(&[row("d", Reading::at(10))], &[]).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON telemetry WHEN NEW.ts_ms = 30
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let batch = [row("d", Reading::at(20)), row("d", Reading::at(30))];
+        assert!(store.commit(&batch, &[]).is_err());
+        store.conn.execute_batch("DROP TRIGGER refuse").unwrap();
+        assert_eq!(store.commit(&batch, &[]).unwrap().readings, 2);
+        assert_eq!(store.commit(&batch, &[]).unwrap().readings, 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever the order, lateness and repetition of readings over several commits,
+        /// what is stored is what SPEC 11's rule, applied one reading at a time to
+        /// everything stored before it, keeps.
+        #[test]
+        fn what_is_stored_follows_spec_11_like_a_look_up_of_every_reading(
+            commits in proptest::collection::vec(
+                proptest::collection::vec((0u8..3, 0i64..12, proptest::option::of(0u64..3)), 0..12),
+                1..8,
+            ),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut store = Store::open(tmp.path()).unwrap();
+            let mut model: Vec<(String, i64, Option<u64>)> = Vec::new();
+            for batch in &commits {
+                let rows: Vec<TelemetryRow> = batch
+                    .iter()
+                    .map(|&(d, ts, seq)| {
+                        let r = Reading { seq, ..Reading::at(ts) };
+                        row(&format!("d{d}"), r)
+                    })
+                    .collect();
+                let mut expected = 0;
+                for r in &rows {
+                    let dup = model.iter().any(|(d, ts, seq)| {
+                        *d == r.device
+                            && *ts == r.reading.ts_ms
+                            && (seq.is_none() || r.reading.seq.is_none() || *seq == r.reading.seq)
+                    });
+                    if !dup {
+                        model.push((r.device.clone(), r.reading.ts_ms, r.reading.seq));
+                        expected += 1;
+                    }
+                }
+                proptest::prop_assert_eq!(store.commit(&rows, &[]).unwrap().readings, expected);
+            }
+            let stored: Vec<(String, i64, Option<u64>)> = store
+                .readings_after(0, 1_000)
+                .unwrap()
+                .into_iter()
+                .map(|(_, r)| (r.device, r.reading.ts_ms, r.reading.seq))
+                .collect();
+            proptest::prop_assert_eq!(stored, model);
+        }
     }
 
     #[test]
