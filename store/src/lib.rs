@@ -158,6 +158,11 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 128_000;
 /// allocated them again: 40-60 ms in the writer's thread each time.
 const JOURNAL_SIZE_LIMIT_BYTES: i64 = 320 * 1024 * 1024;
 
+// A WAL that reaches the mark must fit under the limit, or every restart truncates it again.
+// The 32 bytes are SQLite's WAL header, each frame has a 24-byte header.
+const _: () =
+    assert!(32 + WAL_AUTOCHECKPOINT_PAGES * (PAGE_SIZE_BYTES + 24) < JOURNAL_SIZE_LIMIT_BYTES);
+
 /// Prepared statements kept per connection (the event filters alone have 16 variants).
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
