@@ -1,7 +1,9 @@
 //! The ETA model (see `docs/eta.md`): time to go from what the tenant has learned along the
 //! planned route, the device's own pace, and a window calibrated on past errors.
 //!
-//! Raw time to go, `T = k x known_s + unknown_m / v`:
+//! Raw time to go, `T = learned^w x plain^(1 - w)`, with `learned = k x known_s +
+//! unknown_m / v`, `plain = remaining_m / v` and `w` the weight the tenant's own arrivals
+//! favour ([`crate::eta_history::EtaHistory::learned_weight`]):
 //! - `known_s`: along the rest of the planned route, the learned pace of each ~500 m cell
 //!   (weighted by how much travel the cell has seen) plus the stop time expected on a visit
 //!   ([`crate::eta_history`]); cached per shipment in [`RouteTimes`] as suffix sums per vertex.
@@ -10,13 +12,14 @@
 //! - `v`: before the trip (`planned`), the device's cruising speed, an exponentially weighted
 //!   mean of its moving samples ([`SpeedStats`]; blended with the default speed until it has
 //!   been seen moving for a couple of minutes). Under way, this trip's own mean speed since
-//!   departure, stops included (a truck that keeps stopping arrives later), takes over from
-//!   the cruising speed as the trip ages ([`EtaTrip::planning_mps`]): a truck that waited at
-//!   the dock before leaving does not start its trip with a crawling ETA.
+//!   departure (the path travelled / time), stops included (a truck that keeps stopping
+//!   arrives later), takes over from the cruising speed as the trip ages
+//!   ([`EtaTrip::planning_mps`]): a truck that waited at the dock before leaving does not
+//!   start its trip with a crawling ETA.
 //! - `k`: how this trip's pace compares with the learned one over the part already covered
 //!   ([`EtaTrip`]), shrunk towards 1.
 //!
-//! The estimate is `T`, the window `[T x exp(q10), T x exp(q90)]`, with the
+//! The estimate is `T`, the window `[T x exp(q_lo), T x exp(q_hi)]`, with the conformal
 //! quantiles of ln(real / raw) of the tenant's past trips in the same progress bucket
 //! ([`crate::eta_history::EtaHistory::calibration`]), a prior while there are few.
 

@@ -1,5 +1,6 @@
 //! What a tenant's ETA model has learned from its own history: travel pace and stop time per
-//! map cell, and the errors of its past ETAs per trip-progress bucket (see `docs/eta.md`).
+//! map cell, the errors of its past ETAs per trip-progress bucket, and how much to trust the
+//! learned route times against the plain estimate (see `docs/eta.md`).
 //!
 //! Pure and deterministic: it is fed every fix as it is applied (`learn`) and every arrival
 //! (`record_arrival`), keeps no clock, and is part of the tracker's snapshot, so a restored
@@ -234,9 +235,9 @@ impl EtaHistory {
     }
 
     /// Weight of the learned estimate against the plain one (remaining distance at the speed
-    /// to plan with) in the raw time to go, in [0, 1]: of [`BLEND_WEIGHTS`], the one whose
-    /// blend would have erred least (mean absolute log error) on this tenant's past
-    /// arrivals; [`BLEND_PRIOR_W`] with none. Where the learned route times have helped it
+    /// to plan with) in the raw time to go, in [0, 1]: of 0, 1/4, 1/2, 3/4 and 1, the one
+    /// whose blend would have erred least (mean absolute log error) on this tenant's past
+    /// arrivals; 1/2 with none. Where the learned route times have helped it
     /// grows, where they have misled it shrinks.
     pub fn learned_weight(&self) -> f64 {
         let mut best = (f64::INFINITY, BLEND_PRIOR_W);
