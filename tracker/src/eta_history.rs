@@ -445,9 +445,19 @@ mod tests {
             h.learn(i as u32 % 3, prev, &f, i * 30_000);
             prev = Some((f, i * 30_000));
         }
+        // Arrivals that moved the blending weight off its prior.
+        let mut s = [None; BUCKETS];
+        let mut p = [None; BUCKETS];
+        s[0] = Some((0, 1_000.0));
+        p[0] = Some((900.0, 3_000.0));
+        for _ in 0..5 {
+            h.record_arrival(&s, &p, 950_000);
+        }
+        assert_eq!(h.learned_weight(), 1.0);
         let a = serde_json::to_string(&h).unwrap();
         let back: EtaHistory = serde_json::from_str(&a).unwrap();
         assert_eq!(back, h);
+        assert_eq!(back.learned_weight(), 1.0);
         assert_eq!(serde_json::to_string(&back).unwrap(), a);
     }
 }
