@@ -8,13 +8,29 @@
 //! (so whoever sees a stored event sees its reading) as long as publishing stays within
 //! 1/[`COST_SHARE`] of the writer's time (a credit that grows with time, spent by each view's
 //! cost); past that budget, at least every `every` (100 ms by default; a view of 100,000
-//! devices costs about 3 ms). A `tokio::sync::watch`
-//! channel carries it: a reader holds its lock only to clone an `Arc`, and a reader that waits
-//! for the next view (a live stream) is woken by the publish.
+//! devices costs about 3 ms).
+//!
+//! The latest view sits in an [`ArcSwap`]: a reader loads it without taking any lock, and the
+//! writer swaps in the next one without waiting for any reader. That matters because readers
+//! run on threads of the lowest priority (the HTTP side, under `SCHED_IDLE`): a reader
+//! preempted while it held a lock the writer needs would stall ingest until a core fell idle
+//! (with `tokio::sync::watch`, whose value sits behind a `RwLock`, that was possible). A
+//! reader that waits for the next view is woken through a `watch` channel of the view's
+//! change counter, which only such waiters lock.
+//!
+//! Views are freed by the writer, never by a reader: a replaced view that a reader still
+//! holds waits in `retired` until the reader lets it go, and the writer drops it at a later
+//! publish. Dropping a view releases every device it shares with the next one (100,000
+//! reference counts the writer increments again when it builds the view after); done on a
+//! reader's core, that pulled those cache lines away from the writer, and freed the writer's
+//! allocations from another thread. So publishing costs the writer the same with readers as
+//! without them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use landport_tracker::{LiveView, Tracker};
 use tokio::sync::watch;
 
@@ -26,7 +42,13 @@ const CREDIT_MAX: Duration = Duration::from_millis(10);
 /// The publishing end, owned by the single writer of the tracker.
 #[derive(Debug)]
 pub struct ReadSide {
-    tx: watch::Sender<Arc<LiveView>>,
+    /// The published view, shared with every [`LiveReader`].
+    current: Arc<ArcSwap<LiveView>>,
+    /// The published view's change counter, for readers waiting for the next view.
+    tx: watch::Sender<u64>,
+    /// Replaced views that readers still held when last looked at, oldest first: the writer
+    /// drops each once it is the only holder (see the module docs).
+    retired: VecDeque<Arc<LiveView>>,
     /// Longest a reading waits before readers see it.
     every: Duration,
     /// When the current view was published.
@@ -43,7 +65,8 @@ pub struct ReadSide {
 /// A reader's handle: cheap to clone, one per request or stream.
 #[derive(Debug, Clone)]
 pub struct LiveReader {
-    rx: watch::Receiver<Arc<LiveView>>,
+    current: Arc<ArcSwap<LiveView>>,
+    rx: watch::Receiver<u64>,
 }
 
 impl ReadSide {
@@ -52,9 +75,12 @@ impl ReadSide {
 
     /// A read side whose first view is taken of `tracker` now.
     pub fn new(tracker: &Tracker, every: Duration) -> ReadSide {
-        let (tx, _) = watch::channel(Arc::new(tracker.view(&LiveView::default())));
+        let view = tracker.view(&LiveView::default());
+        let (tx, _) = watch::channel(view.seq());
         ReadSide {
+            current: Arc::new(ArcSwap::from_pointee(view)),
             tx,
+            retired: VecDeque::new(),
             every,
             published_at: Instant::now(),
             pending: false,
@@ -66,6 +92,7 @@ impl ReadSide {
 
     pub fn reader(&self) -> LiveReader {
         LiveReader {
+            current: self.current.clone(),
             rx: self.tx.subscribe(),
         }
     }
@@ -79,9 +106,11 @@ impl ReadSide {
     /// Publishes now (after an API command, so the caller's next read sees its write).
     pub fn publish(&mut self, tracker: &Tracker) {
         let start = Instant::now();
-        let prev = self.tx.borrow().clone();
-        let view = Arc::new(tracker.view(&prev));
-        self.tx.send_replace(view);
+        let view = Arc::new(tracker.view(&self.current.load()));
+        let seq = view.seq();
+        let old = self.current.swap(view);
+        self.tx.send_replace(seq);
+        self.retire(old);
         self.published_at = Instant::now();
         self.last_cost = self.published_at.duration_since(start);
         self.credit = self.credit.saturating_sub(self.last_cost);
@@ -95,6 +124,19 @@ impl ReadSide {
         if self.due_at().is_some_and(|due| now >= due) {
             self.publish(tracker);
         }
+    }
+
+    /// Keeps `old` until no reader holds it, and drops the retired views no reader holds
+    /// any more. A reader cannot take a new reference to a retired view (it only loads the
+    /// current one, or clones one it holds), so a count of one, ours, stays one.
+    fn retire(&mut self, old: Arc<LiveView>) {
+        self.retired.push_back(old);
+        self.retired.retain(|v| Arc::strong_count(v) > 1);
+    }
+
+    /// Replaced views still held by readers.
+    pub fn retired(&self) -> usize {
+        self.retired.len()
     }
 
     fn top_up(&mut self, now: Instant) {
@@ -115,14 +157,15 @@ impl ReadSide {
 impl LiveReader {
     /// The latest published view.
     pub fn current(&self) -> Arc<LiveView> {
-        self.rx.borrow().clone()
+        self.current.load_full()
     }
 
-    /// Waits for a view newer than the last one this reader took, and returns it; `None`
-    /// once the writer is gone.
+    /// Waits for a view published after the last one this reader waited for (or after the
+    /// reader was made), and returns the latest; `None` once the writer is gone.
     pub async fn next(&mut self) -> Option<Arc<LiveView>> {
         self.rx.changed().await.ok()?;
-        Some(self.rx.borrow_and_update().clone())
+        self.rx.borrow_and_update();
+        Some(self.current())
     }
 }
 
@@ -175,6 +218,34 @@ mod tests {
             Some(t0 + Duration::from_millis(40)),
             "2 ms short: 40 ms to earn them"
         );
+    }
+
+    #[test]
+    fn a_replaced_view_is_freed_by_the_writer_once_no_reader_holds_it() {
+        let mut tracker = Tracker::new(TrackerSettings::default());
+        let mut side = ReadSide::new(&tracker, Duration::ZERO);
+        let reader = side.reader();
+        let mut out = Vec::new();
+        let slot = tracker.device_slot("acme", "t1");
+        let r = Reading::at(1_795_400_000_000).with_position(123.0, 41.0);
+        tracker.apply(slot, &r, r.ts_ms, &mut out);
+        side.publish(&tracker);
+        assert_eq!(
+            side.retired(),
+            0,
+            "nobody held the first view: dropped at once"
+        );
+        let held = reader.current();
+        let weak = Arc::downgrade(&held);
+        side.publish(&tracker);
+        assert_eq!(side.retired(), 1, "a reader holds the replaced view");
+        // The reader lets go: its drop is not the last, so it frees nothing...
+        drop(held);
+        assert!(weak.upgrade().is_some(), "still kept for the writer");
+        // ...and the writer frees it at its next publish.
+        side.publish(&tracker);
+        assert_eq!(side.retired(), 0);
+        assert!(weak.upgrade().is_none());
     }
 
     #[tokio::test]
