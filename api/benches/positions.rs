@@ -32,7 +32,7 @@ fn view() -> LiveView {
 }
 
 fn positions(c: &mut Criterion) {
-    let live = view();
+    let live = std::sync::Arc::new(view());
     let body = landport_api::positions_json(&live, Some("bench"), BBOX);
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(value["features"].as_array().unwrap().len(), DEVICES);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use landport_tracker::{DeviceView, LiveView};
+use landport_tracker::{DeviceView, LiveView, TenantView};
 use serde::Deserialize;
 #[cfg(test)]
 use serde::Serialize;
@@ -90,8 +90,8 @@ pub async fn positions(
     let mut found = in_bbox(&s.live(), caller.scope(), bbox);
     if s.owner().is_some() {
         // Only a partition's own devices have positions on its shard; kept explicit.
-        for (t, devices) in &mut found {
-            devices.retain(|d| s.owns(t, &d.id));
+        for group in &mut found {
+            group.retain(|t, d| s.owns(t, &d.id));
         }
     }
     let chunks = collection_chunks(found, CHUNK_BYTES)
@@ -104,7 +104,7 @@ pub async fn positions(
 /// (`None`: every tenant) whose latest position is in `bbox`, from the read side, in one
 /// buffer. The handler streams the same bytes in chunks ([`collection_chunks`]); this is for
 /// the bench that compares a request with serializing the same collection alone.
-pub fn positions_json(live: &LiveView, scope: Option<&str>, bbox: [f64; 4]) -> Vec<u8> {
+pub fn positions_json(live: &Arc<LiveView>, scope: Option<&str>, bbox: [f64; 4]) -> Vec<u8> {
     collection_chunks(in_bbox(live, scope, bbox), usize::MAX)
         .next()
         .unwrap_or_default()
@@ -112,22 +112,108 @@ pub fn positions_json(live: &LiveView, scope: Option<&str>, bbox: [f64; 4]) -> V
 
 /// The devices of `scope` (`None`: every tenant) whose latest position is in `bbox`, by
 /// tenant, each tenant's sorted by id.
-fn in_bbox(
-    live: &LiveView,
-    scope: Option<&str>,
-    bbox: [f64; 4],
-) -> Vec<(String, Vec<Arc<DeviceView>>)> {
-    let tenants: Vec<String> = match scope {
-        Some(one) => vec![one.to_owned()],
-        None => live.tenants().map(str::to_owned).collect(),
+fn in_bbox(live: &Arc<LiveView>, scope: Option<&str>, bbox: [f64; 4]) -> Vec<Group> {
+    let tenants: Vec<&str> = match scope {
+        Some(one) => vec![one],
+        None => live.tenants().collect(),
     };
     tenants
         .into_iter()
-        .map(|t| {
-            let found = live.in_bbox(&t, bbox);
-            (t, found)
+        .filter_map(|t| {
+            let slots = live.tenant(t)?.in_bbox_slots(bbox);
+            Some(Group::slots(t, live.clone(), slots))
         })
         .collect()
+}
+
+/// One tenant's devices in a FeatureCollection, in order.
+pub(crate) struct Group {
+    tenant: Arc<str>,
+    devices: Devices,
+}
+
+/// Where a [`Group`]'s devices are read from.
+enum Devices {
+    /// Local slots of the tenant's part of a view, read in place
+    /// ([`TenantView::device_at`]): a reader writes nothing the pipeline shares, not even a
+    /// device's reference count, and holds the whole view, which the pipeline frees.
+    Slots(Arc<LiveView>, Vec<u32>),
+    /// Devices of their own (the tests' writer oracle).
+    #[cfg(test)]
+    Owned(Vec<DeviceView>),
+}
+
+/// A [`Group`]'s devices, resolved once per chunk.
+enum Source<'a> {
+    Slots(Option<&'a TenantView>, &'a [u32]),
+    #[cfg(test)]
+    Owned(&'a [DeviceView]),
+}
+
+impl Source<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Slots(_, slots) => slots.len(),
+            #[cfg(test)]
+            Source::Owned(ds) => ds.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&DeviceView> {
+        match self {
+            Source::Slots(view, slots) => (*view)?.device_at(*slots.get(i)?),
+            #[cfg(test)]
+            Source::Owned(ds) => ds.get(i),
+        }
+    }
+}
+
+impl Group {
+    /// `slots` of `tenant` in `live` (as its `*_slots` queries return them).
+    pub(crate) fn slots(tenant: &str, live: Arc<LiveView>, slots: Vec<u32>) -> Group {
+        Group {
+            tenant: Arc::from(tenant),
+            devices: Devices::Slots(live, slots),
+        }
+    }
+
+    #[cfg(test)]
+    fn owned(tenant: &str, devices: Vec<DeviceView>) -> Group {
+        Group {
+            tenant: Arc::from(tenant),
+            devices: Devices::Owned(devices),
+        }
+    }
+
+    fn source(&self) -> Source<'_> {
+        match &self.devices {
+            Devices::Slots(live, slots) => Source::Slots(live.tenant(&self.tenant), slots),
+            #[cfg(test)]
+            Devices::Owned(ds) => Source::Owned(ds),
+        }
+    }
+
+    /// Keeps the devices for which `keep(tenant, device)` holds.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str, &DeviceView) -> bool) {
+        let tenant = &*self.tenant;
+        match &mut self.devices {
+            Devices::Slots(live, slots) => {
+                let view = live.tenant(tenant);
+                slots.retain(|&l| {
+                    view.and_then(|v| v.device_at(l))
+                        .is_some_and(|d| keep(tenant, d))
+                })
+            }
+            #[cfg(test)]
+            Devices::Owned(ds) => ds.retain(|d| keep(tenant, d)),
+        }
+    }
+
+    /// `true` if no device of the group has a position.
+    pub(crate) fn no_position(&self) -> bool {
+        let source = self.source();
+        (0..source.len()).all(|i| source.get(i).is_none_or(|d| d.fix.is_none()))
+    }
 }
 
 /// Most bytes of Features buffered before a chunk of the body goes out. A province box is
@@ -138,20 +224,10 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// A FeatureCollection of these devices (those without a position are left out) as chunks of
 /// about `chunk` bytes, each written when asked for: their concatenation is the document.
-pub(crate) fn collection_chunks(
-    devices: Vec<(String, Vec<Arc<DeviceView>>)>,
-    chunk: usize,
-) -> Chunks {
-    let items: Vec<(Arc<str>, Arc<DeviceView>)> = devices
-        .into_iter()
-        .flat_map(|(tenant, ds)| {
-            let tenant: Arc<str> = Arc::from(tenant);
-            ds.into_iter().map(move |d| (tenant.clone(), d))
-        })
-        .filter(|(_, d)| d.fix.is_some())
-        .collect();
+pub(crate) fn collection_chunks(groups: Vec<Group>, chunk: usize) -> Chunks {
     Chunks {
-        items: items.into_iter(),
+        groups,
+        at: (0, 0),
         chunk,
         written: 0,
         started: false,
@@ -161,7 +237,9 @@ pub(crate) fn collection_chunks(
 
 /// See [`collection_chunks`].
 pub(crate) struct Chunks {
-    items: std::vec::IntoIter<(Arc<str>, Arc<DeviceView>)>,
+    groups: Vec<Group>,
+    /// The next device: (group, index in it).
+    at: (usize, usize),
     chunk: usize,
     /// Features written so far.
     written: usize,
@@ -183,16 +261,28 @@ impl Iterator for Chunks {
             self.started = true;
         }
         while out.len() < self.chunk {
-            let Some((tenant, d)) = self.items.next() else {
+            let Some(group) = self.groups.get(self.at.0) else {
                 out.extend_from_slice(b"]}");
                 self.done = true;
                 break;
             };
-            if self.written > 0 {
-                out.push(b',');
+            let source = group.source();
+            while out.len() < self.chunk {
+                let i = self.at.1;
+                if i >= source.len() {
+                    self.at = (self.at.0 + 1, 0);
+                    break;
+                }
+                self.at.1 += 1;
+                let Some(d) = source.get(i).filter(|d| d.fix.is_some()) else {
+                    continue;
+                };
+                if self.written > 0 {
+                    out.push(b',');
+                }
+                self.written += 1;
+                write_feature(&mut out, &group.tenant, d);
             }
-            self.written += 1;
-            write_feature(&mut out, &tenant, &d);
         }
         Some(out)
     }
@@ -529,17 +619,16 @@ mod tests {
                 .flat_map(|(t, ds)| ds.iter().filter_map(move |d| PositionFeature::new(t, d)))
                 .collect();
             let oracle = serde_json::to_vec(&PositionCollection::new(features)).unwrap();
-            let found: Vec<(String, Vec<Arc<DeviceView>>)> = tenants
-                .iter()
-                .map(|(t, ds)| (t.clone(), ds.iter().cloned().map(Arc::new).collect()))
-                .collect();
-            let chunks: Vec<Vec<u8>> = collection_chunks(found.clone(), chunk).collect();
+            let found = || -> Vec<Group> {
+                tenants.iter().map(|(t, ds)| Group::owned(t, ds.clone())).collect()
+            };
+            let chunks: Vec<Vec<u8>> = collection_chunks(found(), chunk).collect();
             let whole: Vec<u8> = chunks.concat();
             prop_assert_eq!(
                 String::from_utf8_lossy(&whole),
                 String::from_utf8_lossy(&oracle)
             );
-            let mut one: Vec<Vec<u8>> = collection_chunks(found, usize::MAX).collect();
+            let mut one: Vec<Vec<u8>> = collection_chunks(found(), usize::MAX).collect();
             prop_assert_eq!(one.len(), 1, "one chunk when unbounded");
             prop_assert_eq!(one.pop().unwrap(), whole);
             // Chunks end once they pass the size, so none but the last is much smaller.

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
-use landport_tracker::{DeviceView, LiveView};
+use landport_tracker::LiveView;
 use tokio::sync::broadcast;
 
-use super::positions::collection_chunks;
+use super::positions::{Group, collection_chunks};
 use super::sse;
 use super::stream::POSITIONS_EVERY;
 use crate::state::ApiState;
@@ -80,7 +80,7 @@ impl PositionsHub {
     }
 
     /// Every device of `scope` with a position, as of `live` (`None`: none has one).
-    pub(crate) fn full(&self, live: &LiveView, scope: Option<&str>) -> Option<Bytes> {
+    pub(crate) fn full(&self, live: &Arc<LiveView>, scope: Option<&str>) -> Option<Bytes> {
         let key = scope.map(str::to_owned);
         {
             let full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,7 +142,7 @@ async fn run_feed(
 /// the devices of `scope` (`None`: every tenant) changed after view seq `since` (`None`: all
 /// of them), only `device` (tenant, id) if given; `None` when no device qualifies.
 pub(crate) fn changed_frame(
-    live: &LiveView,
+    live: &Arc<LiveView>,
     scope: Option<&str>,
     since: Option<u64>,
     device: Option<(&str, &str)>,
@@ -151,19 +151,25 @@ pub(crate) fn changed_frame(
         Some(one) => vec![one],
         None => live.tenants().collect(),
     };
-    let found: Vec<(String, Vec<Arc<DeviceView>>)> = tenants
+    // Slots read in place (see `Group`): a hundred live maps write nothing the pipeline
+    // shares.
+    let found: Vec<Group> = tenants
         .into_iter()
         .filter(|ten| device.is_none_or(|(t, _)| t == *ten))
-        .map(|ten| {
-            let mut changed = match since {
-                Some(s) => live.changed_since(ten, s),
-                None => live.devices(ten),
+        .filter_map(|ten| {
+            let view = live.tenant(ten)?;
+            let slots = match since {
+                Some(s) => view.changed_since_slots(s),
+                None => view.device_slots(),
             };
-            changed.retain(|d| d.fix.is_some() && device.is_none_or(|(_, id)| d.id == id));
-            (ten.to_owned(), changed)
+            let mut group = Group::slots(ten, live.clone(), slots);
+            if let Some((_, id)) = device {
+                group.retain(|_, d| d.id == id);
+            }
+            Some(group)
         })
         .collect();
-    if found.iter().all(|(_, ds)| ds.is_empty()) {
+    if found.iter().all(Group::no_position) {
         return None;
     }
     // Compact JSON has no line break: the document is one `data:` line.

@@ -49,14 +49,15 @@ pub struct StreamParams {
 /// What one client's stream remembers between items.
 struct Client {
     state: ApiState,
-    rx: tokio::sync::broadcast::Receiver<std::sync::Arc<Event>>,
+    /// The pipeline's live events, subscribed only when the `events` topic is asked for: a
+    /// live map (`topics=positions`) leaves the broadcast the store writer sends into alone.
+    rx: Option<broadcast::Receiver<Arc<Event>>>,
     tick: tokio::time::Interval,
     /// The tenant watched; `None` = every tenant (an admin naming none).
     scope: Option<String>,
     shipment: Option<String>,
     /// With `shipment=`: `(tenant, device)` of its device, the only one whose positions go out.
     device: Option<(String, String)>,
-    events: bool,
     positions: bool,
     /// Without `shipment=`: the scope's shared positions feed, and whether the next positions
     /// item must be a full collection (the first, or after falling behind the feed).
@@ -128,13 +129,12 @@ pub async fn stream(
         (None, None)
     };
     let client = Client {
-        rx: s.subscribe(),
+        rx: events.then(|| s.subscribe()),
         state: s,
         tick,
         scope,
         shipment,
         device,
-        events,
         positions,
         feed,
         full_due,
@@ -168,6 +168,12 @@ impl Client {
                     None => std::future::pending().await,
                 }
             };
+            let events = async {
+                match self.rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = feed => match r {
                     Ok(fc) => return Some(fc),
@@ -179,7 +185,7 @@ impl Client {
                         self.full_due = Some(view);
                     }
                 },
-                r = self.rx.recv(), if self.events => match r {
+                r = events => match r {
                     Ok(ev) if self.wants(&ev) => {
                         let data = serde_json::to_vec(&*ev).ok()?;
                         return Some(sse::frame("event", Some(&ev.id), &data));

@@ -277,15 +277,50 @@ impl TenantView {
 
     /// The devices at these local slots, sorted by id.
     fn sorted(&self, locals: impl Iterator<Item = u32>) -> Vec<Arc<DeviceView>> {
+        self.sorted_slots(locals)
+            .into_iter()
+            .filter_map(|l| self.devices[l as usize].clone())
+            .collect()
+    }
+
+    /// These local slots, those of removed devices left out, sorted by device id.
+    fn sorted_slots(&self, locals: impl Iterator<Item = u32>) -> Vec<u32> {
         let order = self.order();
-        let mut v: Vec<(u32, &Arc<DeviceView>)> = locals
-            .filter_map(|l| {
-                let d = self.devices.get(l as usize)?.as_ref()?;
-                Some((order.get(l as usize).copied().unwrap_or(u32::MAX), d))
-            })
+        let mut v: Vec<(u32, u32)> = locals
+            .filter(|&l| matches!(self.devices.get(l as usize), Some(Some(_))))
+            .map(|l| (order.get(l as usize).copied().unwrap_or(u32::MAX), l))
             .collect();
         v.sort_unstable_by_key(|&(rank, _)| rank);
-        v.into_iter().map(|(_, d)| d.clone()).collect()
+        v.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// The device at a tenant-local slot, as the `*_slots` queries return them, borrowed
+    /// from this view.
+    ///
+    /// The `*_slots` queries and this are what large answers use (a province box, a live
+    /// map's items): they read the devices in place, where cloning each `Arc<DeviceView>`
+    /// would write its reference count, a cache line the pipeline writes again when it
+    /// builds the next view from this one (every unchanged device's `Arc` is cloned then),
+    /// so that readers on another core would make the pipeline's view slower.
+    pub fn device_at(&self, local: u32) -> Option<&DeviceView> {
+        self.devices.get(local as usize)?.as_deref()
+    }
+
+    /// The local slots of every device, sorted by id (see [`TenantView::device_at`]).
+    pub fn device_slots(&self) -> Vec<u32> {
+        self.sorted_slots(0..self.devices.len() as u32)
+    }
+
+    /// The local slots of the devices changed after `since`, sorted by id.
+    pub fn changed_since_slots(&self, since: u64) -> Vec<u32> {
+        self.sorted_slots(
+            (0..self.changed_at.len() as u32).filter(|&l| self.changed_at[l as usize] > since),
+        )
+    }
+
+    /// The local slots of the devices whose latest position is in `bbox`, sorted by id.
+    pub fn in_bbox_slots(&self, bbox: [f64; 4]) -> Vec<u32> {
+        self.sorted_slots(self.positions.in_bbox(bbox).into_iter())
     }
 
     pub fn devices(&self) -> Vec<Arc<DeviceView>> {
@@ -379,6 +414,26 @@ mod tests {
                 assert_eq!(view.device(t, &d.id).as_deref(), Some(&d));
             }
             assert_eq!(view.device(t, "nobody"), None);
+            if let Some(tv) = view.tenant(t) {
+                let at = |slots: Vec<u32>| -> Vec<DeviceView> {
+                    slots
+                        .into_iter()
+                        .map(|l| tv.device_at(l).unwrap().clone())
+                        .collect()
+                };
+                assert_eq!(at(tv.device_slots()), tr.devices(t), "{t}: device slots");
+                assert_eq!(
+                    at(tv.changed_since_slots(since)),
+                    tr.changed_since(t, since),
+                    "{t}: changed slots"
+                );
+                let bbox = [122.5, 40.5, 123.5, 41.5];
+                assert_eq!(
+                    at(tv.in_bbox_slots(bbox)),
+                    tr.in_bbox(t, bbox),
+                    "{t}: bbox slots"
+                );
+            }
             assert_eq!(
                 ids(&view.changed_since(t, since)),
                 tr.changed_since(t, since),
