@@ -2,8 +2,9 @@
 //! thread was not running is not the store's cost). Commits as the pipeline makes them from
 //! the bench's fleet (`scripts/bench`: 10,000 devices publishing in turn), into a store
 //! already holding 20 readings of each device, with the background checkpointer running as
-//! in service; the variants run interleaved, several rounds, and each prints the committing
-//! thread's user + system CPU (`/proc/thread-self/stat`) per reading.
+//! in service (every 25 ms, the pipeline's `checkpoint_every`); the variants run
+//! interleaved, several rounds, and each prints the committing thread's user + system CPU
+//! (`/proc/thread-self/stat`) per reading.
 //!
 //! - `in_order/N`: commits of N readings, each newer than its device's stored ones (live
 //!   ingest: 14 a commit through Mosquitto with one publisher connection, 500 with four
@@ -76,7 +77,7 @@ impl Variant {
                 .commit(&fleet_rows(chunk * FLEET, FLEET, 0), &[])
                 .unwrap();
         }
-        let checkpointer = Checkpointer::start(tmp.path(), Duration::from_millis(250)).unwrap();
+        let checkpointer = Checkpointer::start(tmp.path(), Duration::from_millis(25)).unwrap();
         Variant {
             name: format!("{}/{per_commit}", if late { "late" } else { "in_order" }),
             per_commit,
