@@ -69,9 +69,14 @@ WHERE tenant = ?1 AND device = ?2 AND ts_ms = ?3 AND (seq IS NULL OR ?4 IS NULL 
 /// The newest stored `ts` of the device `(?1 tenant, ?2 device)`, NULL when it has none.
 const NEWEST_OF: &str = "SELECT max(ts_ms) FROM telemetry WHERE tenant = ?1 AND device = ?2";
 
-/// The highest telemetry rowid ever assigned (0 for none).
-const TELEMETRY_SEQ: &str =
-    "SELECT ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'telemetry'), 0)";
+/// The highest telemetry rowid and event seq ever assigned (0 for none).
+const SEQUENCES: &str =
+    "SELECT ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'telemetry'), 0),
+            ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)";
+
+/// The highest event seq ever assigned (0 for none).
+const EVENTS_SEQ: &str =
+    "SELECT ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)";
 
 /// Devices [`NewestStored`] remembers at most; past that it starts over (a device it
 /// forgot costs one look-up, as every reading did before). About 100 bytes each.
@@ -209,10 +214,10 @@ impl Store {
         let mut committed = Committed::default();
         {
             // Under the write lock: nobody else can insert readings until this commits.
-            let seq: i64 = tx
-                .prepare_cached(TELEMETRY_SEQ)?
-                .query_row([], |r| r.get(0))?;
-            if newest.telemetry_seq != Some(seq) {
+            (committed.last_rowid, committed.last_event_seq) = tx
+                .prepare_cached(SEQUENCES)?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if newest.telemetry_seq != Some(committed.last_rowid) {
                 newest.ts_ms.clear();
             }
             let mut duplicate_of = tx.prepare_cached(DUPLICATE_OF)?;
@@ -226,7 +231,7 @@ impl Store {
                     continue;
                 }
                 let fix = r.fix.as_ref();
-                committed.readings += insert.execute(params![
+                let inserted = insert.execute(params![
                     row.tenant,
                     row.device,
                     row.shipment,
@@ -242,15 +247,21 @@ impl Store {
                     r.battery_pct,
                     row.received_ms,
                 ])?;
+                committed.readings += inserted;
+                if inserted > 0 {
+                    // AUTOINCREMENT: the counter moves to each new rowid, so after the last
+                    // insert it is that insert's rowid.
+                    committed.last_rowid = tx.last_insert_rowid();
+                }
                 newest.stored(r.ts_ms);
             }
-            committed.events += super::events::insert_events(&tx, events, now_ms())?;
-            let mut last = tx.prepare_cached(
-                "SELECT ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'telemetry'), 0),
-                        ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
-            )?;
-            (committed.last_rowid, committed.last_event_seq) =
-                last.query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            if !events.is_empty() {
+                committed.events += super::events::insert_events(&tx, events, now_ms())?;
+                // An id already stored may have spent a seq: ask the counter.
+                committed.last_event_seq = tx
+                    .prepare_cached(EVENTS_SEQ)?
+                    .query_row([], |row| row.get(0))?;
+            }
         }
         // Set before the outcome is known: if the commit fails, the next one finds the
         // counter lower than this and starts over.
@@ -500,7 +511,9 @@ mod tests {
                         expected += 1;
                     }
                 }
-                proptest::prop_assert_eq!(store.commit(&rows, &[]).unwrap().readings, expected);
+                let committed = store.commit(&rows, &[]).unwrap();
+                proptest::prop_assert_eq!(committed.readings, expected);
+                proptest::prop_assert_eq!(committed.last_rowid, store.telemetry_rowid_max().unwrap());
             }
             let stored: Vec<(String, i64, Option<u64>)> = store
                 .readings_after(0, 1_000)
