@@ -192,6 +192,14 @@ pub async fn serve(
     serve_with_tls(listener, router, shutdown, settings, None).await
 }
 
+/// The most bytes hyper buffers per connection, and so about the most one write to a socket
+/// carries (large bodies come in chunks of this size: a province box, a live map's items).
+/// The HTTP threads run under `SCHED_IDLE`, but this kernel (like most servers') does not
+/// preempt a thread inside a system call: a write of several MB to a loopback or LAN socket
+/// held a core for milliseconds while an ingest thread that had woken waited for it. With
+/// 64 KiB writes the wait is tens of microseconds (BENCHMARKS.md, "Session 8").
+pub const WRITE_BYTES: usize = 64 * 1024;
+
 /// [`serve`], over TLS when `tls` is given (`http.tls = true`: HTTPS on the same listener,
 /// see [`tls`]). A client must finish the TLS handshake within the header read timeout; one
 /// that fails it (plain HTTP to the HTTPS port, a certificate it refuses) is dropped.
@@ -210,6 +218,7 @@ pub async fn serve_with_tls(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(WRITE_BYTES)
         .keep_alive(true);
     loop {
         // A slot first: at the cap, connections queue in the kernel, not in our memory.

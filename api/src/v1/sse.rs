@@ -70,7 +70,9 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// A `text/event-stream` response sending `items` as they come, and a keep-alive comment
-/// after [`KEEP_ALIVE`] without any; it ends when `items` does.
+/// after [`KEEP_ALIVE`] without any; it ends when `items` does. A large item (a live map's
+/// first collection, tens of MB) goes out as slices of [`crate::WRITE_BYTES`] (the same
+/// bytes, not copied), so that no single write to the socket is larger (see there).
 pub fn response(items: impl Stream<Item = Bytes> + Send + 'static) -> Response {
     let items = Box::pin(items);
     let body = futures_util::stream::unfold(items, |mut items| async move {
@@ -79,8 +81,9 @@ pub fn response(items: impl Stream<Item = Bytes> + Send + 'static) -> Response {
             Ok(None) => return None,
             Err(_) => Bytes::from_static(b":\n\n"),
         };
-        Some((Ok::<_, Infallible>(next), items))
-    });
+        Some((next, items))
+    })
+    .flat_map(|item| futures_util::stream::iter(slices(item).map(Ok::<_, Infallible>)));
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -91,9 +94,33 @@ pub fn response(items: impl Stream<Item = Bytes> + Send + 'static) -> Response {
         .into_response()
 }
 
+/// `item` as consecutive slices of at most [`crate::WRITE_BYTES`].
+fn slices(item: Bytes) -> impl Iterator<Item = Bytes> {
+    (0..item.len())
+        .step_by(crate::WRITE_BYTES)
+        .map(move |at| item.slice(at..(at + crate::WRITE_BYTES).min(item.len())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_item_goes_out_in_slices_of_the_same_bytes() {
+        let item = Bytes::from(vec![7u8; 2 * crate::WRITE_BYTES + 5]);
+        let parts: Vec<Bytes> = slices(item.clone()).collect();
+        assert_eq!(
+            parts.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [crate::WRITE_BYTES, crate::WRITE_BYTES, 5]
+        );
+        assert_eq!(
+            parts[1].as_ptr(),
+            item[crate::WRITE_BYTES..].as_ptr(),
+            "not copied"
+        );
+        assert_eq!(parts.concat(), item);
+        assert_eq!(slices(comment("x")).count(), 1);
+    }
 
     #[test]
     fn frames_are_what_an_sse_parser_reads() {
