@@ -197,7 +197,7 @@ pub async fn serve(
 /// The HTTP threads run under `SCHED_IDLE`, but this kernel (like most servers') does not
 /// preempt a thread inside a system call: a write of several MB to a loopback or LAN socket
 /// held a core for milliseconds while an ingest thread that had woken waited for it. With
-/// 64 KiB writes the wait is tens of microseconds (BENCHMARKS.md, "Session 8").
+/// 64 KiB writes the wait is tens of microseconds (BENCHMARKS.md, "Session 7").
 pub const WRITE_BYTES: usize = 64 * 1024;
 
 /// [`serve`], over TLS when `tls` is given (`http.tls = true`: HTTPS on the same listener,
