@@ -48,6 +48,7 @@ pub use v1::WebhookPolicy;
 pub use v1::positions::positions_json;
 /// Server-sent events framed once and shared (also cluster mode's live stream).
 pub use v1::sse;
+pub use v1::stream_topics;
 pub use v1::{CredentialRevoked, Revoked};
 pub mod web;
 

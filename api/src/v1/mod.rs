@@ -21,6 +21,7 @@ pub use reports::ReportSettings;
 pub(crate) mod shipments;
 pub mod sse;
 mod stream;
+pub use stream::topics as stream_topics;
 mod tenants;
 mod track;
 mod view;

@@ -70,6 +70,24 @@ struct Client {
     _slot: crate::limits::StreamSlot,
 }
 
+/// The `topics` parameter of `/v1/stream` (both when absent) as (events, positions); an
+/// unknown topic is a 400 naming it. The cluster front reads the parameter with it too.
+pub fn topics(topics: Option<&str>) -> Result<(bool, bool), ApiError> {
+    let (mut events, mut positions) = (false, false);
+    for t in topics.unwrap_or("positions,events").split(',') {
+        match t.trim() {
+            "events" => events = true,
+            "positions" => positions = true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "topics: unknown topic {other:?} (positions, events)"
+                )));
+            }
+        }
+    }
+    Ok((events, positions))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/stream",
@@ -91,18 +109,7 @@ pub async fn stream(
     caller: Caller,
     Query(q): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
-    let (mut events, mut positions) = (false, false);
-    for t in q.topics.as_deref().unwrap_or("positions,events").split(',') {
-        match t.trim() {
-            "events" => events = true,
-            "positions" => positions = true,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "topics: unknown topic {other:?} (positions, events)"
-                )));
-            }
-        }
-    }
+    let (events, positions) = topics(q.topics.as_deref())?;
     // Before any work: an admin's streams over every tenant count under "".
     let slot = s.stream_slot(caller.scope().unwrap_or(""))?;
     let shipment = q.shipment.filter(|s| !s.is_empty());

@@ -186,20 +186,8 @@ async fn open(f: Arc<Front>, req: Request) -> Result<Response, Response> {
         Known::Admin => tenant_param.clone(),
     };
     // 2. The parameters, as the single node reads them.
-    let (mut events, mut positions) = (false, false);
-    let topics = query(&path, "topics");
-    for t in topics.as_deref().unwrap_or("positions,events").split(',') {
-        match t.trim() {
-            "events" => events = true,
-            "positions" => positions = true,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "topics: unknown topic {other:?} (positions, events)"
-                ))
-                .into_response());
-            }
-        }
-    }
+    let (events, positions) = landport_api::stream_topics(query(&path, "topics").as_deref())
+        .map_err(IntoResponse::into_response)?;
     // 3. The cap, before any work: an admin's streams over every tenant count under "".
     let slot = f
         .streams
