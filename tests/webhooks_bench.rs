@@ -18,13 +18,14 @@ mod support;
 mod support_mqtt;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumqttc::QoS;
 use serde_json::json;
+use support::webhook_receiver::read_request;
 use support::{Landport, free_port, http, seed_fence, sse, wait_for};
 use support_mqtt::{Mosquitto, publish};
 
@@ -58,31 +59,7 @@ fn serve(s: TcpStream, got: &Mutex<Vec<(i64, serde_json::Value)>>) {
     let _ = s.set_nodelay(true);
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some((_, body)) = read_request(&mut r) {
         let at = wall_ms();
         if let Ok(v) = serde_json::from_slice(&body) {
             got.lock().unwrap().push((at, v));

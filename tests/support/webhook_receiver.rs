@@ -112,6 +112,36 @@ impl Drop for Receiver {
     }
 }
 
+/// The next HTTP/1.1 request on a connection: its headers (names in lower case) and its
+/// body (`content-length` bytes). `None` once the client closed the connection.
+pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<(HashMap<String, String>, Vec<u8>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let n: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; n];
+    r.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
 /// Serves the requests of one connection (keep-alive: reqwest reuses connections).
 fn serve(
     s: TcpStream,
@@ -125,33 +155,7 @@ fn serve(
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            }
-        }
-        let n: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; n];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some((headers, body)) = read_request(&mut r) {
         let now = busy.0.fetch_add(1, Ordering::SeqCst) + 1;
         busy.1.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(
