@@ -143,6 +143,29 @@ async fn a_tenant_set_up_over_http_sees_its_trucks_events_and_eta_and_it_all_sur
             .contains("landport_rejected_total{reason=\"unregistered_device\"} 1")
     );
 
+    // A client that accepts gzip (every browser does; here curl, which decodes it) gets the
+    // live stream gzip-encoded, and reads the same items from it.
+    let (headers, lines) = curl_stream(http_addr, "/v1/stream?topics=positions", &key);
+    assert!(
+        headers.contains("content-encoding: gzip"),
+        "not compressed:\n{headers}"
+    );
+    let mut got = Vec::new();
+    let map = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no positions item over the gzip stream: {got:?}"));
+        if let Some(data) = line.strip_prefix("data: ")
+            && got.last().is_some_and(|l| l == "event: positions")
+        {
+            break serde_json::from_str::<Value>(data).unwrap();
+        }
+        got.push(line);
+    };
+    assert_eq!(got.first().map(String::as_str), Some(": ready"), "{got:?}");
+    assert_eq!(map["features"][0]["id"], "truck-1", "{map}");
+    assert_eq!(map["features"][0]["geometry"]["coordinates"][0], 123.1);
+
     // Another tenant's key sees none of it.
     http(
         http_addr,
@@ -197,6 +220,43 @@ async fn a_tenant_set_up_over_http_sees_its_trucks_events_and_eta_and_it_all_sur
         1.0,
         "one reading since the restart"
     );
+}
+
+/// `GET path` with `curl --compressed` (it asks for gzip and decodes it): the response head,
+/// lowercased, and the body's lines as they come.
+fn curl_stream(
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let head = tempfile::NamedTempFile::new().unwrap();
+    let mut curl = Command::new("curl")
+        .args(["--compressed", "-sN", "-D"])
+        .arg(head.path())
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .arg(format!("http://{addr}{path}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl (Debian package curl)");
+    let out = curl.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+        let _ = curl.kill();
+        let _ = curl.wait();
+    });
+    let headers = wait_for("curl's response head", Duration::from_secs(20), || {
+        let h = std::fs::read_to_string(head.path()).ok()?;
+        h.contains("\r\n\r\n").then(|| h.to_ascii_lowercase())
+    });
+    (headers, rx)
 }
 
 fn now_ms() -> i64 {

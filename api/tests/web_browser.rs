@@ -227,6 +227,112 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_reads_the_live_stream_gzip_encoded() {
+    if !Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{CHROMIUM} is missing (apt-get install -y chromium); CI is set, so this fails"
+        );
+        eprintln!("note: skipped, {CHROMIUM} is missing (apt-get install -y chromium)");
+        return;
+    }
+    let t = TestApi::new(ADMIN);
+    let tracker = t.tracker.clone();
+    let router = t.router_with_pages(MapSettings {
+        tile_url: "/tiles/{z}/{x}/{y}.png".into(),
+        tile_attribution: "test tiles".into(),
+    });
+    post(
+        &router,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    let key = post(&router, "/v1/tenants/acme/keys", ADMIN, json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Enough devices that the first item is larger than a deflate window (32 KiB), within
+    // the key's request burst.
+    for i in 0..150 {
+        let id = format!("truck-{i:04}");
+        post(&router, "/v1/devices", &key, json!({"id": id})).await;
+        fix(&tracker, &id, 121.0 + f64::from(i) * 1e-4, 38.9, 90.0).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(landport_api::serve(
+        listener,
+        router.clone(),
+        shutdown.clone(),
+        Default::default(),
+    ));
+    // One truck keeps moving: whenever the stream opens, its second item carries it alone.
+    let moving = tokio::spawn({
+        let tracker = tracker.clone();
+        async move {
+            for i in 0.. {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                fix(
+                    &tracker,
+                    "truck-0007",
+                    122.5,
+                    39.0 + f64::from(i) * 1e-3,
+                    90.0,
+                )
+                .await;
+            }
+        }
+    });
+    // The page's own fetch (as the live map reads the stream): Chromium asks for gzip itself
+    // and decodes it; the script reads two positions items.
+    let js = format!(
+        r#"(async () => {{
+          const res = await fetch('/v1/stream?topics=positions',
+            {{ headers: {{ Authorization: 'Bearer {key}' }} }});
+          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+          let text = '';
+          // Gives up after 15 s with what it has, so that a failure shows it.
+          const stop = new Promise(r => setTimeout(() => r({{ done: true }}), 15000));
+          while ((text.match(/event: positions\ndata: [^\n]*\n\n/g) || []).length < 2) {{
+            const c = await Promise.race([reader.read(), stop]);
+            if (c.done) break;
+            text += c.value;
+          }}
+          reader.cancel();
+          return {{ encoding: res.headers.get('content-encoding'), text }};
+        }})()"#
+    );
+    let page = format!("http://{addr}/#key={key}");
+    let got = tokio::task::spawn_blocking(move || {
+        let profile = tempfile::tempdir().unwrap();
+        let mut b = cdp::Browser::open(CHROMIUM, profile.path(), &page, 800, 600);
+        b.eval(&js)
+    })
+    .await
+    .unwrap();
+    moving.abort();
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+
+    assert_eq!(got["encoding"], "gzip", "{got}");
+    let text = got["text"].as_str().unwrap();
+    let items: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|block| block.strip_prefix("event: positions\ndata: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert_eq!(items.len(), 2, "{}", &text[..text.len().min(2000)]);
+    assert_eq!(items[0]["features"].as_array().unwrap().len(), 150);
+    let second = items[1]["features"].as_array().unwrap();
+    assert_eq!(second.len(), 1, "{}", items[1]);
+    assert_eq!(second[0]["id"], "truck-0007");
+    assert_eq!(second[0]["geometry"]["coordinates"][0], 122.5);
+}
+
 /// A device time that only goes up, even for two readings in one millisecond (a repeated
 /// time would be dropped as a duplicate).
 fn next_ts() -> i64 {

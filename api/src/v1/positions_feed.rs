@@ -17,7 +17,7 @@ use landport_tracker::LiveView;
 use tokio::sync::broadcast;
 
 use super::positions::{Group, collection_chunks};
-use super::sse;
+use super::sse::{self, Item};
 use super::stream::POSITIONS_EVERY;
 use crate::state::ApiState;
 
@@ -26,7 +26,7 @@ const FEED_DEPTH: usize = 16;
 
 /// One scope's feed: its channel and the view its latest item was computed from.
 struct Feed {
-    tx: broadcast::Sender<Bytes>,
+    tx: broadcast::Sender<Item>,
     view: Arc<LiveView>,
 }
 
@@ -41,7 +41,7 @@ pub(crate) struct PositionsHub {
 }
 
 /// A full collection (`None`: no device has a position) and the view seq it was built at.
-type FullCollection = (u64, Option<Bytes>);
+type FullCollection = (u64, Option<Item>);
 
 impl PositionsHub {
     /// A receiver of `scope`'s feed (started if none runs) and the view whose changes its
@@ -50,7 +50,7 @@ impl PositionsHub {
         &self,
         state: &ApiState,
         scope: Option<String>,
-    ) -> (broadcast::Receiver<Bytes>, Arc<LiveView>) {
+    ) -> (broadcast::Receiver<Item>, Arc<LiveView>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(feed) = feeds.get(&scope) {
             return (feed.tx.subscribe(), feed.view.clone());
@@ -68,7 +68,7 @@ impl PositionsHub {
 
     /// Sends `item` (the changes up to `view`) and makes `view` the feed's, in one step, so a
     /// viewer that subscribes meanwhile either gets the item or starts from `view`.
-    fn publish(&self, scope: &Option<String>, view: Arc<LiveView>, item: Option<Bytes>) {
+    fn publish(&self, scope: &Option<String>, view: Arc<LiveView>, item: Option<Item>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(feed) = feeds.get_mut(scope) {
             if let Some(item) = item {
@@ -80,7 +80,7 @@ impl PositionsHub {
     }
 
     /// Every device of `scope` with a position, as of `live` (`None`: none has one).
-    pub(crate) fn full(&self, live: &Arc<LiveView>, scope: Option<&str>) -> Option<Bytes> {
+    pub(crate) fn full(&self, live: &Arc<LiveView>, scope: Option<&str>) -> Option<Item> {
         let key = scope.map(str::to_owned);
         {
             let full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
@@ -91,14 +91,14 @@ impl PositionsHub {
             }
         }
         // Built outside the lock: two maps opening at once may both build it.
-        let json = changed_frame(live, scope, None, None);
+        let json = changed_frame(live, scope, None, None).map(Item::from);
         let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
         full.insert(key, (live.seq(), json.clone()));
         json
     }
 
     /// Ends `scope`'s feed if nobody listens any more; `true` if it was ended.
-    fn stop_if_unwatched(&self, scope: &Option<String>, tx: &broadcast::Sender<Bytes>) -> bool {
+    fn stop_if_unwatched(&self, scope: &Option<String>, tx: &broadcast::Sender<Item>) -> bool {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if tx.receiver_count() > 0 {
             return false;
@@ -118,7 +118,7 @@ impl PositionsHub {
 async fn run_feed(
     state: ApiState,
     scope: Option<String>,
-    tx: broadcast::Sender<Bytes>,
+    tx: broadcast::Sender<Item>,
     mut since: u64,
 ) {
     let mut tick = tokio::time::interval(POSITIONS_EVERY);
@@ -132,7 +132,7 @@ async fn run_feed(
         if live.seq() == since {
             continue;
         }
-        let json = changed_frame(&live, scope.as_deref(), Some(since), None);
+        let json = changed_frame(&live, scope.as_deref(), Some(since), None).map(Item::from);
         since = live.seq();
         state.positions_hub().publish(&scope, live, json);
     }
@@ -223,11 +223,11 @@ mod tests {
         let full_a = hub.full(&view_a, Some("acme")).unwrap();
         let full_b = hub.full(&view_b, Some("acme")).unwrap();
         assert_eq!(
-            full_a.as_ptr(),
-            full_b.as_ptr(),
+            full_a.bytes().as_ptr(),
+            full_b.bytes().as_ptr(),
             "the full collection is built once"
         );
-        let text = |b: &Bytes| String::from_utf8(b.to_vec()).unwrap();
+        let text = |b: &Item| String::from_utf8(b.bytes().to_vec()).unwrap();
         assert!(text(&full_a).starts_with("event: positions\ndata: {"));
         assert!(text(&full_a).contains("\"t1\""));
 
@@ -235,8 +235,8 @@ mod tests {
         let item_a = a.recv().await.unwrap();
         let item_b = b.recv().await.unwrap();
         assert_eq!(
-            item_a.as_ptr(),
-            item_b.as_ptr(),
+            item_a.bytes().as_ptr(),
+            item_b.bytes().as_ptr(),
             "each change serialized once"
         );
         assert!(

@@ -20,8 +20,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::StreamExt;
 use futures_util::stream;
@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::positions_feed::changed_frame;
-use super::sse;
+use super::sse::{self, Item};
 use crate::auth::Caller;
 use crate::error::{ApiError, Query};
 use crate::state::ApiState;
@@ -61,7 +61,7 @@ struct Client {
     positions: bool,
     /// Without `shipment=`: the scope's shared positions feed, and whether the next positions
     /// item must be a full collection (the first, or after falling behind the feed).
-    feed: Option<broadcast::Receiver<Bytes>>,
+    feed: Option<broadcast::Receiver<Item>>,
     /// The view to send in full next (the feed's, when subscribed or after falling behind).
     full_due: Option<Arc<landport_tracker::LiveView>>,
     /// With `shipment=`: the view seq at the previous positions item; `None` before the first.
@@ -107,6 +107,7 @@ pub fn topics(topics: Option<&str>) -> Result<(bool, bool), ApiError> {
 pub async fn stream(
     State(s): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     Query(q): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
     let (events, positions) = topics(q.topics.as_deref())?;
@@ -153,13 +154,13 @@ pub async fn stream(
         Some((item, c))
     });
     // `client` subscribed above: from here on no event is missed (see the module docs).
-    let ready = stream::once(async { sse::comment("ready") });
-    Ok(sse::response(ready.chain(items)))
+    let ready = stream::once(async { Item::from(sse::comment("ready")) });
+    Ok(sse::response(&headers, ready.chain(items)))
 }
 
 impl Client {
     /// The next item to send; `None` ends the stream (the pipeline stopped).
-    async fn next(&mut self) -> Option<Bytes> {
+    async fn next(&mut self) -> Option<Item> {
         loop {
             if let Some(view) = self.full_due.take()
                 && let Some(fc) = self
@@ -195,11 +196,11 @@ impl Client {
                 r = events => match r {
                     Ok(ev) if self.wants(&ev) => {
                         let data = serde_json::to_vec(&*ev).ok()?;
-                        return Some(sse::frame("event", Some(&ev.id), &data));
+                        return Some(sse::frame("event", Some(&ev.id), &data).into());
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
-                        return Some(sse::frame("lagged", None, n.to_string().as_bytes()));
+                        return Some(sse::frame("lagged", None, n.to_string().as_bytes()).into());
                     }
                     Err(RecvError::Closed) => return None,
                 },
@@ -222,11 +223,11 @@ impl Client {
 
     /// With `shipment=`: the positions event of its device if its live state changed since
     /// the previous call (at all, the first time); `Some(None)` when it did not.
-    async fn changed_positions(&mut self) -> Option<Option<Bytes>> {
+    async fn changed_positions(&mut self) -> Option<Option<Item>> {
         let live = self.state.live();
         let device = self.device.as_ref().map(|(t, d)| (t.as_str(), d.as_str()));
         let json = changed_frame(&live, self.scope.as_deref(), self.since, device);
         self.since = Some(live.seq());
-        Some(json)
+        Some(json.map(Item::from))
     }
 }

@@ -43,7 +43,7 @@ use crate::wire::{WireRequest, WireResponse};
 /// How often a positions feed polls the partitions.
 pub const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
-use landport_api::sse::{frame, response as sse_response};
+use landport_api::sse::{Item, frame, response as sse_response};
 
 /// Event ids a scope remembers to drop repeats.
 pub const RECENT_IDS: usize = 10_000;
@@ -81,7 +81,7 @@ impl Streams {
 /// One event as NATS carried it, framed once for every stream of the scope.
 struct EventItem {
     shipment: Option<String>,
-    frame: Bytes,
+    frame: Item,
 }
 
 /// The parts of an event envelope the stream reads.
@@ -111,11 +111,11 @@ const POLL_KEYS: usize = 8;
 struct Latest {
     features: BTreeMap<DeviceKey, Box<RawValue>>,
     /// The full frame, built when a viewer first needs it.
-    full: std::sync::OnceLock<Option<Bytes>>,
+    full: std::sync::OnceLock<Option<Item>>,
 }
 
 impl Latest {
-    fn full(&self) -> Option<Bytes> {
+    fn full(&self) -> Option<Item> {
         self.full
             .get_or_init(|| frame_of(self.features.iter().map(|(k, v)| (k, &**v))))
             .clone()
@@ -126,7 +126,7 @@ impl Latest {
 struct Update {
     changed: Vec<(DeviceKey, Box<RawValue>)>,
     /// `changed` as a positions frame (`None`: nothing changed).
-    frame: Option<Bytes>,
+    frame: Option<Item>,
 }
 
 /// `GET /v1/stream` (see the module docs).
@@ -147,6 +147,7 @@ async fn open(f: Arc<Front>, req: Request) -> Result<Response, Response> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ApiError::MethodNotAllowed.into_response());
     }
+    let headers = req.headers().clone();
     let path = req
         .uri()
         .path_and_query()
@@ -265,8 +266,8 @@ async fn open(f: Arc<Front>, req: Request) -> Result<Response, Response> {
         let item = v.next().await?;
         Some((item, v))
     });
-    let ready = stream::once(async { Bytes::from_static(b": ready\n\n") });
-    Ok(sse_response(ready.chain(items)))
+    let ready = stream::once(async { Item::from(Bytes::from_static(b": ready\n\n")) });
+    Ok(sse_response(&headers, ready.chain(items)))
 }
 
 /// One client's stream.
@@ -287,7 +288,7 @@ struct Viewer {
 
 impl Viewer {
     /// The next item; `None` ends the stream.
-    async fn next(&mut self) -> Option<Bytes> {
+    async fn next(&mut self) -> Option<Item> {
         loop {
             if let Some(Some(latest)) = self.full_due.take() {
                 let full = match &self.device {
@@ -343,7 +344,7 @@ impl Viewer {
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
-                        return Some(frame("lagged", None, n.to_string().as_bytes()));
+                        return Some(frame("lagged", None, n.to_string().as_bytes()).into());
                     }
                     Err(RecvError::Closed) => return None,
                 },
@@ -528,7 +529,7 @@ async fn run_events(
             continue;
         }
         let item = EventItem {
-            frame: frame("event", Some(&env.id), &msg.payload),
+            frame: frame("event", Some(&env.id), &msg.payload).into(),
             shipment: env.shipment,
         };
         if tx.send(Arc::new(item)).is_err() && stop_events_if_unwatched(&f, &scope, &tx) {
@@ -717,9 +718,7 @@ fn diff(before: Option<&Latest>, now: &Latest) -> Update {
 }
 
 /// The `positions` frame of these Features (`None`: none).
-fn frame_of<'a>(
-    features: impl IntoIterator<Item = (&'a DeviceKey, &'a RawValue)>,
-) -> Option<Bytes> {
+fn frame_of<'a>(features: impl IntoIterator<Item = (&'a DeviceKey, &'a RawValue)>) -> Option<Item> {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(
         b"event: positions\ndata: {\"type\":\"FeatureCollection\",\"features\":[",
@@ -734,7 +733,7 @@ fn frame_of<'a>(
         any = true;
     }
     out.extend_from_slice(b"]}\n\n");
-    any.then(|| Bytes::from(out))
+    any.then(|| Item::from(Bytes::from(out)))
 }
 
 /// Percent-encodes what is not unreserved in a URL (ids in a path or query).
@@ -822,7 +821,7 @@ mod tests {
         .unwrap();
         let first = diff(None, &one);
         assert_eq!(first.changed.len(), 2);
-        let text = String::from_utf8(first.frame.unwrap().to_vec()).unwrap();
+        let text = String::from_utf8(first.frame.unwrap().bytes().to_vec()).unwrap();
         assert!(text.starts_with("event: positions\ndata: {\"type\":\"FeatureCollection\""));
         assert!(text.ends_with("]}\n\n"));
         let v: serde_json::Value = serde_json::from_str(

@@ -115,6 +115,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         interval_ms: u64,
     },
+    /// The province box's same-run baseline (scripts/bench-api, SPEC 18): the CPU time of
+    /// serializing the FeatureCollection in `file` once with serde_json, from a ready
+    /// `serde_json::Value`, as the median of `rounds`.
+    SerdeBaseline {
+        /// A JSON document (a `GET /v1/positions` body).
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 40)]
+        rounds: u32,
+    },
     /// Run rumqttd (the broker Landport embedded before its own endpoint) on `listen`, for
     /// the bench's comparison: a bare subscriber's drain rate from it. Runs until killed.
     #[cfg(feature = "rumqttd-broker")]
@@ -300,6 +310,13 @@ async fn run(command: Command) -> Result<()> {
             })
             .await?;
             serde_json::to_string(&report)?
+        }
+        Command::SerdeBaseline { file, rounds } => {
+            let body =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let value: serde_json::Value = serde_json::from_slice(&body)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            serde_json::to_string(&loadgen::serde_baseline(&value, rounds.max(1))?)?
         }
         #[cfg(feature = "rumqttd-broker")]
         Command::Broker { .. } => unreachable!("handled in main"),

@@ -8,6 +8,7 @@
 //!   back out of each message for latency percentiles. It is the baseline Landport's ingest
 //!   rate is compared with (SPEC 9).
 //! - [`watch`]: polls a Prometheus counter on `/metrics` until it reaches a target.
+//! - [`serde_baseline`]: the province box's same-run baseline for scripts/bench-api.
 //!
 //! Layout: `payload` (trucks and their JSON, pure), `pacing` (rate math, pure), `latency`
 //! (percentiles, pure), `publish` and `drain` (the MQTT drivers), `scrape` (`/metrics`).
@@ -20,6 +21,7 @@ pub mod pacing;
 pub mod payload;
 pub(crate) mod publish;
 pub mod scrape;
+mod serde_baseline;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +32,7 @@ use rumqttc::MqttOptions;
 pub use drain::{Drain, DrainConfig, DrainReport, drain};
 pub use publish::{LoadConfig, LoadReport, Stop, publish};
 pub use scrape::{WatchConfig, WatchReport, watch};
+pub use serde_baseline::{SerdeBaseline, serde_baseline};
 
 /// Now, epoch milliseconds.
 pub fn unix_ms() -> i64 {
