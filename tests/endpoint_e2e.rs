@@ -537,6 +537,55 @@ async fn a_persistent_subscriber_gets_the_events_it_missed_even_across_a_restart
     assert_eq!(devices, ["p1", "p2"]);
 }
 
+#[tokio::test]
+async fn a_subscription_acknowledged_just_before_a_crash_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    support::seed_fence(dir, "default");
+    let mut lp = start(dir, "");
+    let (app, mut rx) = client(lp.mqtt_port, "dispatch-app", false);
+    next(&mut rx, "the CONNACK", |p| {
+        matches!(p, Packet::ConnAck(_)).then_some(())
+    })
+    .await;
+    app.subscribe("landport/default/+/events", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    next(&mut rx, "the SUBACK", |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    // The worst moment: at once after the SUBACK.
+    lp.kill9();
+    drop(app);
+    lp.restart();
+    let port = lp.mqtt_port;
+    let (_app, mut rx) = client(port, "dispatch-app", false);
+    let present = next(&mut rx, "the CONNACK", |p| match p {
+        Packet::ConnAck(a) => Some(a.session_present),
+        _ => None,
+    })
+    .await;
+    assert!(present);
+    // No SUBSCRIBE this time: the acknowledged one must still be there.
+    publish_acked(
+        port,
+        "trucks",
+        vec![("landport/default/p1/telemetry".into(), inside(1))],
+    )
+    .await;
+    let p = next(&mut rx, "the event of the subscription", |p| match p {
+        Packet::Publish(p) => Some(p),
+        _ => None,
+    })
+    .await;
+    let e: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    assert_eq!(
+        (e["type"].as_str(), e["device"].as_str()),
+        (Some("geofence.entered"), Some("p1"))
+    );
+}
+
 /// Runs `mosquitto_sub` with `args` until it has its SUBACK; returns the child.
 fn mosquitto_sub(port: u16, args: &[&str]) -> std::process::Child {
     use std::io::BufRead;

@@ -605,6 +605,10 @@ impl Connection {
                     // Nothing granted: the slot goes back.
                     self.tail_slot = None;
                 }
+                // Stored before the SUBACK: a persistent session's subscription survives a
+                // crash right after the client was told it has it (an acknowledgement means
+                // durable, as for readings).
+                self.save_session(ctx).await;
                 self.send(Outgoing::SubAck {
                     pkid,
                     codes: &codes,
@@ -612,18 +616,17 @@ impl Connection {
                 if !self.subscriptions.is_empty() {
                     self.start_tail(ctx);
                 }
-                self.save_session(ctx).await;
                 Ok(())
             }
             Incoming::Unsubscribe { pkid, filters } => {
                 for f in &filters {
                     self.subscriptions.remove(f);
                 }
+                self.save_session(ctx).await;
                 self.send(Outgoing::UnsubAck {
                     pkid,
                     count: filters.len(),
                 });
-                self.save_session(ctx).await;
                 Ok(())
             }
             Incoming::PingReq => {
