@@ -323,7 +323,8 @@ pub async fn run(config: Config) -> Result<()> {
         config.auth.admin_key.as_ref().map(|k| k.expose()),
         limits,
     )
-    .context("opening the API's store connections")?;
+    .context("opening the API's store connections")?
+    .with_reader_cpu_percent(config.http.reader_cpu_percent);
     api.set_synchronous(synchronous)
         .context("storage.synchronous")?;
     let map = landport_api::web::MapSettings {

@@ -36,6 +36,7 @@
 //! ```
 
 pub mod auth;
+mod budget;
 pub mod error;
 pub mod limits;
 mod openapi;

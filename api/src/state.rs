@@ -23,6 +23,8 @@ pub struct ApiState {
     replicated: bool,
     /// Cluster mode: which devices this API answers for (see [`ApiState::with_owns`]).
     owns: Option<Owns>,
+    /// The large reads' CPU while ingest is busy (see [`ApiState::with_reader_cpu_percent`]).
+    budget: Arc<crate::budget::ReaderBudget>,
 }
 
 /// Whether a device `(tenant, device)` belongs to this API's partition (cluster mode).
@@ -92,7 +94,22 @@ impl ApiState {
             }),
             replicated: false,
             owns: None,
+            budget: Arc::new(crate::budget::ReaderBudget::unlimited()),
         })
+    }
+
+    /// While ingest is busy, the large reads (position boxes, live maps' positions) may use
+    /// `percent` of one core and wait beyond it (`http.reader_cpu_percent`; 0: no limit, the
+    /// default of [`ApiState::new`]). See `budget`.
+    pub fn with_reader_cpu_percent(mut self, percent: u32) -> ApiState {
+        let load = self.inner.tracker.reader().ingest_load();
+        self.budget = Arc::new(crate::budget::ReaderBudget::new(percent, load));
+        self
+    }
+
+    /// The readers' CPU budget: large reads pass its gate before each piece.
+    pub(crate) fn reader_budget(&self) -> &crate::budget::ReaderBudget {
+        &self.budget
     }
 
     /// Cluster mode: this API is one partition's ("shard") and answers reads only for the

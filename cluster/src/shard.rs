@@ -195,7 +195,8 @@ impl Shard {
         // Every shard applies every registry entry: the same ids, keys and times everywhere.
         .trust_replication_headers()
         // Every shard stores every device; it answers only for those of its partition.
-        .with_owns(owns(p, ctx.partitions()));
+        .with_owns(owns(p, ctx.partitions()))
+        .with_reader_cpu_percent(config.http.reader_cpu_percent);
         api.set_synchronous(synchronous)?;
         let router = shard_router(ctx, api);
 

@@ -340,7 +340,7 @@ fn unknown_key_is_rejected_naming_it_with_its_line() {
     let e = err("[http]\nlisen = \"127.0.0.1:8080\"");
     assert_eq!(
         e,
-        "line 2, column 1: http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`, `tls`"
+        "line 2, column 1: http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`, `tls`, `reader_cpu_percent`"
     );
 }
 
@@ -580,7 +580,7 @@ fn env_override_of_an_unknown_key_names_the_variable() {
     );
     assert_eq!(
         e.to_string(),
-        "http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`, `tls` (set by environment variable LANDPORT_HTTP__LISEN)"
+        "http.lisen: unknown key, expected one of `listen`, `request_timeout_seconds`, `header_read_timeout_seconds`, `max_connections`, `tls`, `reader_cpu_percent` (set by environment variable LANDPORT_HTTP__LISEN)"
     );
     let e = parse_env("", &[("LANDPORT_NOPE__X", "1")])
         .unwrap_err()
@@ -904,4 +904,22 @@ fn owntracks_tenants_follow_the_one_id_rule_and_name_the_field() {
         "{p:?}"
     );
     assert_eq!(p.len(), 3, "{p:?}");
+}
+
+#[test]
+fn the_readers_cpu_share_is_bounded_and_zero_means_no_limit() {
+    let mut c = Config::default();
+    assert_eq!(c.http.reader_cpu_percent, 10);
+    c.http.reader_cpu_percent = 0;
+    assert_eq!(problems(&c), Vec::<String>::new());
+    c.http.reader_cpu_percent = 100_001;
+    assert_eq!(
+        problems(&c),
+        ["http.reader_cpu_percent: must be 0 (no limit) to 100000 (percent of one core)"]
+    );
+    assert!(
+        err("[http]\nreader_cpu_percent = -5").contains("http.reader_cpu_percent"),
+        "{}",
+        err("[http]\nreader_cpu_percent = -5")
+    );
 }

@@ -77,3 +77,26 @@ fn influxdb1_uses_the_v1_api() {
     assert_eq!(i.api, InfluxApi::V1);
     assert_eq!(i.database, "landport");
 }
+
+/// docs/configuration.md's "A complete file" loads and is the defaults: a user who copies it
+/// gets no surprise, and every key it shows sits in its section.
+#[test]
+fn the_documented_complete_file_is_the_defaults() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    let (_, after) = doc
+        .split_once("## A complete file")
+        .expect("docs/configuration.md has \"A complete file\"");
+    let toml = after
+        .split_once("```toml\n")
+        .and_then(|(_, t)| t.split_once("\n```"))
+        .map(|(t, _)| t)
+        .expect("a toml block");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("landport.toml");
+    std::fs::write(&path, toml).unwrap();
+    let c = Config::load_with_env(Some(&path), []).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c, Config::default());
+}

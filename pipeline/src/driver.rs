@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::{Core, Output};
 use crate::decoded::{Acknowledger, Decoded, Intake};
 use crate::handle::{Job, TrackerHandle, now_ms};
+use crate::load::IngestStage;
 use crate::metrics::Metrics;
 use crate::read_side::ReadSide;
 use crate::retention::RetentionSchedule;
@@ -212,8 +213,12 @@ impl<K: Acknowledger> Pipeline<K> {
         let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg<K::Ack>>(4);
         let (durable_tx, mut durable_rx) = mpsc::channel::<Durable<K::Ack>>(16);
         let writer = {
-            let (events, notify, metrics) =
-                (events.clone(), events_committed.clone(), metrics.clone());
+            let (events, notify, metrics, load) = (
+                events.clone(),
+                events_committed.clone(),
+                metrics.clone(),
+                read_side.load(),
+            );
             std::thread::Builder::new()
                 .name("landport-store".into())
                 .spawn(move || {
@@ -221,9 +226,12 @@ impl<K: Acknowledger> Pipeline<K> {
                         store,
                         writer_rx,
                         durable_tx,
-                        events,
-                        notify,
-                        metrics,
+                        writer::Listeners {
+                            events,
+                            outbox: notify,
+                            metrics,
+                            load,
+                        },
                         std::thread::sleep,
                     )
                 })
@@ -249,6 +257,7 @@ impl<K: Acknowledger> Pipeline<K> {
         let mut retention = RetentionSchedule::new(config.retention, config.events_retention);
         // Set once shutdown has been asked for and a drain is on: (deadline, messages taken).
         let mut draining: Option<(Instant, u64)> = None;
+        let load = read_side.load();
         loop {
             // The tracker's next deadline (server time) as a point on tokio's clock.
             let timer_at = core.next_deadline().map(|deadline_ms| {
@@ -258,6 +267,7 @@ impl<K: Acknowledger> Pipeline<K> {
             let mut out = Output::default();
             let mut acks = Vec::new();
             let mut oldest = None;
+            let mut batch_started = None;
             let mut stop = false;
             if let Some((deadline, _)) = draining
                 && Instant::now() >= deadline
@@ -304,6 +314,7 @@ impl<K: Acknowledger> Pipeline<K> {
                 msg = inbox.recv(), if !stop => match msg {
                     None => stop = true,
                     Some(first) => {
+                        batch_started = Some(Instant::now());
                         oldest = Some(first.received_ms);
                         let mut taken = 0;
                         let mut take = |m: Decoded<K::Ack>, out: &mut Output| {
@@ -337,6 +348,10 @@ impl<K: Acknowledger> Pipeline<K> {
                     // The writer is gone; what it had not committed stays unacknowledged.
                     break;
                 }
+            }
+            if let Some(started) = batch_started {
+                // Waiting for room at the writer counts: ingest is busy then too.
+                load.worked(IngestStage::Pipeline, started, Instant::now());
             }
             if stop || clock.now().saturating_duration_since(last_snapshot) >= config.snapshot_every
             {

@@ -34,6 +34,8 @@ use arc_swap::ArcSwap;
 use landport_tracker::{LiveView, Tracker};
 use tokio::sync::watch;
 
+use crate::load::IngestLoad;
+
 /// Publishing may take at most 1/COST_SHARE of the writer's time.
 pub const COST_SHARE: u32 = 20;
 /// The most publishing credit saved up while idle: a burst of cheap views after a quiet spell.
@@ -60,6 +62,8 @@ pub struct ReadSide {
     /// Writer time publishing may still spend, and when it was last topped up.
     credit: Duration,
     credit_at: Instant,
+    /// How busy ingest is, reported by its stages, for readers that yield to it.
+    load: Arc<IngestLoad>,
 }
 
 /// A reader's handle: cheap to clone, one per request or stream.
@@ -67,6 +71,7 @@ pub struct ReadSide {
 pub struct LiveReader {
     current: Arc<ArcSwap<LiveView>>,
     rx: watch::Receiver<u64>,
+    load: Arc<IngestLoad>,
 }
 
 impl ReadSide {
@@ -87,6 +92,7 @@ impl ReadSide {
             last_cost: Duration::ZERO,
             credit: CREDIT_MAX,
             credit_at: Instant::now(),
+            load: Arc::default(),
         }
     }
 
@@ -94,7 +100,13 @@ impl ReadSide {
         LiveReader {
             current: self.current.clone(),
             rx: self.tx.subscribe(),
+            load: self.load.clone(),
         }
+    }
+
+    /// Where ingest's stages report how busy they are.
+    pub fn load(&self) -> Arc<IngestLoad> {
+        self.load.clone()
     }
 
     /// Notes that the tracker changed (a reading, a timer): the next [`ReadSide::publish_due`]
@@ -155,6 +167,11 @@ impl ReadSide {
 }
 
 impl LiveReader {
+    /// How busy ingest is (see [`IngestLoad`]).
+    pub fn ingest_load(&self) -> Arc<IngestLoad> {
+        self.load.clone()
+    }
+
     /// The latest published view.
     pub fn current(&self) -> Arc<LiveView> {
         self.current.load_full()

@@ -3,13 +3,14 @@
 //! retried with backoff while the pipeline waits (backpressure), never dropped.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use landport_tracker::Event;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::backoff::Backoff;
 use crate::core::{DeadLetter, Output};
+use crate::load::{IngestLoad, IngestStage};
 use crate::metrics::Metrics;
 use landport_store::Store;
 
@@ -41,6 +42,17 @@ pub struct Durable<A> {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// Whom the writer tells about each commit, besides the acknowledgements.
+pub struct Listeners {
+    /// Committed events, for live streams.
+    pub events: broadcast::Sender<Arc<Event>>,
+    /// Woken when events were committed (the event outbox).
+    pub outbox: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    /// How busy the writer is (for readers that yield to ingest).
+    pub load: Arc<IngestLoad>,
+}
+
 /// Runs the writer until the pipeline drops its sender; returns the store.
 ///
 /// `retry_wait` blocks the writer between a failed commit and its retry, for the backoff
@@ -50,13 +62,18 @@ pub fn run<A: Send + 'static>(
     mut store: Store,
     mut rx: mpsc::Receiver<WriterMsg<A>>,
     durable: mpsc::Sender<Durable<A>>,
-    events: broadcast::Sender<Arc<Event>>,
-    outbox: Arc<Notify>,
-    metrics: Arc<Metrics>,
+    listeners: Listeners,
     mut retry_wait: impl FnMut(Duration),
 ) -> Store {
+    let Listeners {
+        events,
+        outbox,
+        metrics,
+        load,
+    } = listeners;
     let mut last_rowid = store.telemetry_rowid_max().unwrap_or(0);
     while let Some(msg) = rx.blocking_recv() {
+        let started = Instant::now();
         match msg {
             WriterMsg::Batch {
                 output,
@@ -116,6 +133,7 @@ pub fn run<A: Send + 'static>(
                 }
             }
         }
+        load.worked(IngestStage::Writer, started, Instant::now());
     }
     store
 }
@@ -205,9 +223,12 @@ mod tests {
                     store,
                     rx,
                     durable_tx,
-                    events,
-                    Arc::new(Notify::new()),
-                    m,
+                    Listeners {
+                        events,
+                        outbox: Arc::new(Notify::new()),
+                        metrics: m,
+                        load: Arc::default(),
+                    },
                     wait,
                 )
             });

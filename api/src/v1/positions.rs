@@ -94,9 +94,20 @@ pub async fn positions(
             group.retain(|t, d| s.owns(t, &d.id));
         }
     }
-    let chunks = collection_chunks(found, CHUNK_BYTES)
-        .map(|c| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(c)));
-    let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+    // Each chunk passes the readers' CPU budget first: while ingest is busy, a box waits
+    // rather than take ingest's CPU (see `budget`).
+    let chunks = futures_util::stream::unfold(
+        (collection_chunks(found, CHUNK_BYTES), s),
+        |(mut chunks, s)| async move {
+            s.reader_budget().admit().await;
+            let chunk = chunks.next()?;
+            Some((
+                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk)),
+                (chunks, s),
+            ))
+        },
+    );
+    let body = axum::body::Body::from_stream(chunks);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -132,6 +132,8 @@ async fn run_feed(
         if live.seq() == since {
             continue;
         }
+        state.reader_budget().admit().await;
+        let live = state.live();
         let json = changed_frame(&live, scope.as_deref(), Some(since), None).map(Item::from);
         since = live.seq();
         state.positions_hub().publish(&scope, live, json);

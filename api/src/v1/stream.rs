@@ -162,13 +162,16 @@ impl Client {
     /// The next item to send; `None` ends the stream (the pipeline stopped).
     async fn next(&mut self) -> Option<Item> {
         loop {
-            if let Some(view) = self.full_due.take()
-                && let Some(fc) = self
+            if let Some(view) = self.full_due.take() {
+                // Large (every device of the scope): the readers' budget first.
+                self.state.reader_budget().admit().await;
+                if let Some(fc) = self
                     .state
                     .positions_hub()
                     .full(&view, self.scope.as_deref())
-            {
-                return Some(fc);
+                {
+                    return Some(fc);
+                }
             }
             let feed = async {
                 match self.feed.as_mut() {
@@ -184,7 +187,11 @@ impl Client {
             };
             tokio::select! {
                 r = feed => match r {
-                    Ok(fc) => return Some(fc),
+                    Ok(fc) => {
+                        // Sending it to this viewer costs CPU too: the budget's gate.
+                        self.state.reader_budget().admit().await;
+                        return Some(fc);
+                    }
                     // Behind the shared feed (or it ended): start over with a full collection.
                     Err(_) => {
                         let hub = self.state.positions_hub();

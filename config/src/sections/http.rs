@@ -24,6 +24,10 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Serve HTTPS instead of HTTP on `listen`, with the certificate of `[tls]`.
     pub tls: bool,
+    /// While ingest is busy (its store writer or pipeline working half the time or more),
+    /// the large reads (position boxes, live maps' positions) may use this much CPU, in
+    /// percent of one core, and wait beyond it; 0 = no limit. Readers never slow ingest.
+    pub reader_cpu_percent: u32,
 }
 
 impl Default for HttpConfig {
@@ -34,6 +38,7 @@ impl Default for HttpConfig {
             header_read_timeout_seconds: 10,
             max_connections: 10_000,
             tls: false,
+            reader_cpu_percent: 10,
         }
     }
 }
@@ -67,6 +72,11 @@ impl HttpConfig {
             (1..=1_000_000).contains(&self.max_connections),
             "http.max_connections",
             "must be 1..=1000000",
+        );
+        p.check(
+            self.reader_cpu_percent <= 100_000,
+            "http.reader_cpu_percent",
+            "must be 0 (no limit) to 100000 (percent of one core)",
         );
     }
 }
