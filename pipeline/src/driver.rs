@@ -258,6 +258,7 @@ impl<K: Acknowledger> Pipeline<K> {
         // Set once shutdown has been asked for and a drain is on: (deadline, messages taken).
         let mut draining: Option<(Instant, u64)> = None;
         let load = read_side.load();
+        let mut snapshots_taken: u64 = 0;
         loop {
             // The tracker's next deadline (server time) as a point on tokio's clock.
             let timer_at = core.next_deadline().map(|deadline_ms| {
@@ -356,13 +357,39 @@ impl<K: Acknowledger> Pipeline<K> {
             if stop || clock.now().saturating_duration_since(last_snapshot) >= config.snapshot_every
             {
                 last_snapshot = clock.now();
-                match serde_json::to_vec(&core.tracker().snapshot()) {
-                    Ok(bytes) => {
-                        if writer_tx.send(WriterMsg::Snapshot(bytes)).await.is_err() {
-                            break;
+                let snapshot = core.tracker().snapshot();
+                if stop {
+                    // The last one: written before the writer stops.
+                    match serde_json::to_vec(&snapshot) {
+                        Ok(bytes) => {
+                            if writer_tx.send(WriterMsg::Snapshot(bytes)).await.is_err() {
+                                break;
+                            }
                         }
+                        Err(e) => tracing::error!(error = %e, "tracker snapshot failed"),
                     }
-                    Err(e) => tracing::error!(error = %e, "tracker snapshot failed"),
+                } else {
+                    // The task only copies the state; serializing it (tens of MB of JSON at
+                    // 100,000 devices) runs on a thread of its own, so that ingest goes on
+                    // with the next batch meanwhile. The writer saves the bytes with the
+                    // position of the mark sent here.
+                    snapshots_taken += 1;
+                    let id = snapshots_taken;
+                    if writer_tx.send(WriterMsg::SnapshotTaken(id)).await.is_err() {
+                        break;
+                    }
+                    let tx = writer_tx.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("landport-snapshot".into())
+                        .spawn(move || match serde_json::to_vec(&snapshot) {
+                            Ok(bytes) => {
+                                let _ = tx.blocking_send(WriterMsg::SnapshotBytes(id, bytes));
+                            }
+                            Err(e) => tracing::error!(error = %e, "tracker snapshot failed"),
+                        });
+                    if let Err(e) = spawned {
+                        tracing::error!(error = %e, "starting the snapshot thread failed");
+                    }
                 }
             }
             if let Some(cutoffs) = retention.due(clock.now(), clock.now_ms()) {

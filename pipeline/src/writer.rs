@@ -31,6 +31,12 @@ pub enum WriterMsg<A> {
     },
     /// A tracker snapshot taken after every batch sent before it.
     Snapshot(Vec<u8>),
+    /// A tracker snapshot was taken here, after every batch sent before it, and is being
+    /// serialized off the pipeline's task: its bytes follow as [`WriterMsg::SnapshotBytes`]
+    /// with the same id, to be saved with the telemetry position of this point (the batches
+    /// between the two are not in it, and recovery replays them).
+    SnapshotTaken(u64),
+    SnapshotBytes(u64, Vec<u8>),
     /// Delete telemetry received and events stored before these server times (retention).
     Prune(crate::retention::Cutoffs),
 }
@@ -72,6 +78,8 @@ pub fn run<A: Send + 'static>(
         load,
     } = listeners;
     let mut last_rowid = store.telemetry_rowid_max().unwrap_or(0);
+    // Snapshots taken and still being serialized: (id, telemetry position when taken).
+    let mut taken: Vec<(u64, i64)> = Vec::new();
     while let Some(msg) = rx.blocking_recv() {
         let started = Instant::now();
         match msg {
@@ -132,6 +140,16 @@ pub fn run<A: Send + 'static>(
                     tracing::error!(error = %e, "saving the tracker snapshot failed");
                 }
             }
+            WriterMsg::SnapshotTaken(id) => taken.push((id, last_rowid)),
+            WriterMsg::SnapshotBytes(id, bytes) => match taken.iter().position(|&(t, _)| t == id) {
+                Some(i) => {
+                    let (_, rowid) = taken.swap_remove(i);
+                    if let Err(e) = store.save_snapshot(&bytes, rowid) {
+                        tracing::error!(error = %e, "saving the tracker snapshot failed");
+                    }
+                }
+                None => tracing::error!(id, "tracker snapshot bytes without their mark"),
+            },
         }
         load.worked(IngestStage::Writer, started, Instant::now());
     }
@@ -286,6 +304,41 @@ mod tests {
 
     fn accept_writes(conn: &Connection) {
         conn.execute_batch("DROP TRIGGER refuse_telemetry").unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_serialized_later_is_saved_with_the_position_where_it_was_taken() {
+        let mut h = Harness::start();
+        h.send(batch("d0", 0));
+        let after_d0 = {
+            let _ = h.durable.blocking_recv().unwrap();
+            Store::open_reader(&h.dir)
+                .unwrap()
+                .telemetry_rowid_max()
+                .unwrap()
+        };
+        // Taken after d0; its bytes arrive after d1 and d2 were committed, and after another
+        // snapshot taken (and serialized sooner) after d1.
+        h.send(WriterMsg::SnapshotTaken(1));
+        h.send(batch("d1", 1));
+        h.send(WriterMsg::SnapshotTaken(2));
+        h.send(batch("d2", 2));
+        h.send(WriterMsg::SnapshotBytes(2, b"after d1".to_vec()));
+        h.send(WriterMsg::SnapshotBytes(1, b"after d0".to_vec()));
+        // An unmatched id is logged and saves nothing.
+        h.send(WriterMsg::SnapshotBytes(9, b"stray".to_vec()));
+        let store = h.stop();
+        let saved = store.load_snapshots().unwrap();
+        let rowid = |bytes: &[u8]| {
+            saved
+                .iter()
+                .find(|(b, _)| b == bytes)
+                .map(|&(_, r)| r)
+                .unwrap_or_else(|| panic!("{:?} not saved", String::from_utf8_lossy(bytes)))
+        };
+        assert_eq!(rowid(b"after d0"), after_d0);
+        assert_eq!(rowid(b"after d1"), after_d0 + 2, "d1 is two readings");
+        assert!(saved.iter().all(|(b, _)| b != b"stray"));
     }
 
     #[test]
