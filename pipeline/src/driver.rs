@@ -360,7 +360,7 @@ impl<K: Acknowledger> Pipeline<K> {
                 let snapshot = core.tracker().snapshot();
                 if stop {
                     // The last one: written before the writer stops.
-                    match serde_json::to_vec(&snapshot) {
+                    match crate::recover::encode_snapshot(&snapshot) {
                         Ok(bytes) => {
                             if writer_tx.send(WriterMsg::Snapshot(bytes)).await.is_err() {
                                 break;
@@ -369,9 +369,9 @@ impl<K: Acknowledger> Pipeline<K> {
                         Err(e) => tracing::error!(error = %e, "tracker snapshot failed"),
                     }
                 } else {
-                    // The task only copies the state; serializing it (tens of MB of JSON at
-                    // 100,000 devices) runs on a thread of its own, so that ingest goes on
-                    // with the next batch meanwhile. The writer saves the bytes with the
+                    // The task only copies the state; serializing and compressing it (tens
+                    // of MB of JSON at 100,000 devices) runs on a thread of its own, so that
+                    // ingest goes on with the next batch meanwhile. The writer saves the bytes with the
                     // position of the mark sent here.
                     snapshots_taken += 1;
                     let id = snapshots_taken;
@@ -381,7 +381,7 @@ impl<K: Acknowledger> Pipeline<K> {
                     let tx = writer_tx.clone();
                     let spawned = std::thread::Builder::new()
                         .name("landport-snapshot".into())
-                        .spawn(move || match serde_json::to_vec(&snapshot) {
+                        .spawn(move || match crate::recover::encode_snapshot(&snapshot) {
                             Ok(bytes) => {
                                 let _ = tx.blocking_send(WriterMsg::SnapshotBytes(id, bytes));
                             }
