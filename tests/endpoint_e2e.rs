@@ -260,6 +260,28 @@ fn client(
     (client, rx)
 }
 
+/// Subscribes `c` to `filter` at QoS 1 and waits for the SUBACK on its packets `rx`.
+async fn subscribe(
+    c: &AsyncClient,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Packet>,
+    filter: &str,
+) {
+    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    next(rx, "the SUBACK", |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+}
+
+/// The CONNACK's session-present flag.
+async fn session_present(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Packet>) -> bool {
+    next(rx, "the CONNACK", |p| match p {
+        Packet::ConnAck(a) => Some(a.session_present),
+        _ => None,
+    })
+    .await
+}
+
 /// The next packet matching `f`, within 30 s.
 async fn next<T>(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Packet>,
@@ -317,13 +339,7 @@ async fn a_2_mib_publish_is_refused_with_a_dead_letter_acknowledged_and_ingest_g
     let lp = start(dir, "");
     let port = lp.mqtt_port;
     let (sub, mut dead) = client(port, "rejections", true);
-    sub.subscribe("landport/default/+/rejected", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    next(&mut dead, "the SUBACK", |p| {
-        matches!(p, Packet::SubAck(_)).then_some(())
-    })
-    .await;
+    subscribe(&sub, &mut dead, "landport/default/+/rejected").await;
 
     let (c, mut rx) = client(port, "big-sender", true);
     let big = format!(
@@ -480,19 +496,9 @@ async fn a_persistent_subscriber_gets_the_events_it_missed_even_across_a_restart
     let mut lp = start(dir, "");
     let port = lp.mqtt_port;
     let (app, mut rx) = client(port, "dispatch-app", false);
-    let present = next(&mut rx, "the CONNACK", |p| match p {
-        Packet::ConnAck(a) => Some(a.session_present),
-        _ => None,
-    })
-    .await;
+    let present = session_present(&mut rx).await;
     assert!(!present);
-    app.subscribe("landport/default/+/events", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    next(&mut rx, "the SUBACK", |p| {
-        matches!(p, Packet::SubAck(_)).then_some(())
-    })
-    .await;
+    subscribe(&app, &mut rx, "landport/default/+/events").await;
     app.disconnect().await.unwrap();
     // While it is away: two trucks arrive, and Landport restarts.
     publish_acked(
@@ -512,11 +518,7 @@ async fn a_persistent_subscriber_gets_the_events_it_missed_even_across_a_restart
     let port = lp.mqtt_port;
     // Back, same client id, no SUBSCRIBE: the session has it.
     let (_app, mut rx) = client(port, "dispatch-app", false);
-    let present = next(&mut rx, "the CONNACK", |p| match p {
-        Packet::ConnAck(a) => Some(a.session_present),
-        _ => None,
-    })
-    .await;
+    let present = session_present(&mut rx).await;
     assert!(
         present,
         "the session survived the disconnect and the restart"
@@ -544,28 +546,15 @@ async fn a_subscription_acknowledged_just_before_a_crash_is_kept() {
     support::seed_fence(dir, "default");
     let mut lp = start(dir, "");
     let (app, mut rx) = client(lp.mqtt_port, "dispatch-app", false);
-    next(&mut rx, "the CONNACK", |p| {
-        matches!(p, Packet::ConnAck(_)).then_some(())
-    })
-    .await;
-    app.subscribe("landport/default/+/events", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    next(&mut rx, "the SUBACK", |p| {
-        matches!(p, Packet::SubAck(_)).then_some(())
-    })
-    .await;
+    session_present(&mut rx).await;
+    subscribe(&app, &mut rx, "landport/default/+/events").await;
     // The worst moment: at once after the SUBACK.
     lp.kill9();
     drop(app);
     lp.restart();
     let port = lp.mqtt_port;
     let (_app, mut rx) = client(port, "dispatch-app", false);
-    let present = next(&mut rx, "the CONNACK", |p| match p {
-        Packet::ConnAck(a) => Some(a.session_present),
-        _ => None,
-    })
-    .await;
+    let present = session_present(&mut rx).await;
     assert!(present);
     // No SUBSCRIBE this time: the acknowledged one must still be there.
     publish_acked(

@@ -119,25 +119,26 @@ async fn browse(url: String, png: &str) -> (String, PathBuf) {
     (dom, shot)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_map_shows_both_devices_in_a_real_browser() {
-    if !Path::new(CHROMIUM).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{CHROMIUM} is missing (apt-get install -y chromium); CI is set, so this fails"
-        );
-        eprintln!("note: skipped, {CHROMIUM} is missing (apt-get install -y chromium)");
-        return;
+/// `true` if Chromium is missing: the test is then skipped, or fails when CI is set.
+fn no_chromium() -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return false;
     }
-    let t = TestApi::new(ADMIN);
-    let tracker = t.tracker.clone();
-    // Tiles from this server (they 404): the page must work without them, and the test
-    // never touches the network.
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{CHROMIUM} is missing (apt-get install -y chromium); CI is set, so this fails"
+    );
+    eprintln!("note: skipped, {CHROMIUM} is missing (apt-get install -y chromium)");
+    true
+}
+
+/// The router with the pages, and a key of the tenant `acme` it now has. Tiles come from
+/// this server (they 404): the page must work without them, and no test touches the network.
+async fn map_with_acme(t: &TestApi) -> (Router, String) {
     let router = t.router_with_pages(MapSettings {
         tile_url: "/tiles/{z}/{x}/{y}.png".into(),
         tile_attribution: "test tiles".into(),
     });
-
     post(
         &router,
         "/v1/tenants",
@@ -149,6 +150,17 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
         .as_str()
         .unwrap()
         .to_owned();
+    (router, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_map_shows_both_devices_in_a_real_browser() {
+    if no_chromium() {
+        return;
+    }
+    let t = TestApi::new(ADMIN);
+    let tracker = t.tracker.clone();
+    let (router, key) = map_with_acme(&t).await;
     for id in ["truck-7", "truck-9"] {
         let body = json!({"id": id, "name": format!("Truck {id}"), "kind": "truck"});
         post(&router, "/v1/devices", &key, body).await;
@@ -229,31 +241,12 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_reads_the_live_stream_gzip_encoded() {
-    if !Path::new(CHROMIUM).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{CHROMIUM} is missing (apt-get install -y chromium); CI is set, so this fails"
-        );
-        eprintln!("note: skipped, {CHROMIUM} is missing (apt-get install -y chromium)");
+    if no_chromium() {
         return;
     }
     let t = TestApi::new(ADMIN);
     let tracker = t.tracker.clone();
-    let router = t.router_with_pages(MapSettings {
-        tile_url: "/tiles/{z}/{x}/{y}.png".into(),
-        tile_attribution: "test tiles".into(),
-    });
-    post(
-        &router,
-        "/v1/tenants",
-        ADMIN,
-        json!({"id": "acme", "name": "Acme"}),
-    )
-    .await;
-    let key = post(&router, "/v1/tenants/acme/keys", ADMIN, json!({})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (router, key) = map_with_acme(&t).await;
     // Enough devices that the first item is larger than a deflate window (32 KiB), within
     // the key's request burst.
     for i in 0..150 {
@@ -613,30 +606,11 @@ fn duration_label(s: f64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
-    if !Path::new(CHROMIUM).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{CHROMIUM} is missing (apt-get install -y chromium); CI is set, so this fails"
-        );
-        eprintln!("note: skipped, {CHROMIUM} is missing (apt-get install -y chromium)");
+    if no_chromium() {
         return;
     }
     let t = TestApi::new(ADMIN);
-    let router = t.router_with_pages(MapSettings {
-        tile_url: "/tiles/{z}/{x}/{y}.png".into(),
-        tile_attribution: "test tiles".into(),
-    });
-    post(
-        &router,
-        "/v1/tenants",
-        ADMIN,
-        json!({"id": "acme", "name": "Acme"}),
-    )
-    .await;
-    let key = post(&router, "/v1/tenants/acme/keys", ADMIN, json!({})).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (router, key) = map_with_acme(&t).await;
     for (id, name) in [
         ("truck-7", "Reefer seven"),
         ("truck-9", "Flatbed nine"),
