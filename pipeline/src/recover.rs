@@ -148,10 +148,11 @@ fn restore_newest(snapshots: Vec<(Vec<u8>, i64)>, settings: TrackerSettings) -> 
     (Tracker::new(settings), 0)
 }
 
-/// A snapshot as the store keeps it: its JSON, gzip-compressed at the fastest level. At
-/// 100,000 devices the JSON is tens of MB, which the store writer (ingest's own thread) had
-/// to copy into the database every 30 s; compressed, it is about an eighth, and the
-/// compressing happens where the snapshot is serialized, off ingest's threads.
+/// A snapshot as the store keeps it: its JSON, gzip-compressed at the fastest level. With
+/// 100,000 devices (two readings each) the JSON is 111 MB, which the store writer (ingest's
+/// own thread) had to copy into the database every 30 s; compressed it is 8.8 MB (12.6x),
+/// for 0.31 s of serializing and compressing against 0.27 s of serializing alone (measured
+/// once, release build), done where the snapshot is serialized, off ingest's threads.
 pub fn encode_snapshot(snap: &TrackerSnapshot) -> Result<Vec<u8>, PipelineError> {
     use std::io::Write;
     let fail = |e: &dyn std::fmt::Display| PipelineError::Snapshot(e.to_string());

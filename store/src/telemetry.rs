@@ -130,10 +130,7 @@ impl NewestStored {
                     .prepare_cached(NEWEST_OF)?
                     .query_row(params![tenant, device], |row| row.get(0))?;
                 if let Some(newest) = newest {
-                    if self.ts_ms.len() >= NEWEST_STORED_MAX_DEVICES {
-                        self.ts_ms.clear();
-                    }
-                    self.ts_ms.insert(self.scratch.as_slice().into(), newest);
+                    self.remember(newest);
                 }
                 newest
             }
@@ -145,13 +142,16 @@ impl NewestStored {
     fn stored(&mut self, ts_ms: TimestampMs) {
         match self.ts_ms.get_mut(self.scratch.as_slice()) {
             Some(newest) => *newest = (*newest).max(ts_ms),
-            None => {
-                if self.ts_ms.len() >= NEWEST_STORED_MAX_DEVICES {
-                    self.ts_ms.clear();
-                }
-                self.ts_ms.insert(self.scratch.as_slice().into(), ts_ms);
-            }
+            None => self.remember(ts_ms),
         }
+    }
+
+    /// A first entry for the device whose key was built last (starting over when full).
+    fn remember(&mut self, ts_ms: TimestampMs) {
+        if self.ts_ms.len() >= NEWEST_STORED_MAX_DEVICES {
+            self.ts_ms.clear();
+        }
+        self.ts_ms.insert(self.scratch.as_slice().into(), ts_ms);
     }
 }
 

@@ -68,7 +68,7 @@ pub struct EtaHistory {
     traces: HashMap<u32, DeviceTrace>,
     /// ln(real time to go / raw estimate) of past ETAs, per progress bucket, oldest first.
     residuals: [VecDeque<f64>; BUCKETS],
-    /// The least-squares fit of the weight of the learned estimate against the plain one
+    /// The fit of the weight of the learned estimate against the plain one
     /// (see [`EtaHistory::learned_weight`]; absent from older snapshots).
     #[serde(default)]
     blend: BlendFit,
@@ -80,7 +80,7 @@ pub struct EtaHistory {
 /// Decayed by [`BLEND_DECAY`] per trip so it follows change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct BlendFit {
-    abs_err: [f64; 5],
+    abs_err: [f64; BLEND_WEIGHTS.len()],
 }
 
 /// Candidate weights of the learned estimate against the plain one.

@@ -124,6 +124,17 @@ pub fn positions_json(live: &Arc<LiveView>, scope: Option<&str>, bbox: [f64; 4])
 /// The devices of `scope` (`None`: every tenant) whose latest position is in `bbox`, by
 /// tenant, each tenant's sorted by id.
 fn in_bbox(live: &Arc<LiveView>, scope: Option<&str>, bbox: [f64; 4]) -> Vec<Group> {
+    groups(live, scope, |_, view| Some(view.in_bbox_slots(bbox)))
+}
+
+/// A [`Group`] per tenant of `scope` (`None`: every tenant) in `live`, of the local slots
+/// `slots(tenant, its view)` picks (`None`: leave the tenant out). Slots are read in place
+/// (see [`Group`]): a hundred readers write nothing the pipeline shares.
+pub(crate) fn groups(
+    live: &Arc<LiveView>,
+    scope: Option<&str>,
+    mut slots: impl FnMut(&str, &TenantView) -> Option<Vec<u32>>,
+) -> Vec<Group> {
     let tenants: Vec<&str> = match scope {
         Some(one) => vec![one],
         None => live.tenants().collect(),
@@ -131,7 +142,7 @@ fn in_bbox(live: &Arc<LiveView>, scope: Option<&str>, bbox: [f64; 4]) -> Vec<Gro
     tenants
         .into_iter()
         .filter_map(|t| {
-            let slots = live.tenant(t)?.in_bbox_slots(bbox);
+            let slots = slots(t, live.tenant(t)?)?;
             Some(Group::slots(t, live.clone(), slots))
         })
         .collect()

@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use landport_tracker::LiveView;
 use tokio::sync::broadcast;
 
-use super::positions::{Group, collection_chunks};
+use super::positions::{Group, collection_chunks, groups};
 use super::sse::{self, Item};
 use super::stream::POSITIONS_EVERY;
 use crate::state::ApiState;
@@ -149,28 +149,20 @@ pub(crate) fn changed_frame(
     since: Option<u64>,
     device: Option<(&str, &str)>,
 ) -> Option<Bytes> {
-    let tenants: Vec<&str> = match scope {
-        Some(one) => vec![one],
-        None => live.tenants().collect(),
-    };
-    // Slots read in place (see `Group`): a hundred live maps write nothing the pipeline
-    // shares.
-    let found: Vec<Group> = tenants
-        .into_iter()
-        .filter(|ten| device.is_none_or(|(t, _)| t == *ten))
-        .filter_map(|ten| {
-            let view = live.tenant(ten)?;
-            let slots = match since {
-                Some(s) => view.changed_since_slots(s),
-                None => view.device_slots(),
-            };
-            let mut group = Group::slots(ten, live.clone(), slots);
-            if let Some((_, id)) = device {
-                group.retain(|_, d| d.id == id);
-            }
-            Some(group)
+    let mut found = groups(live, scope, |tenant, view| {
+        if device.is_some_and(|(t, _)| t != tenant) {
+            return None;
+        }
+        Some(match since {
+            Some(s) => view.changed_since_slots(s),
+            None => view.device_slots(),
         })
-        .collect();
+    });
+    if let Some((_, id)) = device {
+        for group in &mut found {
+            group.retain(|_, d| d.id == id);
+        }
+    }
     if found.iter().all(Group::no_position) {
         return None;
     }

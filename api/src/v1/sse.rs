@@ -10,7 +10,7 @@
 //!
 //! **gzip, compressed once for every viewer.** A client that accepts gzip (every browser does)
 //! gets the stream gzip-encoded: a busy tenant's positions are several MB a second per live
-//! map, about 7x fewer bytes compressed. A compressing layer (tower-http's) would run one
+//! map, about 8.6x fewer bytes compressed (docs/architecture.md, "Dependencies chosen"). A compressing layer (tower-http's) would run one
 //! compressor per connection, a hundred times the work for a hundred maps of one feed. Here
 //! each item is deflated once, the first time a gzip stream sends it, into a self-contained
 //! piece of a deflate stream: a fresh compressor (so no back-reference reaches outside the
@@ -128,7 +128,7 @@ impl std::fmt::Debug for Item {
 }
 
 /// Deflates `plain` alone: a fresh compressor at the fastest level (a live map's second of
-/// changes is a few MB; level 1 already takes it to about a seventh), ended by a sync flush.
+/// changes is a few MB; level 1 already takes it to about an eighth), ended by a sync flush.
 fn deflate(plain: &[u8]) -> Deflated {
     let mut c = Compress::new(Compression::fast(), false);
     let mut out = Vec::with_capacity(plain.len() / 4 + 64);
