@@ -13,6 +13,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of the store could not be opened outside SQLite.
+    #[error("cannot open {path}: {source}")]
+    OpenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// SQLite refused an operation (I/O error, full disk, a corrupt file, a writer holding the
     /// lock longer than the busy timeout, a write through a reader connection, ...).
     #[error("sqlite: {0}")]

@@ -149,7 +149,7 @@ const PAGE_SIZE_BYTES: i64 = 2048;
 /// halved the commit rate. Recovery after a crash reads the WAL whole: a larger mark costs
 /// start-up time after one: 3.3 s instead of 2.0 s to `/readyz` after `kill -9` at full speed
 /// with the log at its largest (258 MiB, against 53 MiB before).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 128_000;
+pub(crate) const WAL_AUTOCHECKPOINT_PAGES: i64 = 128_000;
 
 /// Once a checkpoint has copied the WAL back, the WAL file is truncated to at most this size:
 /// above the autocheckpoint mark (128,000 pages of 2 KiB plus their 24-byte headers), so that
