@@ -19,6 +19,10 @@ use landport_store::Store;
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Queued batches are merged into one commit up to this many readings (a pipeline batch holds
+/// at most `batch_max_messages`).
+const MERGE_MAX_ROWS: usize = 10_000;
+
 /// What the pipeline sends the writer.
 #[derive(Debug)]
 pub enum WriterMsg<A> {
@@ -80,14 +84,41 @@ pub fn run<A: Send + 'static>(
     let mut last_rowid = store.telemetry_rowid_max().unwrap_or(0);
     // Snapshots taken and still being serialized: (id, telemetry position when taken).
     let mut taken: Vec<(u64, i64)> = Vec::new();
-    while let Some(msg) = rx.blocking_recv() {
+    // A message taken while merging batches, to be handled next.
+    let mut next: Option<WriterMsg<A>> = None;
+    while let Some(msg) = next.take().or_else(|| rx.blocking_recv()) {
         let started = Instant::now();
         match msg {
             WriterMsg::Batch {
-                output,
-                acks,
+                mut output,
+                mut acks,
                 oldest_ms,
             } => {
+                // Group commit: the batches that queued up while the last commit ran go into
+                // this one. A commit costs about 70 us besides its readings, and at a steady
+                // 20k readings/s the pipeline hands over a batch every few messages: one
+                // commit per batch was 3,200 commits/s of 6 readings, half the writer's time.
+                // Merging stops at anything else (a snapshot's mark must stay between the
+                // batches it was sent between).
+                while output.rows.len() < MERGE_MAX_ROWS {
+                    match rx.try_recv() {
+                        Ok(WriterMsg::Batch {
+                            output: more,
+                            acks: more_acks,
+                            oldest_ms: _,
+                        }) => {
+                            output.rows.extend(more.rows);
+                            output.events.extend(more.events);
+                            output.dead_letters.extend(more.dead_letters);
+                            acks.extend(more_acks);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 // The one retry schedule of the crate; the seed only spreads the jitter.
                 let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, oldest_ms as u64);
                 let committed = loop {
@@ -365,22 +396,62 @@ mod tests {
             // At the moment of release another connection sees the readings and the event.
             assert_eq!(stored(&reader, d), (2, vec![event(d, NOW).id]), "{d}");
         }
-        // And with no refusal, several batches queued at once.
+        // And with no refusal, several batches queued at once (the writer may merge them).
         let devices = ["d3", "d4", "d5", "d6"];
         for (i, d) in devices.iter().enumerate() {
             h.send(batch(d, 3 + i as u32));
         }
-        for (i, d) in devices.iter().enumerate() {
-            let released = h.durable.blocking_recv().unwrap();
-            assert_eq!(
-                released.acks,
-                [3 + i as u32],
-                "acks come back in batch order"
-            );
+        let mut acks = Vec::new();
+        while acks.len() < devices.len() {
+            acks.extend(h.durable.blocking_recv().unwrap().acks);
+        }
+        assert_eq!(acks, [3, 4, 5, 6], "acks come back in batch order");
+        for d in devices {
             assert_eq!(stored(&reader, d), (2, vec![event(d, NOW).id]), "{d}");
         }
-        assert_eq!(h.metrics.commits.get(), 7);
+        assert!((4..=7).contains(&h.metrics.commits.get()));
         drop(h.stop());
+    }
+
+    #[test]
+    fn batches_queued_during_a_commit_are_committed_together_up_to_a_snapshot_mark() {
+        let mut h = Harness::start();
+        let conn = h.connection();
+        let reader = Store::open_reader(&h.dir).unwrap();
+        // d0's commit is refused, so the writer waits in its retry while more queue up.
+        refuse_writes(&conn);
+        h.send(batch("d0", 0));
+        h.failures.recv().unwrap();
+        for (i, d) in ["d1", "d2", "d3"].into_iter().enumerate() {
+            h.send(batch(d, 1 + i as u32));
+        }
+        h.send(WriterMsg::SnapshotTaken(1));
+        accept_writes(&conn);
+        h.retry.send(()).unwrap();
+        assert_eq!(h.durable.blocking_recv().unwrap().acks, [0]);
+        // The three queued batches: one commit, their acks in order, all of it readable.
+        let merged = h.durable.blocking_recv().unwrap();
+        assert_eq!(merged.acks, [1, 2, 3]);
+        for d in ["d1", "d2", "d3"] {
+            assert_eq!(stored(&reader, d), (2, vec![event(d, NOW).id]), "{d}");
+        }
+        assert_eq!(h.metrics.commits.get(), 2);
+        // The mark stopped the merge: a batch after it is a commit of its own, and the
+        // snapshot is saved with the position after d3, not after d4.
+        h.send(batch("d4", 4));
+        assert_eq!(h.durable.blocking_recv().unwrap().acks, [4]);
+        h.send(WriterMsg::SnapshotBytes(1, b"after d3".to_vec()));
+        let store = h.stop();
+        let saved = store.load_snapshots().unwrap();
+        let rowid = saved
+            .iter()
+            .find(|(b, _)| b == b"after d3")
+            .map(|&(_, r)| r);
+        assert_eq!(
+            rowid,
+            Some(8),
+            "four batches of two readings before the mark"
+        );
     }
 
     #[test]
