@@ -132,9 +132,14 @@ fn no_chromium() -> bool {
     true
 }
 
-/// The router with the pages, and a key of the tenant `acme` it now has. Tiles come from
-/// this server (they 404): the page must work without them, and no test touches the network.
-async fn map_with_acme(t: &TestApi) -> (Router, String) {
+/// A fresh API, its router with the pages, and a key of the tenant `acme` it now has; `None`
+/// when Chromium is missing (see [`no_chromium`]). Tiles come from this server (they 404): the
+/// page must work without them, and no test touches the network.
+async fn map_with_acme() -> Option<(TestApi, Router, String)> {
+    if no_chromium() {
+        return None;
+    }
+    let t = TestApi::new(ADMIN);
     let router = t.router_with_pages(MapSettings {
         tile_url: "/tiles/{z}/{x}/{y}.png".into(),
         tile_attribution: "test tiles".into(),
@@ -150,17 +155,15 @@ async fn map_with_acme(t: &TestApi) -> (Router, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    (router, key)
+    Some((t, router, key))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_map_shows_both_devices_in_a_real_browser() {
-    if no_chromium() {
+    let Some((t, router, key)) = map_with_acme().await else {
         return;
-    }
-    let t = TestApi::new(ADMIN);
+    };
     let tracker = t.tracker.clone();
-    let (router, key) = map_with_acme(&t).await;
     for id in ["truck-7", "truck-9"] {
         let body = json!({"id": id, "name": format!("Truck {id}"), "kind": "truck"});
         post(&router, "/v1/devices", &key, body).await;
@@ -241,12 +244,10 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_reads_the_live_stream_gzip_encoded() {
-    if no_chromium() {
+    let Some((t, router, key)) = map_with_acme().await else {
         return;
-    }
-    let t = TestApi::new(ADMIN);
+    };
     let tracker = t.tracker.clone();
-    let (router, key) = map_with_acme(&t).await;
     // Enough devices that the first item is larger than a deflate window (32 KiB), within
     // the key's request burst.
     for i in 0..150 {
@@ -606,11 +607,9 @@ fn duration_label(s: f64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
-    if no_chromium() {
+    let Some((t, router, key)) = map_with_acme().await else {
         return;
-    }
-    let t = TestApi::new(ADMIN);
-    let (router, key) = map_with_acme(&t).await;
+    };
     for (id, name) in [
         ("truck-7", "Reefer seven"),
         ("truck-9", "Flatbed nine"),
