@@ -66,7 +66,7 @@ const CLOSE_PAUSE: Duration = Duration::from_millis(1);
 /// database only once a checkpoint has copied every frame. So the copied pages piled up in the
 /// page cache until the writer's own checkpoint at the mark, whose `fsync` then wrote seconds
 /// of copies while every acknowledgement waited: 68-85 ms at 20k readings/s on the
-/// development VM, every 3.6 s, which alone put publish -> PUBACK p99 at 44-71 ms. Syncing here,
+/// development VM, every 3.6 s, which alone put publish -> PUBACK p99 at 38-72 ms. Syncing here,
 /// on this thread, as the WAL nears the mark, and copying each commit as it comes right under
 /// it, leaves the writer's checkpoint only the last few milliseconds of frames to copy and
 /// sync. (A checkpoint here that happens to fit between two commits completes, SQLite syncs
