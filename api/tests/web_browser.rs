@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -119,6 +120,37 @@ async fn browse(url: String, png: &str) -> (String, PathBuf) {
     (dom, shot)
 }
 
+/// The router served on a free loopback port until [`Served::stop`].
+struct Served {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn start(router: &Router) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(landport_api::serve(
+            listener,
+            router.clone(),
+            shutdown.clone(),
+            Default::default(),
+        ));
+        Served {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// `true` if Chromium is missing: the test is then skipped, or fails when CI is set.
 fn no_chromium() -> bool {
     if Path::new(CHROMIUM).exists() {
@@ -184,15 +216,8 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
     fix(&tracker, "truck-7", 121.50, 38.83, 45.0).await;
     fix(&tracker, "truck-9", 121.66, 38.95, 200.0).await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(landport_api::serve(
-        listener,
-        router.clone(),
-        shutdown.clone(),
-        Default::default(),
-    ));
+    let server = Served::start(&router).await;
+    let addr = server.addr;
 
     let share = post(&router, "/v1/shipments/SHP-1/share", &key, json!({})).await;
     let token = share["token"].as_str().unwrap();
@@ -208,8 +233,7 @@ async fn the_live_map_shows_both_devices_in_a_real_browser() {
     })
     .await
     .unwrap();
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 
     assert!(
         refused.contains("<dialog id=\"key-dialog\" open=\"\">")
@@ -255,15 +279,8 @@ async fn the_browser_reads_the_live_stream_gzip_encoded() {
         post(&router, "/v1/devices", &key, json!({"id": id})).await;
         fix(&tracker, &id, 121.0 + f64::from(i) * 1e-4, 38.9, 90.0).await;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(landport_api::serve(
-        listener,
-        router.clone(),
-        shutdown.clone(),
-        Default::default(),
-    ));
+    let server = Served::start(&router).await;
+    let addr = server.addr;
     // One truck keeps moving: whenever the stream opens, its second item carries it alone.
     let moving = tokio::spawn({
         let tracker = tracker.clone();
@@ -309,8 +326,7 @@ async fn the_browser_reads_the_live_stream_gzip_encoded() {
     .await
     .unwrap();
     moving.abort();
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 
     assert_eq!(got["encoding"], "gzip", "{got}");
     let text = got["text"].as_str().unwrap();
@@ -696,15 +712,8 @@ async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
         .collect();
     labels.sort();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(landport_api::serve(
-        listener,
-        router.clone(),
-        shutdown.clone(),
-        Default::default(),
-    ));
+    let server = Served::start(&router).await;
+    let addr = server.addr;
     // `from` as epoch ms, `to` as RFC 3339: the fragment takes both.
     let url = format!(
         "http://{addr}/#key={key}&device=truck-7&from={from_ms}&to={}",
@@ -866,7 +875,6 @@ async fn the_map_replays_a_track_with_its_stops_in_a_real_browser() {
     })
     .await
     .unwrap();
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     assert!(shot.exists(), "no screenshot at {}", shot.display());
 }
